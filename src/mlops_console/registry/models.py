@@ -1,0 +1,495 @@
+"""`ws.models`: register versions, move aliases (with an append-only history), roll back.
+
+References: `churn` (the latest version), `churn/3` (version 3), `churn@champion` (the
+version an alias points to now).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_console.errors import Conflict, MlopsError, NotFound
+from mlops_console.tracking.runs import current_user
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_REF = re.compile(r"^(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?$")
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    run_id: str | None
+    artifact_hash: str
+    status: str
+    signature: dict[str, Any]
+    metrics: dict[str, float]
+    lineage: dict[str, Any]
+    checks: list[dict[str, Any]]
+    description: str
+    intended_use: str
+    created_at: float
+    created_by: str
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "ref": self.ref,
+            "aliases": self.aliases,
+            "status": self.status,
+            "run_id": self.run_id,
+            "artifact_hash": self.artifact_hash,
+            "signature": self.signature,
+            "metrics": self.metrics,
+            "checks": self.checks,
+            "description": self.description,
+            "intended_use": self.intended_use,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "lineage": self.lineage,
+        }
+
+
+@dataclass
+class AliasMove:
+    model: str
+    alias: str
+    kind: str
+    from_version: int | None
+    to_version: int | None
+    at: float
+    actor: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+_VERSION_COLS = (
+    "model_name, version, run_id, artifact_hash, status, signature, metrics, lineage, "
+    "checks, description, intended_use, created_at, created_by"
+)
+
+
+def _version_from_row(row, aliases: list[str]) -> ModelVersion:
+    return ModelVersion(
+        name=row[0], version=row[1], run_id=row[2], artifact_hash=row[3], status=row[4],
+        signature=json.loads(row[5]), metrics=json.loads(row[6]), lineage=json.loads(row[7]),
+        checks=json.loads(row[8]), description=row[9], intended_use=row[10],
+        created_at=row[11], created_by=row[12], aliases=aliases,
+    )
+
+
+def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
+    m = _REF.match(ref.strip())
+    if not m:
+        raise MlopsError(
+            f"{ref!r} is not a model reference; use NAME, NAME/VERSION or NAME@ALIAS "
+            "(e.g. churn/3, churn@champion)."
+        )
+    version = m.group("version")
+    return m.group("name"), m.group("alias"), int(version) if version else None
+
+
+class ModelRegistry:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+
+    # --- register ----------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        run: Any = None,
+        artifact: str | bytes | Path | None = None,
+        signature: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        description: str = "",
+        intended_use: str = "",
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Create the next version of `name` from a run's artifact.
+
+        `artifact` is an artifact hash, a path, bytes, or None for the run's artifact
+        named "model" (or its only artifact). Metrics default to the run's latest metrics.
+        """
+        if not _NAME.match(name):
+            raise MlopsError(
+                f"Model name {name!r} is not allowed: use letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit."
+            )
+        run_id = None if run is None else (run if isinstance(run, str) else run.id)
+        if run_id is not None:
+            run_id = self.ws.runs.resolve_id(run_id)
+            if hasattr(run, "flush"):
+                run.flush()
+        digest = self._artifact_digest(run_id, artifact)
+        lineage: dict[str, Any] = {}
+        if run_id:
+            rec = self.ws.runs.get(run_id)
+            lineage = dict(rec.lineage)
+            lineage["run"] = {"id": rec.id, "experiment": rec.experiment, "name": rec.name,
+                              "params": rec.params}
+            lineage["datasets"] = rec.inputs
+            if metrics is None:
+                metrics = rec.metrics
+        now = time.time()
+        actor = actor or current_user()
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO registered_model (name, description, created_at, updated_at) "
+                "VALUES (?, '', ?, ?) ON CONFLICT(name) DO UPDATE SET updated_at = excluded.updated_at",
+                (name, now, now),
+            )
+            version = conn.exec_driver_sql(
+                "SELECT coalesce(max(version), 0) + 1 FROM model_version WHERE model_name = ?",
+                (name,),
+            ).scalar()
+            conn.exec_driver_sql(
+                f"INSERT INTO model_version ({_VERSION_COLS}) "
+                "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, '[]', ?, ?, ?, ?)",
+                (name, version, run_id, digest, json.dumps(signature or {}),
+                 json.dumps(metrics or {}), json.dumps(lineage), description, intended_use,
+                 now, actor),
+            )
+            conn.exec_driver_sql(
+                "INSERT OR IGNORE INTO object_ref (hash, kind, owner) VALUES (?, 'model_version', ?)",
+                (digest, f"{name}/{version}"),
+            )
+        return ModelVersion(
+            name=name, version=version, run_id=run_id, artifact_hash=digest, status="ready",
+            signature=signature or {}, metrics=metrics or {}, lineage=lineage, checks=[],
+            description=description, intended_use=intended_use, created_at=now,
+            created_by=actor,
+        )
+
+    def _artifact_digest(self, run_id: str | None, artifact: str | bytes | Path | None) -> str:
+        store = self.ws.artifacts
+        if isinstance(artifact, bytes | bytearray):
+            return store.put_bytes(bytes(artifact))
+        if isinstance(artifact, Path) or (
+            isinstance(artifact, str) and not re.fullmatch(r"[0-9a-f]{64}", artifact)
+        ):
+            path = Path(artifact)
+            if not path.is_file():
+                raise NotFound(f"Cannot register {path}: no such file.")
+            return store.put_file(path)
+        if isinstance(artifact, str):
+            if not store.exists(artifact):
+                raise NotFound(f"Artifact {artifact[:12]} is not in this workspace's store.")
+            return artifact
+        if run_id is None:
+            raise MlopsError("register() needs a run or an artifact to register.")
+        with self.ws.db.read() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT name, hash FROM run_artifact WHERE run_id = ? ORDER BY name", (run_id,)
+            ).all()
+        by_name = dict(rows)
+        if "model" in by_name:
+            return by_name["model"]
+        if len(rows) == 1:
+            return rows[0][1]
+        raise MlopsError(
+            f"Run {run_id[:8]} has {len(rows)} artifacts and none named 'model'; pass "
+            "artifact= to say which one to register."
+        )
+
+    # --- read ------------------------------------------------------------------------------
+
+    def _aliases(self, conn, name: str) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for alias, version in conn.exec_driver_sql(
+            "SELECT alias, version FROM model_alias WHERE model_name = ? ORDER BY alias", (name,)
+        ):
+            out.setdefault(version, []).append(alias)
+        return out
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        with self.ws.db.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT {_VERSION_COLS} FROM model_version WHERE model_name = ? AND version = ?",
+                (name, version),
+            ).first()
+            if row is None:
+                self._require_model(conn, name)
+                raise NotFound(
+                    f"Model {name!r} has no version {version}. `mlops models show {name}` lists its versions."
+                )
+            return _version_from_row(row, self._aliases(conn, name).get(version, []))
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """`name`, `name/3` or `name@alias` to a version (name alone: the latest ready one)."""
+        name, alias, version = parse_ref(ref)
+        if version is not None:
+            return self.get_version(name, version)
+        with self.ws.db.read() as conn:
+            if alias is not None:
+                found = conn.exec_driver_sql(
+                    "SELECT version FROM model_alias WHERE model_name = ? AND alias = ?",
+                    (name, alias),
+                ).scalar()
+                if found is None:
+                    self._require_model(conn, name)
+                    raise NotFound(
+                        f"Model {name!r} has no alias {alias!r}. Set it with "
+                        f"`mlops models promote {name}/VERSION --alias {alias}`."
+                    )
+            else:
+                found = conn.exec_driver_sql(
+                    "SELECT max(version) FROM model_version WHERE model_name = ? AND status = 'ready'",
+                    (name,),
+                ).scalar()
+                if found is None:
+                    self._require_model(conn, name)
+                    raise NotFound(f"Model {name!r} has no ready version.")
+        return self.get_version(name, found)
+
+    def _require_model(self, conn, name: str) -> None:
+        if not conn.exec_driver_sql(
+            "SELECT 1 FROM registered_model WHERE name = ?", (name,)
+        ).first():
+            raise NotFound(f"No model named {name!r}. `mlops models list` shows the models.")
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.ws.db.read() as conn:
+            models = []
+            for name, desc, created, updated, n, latest in conn.exec_driver_sql(
+                "SELECT m.name, m.description, m.created_at, m.updated_at, count(v.id), "
+                "max(v.version) FROM registered_model m LEFT JOIN model_version v "
+                "ON v.model_name = m.name GROUP BY m.name ORDER BY m.name"
+            ):
+                aliases = {
+                    a: v for a, v in conn.exec_driver_sql(
+                        "SELECT alias, version FROM model_alias WHERE model_name = ? ORDER BY alias",
+                        (name,),
+                    )
+                }
+                models.append({
+                    "name": name, "description": desc, "versions": n, "latest_version": latest,
+                    "aliases": aliases, "created_at": created, "updated_at": updated,
+                })
+            return models
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        with self.ws.db.read() as conn:
+            self._require_model(conn, name)
+            aliases = self._aliases(conn, name)
+            return [
+                _version_from_row(row, aliases.get(row[1], []))
+                for row in conn.exec_driver_sql(
+                    f"SELECT {_VERSION_COLS} FROM model_version WHERE model_name = ? "
+                    "ORDER BY version",
+                    (name,),
+                )
+            ]
+
+    def load(self, ref: str) -> Any:
+        """Unpickle a version's model, after verifying its artifact's hash."""
+        mv = self.resolve(ref)
+        return self.ws.artifacts.load_pickle(mv.artifact_hash)
+
+    # --- aliases -----------------------------------------------------------------------------
+
+    def set_alias(self, name: str, alias: str, version: int, reason: str = "",
+                  actor: str | None = None, kind: str = "set") -> AliasMove:
+        """Point `alias` at `version`, recording the move in the history."""
+        if not _NAME.match(alias) or alias.isdigit():
+            raise MlopsError(f"Alias {alias!r} is not allowed: use a name like 'champion'.")
+        now, actor = time.time(), actor or current_user()
+        with self.ws.db.write() as conn:
+            status = conn.exec_driver_sql(
+                "SELECT status FROM model_version WHERE model_name = ? AND version = ?",
+                (name, version),
+            ).scalar()
+            if status is None:
+                self._require_model(conn, name)
+                raise NotFound(f"Model {name!r} has no version {version}.")
+            if status != "ready":
+                raise Conflict(
+                    f"{name}/{version} is {status}; only ready versions can take an alias. "
+                    f"Restore it with `mlops models restore {name}/{version}` first."
+                )
+            previous = conn.exec_driver_sql(
+                "SELECT version FROM model_alias WHERE model_name = ? AND alias = ?",
+                (name, alias),
+            ).scalar()
+            conn.exec_driver_sql(
+                "INSERT INTO model_alias (model_name, alias, version) VALUES (?, ?, ?) "
+                "ON CONFLICT(model_name, alias) DO UPDATE SET version = excluded.version",
+                (name, alias, version),
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO alias_event (model_name, alias, kind, from_version, to_version, at, "
+                "actor, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, alias, kind, previous, version, now, actor, reason),
+            )
+        return AliasMove(name, alias, kind, previous, version, now, actor, reason)
+
+    def promote(self, ref: str, alias: str | None = None, reason: str = "",
+                actor: str | None = None) -> AliasMove:
+        """Point the champion alias (or `alias`) at the version `ref` names."""
+        mv = self.resolve(ref)
+        alias = alias or self.ws.config.registry.champion_alias
+        return self.set_alias(mv.name, alias, mv.version, reason=reason, actor=actor)
+
+    def remove_alias(self, name: str, alias: str, reason: str = "", actor: str | None = None
+                     ) -> AliasMove:
+        now, actor = time.time(), actor or current_user()
+        with self.ws.db.write() as conn:
+            previous = conn.exec_driver_sql(
+                "SELECT version FROM model_alias WHERE model_name = ? AND alias = ?", (name, alias)
+            ).scalar()
+            if previous is None:
+                raise NotFound(f"Model {name!r} has no alias {alias!r}.")
+            conn.exec_driver_sql(
+                "DELETE FROM model_alias WHERE model_name = ? AND alias = ?", (name, alias)
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO alias_event (model_name, alias, kind, from_version, to_version, at, "
+                "actor, reason) VALUES (?, ?, 'remove', ?, NULL, ?, ?, ?)",
+                (name, alias, previous, now, actor, reason),
+            )
+        return AliasMove(name, alias, "remove", previous, None, now, actor, reason)
+
+    def rollback(self, name: str, alias: str | None = None, to_version: int | None = None,
+                 reason: str = "", actor: str | None = None) -> AliasMove:
+        """Move the alias back to the version it held before (an undo of the last move).
+
+        Repeated rollbacks walk further back. Deleted versions are skipped.
+        """
+        alias = alias or self.ws.config.registry.champion_alias
+        if to_version is None:
+            stack = self._alias_stack(name, alias)
+            existing = {v.version for v in self.versions(name) if v.status == "ready"}
+            candidates = [v for v in stack[:-1] if v in existing and v != (stack[-1] if stack else None)]
+            if not candidates:
+                raise Conflict(
+                    f"{name}@{alias} has no earlier version to roll back to "
+                    f"(history: {', '.join(map(str, stack)) or 'empty'})."
+                )
+            to_version = candidates[-1]
+        return self.set_alias(name, alias, to_version, reason=reason or "rollback",
+                              actor=actor, kind="rollback")
+
+    def _alias_stack(self, name: str, alias: str) -> list[int]:
+        """Replay the history: a set pushes, a rollback pops back to its target."""
+        stack: list[int] = []
+        for mv in self.history(name, alias):
+            if mv.kind == "set" and mv.to_version is not None:
+                stack.append(mv.to_version)
+            elif mv.kind == "rollback" and mv.to_version is not None:
+                while stack and stack[-1] != mv.to_version:
+                    stack.pop()
+                if not stack:
+                    stack.append(mv.to_version)
+            elif mv.kind == "remove":
+                stack.clear()
+        return stack
+
+    def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        """Every alias move of a model (oldest first)."""
+        sql = ("SELECT model_name, alias, kind, from_version, to_version, at, actor, reason "
+               "FROM alias_event WHERE model_name = ?")
+        args: list[Any] = [name]
+        if alias:
+            sql += " AND alias = ?"
+            args.append(alias)
+        with self.ws.db.read() as conn:
+            self._require_model(conn, name)
+            return [AliasMove(*row) for row in conn.exec_driver_sql(sql + " ORDER BY at, id", tuple(args))]
+
+    def alias_at(self, name: str, alias: str, when: float) -> int | None:
+        """Which version `alias` pointed to at time `when` (epoch seconds)."""
+        with self.ws.db.read() as conn:
+            self._require_model(conn, name)
+            return conn.exec_driver_sql(
+                "SELECT to_version FROM alias_event WHERE model_name = ? AND alias = ? AND at <= ? "
+                "ORDER BY at DESC, id DESC LIMIT 1",
+                (name, alias, when),
+            ).scalar()
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def set_status(self, ref: str, status: str) -> ModelVersion:
+        mv = self.resolve(ref)
+        if status == "archived" and mv.aliases:
+            raise Conflict(
+                f"{mv.ref} is still {', '.join('@' + a for a in mv.aliases)}; move or remove "
+                "those aliases before archiving it."
+            )
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE model_version SET status = ? WHERE model_name = ? AND version = ?",
+                (status, mv.name, mv.version),
+            )
+        return self.get_version(mv.name, mv.version)
+
+    def archive(self, ref: str) -> ModelVersion:
+        return self.set_status(ref, "archived")
+
+    def restore(self, ref: str) -> ModelVersion:
+        return self.set_status(ref, "ready")
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete one version (never one an alias points to); `mlops gc` frees its bytes."""
+        mv = self.get_version(name, version)
+        if mv.aliases:
+            raise Conflict(
+                f"{mv.ref} is {', '.join('@' + a for a in mv.aliases)}; move those aliases "
+                "first, so nothing points to a deleted version."
+            )
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "DELETE FROM model_version WHERE model_name = ? AND version = ?", (name, version)
+            )
+            conn.exec_driver_sql(
+                "DELETE FROM object_ref WHERE kind = 'model_version' AND owner = ?", (mv.ref,)
+            )
+
+    def delete_model(self, name: str, force: bool = False) -> int:
+        """Delete a model and its versions; with aliases set it needs force=True."""
+        with self.ws.db.write() as conn:
+            self._require_model(conn, name)
+            aliases = conn.exec_driver_sql(
+                "SELECT alias FROM model_alias WHERE model_name = ?", (name,)
+            ).scalars().all()
+            if aliases and not force:
+                raise Conflict(
+                    f"Model {name!r} still has aliases ({', '.join(aliases)}); pass --force to "
+                    "delete it anyway."
+                )
+            n = conn.exec_driver_sql(
+                "SELECT count(*) FROM model_version WHERE model_name = ?", (name,)
+            ).scalar()
+            conn.exec_driver_sql(
+                "DELETE FROM object_ref WHERE kind = 'model_version' AND substr(owner, 1, ?) = ?",
+                (len(name) + 1, name + "/"),
+            )
+            conn.exec_driver_sql("DELETE FROM registered_model WHERE name = ?", (name,))
+        return n
+
+    def set_checks(self, name: str, version: int, checks: list[dict[str, Any]]) -> None:
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE model_version SET checks = ? WHERE model_name = ? AND version = ?",
+                (json.dumps(checks), name, version),
+            )
+
+    def card(self, ref: str) -> dict[str, Any]:
+        from mlops_console.registry.cards import model_card
+
+        return model_card(self, self.resolve(ref))

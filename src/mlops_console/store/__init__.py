@@ -1,0 +1,1 @@
+"""Stores: the metadata database (SQLite) and the content-addressed artifact store."""

@@ -1,0 +1,157 @@
+"""The metadata database: one SQLite file in WAL mode, shared by many processes.
+
+Why it is safe with several writers (daemon, console, CLI, servers):
+- WAL mode: readers never block the writer and the writer never blocks readers.
+- Every write transaction starts with ``BEGIN IMMEDIATE``, so it takes the write lock
+  up front and waits for it (busy timeout) instead of failing later with
+  "database is locked" when a read transaction tries to upgrade.
+- Schema migrations run under an exclusive file lock and re-check the schema version
+  once they hold it, so two processes opening a new workspace at the same moment
+  migrate it exactly once (MLflow's store races here).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import Engine
+
+from mlops_console.errors import WorkspaceError
+
+BUSY_TIMEOUT_S = 60.0
+
+# Ordered, append-only list of the Alembic revisions this code knows. A test checks it
+# against the migration scripts; keeping it here lets a workspace open without importing
+# Alembic when its schema is already current.
+REVISIONS: tuple[str, ...] = ("0001_foundation",)
+HEAD = REVISIONS[-1]
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    # Autocommit at the driver level: transactions are begun explicitly in _on_begin.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    cur.execute("PRAGMA foreign_keys = ON")
+    # In WAL mode NORMAL is corruption-safe; the last commits may be lost on power loss.
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.engine: Engine = create_engine(
+            f"sqlite:///{self.path}",
+            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+            pool_size=8,
+            max_overflow=16,
+        )
+        event.listen(self.engine, "connect", _on_connect)
+        event.listen(self.engine, "begin", _on_begin)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction: one consistent snapshot for all its queries."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A short write transaction that holds the write lock from its first statement."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- schema ------------------------------------------------------------------
+
+    def schema_revision(self) -> str | None:
+        """The revision the file is at, or None for an empty database.
+
+        Uses the plain sqlite3 module so a corrupt file is reported, not half-opened.
+        """
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return None
+        try:
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+            try:
+                names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+                if "alembic_version" not in names:
+                    if names:
+                        raise WorkspaceError(
+                            f"{self.path} is an SQLite database but not an mlops-console "
+                            "one (it has no schema version). Move it away and reopen the "
+                            "workspace to start a fresh registry."
+                        )
+                    return None
+                row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+                return row[0] if row else None
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise WorkspaceError(
+                f"{self.path} is not a readable SQLite database ({exc}). Restore it from a "
+                "backup, or move it away to start an empty registry; nothing was changed."
+            ) from None
+
+    def ensure_schema(self) -> None:
+        """Bring the schema to HEAD, once, even with many processes racing to do it."""
+        current = self.schema_revision()
+        if current == HEAD:
+            return
+        self._refuse_unknown(current)
+        lock_path = self.path.with_name(self.path.name + ".migrate.lock")
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = self.schema_revision()
+                if current == HEAD:
+                    return
+                self._refuse_unknown(current)
+                self._upgrade()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _refuse_unknown(self, current: str | None) -> None:
+        if current is not None and current not in REVISIONS:
+            raise WorkspaceError(
+                f"{self.path} was written by a newer mlops-console (schema revision "
+                f"{current!r}; this version knows up to {HEAD!r}). Upgrade mlops-console "
+                "to open this workspace; nothing was changed."
+            )
+
+    def _upgrade(self) -> None:
+        from alembic import command
+
+        with sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S) as con:
+            con.execute("PRAGMA journal_mode = WAL")
+        cfg = alembic_config()
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            # One transaction for the whole upgrade: SQLite DDL is transactional, so a
+            # failed migration leaves the previous schema intact.
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+
+def alembic_config():
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return cfg

@@ -1,0 +1,153 @@
+"""The metadata tables, as SQLModel classes.
+
+The schema itself is created and changed only by the Alembic migrations in
+`store/migrations/versions`; a test checks that these classes and the migrated
+database agree. Times are UTC epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Experiment(SQLModel, table=True):
+    __tablename__ = "experiment"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    created_at: float
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "run"
+    __table_args__ = (Index("ix_run_experiment_start", "experiment_id", "start_time"),)
+    id: str = Field(primary_key=True)
+    experiment_id: int = Field(foreign_key="experiment.id")
+    name: str
+    status: str  # RUNNING, FINISHED, FAILED, KILLED
+    start_time: float
+    end_time: float | None = None
+    seed: int | None = None
+    user: str = ""
+    lineage: str = "{}"  # JSON: git, config and spec hashes, environment, seed
+
+
+class Param(SQLModel, table=True):
+    __tablename__ = "param"
+    run_id: str = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Tag(SQLModel, table=True):
+    __tablename__ = "tag"
+    run_id: str = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Metric(SQLModel, table=True):
+    """Every logged value of every metric (the series)."""
+
+    __tablename__ = "metric"
+    __table_args__ = (Index("ix_metric_run_key_step", "run_id", "key", "step"),)
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", ondelete="CASCADE")
+    key: str
+    value: float | None  # NULL stands for NaN
+    step: int
+    timestamp: float
+
+
+class LatestMetric(SQLModel, table=True):
+    """The value at the highest step of each metric, for search and ordering."""
+
+    __tablename__ = "latest_metric"
+    __table_args__ = (Index("ix_latest_metric_key_value", "key", "value"),)
+    run_id: str = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    key: str = Field(primary_key=True)
+    value: float | None  # NULL stands for NaN
+    step: int
+    timestamp: float
+
+
+class RunInput(SQLModel, table=True):
+    """A dataset version a run read (its lineage)."""
+
+    __tablename__ = "run_input"
+    run_id: str = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    name: str = Field(primary_key=True)
+    version: str
+    digest: str
+    rows: int | None = None
+    source: str = ""
+
+
+class RunArtifact(SQLModel, table=True):
+    __tablename__ = "run_artifact"
+    run_id: str = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    name: str = Field(primary_key=True)
+    hash: str
+    size: int
+
+
+class RegisteredModel(SQLModel, table=True):
+    __tablename__ = "registered_model"
+    name: str = Field(primary_key=True)
+    description: str = ""
+    created_at: float
+    updated_at: float
+
+
+class ModelVersion(SQLModel, table=True):
+    __tablename__ = "model_version"
+    __table_args__ = (UniqueConstraint("model_name", "version", name="uq_model_version"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str = Field(foreign_key="registered_model.name", ondelete="CASCADE")
+    version: int
+    run_id: str | None = Field(default=None, foreign_key="run.id", ondelete="SET NULL")
+    artifact_hash: str
+    status: str = "ready"  # ready, archived
+    signature: str = "{}"  # JSON: inputs and outputs
+    metrics: str = "{}"  # JSON: metric name -> value at registration
+    lineage: str = "{}"  # JSON: copied from the run, so it survives the run's deletion
+    checks: str = "[]"  # JSON: model check results (filled by the testing stage)
+    description: str = ""
+    intended_use: str = ""
+    created_at: float
+    created_by: str = ""
+
+
+class ModelAlias(SQLModel, table=True):
+    __tablename__ = "model_alias"
+    model_name: str = Field(
+        foreign_key="registered_model.name", primary_key=True, ondelete="CASCADE"
+    )
+    alias: str = Field(primary_key=True)
+    version: int
+
+
+class AliasEvent(SQLModel, table=True):
+    """Append-only history of every alias move: the answer to "what served when"."""
+
+    __tablename__ = "alias_event"
+    __table_args__ = (Index("ix_alias_event_model_alias_at", "model_name", "alias", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model_name: str
+    alias: str
+    kind: str  # set, rollback, remove
+    from_version: int | None = None
+    to_version: int | None = None
+    at: float
+    actor: str = ""
+    reason: str = ""
+
+
+class ObjectRef(SQLModel, table=True):
+    """Who uses which artifact; `mlops gc` removes objects nothing refers to."""
+
+    __tablename__ = "object_ref"
+    __table_args__ = (Index("ix_object_ref_owner", "kind", "owner"),)
+    hash: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)  # run, model_version, ...
+    owner: str = Field(primary_key=True)

@@ -1,0 +1,176 @@
+"""The workspace: a folder with `mlops.toml`, user text at the top and state in `.mlops/`.
+
+`Workspace.open()` is the public Python API's entry point; it hands out the services
+(`ws.runs`, `ws.models`, ...) that the CLI, the console, the daemon and plugins share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+from mlops_console.config import WorkspaceConfig, load_workspace_config
+from mlops_console.errors import MlopsError, WorkspaceNotFound
+
+CONFIG_FILE = "mlops.toml"
+STATE_DIR = ".mlops"
+ENV_VAR = "MLOPS_WORKSPACE"
+
+LAYOUT = ("pipelines", "features", "data")
+STATE_LAYOUT = ("objects", "lake", "logs")
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.config_path = self.root / CONFIG_FILE
+        self.state = self.root / STATE_DIR
+        self.config: WorkspaceConfig = load_workspace_config(self.config_path)
+        self.config_sha256 = hashlib.sha256(self.config_path.read_bytes()).hexdigest()
+        for sub in STATE_LAYOUT:
+            (self.state / sub).mkdir(parents=True, exist_ok=True)
+        from mlops_console.store.db import Database
+
+        self.db = Database(self.state / "registry.db")
+        try:
+            self.db.ensure_schema()
+        except BaseException:
+            self.db.close()
+            raise
+
+    # --- finding and creating ------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path | None = None) -> Workspace:
+        """Open the nearest workspace: `path` (or above it), $MLOPS_WORKSPACE, or the
+        current folder and its parents."""
+        return cls(find_root(path))
+
+    @classmethod
+    def init(cls, path: str | Path = ".", sample: bool = False, name: str | None = None
+             ) -> Workspace:
+        """Lay out a new workspace (idempotent: existing files are kept)."""
+        root = Path(path).resolve()
+        if root.exists() and not root.is_dir():
+            raise MlopsError(f"{root} exists and is not a folder; choose another path.")
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in LAYOUT:
+            (root / sub).mkdir(exist_ok=True)
+        cfg = root / CONFIG_FILE
+        if not cfg.exists():
+            text = _template("mlops.toml").replace("{{name}}", name or root.name)
+            cfg.write_text(text)
+        gitignore = root / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text(f"{STATE_DIR}/\n")
+        if sample:
+            src = sample_data_dir()
+            for f in sorted(src.glob("*.csv")):
+                dest = root / "data" / f.name
+                if not dest.exists():
+                    shutil.copyfile(f, dest)
+            pipe = root / "pipelines" / "churn.toml"
+            if not pipe.exists():
+                pipe.write_text(_template("churn_pipeline.toml"))
+        return cls(root)
+
+    # --- services ----------------------------------------------------------------------
+
+    @cached_property
+    def artifacts(self):
+        from mlops_console.store.artifacts import ArtifactStore
+
+        return ArtifactStore(self.state / "objects")
+
+    @cached_property
+    def runs(self):
+        from mlops_console.tracking.runs import RunTracker
+
+        return RunTracker(self)
+
+    @cached_property
+    def models(self):
+        from mlops_console.registry.models import ModelRegistry
+
+        return ModelRegistry(self)
+
+    def gc(self, dry_run: bool = False, grace_seconds: int | None = None):
+        from mlops_console.store.gc import collect_garbage
+
+        grace = self.config.store.gc_grace_seconds if grace_seconds is None else grace_seconds
+        return collect_garbage(self, dry_run=dry_run, grace_seconds=grace)
+
+    def pipeline_path(self, name: str) -> Path:
+        p = Path(name)
+        if p.suffix == ".toml" and (self.root / p).exists():
+            return self.root / p
+        candidate = self.root / "pipelines" / f"{name}.toml"
+        if candidate.exists():
+            return candidate
+        known = ", ".join(sorted(x.stem for x in (self.root / "pipelines").glob("*.toml")))
+        raise MlopsError(f"No pipeline {name!r} in {self.root / 'pipelines'} (known: {known or 'none'}).")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Workspace {self.root}>"
+
+
+def is_workspace(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file()
+
+
+def find_root(path: str | Path | None = None) -> Path:
+    if path is not None:
+        start = Path(path).expanduser().resolve()
+        if not start.exists():
+            raise WorkspaceNotFound(f"{start} does not exist. Create a workspace with `mlops init {path}`.")
+        for folder in (start, *start.parents):
+            if is_workspace(folder):
+                return folder
+        raise WorkspaceNotFound(
+            f"{start} is not inside an mlops workspace (no {CONFIG_FILE} there or above). "
+            f"Create one with `mlops init {path}`."
+        )
+    env = os.environ.get(ENV_VAR)
+    if env:
+        folder = Path(env).expanduser().resolve()
+        if not is_workspace(folder):
+            raise WorkspaceNotFound(
+                f"${ENV_VAR} points to {folder}, which is not an mlops workspace (no "
+                f"{CONFIG_FILE}). Fix the variable, or run `mlops init {folder}`."
+            )
+        return folder
+    cwd = Path.cwd().resolve()
+    for folder in (cwd, *cwd.parents):
+        if is_workspace(folder):
+            return folder
+    raise WorkspaceNotFound(
+        f"No mlops workspace here: neither {cwd} nor a folder above it has {CONFIG_FILE}. "
+        "Run `mlops init` to create one, pass --workspace, or set $MLOPS_WORKSPACE."
+    )
+
+
+def sample_data_dir() -> Path:
+    packaged = resources.files("mlops_console") / "sample_data"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    repo = Path(__file__).resolve().parents[2] / "sample_data"
+    if repo.is_dir():
+        return repo
+    raise MlopsError("The bundled sample data is missing from this installation; reinstall mlops-console.")
+
+
+def _template(name: str) -> str:
+    return (resources.files("mlops_console") / "templates" / name).read_text()
