@@ -34,7 +34,8 @@ def _month(rng: np.random.Generator, period: pd.Period, n: int, drift: bool) -> 
     contract = rng.choice(["month-to-month", "one-year", "two-year"], n, p=contract_p)
     internet = rng.choice(["fiber", "dsl", "none"], n, p=internet_p)
     payment = rng.choice(
-        ["electronic-check", "bank-transfer", "credit-card", "mailed-check"], n,
+        ["electronic-check", "bank-transfer", "credit-card", "mailed-check"],
+        n,
         p=[0.34, 0.22, 0.22, 0.22],
     )
     region = rng.choice(["north", "south", "east", "west"], n, p=[0.3, 0.25, 0.25, 0.2])

@@ -51,8 +51,9 @@ class Workspace:
         return cls(find_root(path))
 
     @classmethod
-    def init(cls, path: str | Path = ".", sample: bool = False, name: str | None = None
-             ) -> Workspace:
+    def init(
+        cls, path: str | Path = ".", sample: bool = False, name: str | None = None
+    ) -> Workspace:
         """Lay out a new workspace (idempotent: existing files are kept)."""
         root = Path(path).resolve()
         if root.exists() and not root.is_dir():
@@ -112,7 +113,9 @@ class Workspace:
         if candidate.exists():
             return candidate
         known = ", ".join(sorted(x.stem for x in (self.root / "pipelines").glob("*.toml")))
-        raise MlopsError(f"No pipeline {name!r} in {self.root / 'pipelines'} (known: {known or 'none'}).")
+        raise MlopsError(
+            f"No pipeline {name!r} in {self.root / 'pipelines'} (known: {known or 'none'})."
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -135,7 +138,9 @@ def find_root(path: str | Path | None = None) -> Path:
     if path is not None:
         start = Path(path).expanduser().resolve()
         if not start.exists():
-            raise WorkspaceNotFound(f"{start} does not exist. Create a workspace with `mlops init {path}`.")
+            raise WorkspaceNotFound(
+                f"{start} does not exist. Create a workspace with `mlops init {path}`."
+            )
         for folder in (start, *start.parents):
             if is_workspace(folder):
                 return folder
@@ -169,7 +174,9 @@ def sample_data_dir() -> Path:
     repo = Path(__file__).resolve().parents[2] / "sample_data"
     if repo.is_dir():
         return repo
-    raise MlopsError("The bundled sample data is missing from this installation; reinstall mlops-console.")
+    raise MlopsError(
+        "The bundled sample data is missing from this installation; reinstall mlops-console."
+    )
 
 
 def _template(name: str) -> str:

@@ -18,8 +18,11 @@ def _when(ts: float | None) -> str:
 def model_card(registry: ModelRegistry, mv: ModelVersion) -> dict[str, Any]:
     lineage = mv.lineage or {}
     run = lineage.get("run") or {}
-    history = [m.to_dict() for m in registry.history(mv.name)
-               if mv.version in (m.from_version, m.to_version)]
+    history = [
+        m.to_dict()
+        for m in registry.history(mv.name)
+        if mv.version in (m.from_version, m.to_version)
+    ]
     return {
         "model": mv.name,
         "version": mv.version,
@@ -28,7 +31,8 @@ def model_card(registry: ModelRegistry, mv: ModelVersion) -> dict[str, Any]:
         "created_at": mv.created_at,
         "created_by": mv.created_by,
         "description": mv.description,
-        "intended_use": mv.intended_use or "Not stated. Say what this model is for and what "
+        "intended_use": mv.intended_use
+        or "Not stated. Say what this model is for and what "
         "it must not be used for when registering it (intended_use=...).",
         "training": {
             "run_id": mv.run_id,
@@ -62,15 +66,23 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["## Intended use", "", card["intended_use"], ""]
     tr = card["training"]
     lines += ["## Training", ""]
-    lines.append(f"- Run: `{tr['run_id'] or '-'}` (experiment {tr['experiment'] or '-'}), seed {tr['seed']}")
+    lines.append(
+        f"- Run: `{tr['run_id'] or '-'}` (experiment {tr['experiment'] or '-'}), seed {tr['seed']}"
+    )
     code = tr.get("code")
     if code:
-        dirty = " (uncommitted changes, diff sha256 " + (code.get("diff_sha256") or "")[:12] + ")" if code.get("dirty") else ""
+        dirty = (
+            " (uncommitted changes, diff sha256 " + (code.get("diff_sha256") or "")[:12] + ")"
+            if code.get("dirty")
+            else ""
+        )
         lines.append(f"- Code: git {(code.get('commit') or 'no commit')[:12]}{dirty}")
     else:
         lines.append("- Code: not under git")
     if tr.get("spec"):
-        lines.append(f"- Pipeline spec: {tr['spec']['path']} (sha256 {(tr['spec']['sha256'] or '')[:12]})")
+        lines.append(
+            f"- Pipeline spec: {tr['spec']['path']} (sha256 {(tr['spec']['sha256'] or '')[:12]})"
+        )
     env = tr.get("environment") or {}
     if env:
         pk = ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
@@ -110,11 +122,20 @@ def card_markdown(card: dict[str, Any]) -> str:
             details = col.get("categories") or col.get("range") or ""
             lines.append(f"| {col['name']} | {col['type']} | {details} |")
         if sig.get("outputs"):
-            lines += ["", "Outputs: " + ", ".join(f"{o['name']} ({o['type']})" for o in sig["outputs"])]
+            lines += [
+                "",
+                "Outputs: " + ", ".join(f"{o['name']} ({o['type']})" for o in sig["outputs"]),
+            ]
     else:
         lines.append("No signature recorded.")
     if card["alias_history"]:
-        lines += ["", "## Alias history", "", "| when | alias | move | by | reason |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Alias history",
+            "",
+            "| when | alias | move | by | reason |",
+            "|---|---|---|---|---|",
+        ]
         for m in card["alias_history"]:
             lines.append(
                 f"| {_when(m['at'])} | {m['alias']} | {m['from_version'] or '-'} → "

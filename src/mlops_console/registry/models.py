@@ -87,10 +87,20 @@ _VERSION_COLS = (
 
 def _version_from_row(row, aliases: list[str]) -> ModelVersion:
     return ModelVersion(
-        name=row[0], version=row[1], run_id=row[2], artifact_hash=row[3], status=row[4],
-        signature=json.loads(row[5]), metrics=json.loads(row[6]), lineage=json.loads(row[7]),
-        checks=json.loads(row[8]), description=row[9], intended_use=row[10],
-        created_at=row[11], created_by=row[12], aliases=aliases,
+        name=row[0],
+        version=row[1],
+        run_id=row[2],
+        artifact_hash=row[3],
+        status=row[4],
+        signature=json.loads(row[5]),
+        metrics=json.loads(row[6]),
+        lineage=json.loads(row[7]),
+        checks=json.loads(row[8]),
+        description=row[9],
+        intended_use=row[10],
+        created_at=row[11],
+        created_by=row[12],
+        aliases=aliases,
     )
 
 
@@ -142,8 +152,12 @@ class ModelRegistry:
         if run_id:
             rec = self.ws.runs.get(run_id)
             lineage = dict(rec.lineage)
-            lineage["run"] = {"id": rec.id, "experiment": rec.experiment, "name": rec.name,
-                              "params": rec.params}
+            lineage["run"] = {
+                "id": rec.id,
+                "experiment": rec.experiment,
+                "name": rec.name,
+                "params": rec.params,
+            }
             lineage["datasets"] = rec.inputs
             if metrics is None:
                 metrics = rec.metrics
@@ -162,18 +176,37 @@ class ModelRegistry:
             conn.exec_driver_sql(
                 f"INSERT INTO model_version ({_VERSION_COLS}) "
                 "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, '[]', ?, ?, ?, ?)",
-                (name, version, run_id, digest, json.dumps(signature or {}),
-                 json.dumps(metrics or {}), json.dumps(lineage), description, intended_use,
-                 now, actor),
+                (
+                    name,
+                    version,
+                    run_id,
+                    digest,
+                    json.dumps(signature or {}),
+                    json.dumps(metrics or {}),
+                    json.dumps(lineage),
+                    description,
+                    intended_use,
+                    now,
+                    actor,
+                ),
             )
             conn.exec_driver_sql(
                 "INSERT OR IGNORE INTO object_ref (hash, kind, owner) VALUES (?, 'model_version', ?)",
                 (digest, f"{name}/{version}"),
             )
         return ModelVersion(
-            name=name, version=version, run_id=run_id, artifact_hash=digest, status="ready",
-            signature=signature or {}, metrics=metrics or {}, lineage=lineage, checks=[],
-            description=description, intended_use=intended_use, created_at=now,
+            name=name,
+            version=version,
+            run_id=run_id,
+            artifact_hash=digest,
+            status="ready",
+            signature=signature or {},
+            metrics=metrics or {},
+            lineage=lineage,
+            checks=[],
+            description=description,
+            intended_use=intended_use,
+            created_at=now,
             created_by=actor,
         )
 
@@ -273,15 +306,23 @@ class ModelRegistry:
                 "ON v.model_name = m.name GROUP BY m.name ORDER BY m.name"
             ):
                 aliases = {
-                    a: v for a, v in conn.exec_driver_sql(
+                    a: v
+                    for a, v in conn.exec_driver_sql(
                         "SELECT alias, version FROM model_alias WHERE model_name = ? ORDER BY alias",
                         (name,),
                     )
                 }
-                models.append({
-                    "name": name, "description": desc, "versions": n, "latest_version": latest,
-                    "aliases": aliases, "created_at": created, "updated_at": updated,
-                })
+                models.append(
+                    {
+                        "name": name,
+                        "description": desc,
+                        "versions": n,
+                        "latest_version": latest,
+                        "aliases": aliases,
+                        "created_at": created,
+                        "updated_at": updated,
+                    }
+                )
             return models
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -304,8 +345,15 @@ class ModelRegistry:
 
     # --- aliases -----------------------------------------------------------------------------
 
-    def set_alias(self, name: str, alias: str, version: int, reason: str = "",
-                  actor: str | None = None, kind: str = "set") -> AliasMove:
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        reason: str = "",
+        actor: str | None = None,
+        kind: str = "set",
+    ) -> AliasMove:
         """Point `alias` at `version`, recording the move in the history."""
         if not _NAME.match(alias) or alias.isdigit():
             raise MlopsError(f"Alias {alias!r} is not allowed: use a name like 'champion'.")
@@ -339,15 +387,17 @@ class ModelRegistry:
             )
         return AliasMove(name, alias, kind, previous, version, now, actor, reason)
 
-    def promote(self, ref: str, alias: str | None = None, reason: str = "",
-                actor: str | None = None) -> AliasMove:
+    def promote(
+        self, ref: str, alias: str | None = None, reason: str = "", actor: str | None = None
+    ) -> AliasMove:
         """Point the champion alias (or `alias`) at the version `ref` names."""
         mv = self.resolve(ref)
         alias = alias or self.ws.config.registry.champion_alias
         return self.set_alias(mv.name, alias, mv.version, reason=reason, actor=actor)
 
-    def remove_alias(self, name: str, alias: str, reason: str = "", actor: str | None = None
-                     ) -> AliasMove:
+    def remove_alias(
+        self, name: str, alias: str, reason: str = "", actor: str | None = None
+    ) -> AliasMove:
         now, actor = time.time(), actor or current_user()
         with self.ws.db.write() as conn:
             previous = conn.exec_driver_sql(
@@ -365,8 +415,14 @@ class ModelRegistry:
             )
         return AliasMove(name, alias, "remove", previous, None, now, actor, reason)
 
-    def rollback(self, name: str, alias: str | None = None, to_version: int | None = None,
-                 reason: str = "", actor: str | None = None) -> AliasMove:
+    def rollback(
+        self,
+        name: str,
+        alias: str | None = None,
+        to_version: int | None = None,
+        reason: str = "",
+        actor: str | None = None,
+    ) -> AliasMove:
         """Move the alias back to the version it held before (an undo of the last move).
 
         Repeated rollbacks walk further back. Deleted versions are skipped.
@@ -375,15 +431,18 @@ class ModelRegistry:
         if to_version is None:
             stack = self._alias_stack(name, alias)
             existing = {v.version for v in self.versions(name) if v.status == "ready"}
-            candidates = [v for v in stack[:-1] if v in existing and v != (stack[-1] if stack else None)]
+            candidates = [
+                v for v in stack[:-1] if v in existing and v != (stack[-1] if stack else None)
+            ]
             if not candidates:
                 raise Conflict(
                     f"{name}@{alias} has no earlier version to roll back to "
                     f"(history: {', '.join(map(str, stack)) or 'empty'})."
                 )
             to_version = candidates[-1]
-        return self.set_alias(name, alias, to_version, reason=reason or "rollback",
-                              actor=actor, kind="rollback")
+        return self.set_alias(
+            name, alias, to_version, reason=reason or "rollback", actor=actor, kind="rollback"
+        )
 
     def _alias_stack(self, name: str, alias: str) -> list[int]:
         """Replay the history: a set pushes, a rollback pops back to its target."""
@@ -402,15 +461,20 @@ class ModelRegistry:
 
     def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         """Every alias move of a model (oldest first)."""
-        sql = ("SELECT model_name, alias, kind, from_version, to_version, at, actor, reason "
-               "FROM alias_event WHERE model_name = ?")
+        sql = (
+            "SELECT model_name, alias, kind, from_version, to_version, at, actor, reason "
+            "FROM alias_event WHERE model_name = ?"
+        )
         args: list[Any] = [name]
         if alias:
             sql += " AND alias = ?"
             args.append(alias)
         with self.ws.db.read() as conn:
             self._require_model(conn, name)
-            return [AliasMove(*row) for row in conn.exec_driver_sql(sql + " ORDER BY at, id", tuple(args))]
+            return [
+                AliasMove(*row)
+                for row in conn.exec_driver_sql(sql + " ORDER BY at, id", tuple(args))
+            ]
 
     def alias_at(self, name: str, alias: str, when: float) -> int | None:
         """Which version `alias` pointed to at time `when` (epoch seconds)."""
@@ -464,9 +528,11 @@ class ModelRegistry:
         """Delete a model and its versions; with aliases set it needs force=True."""
         with self.ws.db.write() as conn:
             self._require_model(conn, name)
-            aliases = conn.exec_driver_sql(
-                "SELECT alias FROM model_alias WHERE model_name = ?", (name,)
-            ).scalars().all()
+            aliases = (
+                conn.exec_driver_sql("SELECT alias FROM model_alias WHERE model_name = ?", (name,))
+                .scalars()
+                .all()
+            )
             if aliases and not force:
                 raise Conflict(
                     f"Model {name!r} still has aliases ({', '.join(aliases)}); pass --force to "

@@ -143,7 +143,9 @@ def _clause(field: Field, op: str, ci: bool, value: Any, params: list[Any]) -> s
         if isinstance(value, float):
             value = _num_text(value)
         params += [field.key, value]
-        return f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ? AND {lhs} {op} ?)"
+        return (
+            f"EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = r.id AND x.key = ? AND {lhs} {op} ?)"
+        )
     column = ATTRIBUTES[field.key]
     if ci:
         column, value = f"lower({column})", str(value).lower()

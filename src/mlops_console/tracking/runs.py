@@ -230,7 +230,11 @@ class ActiveRun:
             if path.is_dir():
                 base = name or path.name
                 entries = [
-                    (f"{base}/{p.relative_to(path).as_posix()}", store.put_file(p), p.stat().st_size)
+                    (
+                        f"{base}/{p.relative_to(path).as_posix()}",
+                        store.put_file(p),
+                        p.stat().st_size,
+                    )
                     for p in sorted(path.rglob("*"))
                     if p.is_file()
                 ]
@@ -250,7 +254,11 @@ class ActiveRun:
         return entries[0][1] if len(entries) == 1 else ""
 
     def log_dataset(
-        self, name: str, digest: str, version: str | None = None, rows: int | None = None,
+        self,
+        name: str,
+        digest: str,
+        version: str | None = None,
+        rows: int | None = None,
         source: str = "",
     ) -> None:
         """Record a dataset version this run read (its data lineage)."""
@@ -416,8 +424,14 @@ class RunTracker:
         runs = {}
         for row in conn.exec_driver_sql(sql, tuple(args)):
             runs[row[0]] = RunRecord(
-                id=row[0], experiment=row[1], name=row[2], status=row[3], start_time=row[4],
-                end_time=row[5], seed=row[6], user=row[7],
+                id=row[0],
+                experiment=row[1],
+                name=row[2],
+                status=row[3],
+                start_time=row[4],
+                end_time=row[5],
+                seed=row[6],
+                user=row[7],
                 lineage=json.loads(row[8]) if row[8] else {},
             )
         ids = list(runs)
@@ -484,13 +498,17 @@ class RunTracker:
         return {
             "runs": [{"id": r.id, "name": r.name, "experiment": r.experiment} for r in runs],
             "params": {
-                k: {"values": [r.params.get(k) for r in runs],
-                    "differs": len({r.params.get(k) for r in runs}) > 1}
+                k: {
+                    "values": [r.params.get(k) for r in runs],
+                    "differs": len({r.params.get(k) for r in runs}) > 1,
+                }
                 for k in param_keys
             },
             "metrics": {
-                k: {"values": [r.metrics.get(k) for r in runs],
-                    "differs": len({r.metrics.get(k) for r in runs}) > 1}
+                k: {
+                    "values": [r.metrics.get(k) for r in runs],
+                    "differs": len({r.metrics.get(k) for r in runs}) > 1,
+                }
                 for k in metric_keys
             },
         }

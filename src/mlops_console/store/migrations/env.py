@@ -1,9 +1,9 @@
 """Alembic environment: migrations run on the connection handed in by Database._upgrade."""
 
 from alembic import context
+from sqlmodel import SQLModel
 
 from mlops_console.store import tables  # noqa: F401  (registers the tables' metadata)
-from sqlmodel import SQLModel
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -1,0 +1,74 @@
+"""The `mlops` command line: one noun per area, `--json` on every list and show.
+
+Exit codes: 0 success, 1 the operation failed (the message says why), 2 wrong usage.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from mlops_console import __version__
+from mlops_console.errors import MlopsError
+
+
+class MlopsGroup(click.Group):
+    """Turns user errors into one plain message on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MlopsError as exc:
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=MlopsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-w",
+    "--workspace",
+    "workspace",
+    type=click.Path(file_okay=False),
+    help="Workspace folder (default: nearest one up from here).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(__version__, prog_name="mlops-console")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None, debug: bool) -> None:
+    """mlops-console: the whole model life cycle on one machine."""
+    ctx.ensure_object(dict)
+    ctx.obj["workspace"] = workspace
+    ctx.obj["debug"] = debug
+
+
+def open_workspace(ctx: click.Context):
+    from mlops_console.workspace import Workspace
+
+    return Workspace.open(ctx.obj.get("workspace"))
+
+
+def _register() -> None:
+    from mlops_console.cli import models, runs, workspace_cmds
+
+    workspace_cmds.register(cli)
+    cli.add_command(runs.runs)
+    cli.add_command(models.models)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        cli(prog_name="mlops")
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""mlops init | demo | run | gc."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from mlops_console.cli.output import emit_json, num, table
+
+
+class StageProgress:
+    """Prints each stage of a long job with its elapsed time (a line per stage, so the
+    output stays readable in logs and over SSH)."""
+
+    def __init__(self, total: int | None = None):
+        self.total, self.n, self.t0 = total, 0, time.perf_counter()
+
+    def __call__(self, text: str) -> None:
+        self.n += 1
+        prefix = f"[{self.n}/{self.total}]" if self.total else f"[{self.n}]"
+        click.echo(f"{prefix} {text:<48} {time.perf_counter() - self.t0:6.1f}s", err=True)
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict:
+    import json
+
+    out = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}.")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.argument("directory", default=".", type=click.Path(file_okay=False))
+    @click.option("--sample", is_flag=True, help="Copy the sample data and a sample pipeline in.")
+    @click.option("--name", help="Workspace name (default: the folder's name).")
+    def init(directory: str, sample: bool, name: str | None) -> None:
+        """Create a workspace in DIRECTORY (existing files are kept)."""
+        from mlops_console.workspace import Workspace
+
+        with Workspace.init(directory, sample=sample, name=name) as ws:
+            click.echo(f"Workspace ready at {ws.root}")
+            for sub in ("mlops.toml", "pipelines/", "features/", "data/", ".mlops/"):
+                click.echo(f"  {sub}")
+            if sample:
+                click.echo(
+                    f"Sample data in data/, a pipeline in pipelines/churn.toml. "
+                    f"Next: cd {directory} && mlops run churn"
+                )
+
+    @cli.command()
+    @click.argument("directory", default="mlops-demo", type=click.Path(file_okay=False))
+    def demo(directory: str) -> None:
+        """Run the main job on the bundled sample data in DIRECTORY.
+
+        Creates the workspace, ingests the sample data, trains the churn model, logs the
+        run, registers the version and makes it champion if it beats the current one.
+        """
+        from mlops_console.training.basic import train
+        from mlops_console.workspace import Workspace
+
+        progress = StageProgress(total=7)
+        progress(f"create workspace {directory}")
+        with Workspace.init(directory, sample=True) as ws:
+            result = train(ws, "churn", stage=progress)
+            _print_result(ws, result)
+            click.echo("\nExplore it:")
+            click.echo(f"  mlops -w {directory} runs list")
+            click.echo(f"  mlops -w {directory} models show churn")
+            click.echo(f"  mlops -w {directory} models card churn@champion")
+
+    @cli.command("run")
+    @click.argument("pipeline")
+    @click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a pipeline setting, e.g. --set model.params.max_iter=100.",
+    )
+    @click.pass_context
+    def run_cmd(ctx: click.Context, pipeline: str, sets: tuple[str, ...]) -> None:
+        """Train PIPELINE (pipelines/NAME.toml), log the run and register the model."""
+        from mlops_console.cli.main import open_workspace
+        from mlops_console.training.basic import train
+
+        overrides = _parse_sets(sets)
+        with open_workspace(ctx) as ws:
+            result = train(ws, pipeline, stage=StageProgress(total=6), overrides=overrides)
+            _print_result(ws, result)
+
+    @cli.command()
+    @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+    @click.option(
+        "--grace",
+        type=int,
+        default=None,
+        help="Keep unreferenced objects younger than this many seconds "
+        "(default: [store].gc_grace_seconds).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.pass_context
+    def gc(ctx: click.Context, dry_run: bool, grace: int | None, as_json: bool) -> None:
+        """Remove artifacts that no run or model version refers to."""
+        from mlops_console.cli.main import open_workspace
+
+        with open_workspace(ctx) as ws:
+            report = ws.gc(dry_run=dry_run, grace_seconds=grace)
+        if as_json:
+            emit_json(report.to_dict())
+            return
+        verb = "Would remove" if dry_run else "Removed"
+        click.echo(
+            f"{verb} {len(report.removed)} object(s), {report.bytes_freed / 1e6:.2f} MB; "
+            f"kept {report.kept} in use, {report.young} unreferenced but younger than "
+            f"the grace period; {report.temp_files_removed} stale temp file(s)."
+        )
+
+
+def _print_result(ws, result) -> None:
+    click.echo(f"\nRun {result.run_id} finished in {result.seconds:.1f}s")
+    table(["metric", "value"], [(k, num(v)) for k, v in sorted(result.metrics.items())])
+    mv = result.version
+    if mv is None:
+        return
+    reg = ws.config.registry
+    if result.promoted:
+        since = f" (was v{result.champion_before})" if result.champion_before else ""
+        click.echo(f"\nRegistered {mv.ref}; it is now {mv.name}@{reg.champion_alias}{since}.")
+    else:
+        click.echo(
+            f"\nRegistered {mv.ref} as {mv.name}@{reg.challenger_alias}; "
+            f"{mv.name}@{reg.champion_alias} stays v{result.champion_before}."
+        )
+    click.echo(f"Model artifact: {ws.artifacts.path_of(mv.artifact_hash)}")
