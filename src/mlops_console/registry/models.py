@@ -104,6 +104,37 @@ def _version_from_row(row, aliases: list[str]) -> ModelVersion:
     )
 
 
+def _run_snapshot(conn, run_id: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """A run's lineage, params, inputs and latest metrics, copied into a version so
+    they outlive the run."""
+    row = conn.exec_driver_sql(
+        "SELECT r.lineage, e.name, r.name FROM run r JOIN experiment e ON e.id = r.experiment_id "
+        "WHERE r.id = ?",
+        (run_id,),
+    ).first()
+    if row is None:
+        raise NotFound(f"No run {run_id!r} in this workspace.")
+    lineage = json.loads(row[0])
+    params = dict(
+        conn.exec_driver_sql("SELECT key, value FROM param WHERE run_id = ?", (run_id,)).all()
+    )
+    lineage["run"] = {"id": run_id, "experiment": row[1], "name": row[2], "params": params}
+    lineage["datasets"] = [
+        {"name": n, "version": v, "digest": d, "rows": r, "source": s}
+        for n, v, d, r, s in conn.exec_driver_sql(
+            "SELECT name, version, digest, rows, source FROM run_input WHERE run_id = ? ORDER BY name",
+            (run_id,),
+        )
+    ]
+    metrics = {
+        k: (float("nan") if v is None else v)
+        for k, v in conn.exec_driver_sql(
+            "SELECT key, value FROM latest_metric WHERE run_id = ?", (run_id,)
+        )
+    }
+    return lineage, metrics
+
+
 def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
     m = _REF.match(ref.strip())
     if not m:
@@ -144,26 +175,19 @@ class ModelRegistry:
             )
         run_id = None if run is None else (run if isinstance(run, str) else run.id)
         if run_id is not None:
-            run_id = self.ws.runs.resolve_id(run_id)
             if hasattr(run, "flush"):
                 run.flush()
+            if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+                run_id = self.ws.runs.resolve_id(run_id)
         digest = self._artifact_digest(run_id, artifact)
-        lineage: dict[str, Any] = {}
-        if run_id:
-            rec = self.ws.runs.get(run_id)
-            lineage = dict(rec.lineage)
-            lineage["run"] = {
-                "id": rec.id,
-                "experiment": rec.experiment,
-                "name": rec.name,
-                "params": rec.params,
-            }
-            lineage["datasets"] = rec.inputs
-            if metrics is None:
-                metrics = rec.metrics
         now = time.time()
         actor = actor or current_user()
+        lineage: dict[str, Any] = {}
         with self.ws.db.write() as conn:
+            if run_id:
+                lineage, run_metrics = _run_snapshot(conn, run_id)
+                if metrics is None:
+                    metrics = run_metrics
             conn.exec_driver_sql(
                 "INSERT INTO registered_model (name, description, created_at, updated_at) "
                 "VALUES (?, '', ?, ?) ON CONFLICT(name) DO UPDATE SET updated_at = excluded.updated_at",

@@ -34,6 +34,9 @@ def current_user() -> str:
         return ""
 
 
+_USER = current_user()
+
+
 @dataclass
 class RunRecord:
     """A run as stored: what `search`, `get` and the CLI return."""
@@ -80,7 +83,14 @@ class RunRecord:
 class ActiveRun:
     """A run being recorded. Use as a context manager, or call `end()` yourself."""
 
-    def __init__(self, tracker: RunTracker, run_id: str, name: str, seed: int):
+    def __init__(
+        self,
+        tracker: RunTracker,
+        run_id: str,
+        name: str,
+        seed: int,
+        params: dict[str, str] | None = None,
+    ):
         self._tracker = tracker
         self._db = tracker.ws.db
         self.id = run_id
@@ -88,8 +98,11 @@ class ActiveRun:
         self.seed = seed
         self._lock = threading.Lock()
         self._buffer: list[tuple[str, str, float, int, float]] = []
+        self._param_buffer: list[tuple[str, str, str]] = []
+        self._params: dict[str, str] = dict(params or {})
+        self._deferred_error: Exception | None = None
         self._steps: dict[str, int] = {}
-        self._timer: threading.Timer | None = None
+        self._pending_since: float | None = None  # monotonic time of the oldest unwritten row
         self._ended = False
         cfg = tracker.ws.config.tracking
         self._flush_seconds = cfg.metric_flush_seconds
@@ -115,31 +128,30 @@ class ActiveRun:
         self.log_params({key: value})
 
     def log_params(self, params: dict[str, Any]) -> None:
-        """Params are immutable: logging a key again with a different value is an error."""
+        """Params are immutable: logging a key again with a different value is an error.
+
+        Like metrics they are buffered and written with the next flush; a clash with a
+        value this run logged before is reported at once.
+        """
         if not params:
             return
-        rows = [(self.id, str(k), _param_text(v)) for k, v in params.items()]
-        with self._db.write() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO param (run_id, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT(run_id, key) DO NOTHING",
-                rows,
-            )
-            keys = [r[1] for r in rows]
-            marks = ",".join("?" * len(keys))
-            stored = dict(
-                conn.exec_driver_sql(
-                    f"SELECT key, value FROM param WHERE run_id = ? AND key IN ({marks})",
-                    (self.id, *keys),
-                ).all()
-            )
-        clashes = [k for _, k, v in rows if stored.get(k) != v]
-        if clashes:
-            raise Conflict(
-                f"Param(s) {', '.join(clashes)} of run {self.id[:8]} already have another "
-                "value; params cannot change. Log the new value under another name or as a "
-                "metric."
-            )
+        rows = [(str(k), _param_text(v)) for k, v in params.items()]
+        with self._lock:
+            self._raise_deferred()
+            if self._ended:
+                raise MlopsError(f"Run {self.id[:8]} has ended; start a new run to log more.")
+            clashes = [k for k, v in rows if self._params.get(k, v) != v]
+            if clashes:
+                raise Conflict(
+                    f"Param(s) {', '.join(clashes)} of run {self.id[:8]} already have another "
+                    "value; params cannot change. Log the new value under another name or as a "
+                    "metric."
+                )
+            for k, v in rows:
+                if k not in self._params:
+                    self._params[k] = v
+                    self._param_buffer.append((self.id, k, v))
+            self._after_append()
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -160,21 +172,16 @@ class ActiveRun:
         value = float(value)
         with self._lock:
             self._append(key, value, step)
-            if len(self._buffer) >= self._flush_rows:
-                self._flush_locked()
-            elif self._timer is None and self._flush_seconds > 0:
-                self._arm_timer()
+            self._after_append()
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         with self._lock:
             for key, value in metrics.items():
                 self._append(key, float(value), step)
-            if len(self._buffer) >= self._flush_rows:
-                self._flush_locked()
-            elif self._timer is None and self._flush_seconds > 0:
-                self._arm_timer()
+            self._after_append()
 
     def _append(self, key: str, value: float, step: int | None) -> None:
+        self._raise_deferred()
         if self._ended:
             raise MlopsError(f"Run {self.id[:8]} has ended; start a new run to log more.")
         if step is None:
@@ -182,26 +189,67 @@ class ActiveRun:
         self._steps[key] = max(step, self._steps.get(key, -1))
         self._buffer.append((self.id, str(key), value, int(step), time.time()))
 
-    def _arm_timer(self) -> None:
-        self._timer = threading.Timer(self._flush_seconds, self.flush)
-        self._timer.daemon = True
-        self._timer.start()
+    def _after_append(self) -> None:
+        if len(self._buffer) + len(self._param_buffer) >= self._flush_rows:
+            self._flush_locked()
+        elif self._pending_since is None:
+            self._pending_since = time.monotonic()
+            if self._flush_seconds > 0:
+                _FLUSHER.watch(self)
+
+    def _raise_deferred(self) -> None:
+        if self._deferred_error is not None:
+            exc, self._deferred_error = self._deferred_error, None
+            raise exc
 
     def flush(self) -> None:
-        """Write buffered metric values now."""
+        """Write buffered params and metric values now."""
         with self._lock:
             self._flush_locked()
 
-    def _flush_locked(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._buffer:
-            return
+    def _flush_locked(self, conn=None) -> list[str]:
+        self._pending_since = None
+        if not self._buffer and not self._param_buffer:
+            return []
         rows, self._buffer = self._buffer, []
-        # SQLite cannot store NaN: it is written as NULL and read back as NaN.
-        rows = [(r, k, None if math.isnan(v) else v, s, t) for r, k, v, s, t in rows]
+        params, self._param_buffer = self._param_buffer, []
+        if conn is not None:
+            return self._write(conn, rows, params)
         with self._db.write() as conn:
+            clashes = self._write(conn, rows, params)
+        self._report_clashes(clashes)
+        return []
+
+    def _report_clashes(self, clashes: list[str]) -> None:
+        if clashes:
+            raise Conflict(
+                f"Param(s) {', '.join(clashes)} of run {self.id[:8]} were already logged "
+                "with another value by another process; the stored value was kept."
+            )
+
+    def _write(self, conn, rows, params) -> list[str]:
+        """Insert buffered rows; returns the params another process set differently."""
+        clashes: list[str] = []
+        if params:
+            conn.exec_driver_sql(
+                "INSERT INTO param (run_id, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(run_id, key) DO NOTHING",
+                params,
+            )
+            # Another process may have logged the same key into this run meanwhile.
+            marks = ",".join("?" * len(params))
+            stored = dict(
+                conn.exec_driver_sql(
+                    f"SELECT key, value FROM param WHERE run_id = ? AND key IN ({marks})",
+                    (self.id, *(k for _, k, _ in params)),
+                ).all()
+            )
+            clashes = [k for _, k, v in params if stored.get(k) != v]
+            for k in clashes:
+                self._params[k] = stored[k]
+        if rows:
+            # SQLite cannot store NaN: it is written as NULL and read back as NaN.
+            rows = [(r, k, None if math.isnan(v) else v, s, t) for r, k, v, s, t in rows]
             conn.exec_driver_sql(
                 "INSERT INTO metric (run_id, key, value, step, timestamp) VALUES (?,?,?,?,?)",
                 rows,
@@ -213,6 +261,7 @@ class ActiveRun:
                 "WHERE excluded.step >= latest_metric.step",
                 rows,
             )
+        return clashes
 
     # --- artifacts and inputs ----------------------------------------------------------
 
@@ -274,24 +323,75 @@ class ActiveRun:
     # --- end -------------------------------------------------------------------------------
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """Write what is buffered and close the run, in one transaction."""
         if status not in STATUSES[1:]:
             raise MlopsError(f"A run ends FINISHED, FAILED or KILLED, not {status!r}.")
         with self._lock:
             if self._ended:
                 return
-            self._flush_locked()
             self._ended = True
-        with self._db.write() as conn:
-            conn.exec_driver_sql(
-                "UPDATE run SET status = ?, end_time = ? WHERE id = ?",
-                (status, time.time(), self.id),
-            )
-            if error:
+            with self._db.write() as conn:
+                clashes = self._flush_locked(conn)
                 conn.exec_driver_sql(
-                    "INSERT INTO tag (run_id, key, value) VALUES (?, 'error', ?) "
-                    "ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
-                    (self.id, error[:2000]),
+                    "UPDATE run SET status = ?, end_time = ? WHERE id = ?",
+                    (status, time.time(), self.id),
                 )
+                if error:
+                    conn.exec_driver_sql(
+                        "INSERT INTO tag (run_id, key, value) VALUES (?, 'error', ?) "
+                        "ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
+                        (self.id, error[:2000]),
+                    )
+        self._report_clashes(clashes)
+
+
+class _Flusher:
+    """One daemon thread per process writes runs' buffers once they are
+    `metric_flush_seconds` old, so values show up live without a thread per run."""
+
+    def __init__(self) -> None:
+        self._runs: set[ActiveRun] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    def watch(self, run: ActiveRun) -> None:
+        with self._lock:
+            self._runs.add(run)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="mlops-metric-flusher", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                runs = list(self._runs)
+            if not runs:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            now, next_due = time.monotonic(), 0.5
+            for run in runs:
+                # Under the run's lock, so an append cannot slip between check and discard.
+                with run._lock:
+                    since = run._pending_since
+                    if since is not None and not run._ended:
+                        due = since + run._flush_seconds - now
+                        if due > 0:
+                            next_due = min(next_due, due)
+                            continue
+                        try:
+                            run._flush_locked()
+                        except Exception as exc:  # reported by the next call on that run
+                            run._deferred_error = exc
+                    with self._lock:
+                        self._runs.discard(run)
+            time.sleep(max(next_due, 0.01))
+
+
+_FLUSHER = _Flusher()
 
 
 def _param_text(value: Any) -> str:
@@ -347,24 +447,25 @@ class RunTracker:
             }
         name = name or f"{experiment}-{run_id[:6]}"
         now = time.time()
+        param_text = {str(k): _param_text(v) for k, v in (params or {}).items()}
         with self.ws.db.write() as conn:
             exp_id = self._experiment_id(conn, experiment)
             conn.exec_driver_sql(
                 "INSERT INTO run (id, experiment_id, name, status, start_time, seed, user, lineage) "
                 "VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?)",
-                (run_id, exp_id, name, now, seed, current_user(), json.dumps(lineage)),
+                (run_id, exp_id, name, now, seed, _USER, json.dumps(lineage)),
             )
-            if params:
+            if param_text:
                 conn.exec_driver_sql(
                     "INSERT INTO param (run_id, key, value) VALUES (?, ?, ?)",
-                    [(run_id, str(k), _param_text(v)) for k, v in params.items()],
+                    [(run_id, k, v) for k, v in param_text.items()],
                 )
             if tags:
                 conn.exec_driver_sql(
                     "INSERT INTO tag (run_id, key, value) VALUES (?, ?, ?)",
                     [(run_id, str(k), str(v)) for k, v in tags.items()],
                 )
-        return ActiveRun(self, run_id, name, seed)
+        return ActiveRun(self, run_id, name, seed, param_text)
 
     # --- reading ---------------------------------------------------------------------------
 

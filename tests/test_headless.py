@@ -1,0 +1,55 @@
+"""The core runs without Textual; `mlops --help` stays light."""
+
+import pkgutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import mlops_console
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _core_modules() -> list[str]:
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(mlops_console.__path__, "mlops_console.")
+        if not m.name.startswith("mlops_console.tui") and ".migrations" not in m.name
+    )
+
+
+def test_core_imports_without_textual():
+    code = (
+        "import importlib, sys\n"
+        f"for m in {_core_modules()!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_linter_contract_covers_every_core_package():
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())
+    contract = cfg["tool"]["importlinter"]["contracts"][0]
+    assert "textual" in contract["forbidden_modules"]
+    top = {".".join(m.split(".")[:2]) for m in _core_modules()} - {"mlops_console.__init__"}
+    top.discard("mlops_console")
+    assert top <= set(contract["source_modules"]), top - set(contract["source_modules"])
+
+
+def test_import_linter_contract_is_kept():
+    exe = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(exe)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_cli_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys\n"
+        "from mlops_console.cli.main import cli\n"
+        "heavy = {'sklearn', 'pandas', 'numpy', 'sqlalchemy', 'alembic', 'pyarrow', 'textual'}\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

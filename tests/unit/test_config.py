@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+
+from mlops_console.config import load_pipeline, load_workspace_config
+from mlops_console.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str, name: str = "mlops.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_bind_to_loopback(tmp_path):
+    cfg = load_workspace_config(write(tmp_path, ""))
+    assert cfg.serving.host == "127.0.0.1"
+    assert cfg.registry.champion_alias == "champion"
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = write(tmp_path, "[serving]\nprot = 9000\n")
+    with pytest.raises(ConfigError) as err:
+        load_workspace_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "serving.prot" in msg and "unknown key" in msg
+
+
+def test_wrong_type_says_what_was_expected(tmp_path):
+    path = write(tmp_path, '[serving]\nport = "eighty"\n')
+    with pytest.raises(ConfigError) as err:
+        load_workspace_config(path)
+    msg = str(err.value)
+    assert "serving.port" in msg and "integer" in msg and "'eighty'" in msg
+
+
+def test_out_of_range_value(tmp_path):
+    with pytest.raises(ConfigError, match="serving.port"):
+        load_workspace_config(write(tmp_path, "[serving]\nport = 70000\n"))
+
+
+def test_toml_syntax_error(tmp_path):
+    path = write(tmp_path, "[serving\nport = 1\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_workspace_config(path)
+
+
+def test_pipeline_missing_required_key(tmp_path):
+    path = write(tmp_path, 'name = "p"\n[data]\npath = "x.csv"\n', "p.toml")
+    with pytest.raises(ConfigError, match="missing required key `data.target`"):
+        load_pipeline(path)
+
+
+def test_sample_pipeline_parses():
+    from importlib import resources
+
+    text = (resources.files("mlops_console") / "templates" / "churn_pipeline.toml").read_text()
+    import tomllib
+
+    from mlops_console.config import PipelineSpec
+
+    spec = PipelineSpec.model_validate(tomllib.loads(text))
+    assert spec.data.target == "churned" and "gender" in spec.data.exclude
