@@ -39,7 +39,9 @@ def list_runs(ctx, experiment, filter_, order_by, limit, metric_cols, as_json) -
     if as_json:
         emit_json({"runs": [r.to_dict() for r in found]})
         return
-    keys = list(metric_cols) or sorted({k for r in found for k in r.metrics})[:4]
+    # Default columns: holdout metrics first (what a model is judged on), then the rest.
+    all_keys = {k for r in found for k in r.metrics}
+    keys = list(metric_cols) or sorted(all_keys, key=lambda k: (not k.startswith("holdout_"), k))[:4]
     table(
         ["run", "experiment", "name", "status", "started", "took", *keys],
         [
