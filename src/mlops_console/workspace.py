@@ -20,7 +20,7 @@ CONFIG_FILE = "mlops.toml"
 STATE_DIR = ".mlops"
 ENV_VAR = "MLOPS_WORKSPACE"
 
-LAYOUT = ("pipelines", "features", "data")
+LAYOUT = ("pipelines", "features", "contracts", "data")
 STATE_LAYOUT = ("objects", "lake", "logs")
 
 
@@ -74,9 +74,13 @@ class Workspace:
                 dest = root / "data" / f.name
                 if not dest.exists():
                     shutil.copyfile(f, dest)
-            pipe = root / "pipelines" / "churn.toml"
-            if not pipe.exists():
-                pipe.write_text(_template("churn_pipeline.toml"))
+            for template, dest in (
+                ("churn_pipeline.toml", "pipelines/churn.toml"),
+                ("customer_features.toml", "features/customer.toml"),
+                ("support_features.toml", "features/region_support.toml"),
+            ):
+                if not (root / dest).exists():
+                    (root / dest).write_text(_template(template))
         return cls(root)
 
     # --- services ----------------------------------------------------------------------
@@ -86,6 +90,18 @@ class Workspace:
         from mlops_console.store.artifacts import ArtifactStore
 
         return ArtifactStore(self.state / "objects")
+
+    @cached_property
+    def data(self):
+        from mlops_console.data.datasets import DatasetStore
+
+        return DatasetStore(self)
+
+    @cached_property
+    def features(self):
+        from mlops_console.features.store import FeatureStore
+
+        return FeatureStore(self)
 
     @cached_property
     def runs(self):

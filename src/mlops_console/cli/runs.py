@@ -41,7 +41,9 @@ def list_runs(ctx, experiment, filter_, order_by, limit, metric_cols, as_json) -
         return
     # Default columns: holdout metrics first (what a model is judged on), then the rest.
     all_keys = {k for r in found for k in r.metrics}
-    keys = list(metric_cols) or sorted(all_keys, key=lambda k: (not k.startswith("holdout_"), k))[:4]
+    keys = (
+        list(metric_cols) or sorted(all_keys, key=lambda k: (not k.startswith("holdout_"), k))[:4]
+    )
     table(
         ["run", "experiment", "name", "status", "started", "took", *keys],
         [

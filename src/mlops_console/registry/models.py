@@ -120,9 +120,9 @@ def _run_snapshot(conn, run_id: str) -> tuple[dict[str, Any], dict[str, float]]:
     )
     lineage["run"] = {"id": run_id, "experiment": row[1], "name": row[2], "params": params}
     lineage["datasets"] = [
-        {"name": n, "version": v, "digest": d, "rows": r, "source": s}
-        for n, v, d, r, s in conn.exec_driver_sql(
-            "SELECT name, version, digest, rows, source FROM run_input WHERE run_id = ? ORDER BY name",
+        {"name": n, "version": v, "digest": d, "rows": r, "source": s, "forced": bool(f)}
+        for n, v, d, r, s, f in conn.exec_driver_sql(
+            "SELECT name, version, digest, rows, source, forced FROM run_input WHERE run_id = ? ORDER BY name",
             (run_id,),
         )
     ]

@@ -81,6 +81,7 @@ class RunInput(SQLModel, table=True):
     digest: str
     rows: int | None = None
     source: str = ""
+    forced: bool = False  # the version broke its data contract and was accepted with --force
 
 
 class RunArtifact(SQLModel, table=True):
@@ -151,3 +152,39 @@ class ObjectRef(SQLModel, table=True):
     hash: str = Field(primary_key=True)
     kind: str = Field(primary_key=True)  # run, model_version, ...
     owner: str = Field(primary_key=True)
+
+
+class Dataset(SQLModel, table=True):
+    __tablename__ = "dataset"
+    name: str = Field(primary_key=True)
+    source: str  # a path or glob, relative to the workspace unless absolute
+    timestamp_column: str | None = None
+    entity_columns: str = "[]"  # JSON list
+    description: str = ""
+    created_at: float
+    current_version: int | None = None  # the latest accepted (or forced) version
+
+
+class DatasetVersion(SQLModel, table=True):
+    """One immutable snapshot of a dataset, identified by the content hash of its files."""
+
+    __tablename__ = "dataset_version"
+    __table_args__ = (
+        UniqueConstraint("dataset_name", "version", name="uq_dataset_version"),
+        Index("ix_dataset_version_digest", "dataset_name", "digest"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_name: str = Field(foreign_key="dataset.name", ondelete="CASCADE")
+    version: int
+    digest: str  # sha256 over the sorted sha256 of the source files
+    status: str  # accepted, quarantined, forced
+    rows: int
+    columns: str = "[]"  # JSON: [{name, type}]
+    sources: str = "[]"  # JSON: [{path, sha256, size, mtime}]
+    lake_path: str  # the Parquet snapshot, relative to .mlops/lake
+    snapshot_sha256: str
+    profile_hash: str | None = None  # artifact holding the profile JSON
+    report: str = "[]"  # JSON: contract check, one entry per rule
+    contract_sha256: str | None = None
+    created_at: float
+    created_by: str = ""

@@ -309,16 +309,28 @@ class ActiveRun:
         version: str | None = None,
         rows: int | None = None,
         source: str = "",
+        forced: bool = False,
     ) -> None:
-        """Record a dataset version this run read (its data lineage)."""
+        """Record a dataset version this run read (its data lineage).
+
+        `forced`: the version broke its data contract and was accepted deliberately; the
+        run is tagged `data_forced` so that it says so wherever it is shown.
+        """
+        version = version or digest[:12]
         with self._db.write() as conn:
             conn.exec_driver_sql(
-                "INSERT INTO run_input (run_id, name, version, digest, rows, source) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT(run_id, name) DO UPDATE SET "
+                "INSERT INTO run_input (run_id, name, version, digest, rows, source, forced) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(run_id, name) DO UPDATE SET "
                 "version = excluded.version, digest = excluded.digest, rows = excluded.rows, "
-                "source = excluded.source",
-                (self.id, name, version or digest[:12], digest, rows, source),
+                "source = excluded.source, forced = excluded.forced",
+                (self.id, name, version, digest, rows, source, forced),
             )
+            if forced:
+                conn.exec_driver_sql(
+                    "INSERT INTO tag (run_id, key, value) VALUES (?, 'data_forced', ?) "
+                    "ON CONFLICT(run_id, key) DO UPDATE SET value = tag.value || ', ' || excluded.value",
+                    (self.id, f"{name}@{version}"),
+                )
 
     # --- end -------------------------------------------------------------------------------
 
@@ -552,13 +564,20 @@ class RunTracker:
             ):
                 runs[rid].tags[k] = v
             if full:
-                for rid, n, ver, dig, rows, src in conn.exec_driver_sql(
-                    "SELECT run_id, name, version, digest, rows, source FROM run_input "
+                for rid, n, ver, dig, rows, src, forced in conn.exec_driver_sql(
+                    "SELECT run_id, name, version, digest, rows, source, forced FROM run_input "
                     f"WHERE run_id IN ({marks}) ORDER BY name",
                     tuple(chunk),
                 ):
                     runs[rid].inputs.append(
-                        {"name": n, "version": ver, "digest": dig, "rows": rows, "source": src}
+                        {
+                            "name": n,
+                            "version": ver,
+                            "digest": dig,
+                            "rows": rows,
+                            "source": src,
+                            "forced": bool(forced),
+                        }
                     )
                 for rid, n, h, s in conn.exec_driver_sql(
                     "SELECT run_id, name, hash, size FROM run_artifact "

@@ -1,0 +1,1 @@
+"""Versioned datasets: ingestion, contracts, profiles, immutable Parquet snapshots."""

@@ -1,0 +1,513 @@
+"""`ws.features`: feature views, point-in-time correct training frames, an online store.
+
+Point-in-time semantics (Feast's, documented): for each entity row, a feature row of the
+same entity matches when its event timestamp is at or before the entity row's timestamp
+and, when the view's TTL is not 0, at or after the entity timestamp minus the TTL (both
+bounds inclusive). The latest matching row wins; ties are broken by the created
+timestamp. Entity rows with no match are kept, with nulls. Row order is preserved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from mlops_console.data.reading import DataError
+from mlops_console.data.types import quote_ident as q
+from mlops_console.errors import MlopsError, NotFound
+from mlops_console.features.spec import FeatureViewSpec, load_views
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+ROW = "__row"
+ETS = "__ets"
+
+
+class FeatureStore:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.folder = ws.root / "features"
+        self._online: sqlite3.Connection | None = None
+        self._online_lock = threading.Lock()
+        self._columns_cache: dict[str, list[str]] = {}
+
+    # --- views -------------------------------------------------------------------------
+
+    def views(self) -> dict[str, FeatureViewSpec]:
+        return load_views(self.folder)
+
+    def view(self, name: str) -> FeatureViewSpec:
+        views = self.views()
+        if name not in views:
+            known = ", ".join(sorted(views)) or "none"
+            raise NotFound(f"No feature view {name!r} in {self.folder} (known: {known}).")
+        return views[name]
+
+    def describe(self, name: str) -> dict[str, Any]:
+        import duckdb
+
+        view = self.view(name)
+        con = duckdb.connect()
+        try:
+            sql, used = self._source_sql(con, view)
+            feats = self._feature_columns(con, view, sql)
+        finally:
+            con.close()
+        return {
+            "name": view.name,
+            "entities": view.entities,
+            "timestamp": view.timestamp,
+            "created_timestamp": view.created_timestamp,
+            "ttl_seconds": view.ttl_seconds,
+            "source": view.source,
+            "sql": view.sql,
+            "features": feats,
+            "datasets": [
+                {"name": d.dataset, "version": d.version, "digest": d.digest} for d in used
+            ],
+            "description": view.description,
+        }
+
+    def _source_sql(self, con, view: FeatureViewSpec):
+        """SQL giving the view's rows as: entity keys, __ts, __created, features; and the
+        dataset versions it reads."""
+        keys = ", ".join(q(k) for k in view.entities)
+        created = (
+            f"{q(view.created_timestamp)}::TIMESTAMP AS __created"
+            if view.created_timestamp
+            else "NULL::TIMESTAMP AS __created"
+        )
+        if view.source is not None:
+            dv = self.ws.data.version(view.source)
+            path = self.ws.data.path(view.source, dv.version)
+            cols = ", ".join(q(f) for f in view.features)
+            names = {c["name"] for c in dv.columns}
+            missing = [
+                c
+                for c in [
+                    *view.entities,
+                    view.timestamp,
+                    *view.features,
+                    *([view.created_timestamp] if view.created_timestamp else []),
+                ]
+                if c not in names
+            ]
+            if missing:
+                raise MlopsError(
+                    f"Feature view {view.name!r}: dataset {view.source} v{dv.version} has "
+                    f"no column(s) {', '.join(missing)}."
+                )
+            sql = (
+                f"SELECT {keys}, {q(view.timestamp)}::TIMESTAMP AS __ts, {created}, {cols} "
+                f"FROM read_parquet('{_lit(path)}')"
+            )
+            return sql, [dv]
+        used = []
+        for ds in self.ws.data.list():
+            if ds["current_version"] is None or not re.search(
+                rf"\b{re.escape(ds['name'])}\b", view.sql
+            ):
+                continue
+            dv = self.ws.data.version(ds["name"])
+            con.execute(
+                f"CREATE OR REPLACE VIEW {q(ds['name'])} AS SELECT * FROM "
+                f"read_parquet('{_lit(self.ws.data.path(ds['name'], dv.version))}')"
+            )
+            used.append(dv)
+        inner = f"({view.sql.strip().rstrip(';')})"
+        sql = (
+            f"SELECT * EXCLUDE ({q(view.timestamp)}{', ' + q(view.created_timestamp) if view.created_timestamp else ''}), "
+            f"{q(view.timestamp)}::TIMESTAMP AS __ts, {created} FROM {inner} AS src"
+        )
+        try:
+            con.execute(f"DESCRIBE {sql}")
+        except Exception as exc:
+            raise MlopsError(f"Feature view {view.name!r}: its SQL does not run: {exc}") from None
+        return sql, used
+
+    def _feature_columns(self, con, view: FeatureViewSpec, sql: str) -> list[str]:
+        if view.source is not None:
+            return list(view.features)
+        cols = [r[0] for r in con.execute(f"DESCRIBE {sql}").fetchall()]
+        skip = {*view.entities, "__ts", "__created"}
+        return [c for c in cols if c not in skip]
+
+    def _dedupe(self, view: FeatureViewSpec, sql: str, feats: list[str], used) -> str:
+        """Make (entity, timestamp) unique: the latest created wins, then a fixed order, so
+        the same input always gives the same output. Skipped when the dataset's contract
+        already proved the key unique."""
+        if view.created_timestamp is None and view.source is not None:
+            want = {*view.entities, view.timestamp}
+            for r in used[0].report:
+                if (
+                    r["rule"] == "unique_keys"
+                    and r["passed"]
+                    and r["examples"] == []
+                    and want == set(_keys_of(self.ws, view.source))
+                ):
+                    return sql
+        part = ", ".join(q(k) for k in view.entities)
+        order = ", ".join(["__created DESC NULLS LAST", *(f"{q(f)} NULLS LAST" for f in feats)])
+        return (
+            f"SELECT * FROM ({sql}) QUALIFY row_number() OVER "
+            f"(PARTITION BY {part}, __ts ORDER BY {order}) = 1"
+        )
+
+    # --- offline: point-in-time training frames ------------------------------------------
+
+    def training_frame(
+        self,
+        entity_df,
+        features: list[str],
+        timestamp_column: str | None = None,
+        full_feature_names: bool = False,
+        run=None,
+    ):
+        """Join features onto `entity_df` as of each row's timestamp (see module doc)."""
+        import duckdb
+        import numpy as np
+        import pandas as pd
+
+        requested = _parse_refs(features)
+        views = {name: self.view(name) for name in requested}
+        ts_col = self._entity_timestamp(entity_df, timestamp_column, views)
+        needed = sorted({k for v in views.values() for k in v.entities})
+        missing = [k for k in needed if k not in entity_df.columns]
+        if missing:
+            raise DataError(
+                f"The entity frame lacks the key column(s) {', '.join(missing)} that the "
+                f"views {', '.join(views)} join on."
+            )
+        raw = entity_df[ts_col]
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            ets = raw
+        else:
+            ets = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+        if getattr(ets.dt, "tz", None) is not None:
+            ets = ets.dt.tz_convert("UTC").dt.tz_localize(None)
+        bad = int(ets.isna().sum() - entity_df[ts_col].isna().sum())
+        if bad or entity_df[ts_col].isna().any():
+            raise DataError(
+                f"Entity column {ts_col!r}: {int(ets.isna().sum())} value(s) are missing or "
+                "not timestamps; every entity row needs a time to join as of."
+            )
+        ent = pd.DataFrame({k: entity_df[k].to_numpy() for k in needed})
+        ent[ETS] = ets.to_numpy().astype("datetime64[us]")
+        ent[ROW] = np.arange(len(ent), dtype=np.int64)
+
+        con = duckdb.connect()
+        try:
+            con.register("entity_rows", ent)
+            selects, joins, used_all, out_names = [], [], [], []
+            for i, (name, wanted) in enumerate(requested.items()):
+                view = views[name]
+                sql, used = self._source_sql(con, view)
+                used_all += used
+                avail = self._feature_columns(con, view, sql)
+                feats = avail if wanted == ["*"] else wanted
+                unknown = [f for f in feats if f not in avail]
+                if unknown:
+                    raise NotFound(
+                        f"Feature view {name!r} has no feature(s) {', '.join(unknown)} "
+                        f"(it has: {', '.join(avail)})."
+                    )
+                self._check_key_types(con, view, sql)
+                sql = self._dedupe(view, sql, avail, used)
+                alias = f"v{i}"
+                cond = " AND ".join(f"e.{q(k)} = {alias}.{q(k)}" for k in view.entities)
+                joins.append(
+                    f"ASOF LEFT JOIN ({sql}) AS {alias} ON {cond} AND e.{ETS} >= {alias}.__ts"
+                )
+                ttl = view.ttl_seconds
+                for f in feats:
+                    out = f"{name}__{f}" if full_feature_names else f
+                    if out in out_names or out in entity_df.columns:
+                        raise MlopsError(
+                            f"Feature name {out!r} appears twice (in several views or in "
+                            "the entity frame); pass full_feature_names=True."
+                        )
+                    out_names.append(out)
+                    value = f"{alias}.{q(f)}"
+                    if ttl > 0:
+                        value = (
+                            f"CASE WHEN {alias}.__ts >= e.{ETS} - to_microseconds({int(ttl * 1e6)}) "
+                            f"THEN {value} END"
+                        )
+                    selects.append(f"{value} AS {q(out)}")
+            query = (
+                f"SELECT {', '.join(selects)} FROM entity_rows AS e {' '.join(joins)} "
+                f"ORDER BY e.{ROW}"
+            )
+            result = con.execute(query).df()
+        finally:
+            con.close()
+        frame = entity_df.reset_index(drop=True).copy()
+        for col in out_names:
+            frame[col] = result[col].to_numpy()
+        if run is not None:
+            self._record(run, views, used_all)
+        return frame
+
+    def _entity_timestamp(self, entity_df, given: str | None, views) -> str:
+        if given:
+            if given not in entity_df.columns:
+                raise DataError(f"The entity frame has no timestamp column {given!r}.")
+            return given
+        if "event_timestamp" in entity_df.columns:
+            return "event_timestamp"
+        for v in views.values():
+            if v.timestamp in entity_df.columns:
+                return v.timestamp
+        raise DataError(
+            "The entity frame needs a timestamp column: name it event_timestamp or "
+            "pass timestamp_column=... (--timestamp on the command line)."
+        )
+
+    def _check_key_types(self, con, view, sql) -> None:
+        ftypes = dict(
+            con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {sql})").fetchall()
+        )
+        etypes = dict(
+            con.execute("SELECT column_name, column_type FROM (DESCRIBE entity_rows)").fetchall()
+        )
+        for k in view.entities:
+            a, b = etypes.get(k, ""), ftypes.get(k, "")
+            if _family(a) != _family(b):
+                raise DataError(
+                    f"Key {k!r} is {a} in the entity frame but {b} in feature view "
+                    f"{view.name!r}; convert one of them so they can be compared."
+                )
+
+    def _record(self, run, views, used) -> None:
+        seen = set()
+        for dv in used:
+            if (dv.dataset, dv.version) not in seen:
+                seen.add((dv.dataset, dv.version))
+                self.ws.data.record_use(run, dv)
+        for name, view in views.items():
+            digest = hashlib.sha256(view.model_dump_json().encode()).hexdigest()
+            run.log_dataset(
+                f"features:{name}", digest, version=digest[:12], source=f"features/{name}"
+            )
+
+    # --- online store ----------------------------------------------------------------------
+
+    def _online_db(self) -> sqlite3.Connection:
+        with self._online_lock:
+            if self._online is None:
+                con = sqlite3.connect(
+                    self.ws.state / "online.db",
+                    timeout=60,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                con.execute("PRAGMA journal_mode = WAL")
+                con.execute("PRAGMA synchronous = NORMAL")
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS _materialization (view TEXT PRIMARY KEY, "
+                    "spec_sha256 TEXT, watermark TEXT, sources TEXT, rows INTEGER, updated_at REAL)"
+                )
+                self._online = con
+            return self._online
+
+    def materialize(
+        self, names: list[str] | None = None, end: dt.datetime | None = None, stage=lambda s: None
+    ) -> list[dict[str, Any]]:
+        """Load the latest value per entity into the online store, incrementally (only rows
+        newer than the last materialization; a changed view spec rebuilds its table)."""
+        import duckdb
+
+        views = self.views()
+        names = names or sorted(views)
+        db = self._online_db()
+        results = []
+        for name in names:
+            view = views.get(name) or self.view(name)
+            stage(f"materialize {name}")
+            con = duckdb.connect()
+            try:
+                sql, used = self._source_sql(con, view)
+                feats = self._feature_columns(con, view, sql)
+                spec_sha = hashlib.sha256(
+                    (view.model_dump_json() + json.dumps(feats)).encode()
+                ).hexdigest()
+                table = f"fv_{name}"
+                meta = db.execute(
+                    "SELECT spec_sha256, watermark FROM _materialization WHERE view = ?", (name,)
+                ).fetchone()
+                rebuild = meta is None or meta[0] != spec_sha
+                watermark = None if rebuild else meta[1]
+                where = ["1=1"]
+                if watermark:
+                    where.append(f"__ts > '{watermark}'::TIMESTAMP")
+                if end is not None:
+                    where.append(f"__ts <= '{end.isoformat()}'::TIMESTAMP")
+                part = ", ".join(q(k) for k in view.entities)
+                cols = [*view.entities, "__ts", *feats]
+                rows = con.execute(
+                    f"SELECT {', '.join(q(c) for c in cols)} FROM ({sql}) WHERE {' AND '.join(where)} "
+                    f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY __ts DESC, "
+                    f"__created DESC NULLS LAST) = 1"
+                ).fetchall()
+            finally:
+                con.close()
+            rows = [tuple(_plain(v) for v in r) for r in rows]
+            new_mark = max((r[len(view.entities)] for r in rows), default=watermark)
+            qcols = ", ".join(q(c) for c in cols)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if rebuild:
+                    db.execute(f"DROP TABLE IF EXISTS {q(table)}")
+                    db.execute(f"CREATE TABLE {q(table)} ({qcols}, PRIMARY KEY ({part}))")
+                updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols[len(view.entities) :])
+                db.executemany(
+                    f"INSERT INTO {q(table)} ({qcols}) VALUES ({', '.join('?' * len(cols))}) "
+                    f"ON CONFLICT ({part}) DO UPDATE SET {updates} WHERE excluded.__ts >= {q(table)}.__ts",
+                    rows,
+                )
+                total = db.execute(f"SELECT count(*) FROM {q(table)}").fetchone()[0]
+                db.execute(
+                    "INSERT INTO _materialization VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(view) DO UPDATE "
+                    "SET spec_sha256 = excluded.spec_sha256, watermark = excluded.watermark, "
+                    "sources = excluded.sources, rows = excluded.rows, updated_at = excluded.updated_at",
+                    (
+                        name,
+                        spec_sha,
+                        new_mark,
+                        json.dumps([f"{d.dataset}/v{d.version}" for d in used]),
+                        total,
+                        time.time(),
+                    ),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._columns_cache.pop(name, None)
+            results.append(
+                {
+                    "view": name,
+                    "rebuilt": rebuild,
+                    "rows_written": len(rows),
+                    "entities": total,
+                    "watermark": new_mark,
+                    "sources": [f"{d.dataset}/v{d.version}" for d in used],
+                }
+            )
+        return results
+
+    def online(self, view: str, keys) -> Any:
+        """Latest feature values for entities: `keys` is a dict (one entity), a list of
+        dicts, or a list of key values for a single-key view. Unknown entities give None."""
+        spec_keys, cols = self._online_columns(view)
+        single = isinstance(keys, dict)
+        items = [keys] if single else list(keys)
+        if items and not isinstance(items[0], dict):
+            if len(spec_keys) != 1:
+                raise MlopsError(
+                    f"View {view!r} has keys {spec_keys}; pass dicts with each of them."
+                )
+            items = [{spec_keys[0]: k} for k in items]
+        for it in items:
+            missing = [k for k in spec_keys if k not in it]
+            if missing:
+                raise MlopsError(f"Online lookup in {view!r} needs key(s) {', '.join(missing)}.")
+        db = self._online_db()
+        table = q(f"fv_{view}")
+        found: dict[tuple, dict] = {}
+        if items:
+            if len(spec_keys) == 1:
+                k = spec_keys[0]
+                sql = f"SELECT * FROM {table} WHERE {q(k)} IN ({', '.join('?' * len(items))})"
+                params = [it[k] for it in items]
+            else:
+                tuples = ", ".join("(" + ", ".join("?" * len(spec_keys)) + ")" for _ in items)
+                sql = (
+                    f"SELECT * FROM {table} WHERE ({', '.join(q(k) for k in spec_keys)}) "
+                    f"IN (VALUES {tuples})"
+                )
+                params = [it[k] for it in items for k in spec_keys]
+            for row in db.execute(sql, params):
+                rec = dict(zip(cols, row, strict=True))
+                found[tuple(rec[k] for k in spec_keys)] = rec
+        out = []
+        for it in items:
+            rec = found.get(tuple(it[k] for k in spec_keys))
+            if rec is not None:
+                rec = {("event_timestamp" if c == "__ts" else c): v for c, v in rec.items()}
+            out.append(rec)
+        return out[0] if single else out
+
+    def _online_columns(self, view: str) -> tuple[list[str], list[str]]:
+        cached = self._columns_cache.get(view)
+        if cached is None:
+            db = self._online_db()
+            info = db.execute(f"PRAGMA table_info({q('fv_' + view)})").fetchall()
+            if not info:
+                self.view(view)  # unknown view: NotFound
+                raise NotFound(
+                    f"Feature view {view!r} has not been materialized; run "
+                    f"`mlops features materialize {view}`."
+                )
+            keys = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+            cached = (keys, [r[1] for r in info])
+            self._columns_cache[view] = cached
+        return cached
+
+    def online_status(self) -> list[dict[str, Any]]:
+        db = self._online_db()
+        return [
+            {"view": v, "watermark": w, "sources": json.loads(s), "entities": n, "updated_at": t}
+            for v, w, s, n, t in db.execute(
+                "SELECT view, watermark, sources, rows, updated_at FROM _materialization ORDER BY view"
+            )
+        ]
+
+
+def _parse_refs(features: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ref in features:
+        view, sep, feat = ref.partition(":")
+        if not sep or not view or not feat:
+            raise MlopsError(f"{ref!r} is not a feature reference; use VIEW:FEATURE (or VIEW:*).")
+        out.setdefault(view, [])
+        if feat == "*":
+            out[view] = ["*"]
+        elif out[view] != ["*"] and feat not in out[view]:
+            out[view].append(feat)
+    if not out:
+        raise MlopsError("Name at least one feature, as VIEW:FEATURE.")
+    return out
+
+
+def _keys_of(ws, dataset: str) -> list[str]:
+    c = ws.data.contract(dataset)
+    return c.keys.unique if c else []
+
+
+def _family(duck_type: str) -> str:
+    t = duck_type.upper()
+    if any(x in t for x in ("INT", "DECIMAL", "DOUBLE", "FLOAT", "REAL", "NUMERIC")):
+        return "number"
+    if "CHAR" in t or "STRING" in t or "TEXT" in t:
+        return "string"
+    return t
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dt.datetime | dt.date):
+        return v.isoformat()
+    if hasattr(v, "is_integer") and not isinstance(v, float):  # Decimal
+        return float(v)
+    return v
+
+
+def _lit(path) -> str:
+    return str(path).replace("'", "''")
