@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops_console.errors import ConfigError
 
@@ -60,12 +60,23 @@ class WorkspaceConfig(Strict):
 
 
 class PipelineData(Strict):
-    path: str = Field(description="CSV or Parquet file, relative to the workspace")
+    dataset: str | None = Field(
+        default=None, description="A registered dataset (its current version)"
+    )
+    path: str | None = Field(
+        default=None, description="Or a CSV/Parquet file, relative to the workspace"
+    )
     target: str
     time_column: str | None = None
     entity_column: str | None = None
     features: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of `dataset` (a registered dataset) or `path`")
+        return self
 
 
 class PipelineModel(Strict):
@@ -99,6 +110,8 @@ def _describe(err: dict[str, Any]) -> str:
         return f"unknown key `{key}` (check its spelling; see the documented keys)"
     if kind == "missing":
         return f"missing required key `{key}`"
+    if kind == "value_error":
+        return f"{key}: {err['msg'].removeprefix('Value error, ')}"
     got = err.get("input")
     return f"key `{key}`: {err['msg'].lower()}, got {got!r}"
 

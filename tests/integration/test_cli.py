@@ -11,7 +11,7 @@ def demo_ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "mlops-demo"
     proc = run_cli("demo", str(root), check=True)
     assert "Registered churn/1; it is now churn@champion." in proc.stdout
-    assert "[7/7]" in proc.stderr  # progress, stage by stage
+    assert "[9/9]" in proc.stderr  # progress, stage by stage
     return root
 
 
@@ -108,6 +108,10 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_run_with_overrides(tmp_path):
     ws = tmp_path / "w"
     run_cli("init", str(ws), "--sample", check=True)
+    proc = run_cli("-w", str(ws), "run", "churn")
+    assert proc.returncode == 1 and "No dataset named 'churn'" in proc.stderr
+    run_cli("-w", str(ws), "data", "add", "churn", "data/churn.csv", "--timestamp", "event_time",
+            "--entity", "customer_id", check=True)
     proc = run_cli("-w", str(ws), "run", "churn", "--set", "model.params.max_iter=20", check=True)
     assert "Registered churn/1" in proc.stdout
     runs = json.loads(run_cli("-w", str(ws), "runs", "list", "--json").stdout)["runs"]

@@ -100,3 +100,63 @@ def test_concurrent_first_open_migrates_once(tmp_path):
     assert all(p.returncode == 0 for p in procs), errs
     with Workspace.open(root) as ws, ws.db.read() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+
+
+READER = textwrap.dedent(
+    """
+    import sys, time
+    import pandas as pd
+    from mlops_console.workspace import Workspace
+    ws = Workspace.open(sys.argv[1])
+    deadline = time.time() + float(sys.argv[2])
+    n = 0
+    ent = pd.DataFrame({"eid": ["C001", "C002"], "event_timestamp": pd.to_datetime(["2025-06-01", "2025-06-02"])})
+    while time.time() < deadline:
+        with ws.runs.start(experiment="train") as run:
+            frame = ws.data.read("sales", run=run)           # what training reads
+            out = ws.features.training_frame(ent, ["sales_fv:amount"], run=run)
+            assert len(frame) >= 100 and len(out) == 2
+            run.log_metric("rows", len(frame))
+        n += 1
+    print("reads", n)
+    """
+)
+
+
+def test_ingesting_while_another_process_trains(tmp_path):
+    root = tmp_path / "ws"
+    ws = Workspace.init(root)
+    header = "eid,ts,amount\n"
+
+    def body(k):
+        return header + "".join(
+            f"C{i:03d},2025-0{1 + i % 9}-01T00:00:00,{i + k / 1000}\n" for i in range(100 + k % 20)
+        )
+
+    (root / "data" / "sales.csv").write_text(body(1))
+    ws.data.add("sales", "data/sales.csv", timestamp="ts", entities=["eid"])
+    ws.data.ingest("sales")
+    (root / "features" / "sales_fv.toml").write_text(
+        'entities = ["eid"]\ntimestamp = "ts"\nsource = "sales"\nfeatures = ["amount"]\n'
+    )
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(root), "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    versions = 1
+    deadline = time.time() + 7
+    k = 2
+    while time.time() < deadline:
+        (root / "data" / "sales.csv").write_text(body(k))
+        assert ws.data.ingest("sales").version.status == "accepted"
+        ws.features.materialize()
+        versions += 1
+        k += 1
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err
+    assert "locked" not in err.lower()
+    assert int(out.split()[-1]) > 3 and versions > 3
+    assert [v.version for v in ws.data.versions("sales")] == list(range(1, versions + 1))
+    ws.close()

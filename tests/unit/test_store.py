@@ -93,3 +93,39 @@ def test_ensure_schema_twice_is_a_no_op(tmp_path):
     db.ensure_schema()
     assert db.schema_revision() == HEAD
     db.close()
+
+
+def test_migration_0002_upgrades_a_0001_database_and_keeps_its_data(tmp_path):
+    from alembic import command
+
+    root = tmp_path / "w"
+    (root / ".mlops").mkdir(parents=True)
+    (root / "mlops.toml").write_text("")
+    db = Database(root / ".mlops" / "registry.db")
+    with sqlite3.connect(db.path) as con:
+        con.execute("PRAGMA journal_mode = WAL")
+    cfg = alembic_config()
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001_foundation")
+    with db.write() as conn:
+        conn.exec_driver_sql("INSERT INTO experiment (name, created_at) VALUES ('e', 0)")
+        conn.exec_driver_sql(
+            "INSERT INTO run (id, experiment_id, name, status, start_time, user, lineage) "
+            "VALUES ('r1', 1, 'r', 'FINISHED', 0, '', '{}')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO run_input (run_id, name, version, digest, source) VALUES ('r1', 'd', 'v1', 'x', '')"
+        )
+    db.close()
+    assert Database(root / ".mlops" / "registry.db").schema_revision() == "0001_foundation"
+    with Workspace.open(root) as ws:
+        assert ws.db.schema_revision() == HEAD
+        with ws.db.read() as conn:
+            assert (
+                conn.exec_driver_sql("SELECT forced FROM run_input WHERE run_id = 'r1'").scalar()
+                == 0
+            )
+            assert conn.exec_driver_sql("SELECT count(*) FROM dataset").scalar() == 0

@@ -89,6 +89,7 @@ def test_artifacts_and_datasets_are_recorded(ws, tmp_path):
             "digest": "ab" * 32,
             "rows": 10,
             "source": "data/churn.csv",
+            "forced": False,
         }
     ]
     assert ws.artifacts.get_bytes(h) == b"model-bytes"

@@ -67,15 +67,30 @@ def register(cli: click.Group) -> None:
         from mlops_console.training.basic import train
         from mlops_console.workspace import Workspace
 
-        progress = StageProgress(total=7)
+        progress = StageProgress(total=9)
         progress(f"create workspace {directory}")
         with Workspace.init(directory, sample=True) as ws:
+            progress("ingest data/churn.csv as dataset churn (contract, profile, snapshot)")
+            if "churn" not in {d["name"] for d in ws.data.list()}:
+                ws.data.add(
+                    "churn",
+                    "data/churn.csv",
+                    timestamp="event_time",
+                    entities=["customer_id"],
+                    description="Monthly customer snapshots",
+                )
+            ingested = ws.data.ingest("churn")
+            click.echo(ingested.message, err=True)
             result = train(ws, "churn", stage=progress)
+            progress("materialize feature views for online lookups")
+            ws.features.materialize()
             _print_result(ws, result)
             click.echo("\nExplore it:")
             click.echo(f"  mlops -w {directory} runs list")
             click.echo(f"  mlops -w {directory} models show churn")
             click.echo(f"  mlops -w {directory} models card churn@champion")
+            click.echo(f"  mlops -w {directory} data show churn")
+            click.echo(f"  mlops -w {directory} features get customer --key customer_id=C00307")
 
     @cli.command("run")
     @click.argument("pipeline")

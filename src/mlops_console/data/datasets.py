@@ -219,7 +219,7 @@ class DatasetStore:
         version_dir = self.lake / name
         version_dir.mkdir(parents=True, exist_ok=True)
         snapshot, snap_sha = _write_parquet(table, version_dir, digest)
-        profile_hash = self.ws.artifacts.put_bytes(json.dumps(profile, sort_keys=True).encode())
+        profile_hash = self.ws.artifacts.put_bytes(json.dumps(profile).encode())
         if contract_note:
             self.contract_dir.mkdir(exist_ok=True)
             self.contract_path(name).write_text(

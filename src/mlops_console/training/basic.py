@@ -141,16 +141,27 @@ def train(
     if overrides:
         spec = _apply_overrides(spec, overrides, spec_path)
     stage("read data")
-    data_path = (ws.root / spec.data.path).resolve()
-    raw = data_path.read_bytes() if data_path.exists() else b""
-    frame = read_table(data_path)
-    digest = hashlib.sha256(raw).hexdigest()
+    dataset_version = None
+    if spec.data.dataset:
+        dataset_version = ws.data.version(spec.data.dataset)
+        frame = ws.data.read(spec.data.dataset, dataset_version.version)
+        data_name, source = (
+            spec.data.dataset,
+            f"dataset {spec.data.dataset} v{dataset_version.version}",
+        )
+    else:
+        data_path = (ws.root / spec.data.path).resolve()
+        frame = read_table(data_path)
+        digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
+        data_name, source = data_path.stem, str(spec.data.path)
     missing = [c for c in [spec.data.target, spec.data.time_column] if c and c not in frame.columns]
     if missing:
         raise MlopsError(
-            f"{data_path.name} has no column(s) {', '.join(missing)} named in {spec_path.name}; "
+            f"{source} has no column(s) {', '.join(missing)} named in {spec_path.name}; "
             f"its columns are: {', '.join(frame.columns)}."
         )
+    if dataset_version is not None and dataset_version.status == "forced":
+        stage(f"WARNING: {source} broke its data contract and was accepted with --force")
     stage("split out-of-time")
     if spec.data.time_column:
         import pandas as pd
@@ -183,14 +194,10 @@ def train(
         spec=spec_path,
         tags={"pipeline": spec.name, "task": spec.task},
     ) as run:
-        run.log_dataset(
-            data_path.stem,
-            digest,
-            rows=len(frame),
-            source=str(data_path.relative_to(ws.root))
-            if data_path.is_relative_to(ws.root)
-            else str(data_path),
-        )
+        if dataset_version is not None:
+            ws.data.record_use(run, dataset_version)
+        else:
+            run.log_dataset(data_name, digest, rows=len(frame), source=source)
         stage(f"fit {spec.model.estimator.rsplit('.', 1)[-1]} on {len(X_train)} rows")
         model = build_pipeline(spec, X_train)
         model.fit(X_train, y_train)

@@ -1,0 +1,254 @@
+"""mlops data add | ingest | list | show | versions | diff."""
+
+from __future__ import annotations
+
+import click
+
+from mlops_console.cli.output import emit_json, kv, num, table, when
+
+
+def _ws(ctx):
+    from mlops_console.cli.main import open_workspace
+
+    return open_workspace(ctx)
+
+
+def _stage(text: str) -> None:
+    click.echo(f"  .. {text}", err=True)
+
+
+@click.group()
+def data() -> None:
+    """Versioned datasets: contracts, quarantine, profiles, diffs."""
+
+
+@data.command("add")
+@click.argument("name")
+@click.argument("source")
+@click.option("--timestamp", help="The event-time column.")
+@click.option("--entity", "entities", multiple=True, help="An entity key column (repeatable).")
+@click.option("--description", default="")
+@click.option("--no-ingest", is_flag=True, help="Only register; ingest later.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def add(ctx, name, source, timestamp, entities, description, no_ingest, as_json) -> None:
+    """Register dataset NAME from SOURCE (a CSV/Parquet path or glob) and ingest v1."""
+    with _ws(ctx) as ws:
+        ds = ws.data.add(
+            name, source, timestamp=timestamp, entities=list(entities), description=description
+        )
+        result = None if no_ingest else ws.data.ingest(name, stage=None if as_json else _stage)
+        if as_json:
+            emit_json({"dataset": ws.data.get(name), "ingest": _ingest_json(result)})
+            return
+        click.echo(f"Registered dataset {ds['name']} from {ds['source']}.")
+        if result:
+            _report_ingest(result)
+
+
+@data.command("ingest")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Accept the version even if it breaks the contract.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def ingest(ctx, name, force, as_json) -> None:
+    """Take a new version of NAME from its source files (unchanged files: no new version)."""
+    with _ws(ctx) as ws:
+        result = ws.data.ingest(name, force=force, stage=(lambda s: None) if as_json else _stage)
+    if as_json:
+        emit_json(_ingest_json(result))
+        return
+    _report_ingest(result)
+    if result.version.status == "quarantined":
+        ctx.exit(1)
+
+
+def _ingest_json(result):
+    if result is None:
+        return None
+    return {
+        "created": result.created,
+        "message": result.message,
+        "version": result.version.to_dict(),
+    }
+
+
+def _report_ingest(result) -> None:
+    click.echo(result.message)
+    failed = result.version.failed_rules
+    if failed:
+        _rules_table(failed)
+
+
+def _rules_table(rules) -> None:
+    table(
+        ["rule", "column", "result", "detail"],
+        [
+            (r["rule"], r["column"] or "-", "pass" if r["passed"] else "FAIL", r["detail"])
+            for r in rules
+        ],
+    )
+
+
+@data.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def list_datasets(ctx, as_json) -> None:
+    """List datasets with their current version."""
+    with _ws(ctx) as ws:
+        found = ws.data.list()
+    if as_json:
+        emit_json({"datasets": found})
+        return
+    table(
+        ["dataset", "current", "versions", "quarantined", "source", "timestamp", "entities"],
+        [
+            (
+                d["name"],
+                f"v{d['current_version']}" if d["current_version"] else "-",
+                d["versions"],
+                d["quarantined"] or "-",
+                d["source"],
+                d["timestamp"] or "-",
+                ", ".join(d["entities"]) or "-",
+            )
+            for d in found
+        ],
+        empty="No datasets. `mlops data add NAME data/file.csv` registers one.",
+    )
+
+
+@data.command("show")
+@click.argument("name")
+@click.option("-v", "--version", "version", type=int, help="A version (default: the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx, name, version, as_json) -> None:
+    """A dataset's version: status, contract report (why it is quarantined), profile."""
+    with _ws(ctx) as ws:
+        ds = ws.data.get(name)
+        versions = ws.data.versions(name)
+        if version is None and versions:
+            version = versions[-1].version
+        dv = ws.data.version(name, version) if version else None
+        prof = ws.data.profile(name, dv.version) if dv else {}
+    if as_json:
+        emit_json({"dataset": ds, "version": dv.to_dict() if dv else None, "profile": prof})
+        return
+    kv(
+        [
+            ("dataset", ds["name"]),
+            ("source", ds["source"]),
+            ("contract", ds["contract"]),
+            (
+                "current",
+                f"v{ds['current_version']}" if ds["current_version"] else "none accepted yet",
+            ),
+        ]
+    )
+    if dv is None:
+        click.echo("\nNo versions yet: `mlops data ingest " + name + "`.")
+        return
+    click.echo(
+        f"\nVersion {dv.version}: {dv.status.upper()}, {dv.rows} rows, ingested {when(dv.created_at)}"
+    )
+    click.echo("Sources: " + ", ".join(f"{s['path']} ({s['sha256'][:12]})" for s in dv.sources))
+    if dv.status == "quarantined":
+        click.echo("This version broke its contract and is not used. Failing rules:")
+        _rules_table(dv.failed_rules)
+        click.echo(
+            f"Fix the data (or {ds['contract']}) and ingest again, or accept it with "
+            f"`mlops data ingest {name} --force`."
+        )
+    elif dv.status == "forced":
+        click.echo("Accepted with --force although these rules fail:")
+        _rules_table(dv.failed_rules)
+    click.echo("\nProfile")
+    table(
+        ["column", "type", "nulls", "distinct", "min", "median", "max", "top"],
+        [
+            (
+                c,
+                p["type"],
+                p["nulls"],
+                p["distinct"],
+                num(p.get("min")),
+                num(p.get("quantiles", {}).get("0.5")),
+                num(p.get("max")),
+                ", ".join(f"{t['value']}:{t['count']}" for t in p.get("top", [])[:3]),
+            )
+            for c, p in prof.get("columns", {}).items()
+        ],
+    )
+
+
+@data.command("versions")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def versions(ctx, name, as_json) -> None:
+    """Every version of a dataset."""
+    with _ws(ctx) as ws:
+        found = ws.data.versions(name)
+        current = ws.data.get(name)["current_version"]
+    if as_json:
+        emit_json(
+            {"dataset": name, "current_version": current, "versions": [v.to_dict() for v in found]}
+        )
+        return
+    table(
+        ["version", "status", "rows", "digest", "failed rules", "ingested"],
+        [
+            (
+                f"v{v.version}" + (" *" if v.version == current else ""),
+                v.status,
+                v.rows,
+                v.digest[:12],
+                len(v.failed_rules) or "-",
+                when(v.created_at),
+            )
+            for v in found
+        ],
+        empty="No versions yet.",
+    )
+
+
+@data.command("diff")
+@click.argument("name")
+@click.argument("v1", type=int, required=False)
+@click.argument("v2", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def diff(ctx, name, v1, v2, as_json) -> None:
+    """Schema changes, row counts and profile shifts between two versions."""
+    with _ws(ctx) as ws:
+        d = ws.data.diff(name, v1, v2)
+    if as_json:
+        emit_json(d)
+        return
+    click.echo(f"{name}: v{d['from']} -> v{d['to']}, rows {d['rows'][0]} -> {d['rows'][1]}")
+    s = d["schema"]
+    for label, key in (("added", "added"), ("removed", "removed")):
+        if s[key]:
+            click.echo(f"columns {label}: {', '.join(s[key])}")
+    for col, (a, b) in s["type_changed"].items():
+        click.echo(f"type changed: {col} {a} -> {b}")
+    rows = []
+    for col, c in d["columns"].items():
+        psi_v = c.get("psi")
+        flag = (
+            ""
+            if psi_v is None
+            else ("  <- shifted" if psi_v > 0.2 else ("  (moderate)" if psi_v > 0.1 else ""))
+        )
+        center = c.get("median") or ["", ""]
+        rows.append(
+            (
+                col,
+                num(psi_v) + flag,
+                f"{num(center[0])} -> {num(center[1])}",
+                f"{num(c['null_rate'][0])} -> {num(c['null_rate'][1])}",
+                ", ".join(c.get("new_categories", [])) or "-",
+            )
+        )
+    table(["column", "psi", "median", "null rate", "new categories"], rows)
