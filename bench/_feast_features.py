@@ -16,7 +16,12 @@ import pandas as pd  # noqa: E402
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource  # noqa: E402
 from feast.types import Float64  # noqa: E402
 
-features_path, entities_path, n_features, ttl_days = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+features_path, entities_path, n_features, ttl_days = (
+    sys.argv[1],
+    sys.argv[2],
+    int(sys.argv[3]),
+    float(sys.argv[4]),
+)
 out = {}
 entity_df = pd.read_parquet(entities_path)[["entity_id", "event_timestamp"]]
 refs = [f"fv:f{i}" for i in range(n_features)]
@@ -35,9 +40,12 @@ def repo(offline: str) -> FeatureStore:
     store = FeatureStore(repo_path=str(root))
     entity = Entity(name="entity", join_keys=["entity_id"])
     view = FeatureView(
-        name="fv", entities=[entity], ttl=timedelta(days=ttl_days),
+        name="fv",
+        entities=[entity],
+        ttl=timedelta(days=ttl_days),
         schema=[Field(name=f"f{i}", dtype=Float64) for i in range(n_features)],
-        source=FileSource(path=features_path, timestamp_field="ts"), online=True,
+        source=FileSource(path=features_path, timestamp_field="ts"),
+        online=True,
     )
     store.apply([entity, view])
     return store
@@ -56,8 +64,10 @@ for offline in ("duckdb", "file"):
 store = repo("duckdb")
 feats = pd.read_parquet(features_path, columns=["ts"])
 t = time.perf_counter()
-store.materialize(feats["ts"].min().to_pydatetime() - timedelta(seconds=1),
-                  feats["ts"].max().to_pydatetime() + timedelta(seconds=1))
+store.materialize(
+    feats["ts"].min().to_pydatetime() - timedelta(seconds=1),
+    feats["ts"].max().to_pydatetime() + timedelta(seconds=1),
+)
 out["materialize_s"] = time.perf_counter() - t
 ids = entity_df["entity_id"].unique()[:100].tolist()
 store.get_online_features(features=refs, entity_rows=[{"entity_id": ids[0]}]).to_dict()

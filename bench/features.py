@@ -38,10 +38,13 @@ def make_data(folder: Path, entities: int, steps: int, n_features: int, entity_r
     feats = pd.DataFrame({"entity_id": ids, "ts": base + offsets.astype("timedelta64[s]")})
     for i in range(n_features):
         feats[f"f{i}"] = rng.normal(size=len(feats)).round(6)
-    ent = pd.DataFrame({
-        "entity_id": rng.integers(0, entities, entity_rows, dtype=np.int64),
-        "event_timestamp": base + rng.integers(-5 * 86400, (steps + 10) * 86400, entity_rows).astype("timedelta64[s]"),
-    })
+    ent = pd.DataFrame(
+        {
+            "entity_id": rng.integers(0, entities, entity_rows, dtype=np.int64),
+            "event_timestamp": base
+            + rng.integers(-5 * 86400, (steps + 10) * 86400, entity_rows).astype("timedelta64[s]"),
+        }
+    )
     (folder / "data").mkdir(parents=True, exist_ok=True)
     feats.to_parquet(folder / "features.parquet", index=False)
     feats.to_csv(folder / "data" / "features.csv", index=False)
@@ -59,8 +62,12 @@ def timed(fn, repeat: int = 3) -> tuple[float, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--anchor-python", help="Python of .venv-bench (with Feast); omit to skip Feast")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--anchor-python", help="Python of .venv-bench (with Feast); omit to skip Feast"
+    )
     ap.add_argument("--entities", type=int, default=10_000)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--features", type=int, default=10)
@@ -74,7 +81,10 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="features-bench-"))
     root = tmp / "ws"
-    print(f"generating {args.entities * args.steps:,} feature rows, {args.entity_rows:,} entity rows ...", flush=True)
+    print(
+        f"generating {args.entities * args.steps:,} feature rows, {args.entity_rows:,} entity rows ...",
+        flush=True,
+    )
     ent = make_data(root, args.entities, args.steps, args.features, args.entity_rows)
     ws = Workspace.init(root)
     results: dict = {"workload": vars(args) | {"ttl_days": TTL_DAYS}}
@@ -86,15 +96,18 @@ def main() -> None:
     assert ingested.version.status == "accepted", ingested.message
     (root / "features" / "fv.toml").write_text(
         f'entities = ["entity_id"]\ntimestamp = "ts"\nttl = "{TTL_DAYS}d"\nsource = "feats"\n'
-        f"features = {json.dumps([f'f{i}' for i in range(args.features)])}\n")
+        f"features = {json.dumps([f'f{i}' for i in range(args.features)])}\n"
+    )
     refs = [f"fv:f{i}" for i in range(args.features)]
 
     ours_s, ours = timed(lambda: ws.features.training_frame(ent, refs))
     results["pit_ours_s"] = ours_s
 
     snapshot = ws.data.path("feats")
-    cols = ", ".join(f"CASE WHEN f.ts >= e.event_timestamp - INTERVAL {TTL_DAYS} DAY THEN f.f{i} END AS f{i}"
-                     for i in range(args.features))
+    cols = ", ".join(
+        f"CASE WHEN f.ts >= e.event_timestamp - INTERVAL {TTL_DAYS} DAY THEN f.f{i} END AS f{i}"
+        for i in range(args.features)
+    )
 
     def by_hand():
         con = duckdb.connect()
@@ -103,14 +116,19 @@ def main() -> None:
         out = con.execute(
             f"SELECT e.entity_id, e.event_timestamp, {cols} FROM ent e ASOF LEFT JOIN "
             f"read_parquet('{snapshot}') f ON e.entity_id = f.entity_id AND e.event_timestamp >= f.ts "
-            "ORDER BY e.__row").df()
+            "ORDER BY e.__row"
+        ).df()
         con.close()
         return out
 
     hand_s, hand = timed(by_hand)
     results["pit_duckdb_by_hand_s"] = hand_s
-    same = all(np.allclose(ours[f"f{i}"].to_numpy(dtype=float), hand[f"f{i}"].to_numpy(dtype=float),
-                           equal_nan=True) for i in range(args.features))
+    same = all(
+        np.allclose(
+            ours[f"f{i}"].to_numpy(dtype=float), hand[f"f{i}"].to_numpy(dtype=float), equal_nan=True
+        )
+        for i in range(args.features)
+    )
     results["same_result_as_by_hand"] = bool(same)
     results["null_rows"] = int(ours["f0"].isna().sum())
 
@@ -131,24 +149,43 @@ def main() -> None:
     if args.anchor_python:
         print("running Feast (takes a minute) ...", flush=True)
         proc = subprocess.run(
-            [args.anchor_python, str(HERE / "_feast_features.py"), str(root / "features.parquet"),
-             str(root / "entities.parquet"), str(args.features), str(TTL_DAYS)],
-            capture_output=True, text=True, check=False)
+            [
+                args.anchor_python,
+                str(HERE / "_feast_features.py"),
+                str(root / "features.parquet"),
+                str(root / "entities.parquet"),
+                str(args.features),
+                str(TTL_DAYS),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             sys.exit(f"Feast side failed:\n{proc.stderr[-3000:]}")
         results["feast"] = json.loads(proc.stdout.strip().splitlines()[-1])
 
     f = results.get("feast", {})
     print(f"\n{'measure':44} {'mlops-console':>14} {'by hand':>9} {'Feast':>12}")
-    print(f"{'point-in-time join, 100k x 1M (s)':44} {ours_s:>14.3f} {hand_s:>9.3f} "
-          f"{f.get('pit_duckdb_s', float('nan')):>12.3f}")
+    print(
+        f"{'point-in-time join, 100k x 1M (s)':44} {ours_s:>14.3f} {hand_s:>9.3f} "
+        f"{f.get('pit_duckdb_s', float('nan')):>12.3f}"
+    )
     if f:
-        print(f"{'  Feast with its file offline store (s)':44} {'':>14} {'':>9} {f.get('pit_file_s', float('nan')):>12.3f}")
-    print(f"{'online lookup, 1 entity (ms)':44} {results['online_1_ms']:>14.3f} {'':>9} "
-          f"{f.get('online_1_ms', float('nan')):>12.3f}")
-    print(f"{'online lookup, 100 entities (ms)':44} {results['online_100_ms']:>14.3f} {'':>9} "
-          f"{f.get('online_100_ms', float('nan')):>12.3f}")
-    print(f"{'ingest a 1M-row CSV with profile+contract (s)':44} {results['ingest_1m_csv_s']:>14.3f}")
+        print(
+            f"{'  Feast with its file offline store (s)':44} {'':>14} {'':>9} {f.get('pit_file_s', float('nan')):>12.3f}"
+        )
+    print(
+        f"{'online lookup, 1 entity (ms)':44} {results['online_1_ms']:>14.3f} {'':>9} "
+        f"{f.get('online_1_ms', float('nan')):>12.3f}"
+    )
+    print(
+        f"{'online lookup, 100 entities (ms)':44} {results['online_100_ms']:>14.3f} {'':>9} "
+        f"{f.get('online_100_ms', float('nan')):>12.3f}"
+    )
+    print(
+        f"{'ingest a 1M-row CSV with profile+contract (s)':44} {results['ingest_1m_csv_s']:>14.3f}"
+    )
     ratios = {"ours_vs_by_hand": ours_s / hand_s}
     if "pit_duckdb_s" in f:
         ratios["feast_duckdb_vs_ours"] = f["pit_duckdb_s"] / ours_s
@@ -157,8 +194,10 @@ def main() -> None:
     if "online_100_ms" in f:
         ratios["feast_vs_ours_online_100"] = f["online_100_ms"] / results["online_100_ms"]
     results["ratios"] = ratios
-    print(f"\nours / hand-written ASOF JOIN: {ratios['ours_vs_by_hand']:.2f}x (target <= 1.5x); "
-          f"same values: {same}; rows with no match in TTL: {results['null_rows']:,}")
+    print(
+        f"\nours / hand-written ASOF JOIN: {ratios['ours_vs_by_hand']:.2f}x (target <= 1.5x); "
+        f"same values: {same}; rows with no match in TTL: {results['null_rows']:,}"
+    )
     for k, v in ratios.items():
         if k != "ours_vs_by_hand":
             print(f"{k}: {v:.1f}x")

@@ -134,6 +134,9 @@ class Workspace:
         )
 
     def close(self) -> None:
+        features = self.__dict__.get("features")
+        if features is not None:
+            features.close()
         self.db.close()
 
     def __enter__(self) -> Workspace:

@@ -110,8 +110,19 @@ def test_run_with_overrides(tmp_path):
     run_cli("init", str(ws), "--sample", check=True)
     proc = run_cli("-w", str(ws), "run", "churn")
     assert proc.returncode == 1 and "No dataset named 'churn'" in proc.stderr
-    run_cli("-w", str(ws), "data", "add", "churn", "data/churn.csv", "--timestamp", "event_time",
-            "--entity", "customer_id", check=True)
+    run_cli(
+        "-w",
+        str(ws),
+        "data",
+        "add",
+        "churn",
+        "data/churn.csv",
+        "--timestamp",
+        "event_time",
+        "--entity",
+        "customer_id",
+        check=True,
+    )
     proc = run_cli("-w", str(ws), "run", "churn", "--set", "model.params.max_iter=20", check=True)
     assert "Registered churn/1" in proc.stdout
     runs = json.loads(run_cli("-w", str(ws), "runs", "list", "--json").stdout)["runs"]

@@ -222,3 +222,14 @@ def test_cli_data_commands(dws):
     assert [v["status"] for v in vers["versions"]] == ["accepted", "quarantined"]
     d = json.loads(run_cli("-w", w, "data", "diff", "sales", "1", "2", "--json", check=True).stdout)
     assert d["columns"]["plan"]["new_categories"] == ["enterprise"]
+
+
+def test_gc_sweeps_orphaned_snapshots_but_keeps_versions(dws):
+    dws.data.ingest("sales")
+    orphan = dws.state / "lake" / "datasets" / "sales" / "deadbeef.parquet"
+    orphan.write_bytes(b"PAR1")
+    report = dws.gc(grace_seconds=0)
+    assert report.lake_files_removed == ["datasets/sales/deadbeef.parquet"] and not orphan.exists()
+    assert len(dws.data.read("sales")) == 200
+    profile_hash = dws.data.version("sales").profile_hash
+    assert dws.artifacts.exists(profile_hash)

@@ -124,7 +124,7 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.pass_context
     def gc(ctx: click.Context, dry_run: bool, grace: int | None, as_json: bool) -> None:
-        """Remove artifacts that no run or model version refers to."""
+        """Remove artifacts and lake snapshots that nothing refers to."""
         from mlops_console.cli.main import open_workspace
 
         with open_workspace(ctx) as ws:

@@ -38,6 +38,12 @@ class FeatureStore:
         self._online_lock = threading.Lock()
         self._columns_cache: dict[str, list[str]] = {}
 
+    def close(self) -> None:
+        with self._online_lock:
+            if self._online is not None:
+                self._online.close()
+                self._online = None
+
     # --- views -------------------------------------------------------------------------
 
     def views(self) -> dict[str, FeatureViewSpec]:
