@@ -56,7 +56,12 @@ class WorkspaceConfig(Strict):
     store: StoreSection = StoreSection()
 
 
-# --- pipeline specs (pipelines/*.toml); the training issue extends these ------------
+# --- pipeline specs (pipelines/*.toml) -----------------------------------------------
+
+CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "log_loss", "f1", "accuracy", "calibration_error")
+REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
+CHECK_NAMES = ("signature", "robustness", "out_of_time", "no_regression", "fairness",
+               "interpretability", "performance", "reproducibility")
 
 
 class PipelineData(Strict):
@@ -69,14 +74,28 @@ class PipelineData(Strict):
     target: str
     time_column: str | None = None
     entity_column: str | None = None
+    # Columns of the dataset to use as features (default: all but target, time, entity,
+    # sensitive and excluded ones), and feature view features joined point-in-time.
     features: list[str] = Field(default_factory=list)
+    feature_views: list[str] = Field(default_factory=list, description="VIEW:FEATURE refs")
     exclude: list[str] = Field(default_factory=list)
+    sensitive: str | None = Field(default=None, description="Attribute for fairness checks")
 
     @model_validator(mode="after")
     def _one_source(self):
         if (self.dataset is None) == (self.path is None):
             raise ValueError("give exactly one of `dataset` (a registered dataset) or `path`")
+        if self.feature_views and (self.dataset is None or self.entity_column is None
+                                   or self.time_column is None):
+            raise ValueError("`feature_views` needs `dataset`, `entity_column` and `time_column`")
         return self
+
+
+class PipelinePreprocess(Strict):
+    # "auto": scale numeric columns only for estimators that need it (not trees).
+    scale: Literal["auto", "standard", "none"] = "auto"
+    categorical: Literal["onehot", "ordinal"] = "onehot"
+    custom: str | None = Field(default=None, description="module:function returning a transformer")
 
 
 class PipelineModel(Strict):
@@ -84,9 +103,68 @@ class PipelineModel(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class PipelineSearch(Strict):
+    method: Literal["none", "grid", "random", "halving"] = "none"
+    # Keys are model parameters ("max_iter") or step paths ("preprocess__..."); values are
+    # lists of choices, or {low, high, log, int} ranges for random and halving search.
+    space: dict[str, Any] = Field(default_factory=dict)
+    candidates: int = Field(default=20, ge=1, le=10_000)
+    cv_folds: int = Field(default=3, ge=2, le=20)
+    n_jobs: int = -1
+
+    @model_validator(mode="after")
+    def _space_needed(self):
+        if self.method != "none" and not self.space:
+            raise ValueError("a search needs a `space` of parameters to try")
+        return self
+
+
 class PipelineValidation(Strict):
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     primary_metric: str = "roc_auc"
+    cv_folds: int = Field(default=3, ge=2, le=20)
+    min_rows: int = Field(default=100, ge=10)
+
+
+class PipelineChecks(Strict):
+    max_oot_drop: float = Field(default=0.05, ge=0, description="CV minus holdout, primary metric")
+    regression_margin: float = Field(default=0.01, ge=0)
+    fairness_max_gap: float = Field(default=0.10, ge=0, le=1)
+    latency_p99_1row_ms: float = Field(default=50.0, gt=0)
+    latency_p99_100rows_ms: float = Field(default=200.0, gt=0)
+    max_model_mb: float = Field(default=200.0, gt=0)
+    max_predict_memory_mb: float = Field(default=500.0, gt=0)
+    importance_rows: int = Field(default=2000, ge=50)
+
+
+class PipelineGates(Strict):
+    # Metric thresholds on the holdout, e.g. min = { roc_auc = 0.75 }, max = { log_loss = 0.6 }.
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+    checks: list[str] = Field(default_factory=lambda: list(CHECK_NAMES))
+    auto_promote: bool = False
+
+    @model_validator(mode="after")
+    def _known_checks(self):
+        unknown = [c for c in self.checks if c not in CHECK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; known: {list(CHECK_NAMES)}")
+        return self
+
+
+class PipelineSchedule(Strict):
+    cron: str | None = None
+    interval: str | None = None
+    on_data_change: bool = False
+    paused: bool = False
+
+
+class PipelineDeploy(Strict):
+    target: str | None = None
+    alias: str = "champion"
+    canary_percent: float = Field(default=10.0, ge=0, le=100)
+    canary_minutes: float = Field(default=10.0, ge=0)
+    auto: bool = False
 
 
 class PipelineSpec(Strict):
@@ -94,10 +172,28 @@ class PipelineSpec(Strict):
     experiment: str | None = None
     task: Literal["classification", "regression"] = "classification"
     seed: int = 42
+    description: str = ""
+    intended_use: str = ""
     data: PipelineData
+    preprocess: PipelinePreprocess = PipelinePreprocess()
     model: PipelineModel = PipelineModel()
+    search: PipelineSearch = PipelineSearch()
     validation: PipelineValidation = PipelineValidation()
+    checks: PipelineChecks = PipelineChecks()
+    gates: PipelineGates = PipelineGates()
+    schedule: PipelineSchedule = PipelineSchedule()
+    deploy: PipelineDeploy = PipelineDeploy()
     register_as: str | None = None
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self):
+        known = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        for where, names in (("validation.primary_metric", [self.validation.primary_metric]),
+                             ("gates.min", list(self.gates.min)), ("gates.max", list(self.gates.max))):
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise ValueError(f"{where}: {bad} not metrics of a {self.task} task; use {list(known)}")
+        return self
 
 
 M = TypeVar("M", bound=BaseModel)

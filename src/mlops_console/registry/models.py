@@ -39,6 +39,8 @@ class ModelVersion:
     created_at: float
     created_by: str
     aliases: list[str] = field(default_factory=list)
+    gates: dict[str, Any] = field(default_factory=dict)
+    gates_passed: bool | None = None
 
     @property
     def ref(self) -> str:
@@ -60,6 +62,8 @@ class ModelVersion:
             "intended_use": self.intended_use,
             "created_at": self.created_at,
             "created_by": self.created_by,
+            "gates": self.gates,
+            "gates_passed": self.gates_passed,
             "lineage": self.lineage,
         }
 
@@ -81,7 +85,7 @@ class AliasMove:
 
 _VERSION_COLS = (
     "model_name, version, run_id, artifact_hash, status, signature, metrics, lineage, "
-    "checks, description, intended_use, created_at, created_by"
+    "checks, description, intended_use, created_at, created_by, gates, gates_passed"
 )
 
 
@@ -101,6 +105,8 @@ def _version_from_row(row, aliases: list[str]) -> ModelVersion:
         created_at=row[11],
         created_by=row[12],
         aliases=aliases,
+        gates=json.loads(row[13]),
+        gates_passed=None if row[14] is None else bool(row[14]),
     )
 
 
@@ -162,6 +168,7 @@ class ModelRegistry:
         description: str = "",
         intended_use: str = "",
         actor: str | None = None,
+        bundle: Any = None,
     ) -> ModelVersion:
         """Create the next version of `name` from a run's artifact.
 
@@ -179,7 +186,12 @@ class ModelRegistry:
                 run.flush()
             if not re.fullmatch(r"[0-9a-f]{32}", run_id):
                 run_id = self.ws.runs.resolve_id(run_id)
-        digest = self._artifact_digest(run_id, artifact)
+        bundle_hashes: dict[str, str] = {}
+        if bundle is not None:
+            bundle_hashes = {n: self.ws.artifacts.put_bytes(b) for n, b in bundle.files.items()}
+            digest = ""
+        else:
+            digest = self._artifact_digest(run_id, artifact)
         now = time.time()
         actor = actor or current_user()
         lineage: dict[str, Any] = {}
@@ -197,9 +209,16 @@ class ModelRegistry:
                 "SELECT coalesce(max(version), 0) + 1 FROM model_version WHERE model_name = ?",
                 (name,),
             ).scalar()
+            if bundle is not None:
+                # bundle.json names its version, so it is written once the version is known
+                digest = self.ws.artifacts.put_bytes(bundle.manifest(name, version, bundle_hashes))
+                conn.exec_driver_sql(
+                    "INSERT OR IGNORE INTO object_ref (hash, kind, owner) VALUES (?, 'model_version', ?)",
+                    [(h, f"{name}/{version}") for h in bundle_hashes.values()],
+                )
             conn.exec_driver_sql(
                 f"INSERT INTO model_version ({_VERSION_COLS}) "
-                "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, '[]', ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, '[]', ?, ?, ?, ?, '{}', NULL)",
                 (
                     name,
                     version,
@@ -363,9 +382,24 @@ class ModelRegistry:
             ]
 
     def load(self, ref: str) -> Any:
-        """Unpickle a version's model, after verifying its artifact's hash."""
+        """Unpickle a version's model, after verifying its artifact's hash (for a bundle:
+        its scikit-learn pipeline)."""
+        from mlops_console.registry.bundle import is_manifest, load_bundle
+
         mv = self.resolve(ref)
+        data = self.ws.artifacts.get_bytes(mv.artifact_hash)
+        if is_manifest(data):
+            return load_bundle(self.ws.artifacts, mv.artifact_hash, runtime="sklearn").sklearn_model
         return self.ws.artifacts.load_pickle(mv.artifact_hash)
+
+    def bundle(self, ref: str, runtime: str | None = None):
+        """A version's bundle, ready to predict from raw frames (ONNX when it has one)."""
+        from mlops_console.registry.bundle import is_manifest, load_bundle
+
+        mv = self.resolve(ref)
+        if not is_manifest(self.ws.artifacts.get_bytes(mv.artifact_hash)):
+            raise MlopsError(f"{mv.ref} was registered without a bundle (a bare artifact).")
+        return load_bundle(self.ws.artifacts, mv.artifact_hash, runtime=runtime)
 
     # --- aliases -----------------------------------------------------------------------------
 
@@ -390,6 +424,8 @@ class ModelRegistry:
             if status is None:
                 self._require_model(conn, name)
                 raise NotFound(f"Model {name!r} has no version {version}.")
+            if kind != "rollback":
+                self._check_gate_rules(conn, name, alias, version)
             if status != "ready":
                 raise Conflict(
                     f"{name}/{version} is {status}; only ready versions can take an alias. "
@@ -410,6 +446,47 @@ class ModelRegistry:
                 (name, alias, kind, previous, version, now, actor, reason),
             )
         return AliasMove(name, alias, kind, previous, version, now, actor, reason)
+
+    def _check_gate_rules(self, conn, name: str, alias: str, version: int) -> None:
+        """Only a version that passed its gates may be challenger; only a challenger may
+        become champion. Versions registered without gates (None) are not restricted."""
+        reg = self.ws.config.registry
+        if alias not in (reg.champion_alias, reg.challenger_alias):
+            return
+        row = conn.exec_driver_sql(
+            "SELECT gates_passed, gates FROM model_version WHERE model_name = ? AND version = ?",
+            (name, version),
+        ).first()
+        if row is None or row[0] is None:
+            return
+        if not row[0]:
+            failed = [g for g in json.loads(row[1]).get("results", []) if not g.get("passed")]
+            why = "; ".join(f"{g['name']}: {g['detail']}" for g in failed[:3])
+            raise Conflict(
+                f"{name}/{version} failed its promotion gates ({why}); it cannot be "
+                f"@{alias}. Train a better version or change the gates in the pipeline spec."
+            )
+        if alias == reg.champion_alias:
+            was_challenger = conn.exec_driver_sql(
+                "SELECT 1 FROM alias_event WHERE model_name = ? AND alias = ? AND to_version = ? LIMIT 1",
+                (name, reg.challenger_alias, version),
+            ).first()
+            if not was_challenger:
+                raise Conflict(
+                    f"{name}/{version} has not been @{reg.challenger_alias}; only a challenger may "
+                    f"become @{alias}. Run `mlops models promote {name}/{version} --alias "
+                    f"{reg.challenger_alias}` first."
+                )
+
+    def record_evaluation(self, name: str, version: int, checks: list[dict[str, Any]],
+                          gates: dict[str, Any]) -> None:
+        """Store a version's model check results and gate outcome."""
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE model_version SET checks = ?, gates = ?, gates_passed = ? "
+                "WHERE model_name = ? AND version = ?",
+                (json.dumps(checks), json.dumps(gates), bool(gates.get("passed")), name, version),
+            )
 
     def promote(
         self, ref: str, alias: str | None = None, reason: str = "", actor: str | None = None

@@ -113,6 +113,8 @@ class ModelVersion(SQLModel, table=True):
     metrics: str = "{}"  # JSON: metric name -> value at registration
     lineage: str = "{}"  # JSON: copied from the run, so it survives the run's deletion
     checks: str = "[]"  # JSON: model check results (filled by the testing stage)
+    gates: str = "{}"  # JSON: the promotion gates evaluated at registration
+    gates_passed: bool | None = None  # None: registered without gates (not by a pipeline)
     description: str = ""
     intended_use: str = ""
     created_at: float
