@@ -60,8 +60,16 @@ class WorkspaceConfig(Strict):
 
 CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "log_loss", "f1", "accuracy", "calibration_error")
 REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
-CHECK_NAMES = ("signature", "robustness", "out_of_time", "no_regression", "fairness",
-               "interpretability", "performance", "reproducibility")
+CHECK_NAMES = (
+    "signature",
+    "robustness",
+    "out_of_time",
+    "no_regression",
+    "fairness",
+    "interpretability",
+    "performance",
+    "reproducibility",
+)
 
 
 class PipelineData(Strict):
@@ -85,8 +93,9 @@ class PipelineData(Strict):
     def _one_source(self):
         if (self.dataset is None) == (self.path is None):
             raise ValueError("give exactly one of `dataset` (a registered dataset) or `path`")
-        if self.feature_views and (self.dataset is None or self.entity_column is None
-                                   or self.time_column is None):
+        if self.feature_views and (
+            self.dataset is None or self.entity_column is None or self.time_column is None
+        ):
             raise ValueError("`feature_views` needs `dataset`, `entity_column` and `time_column`")
         return self
 
@@ -188,11 +197,16 @@ class PipelineSpec(Strict):
     @model_validator(mode="after")
     def _metric_fits_task(self):
         known = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
-        for where, names in (("validation.primary_metric", [self.validation.primary_metric]),
-                             ("gates.min", list(self.gates.min)), ("gates.max", list(self.gates.max))):
+        for where, names in (
+            ("validation.primary_metric", [self.validation.primary_metric]),
+            ("gates.min", list(self.gates.min)),
+            ("gates.max", list(self.gates.max)),
+        ):
             bad = [n for n in names if n not in known]
             if bad:
-                raise ValueError(f"{where}: {bad} not metrics of a {self.task} task; use {list(known)}")
+                raise ValueError(
+                    f"{where}: {bad} not metrics of a {self.task} task; use {list(known)}"
+                )
         return self
 
 

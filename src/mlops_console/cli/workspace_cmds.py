@@ -17,9 +17,13 @@ class StageProgress:
         self.total, self.n, self.t0 = total, 0, time.perf_counter()
 
     def __call__(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        if text.startswith("  "):  # a step within the current stage
+            click.echo(f"      {text.strip()[:100]:<100} {elapsed:6.1f}s", err=True)
+            return
         self.n += 1
         prefix = f"[{self.n}/{self.total}]" if self.total else f"[{self.n}]"
-        click.echo(f"{prefix} {text:<48} {time.perf_counter() - self.t0:6.1f}s", err=True)
+        click.echo(f"{prefix} {text:<100} {elapsed:6.1f}s", err=True)
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict:
@@ -64,10 +68,10 @@ def register(cli: click.Group) -> None:
         Creates the workspace, ingests the sample data, trains the churn model, logs the
         run, registers the version and makes it champion if it beats the current one.
         """
-        from mlops_console.training.basic import train
+        from mlops_console.training.runner import train
         from mlops_console.workspace import Workspace
 
-        progress = StageProgress(total=9)
+        progress = StageProgress(total=11)
         progress(f"create workspace {directory}")
         with Workspace.init(directory, sample=True) as ws:
             progress("ingest data/churn.csv as dataset churn (contract, profile, snapshot)")
@@ -105,11 +109,11 @@ def register(cli: click.Group) -> None:
     def run_cmd(ctx: click.Context, pipeline: str, sets: tuple[str, ...]) -> None:
         """Train PIPELINE (pipelines/NAME.toml), log the run and register the model."""
         from mlops_console.cli.main import open_workspace
-        from mlops_console.training.basic import train
+        from mlops_console.training.runner import train
 
         overrides = _parse_sets(sets)
         with open_workspace(ctx) as ws:
-            result = train(ws, pipeline, stage=StageProgress(total=6), overrides=overrides)
+            result = train(ws, pipeline, stage=StageProgress(total=8), overrides=overrides)
             _print_result(ws, result)
 
     @cli.command()
@@ -143,6 +147,31 @@ def register(cli: click.Group) -> None:
 def _print_result(ws, result) -> None:
     click.echo(f"\nRun {result.run_id} finished in {result.seconds:.1f}s")
     table(["metric", "value"], [(k, num(v)) for k, v in sorted(result.metrics.items())])
+    if result.checks:
+        click.echo("\nModel checks")
+        table(
+            ["check", "result", "reason"],
+            [
+                (c["name"], "pass" if c["passed"] else "FAIL", c["reason"][:110])
+                for c in result.checks
+            ],
+        )
+    failed = [g for g in result.gates.get("results", []) if not g["passed"]]
+    if failed:
+        click.echo("\nGates FAILED")
+        table(
+            ["gate", "measured", "threshold", "detail"],
+            [(g["name"], num(g["value"]), g["threshold"], g["detail"][:90]) for g in failed],
+        )
+    onnx = result.onnx or {}
+    click.echo(
+        "\nONNX: "
+        + (
+            f"included (max difference from scikit-learn {onnx.get('max_abs_diff', 0):.2g})"
+            if onnx.get("kept")
+            else f"not included ({onnx.get('reason', 'not converted')})"
+        )
+    )
     mv = result.version
     if mv is None:
         return
@@ -150,9 +179,11 @@ def _print_result(ws, result) -> None:
     if result.promoted:
         since = f" (was v{result.champion_before})" if result.champion_before else ""
         click.echo(f"\nRegistered {mv.ref}; it is now {mv.name}@{reg.champion_alias}{since}.")
-    else:
+    elif result.aliases:
         click.echo(
-            f"\nRegistered {mv.ref} as {mv.name}@{reg.challenger_alias}; "
-            f"{mv.name}@{reg.champion_alias} stays v{result.champion_before}."
+            f"\nRegistered {mv.ref} as {mv.name}@{reg.challenger_alias}; promote it with "
+            f"`mlops models promote {mv.ref}`."
         )
-    click.echo(f"Model artifact: {ws.artifacts.path_of(mv.artifact_hash)}")
+    else:
+        click.echo(f"\nRegistered {mv.ref}; it failed its gates, so it takes no alias.")
+    click.echo(f"Bundle: {ws.artifacts.path_of(mv.artifact_hash)} (bundle.json)")

@@ -33,20 +33,26 @@ class BundleDraft:
     onnx_check: dict[str, Any] | None = None
 
     def manifest(self, name: str, version: int, hashes: dict[str, str]) -> bytes:
-        return json.dumps({
-            "format": FORMAT,
-            "name": name,
-            "version": version,
-            "task": self.task,
-            "signature": self.signature,
-            "labels": self.signature.get("labels"),
-            "files": {n: {"sha256": hashes[n], "size": len(self.files[n])} for n in sorted(self.files)},
-            "runtimes": ["onnx", "sklearn"] if "model.onnx" in self.files else ["sklearn"],
-            "onnx_check": self.onnx_check,
-            "packages": self.packages,
-            "lineage": self.lineage,
-            "created_at": time.time(),
-        }, indent=2, sort_keys=True).encode()
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "name": name,
+                "version": version,
+                "task": self.task,
+                "signature": self.signature,
+                "labels": self.signature.get("labels"),
+                "files": {
+                    n: {"sha256": hashes[n], "size": len(self.files[n])} for n in sorted(self.files)
+                },
+                "runtimes": ["onnx", "sklearn"] if "model.onnx" in self.files else ["sklearn"],
+                "onnx_check": self.onnx_check,
+                "packages": self.packages,
+                "lineage": self.lineage,
+                "created_at": time.time(),
+            },
+            indent=2,
+            sort_keys=True,
+        ).encode()
 
 
 def is_manifest(data: bytes) -> bool:
@@ -56,7 +62,9 @@ def is_manifest(data: bytes) -> bool:
 class LoadedBundle:
     """A bundle's model, ready to predict from raw frames; ONNX when present."""
 
-    def __init__(self, manifest: dict[str, Any], files: dict[str, bytes], runtime: str | None = None):
+    def __init__(
+        self, manifest: dict[str, Any], files: dict[str, bytes], runtime: str | None = None
+    ):
         self.manifest = manifest
         self.signature = manifest["signature"]
         self.task = manifest["task"]
@@ -82,8 +90,9 @@ class LoadedBundle:
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = 1
-            self._onnx = ort.InferenceSession(self._files["model.onnx"], opts,
-                                              providers=["CPUExecutionProvider"])
+            self._onnx = ort.InferenceSession(
+                self._files["model.onnx"], opts, providers=["CPUExecutionProvider"]
+            )
         return self._onnx
 
     def _onnx_run(self, prepared):

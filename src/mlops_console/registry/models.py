@@ -478,8 +478,9 @@ class ModelRegistry:
                     f"{reg.challenger_alias}` first."
                 )
 
-    def record_evaluation(self, name: str, version: int, checks: list[dict[str, Any]],
-                          gates: dict[str, Any]) -> None:
+    def record_evaluation(
+        self, name: str, version: int, checks: list[dict[str, Any]], gates: dict[str, Any]
+    ) -> None:
         """Store a version's model check results and gate outcome."""
         with self.ws.db.write() as conn:
             conn.exec_driver_sql(

@@ -40,20 +40,21 @@ def prepare_inputs(frame, signature: dict[str, Any]):
         name, kind = col["name"], col["type"]
         s = frame[name]
         if kind in NUMERIC:
-            if pd.api.types.is_bool_dtype(s) or (s.dtype == object and s.map(
-                    lambda v: isinstance(v, bool)).any()):
+            if pd.api.types.is_bool_dtype(s) or (
+                s.dtype == object and s.map(lambda v: isinstance(v, bool)).any()
+            ):
                 raise InputError(f"Column {name!r} must be numeric, not true/false.")
             values = pd.to_numeric(s, errors="coerce")
             bad = values.isna() & s.notna() & ~s.astype(str).str.lower().isin(["nan", "none", ""])
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise InputError(
-                    f"Column {name!r} must be numeric; row {row} has {s.iloc[row]!r}."
-                )
+                raise InputError(f"Column {name!r} must be numeric; row {row} has {s.iloc[row]!r}.")
             out[name] = values.astype("float64").to_numpy()
         elif kind == "boolean":
             out[name] = s.astype("float64").to_numpy()
         else:
             values = s.astype(object).where(s.notna(), MISSING_CATEGORY)
-            out[name] = values.map(lambda v: v if isinstance(v, str) else str(v)).to_numpy(dtype=object)
+            out[name] = values.map(lambda v: v if isinstance(v, str) else str(v)).to_numpy(
+                dtype=object
+            )
     return pd.DataFrame(out, index=range(len(frame)))

@@ -17,10 +17,10 @@ def infer_inputs(frame) -> list[dict[str, Any]]:
         if pd.api.types.is_bool_dtype(s):
             col["type"] = "boolean"
         elif pd.api.types.is_integer_dtype(s):
-            col["type"] = "long"
+            col["type"] = "integer"
             col["range"] = [int(s.min()), int(s.max())] if s.notna().any() else None
         elif pd.api.types.is_float_dtype(s):
-            col["type"] = "double"
+            col["type"] = "float"
             col["range"] = [float(s.min()), float(s.max())] if s.notna().any() else None
         elif pd.api.types.is_datetime64_any_dtype(s):
             col["type"] = "datetime"
@@ -38,8 +38,8 @@ def classification_outputs(classes) -> tuple[list[dict[str, Any]], list[Any]]:
     outputs = [
         {
             "name": "predict",
-            "type": "long" if all(isinstance(x, int) for x in labels) else "string",
+            "type": "integer" if all(isinstance(x, int) for x in labels) else "string",
         },
-        {"name": "predict_proba", "type": "double", "shape": [-1, len(labels)]},
+        {"name": "predict_proba", "type": "float", "shape": [-1, len(labels)]},
     ]
     return outputs, labels

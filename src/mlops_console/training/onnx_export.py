@@ -1,0 +1,86 @@
+"""Converting a fitted pipeline to ONNX, kept only when it predicts like scikit-learn."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+TOLERANCE = 1e-4
+
+
+@contextlib.contextmanager
+def _bool_attributes_as_ints():
+    # skl2onnx hands lists of numpy booleans to onnx.helper.make_attribute for tree
+    # ensembles (missing-value tracks); recent protobuf refuses bools in int fields.
+    import numpy as np
+    import onnx.helper as helper
+
+    original = helper.make_attribute
+
+    def make_attribute(key, value, *args, **kwargs):
+        if isinstance(value, list | tuple) and any(isinstance(v, bool | np.bool_) for v in value):
+            value = [int(v) if isinstance(v, bool | np.bool_) else v for v in value]
+        return original(key, value, *args, **kwargs)
+
+    helper.make_attribute = make_attribute
+    try:
+        yield
+    finally:
+        helper.make_attribute = original
+
+
+def export(
+    model, signature: dict[str, Any], task: str, X_check
+) -> tuple[bytes | None, dict[str, Any]]:
+    """Return (onnx bytes or None, a report of the conversion and its agreement check)."""
+    import numpy as np
+
+    try:
+        import onnxruntime as ort
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    except ImportError as exc:
+        return None, {"converted": False, "reason": f"skl2onnx/onnxruntime missing: {exc}"}
+    types = []
+    for col in signature["inputs"]:
+        numeric = col["type"] in ("integer", "float", "boolean")
+        types.append(
+            (col["name"], FloatTensorType([None, 1]) if numeric else StringTensorType([None, 1]))
+        )
+    options = {"zipmap": False} if task == "classification" else None
+    try:
+        with _bool_attributes_as_ints():
+            onx = to_onnx(model, initial_types=types, options=options)
+        data = onx.SerializeToString()
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # any converter gap: ship scikit-learn only
+        return None, {"converted": False, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    feed = {}
+    for col in signature["inputs"]:
+        v = X_check[col["name"]].to_numpy()
+        feed[col["name"]] = (v.astype(np.float32) if v.dtype != object else v).reshape(-1, 1)
+    outs = sess.run(None, feed)
+    if task == "classification":
+        ref = model.predict_proba(X_check)
+        got = np.asarray(outs[1], dtype=np.float64)
+        diff = float(np.abs(got - ref).max())
+        scale = 1.0
+    else:
+        ref = model.predict(X_check).astype(np.float64)
+        got = np.asarray(outs[0], dtype=np.float64).reshape(-1)
+        scale = float(np.abs(ref).max() or 1.0)
+        diff = float(np.abs(got - ref).max()) / scale
+    ok = diff <= TOLERANCE
+    report = {
+        "converted": True,
+        "max_abs_diff": diff,
+        "tolerance": TOLERANCE,
+        "rows_checked": len(X_check),
+        "kept": ok,
+        "size": len(data),
+    }
+    if not ok:
+        report["reason"] = (
+            f"ONNX predictions differ from scikit-learn's by {diff:.2g} > {TOLERANCE}"
+        )
+    return (data if ok else None), report
