@@ -55,6 +55,7 @@ def _register() -> None:
     from mlops_console.cli import data, features, models, runs, workspace_cmds
 
     workspace_cmds.register(cli)
+    workspace_cmds.register_testing(cli)
     cli.add_command(data.data)
     cli.add_command(features.features)
     cli.add_command(runs.runs)

@@ -187,3 +187,96 @@ def _print_result(ws, result) -> None:
     else:
         click.echo(f"\nRegistered {mv.ref}; it failed its gates, so it takes no alias.")
     click.echo(f"Bundle: {ws.artifacts.path_of(mv.artifact_hash)} (bundle.json)")
+
+
+def register_testing(cli: click.Group) -> None:
+    @cli.command("test")
+    @click.argument("ref")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.pass_context
+    def test_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
+        """Run the model checks and gates again on a registered version (MODEL[@alias|/v])."""
+        from mlops_console.cli.main import open_workspace
+        from mlops_console.testing.retest import test_version
+
+        with open_workspace(ctx) as ws:
+            out = test_version(ws, ref, stage=(lambda s: None) if as_json else StageProgress())
+        if as_json:
+            emit_json(out)
+            return
+        table(
+            ["check", "result", "reason"],
+            [
+                (c["name"], "pass" if c["passed"] else "FAIL", c["reason"][:110])
+                for c in out["checks"]
+            ],
+        )
+        ok = out["gates"]["passed"]
+        click.echo(f"\n{out['model']}/{out['version']}: gates {'pass' if ok else 'FAIL'}")
+        for g in out["gates"]["results"]:
+            if not g["passed"]:
+                click.echo(f"  {g['name']}: {g['detail']}")
+        if not ok:
+            ctx.exit(1)
+
+    @cli.command("reproduce")
+    @click.argument("run")
+    @click.option(
+        "--tolerance",
+        type=float,
+        default=1e-6,
+        show_default=True,
+        help="Largest metric difference that still counts as the same.",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.pass_context
+    def reproduce_cmd(ctx: click.Context, run: str, tolerance: float, as_json: bool) -> None:
+        """Re-run RUN from its recorded lineage (spec, data version, seed) and compare."""
+        from mlops_console.cli.main import open_workspace
+        from mlops_console.testing.retest import reproduce
+
+        with open_workspace(ctx) as ws:
+            out = reproduce(
+                ws, run, tolerance, stage=(lambda s: None) if as_json else StageProgress()
+            )
+        if as_json:
+            emit_json(out)
+            return
+        table(
+            ["metric", "recorded", "now", "same"],
+            [
+                (k, num(m["recorded"]), num(m["now"]), "yes" if m["match"] else "NO")
+                for k, m in sorted(out["metrics"].items())
+            ],
+        )
+        verdict = "reproduced" if out["match"] else "NOT reproduced"
+        click.echo(
+            f"\nRun {out['run'][:8]} {verdict} by run {out['reproduction'][:8]} "
+            f"(tolerance {tolerance})."
+        )
+        if out["differences"]:
+            click.echo("What differs since:")
+            for d in out["differences"]:
+                click.echo(f"  {d['what']}: {_describe_difference(d)}")
+        else:
+            click.echo("Same data, code, environment and configuration.")
+        if not out["match"]:
+            ctx.exit(1)
+
+
+def _describe_difference(d: dict) -> str:
+    if d["what"] == "code":
+
+        def side(g):
+            if not g:
+                return "not under git"
+            return (g.get("commit") or "no commit")[:10] + (
+                " (uncommitted changes)" if g.get("dirty") else ""
+            )
+
+        return f"{side(d.get('then'))} -> {side(d.get('now'))}"
+    if d["what"] == "environment":
+        return ", ".join(f"{k} {a} -> {b}" for k, (a, b) in d["packages"].items())
+    if "then" in d:
+        return f"{d['then']} -> {d['now']}"
+    return "changed"

@@ -47,6 +47,16 @@ def model_card(registry: ModelRegistry, mv: ModelVersion) -> dict[str, Any]:
         "signature": mv.signature,
         "metrics": mv.metrics,
         "checks": mv.checks,
+        "gates": mv.gates,
+        "gates_passed": mv.gates_passed,
+        "top_features": next(
+            (
+                c["measured"].get("top_features", [])
+                for c in mv.checks
+                if c.get("name") == "interpretability"
+            ),
+            [],
+        ),
         "artifact": {"sha256": mv.artifact_hash},
         "alias_history": history,
     }
@@ -107,13 +117,39 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append("No metrics recorded.")
     lines += ["", "## Checks", ""]
     if card["checks"]:
-        lines += ["| check | result | reason |", "|---|---|---|"]
+        lines += ["| check | result | measured |", "|---|---|---|"]
         lines += [
             f"| {c.get('name')} | {'pass' if c.get('passed') else 'FAIL'} | {c.get('reason', '')} |"
             for c in card["checks"]
         ]
     else:
         lines.append("No model checks have run on this version yet.")
+    if card.get("top_features"):
+        lines += [
+            "",
+            "## Most important features (permutation importance on the holdout)",
+            "",
+            "| feature | importance |",
+            "|---|---|",
+        ]
+        lines += [
+            f"| {t['feature']} | {t['importance']:.4f} ± {t['std']:.4f} |"
+            for t in card["top_features"]
+        ]
+    gates = card.get("gates") or {}
+    if gates.get("results"):
+        verdict = "all pass" if card.get("gates_passed") else "FAILED"
+        lines += [
+            "",
+            f"## Promotion gates: {verdict}",
+            "",
+            "| gate | result | detail |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {g['name']} | {'pass' if g['passed'] else 'FAIL'} | {g['detail']} |"
+            for g in gates["results"]
+        ]
     sig = card["signature"] or {}
     lines += ["", "## Signature", ""]
     if sig.get("inputs"):

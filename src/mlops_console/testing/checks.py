@@ -144,7 +144,12 @@ def check_no_regression(ctx: CheckContext, metrics: dict[str, float]) -> dict[st
     m = ctx.spec.validation.primary_metric
     new = metrics.get(f"holdout_{m}")
     if ctx.champion is None:
-        return result("no_regression", True, "no champion yet: nothing to regress from", new=new)
+        return result(
+            "no_regression",
+            True,
+            "no other champion to compare with (none yet, or this version is it)",
+            new=new,
+        )
     try:
         names = [c["name"] for c in ctx.champion.signature["inputs"]]
         raw = ctx.prepared.hold_frame
