@@ -11,7 +11,7 @@ def demo_ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "mlops-demo"
     proc = run_cli("demo", str(root), check=True)
     assert "Registered churn/1; it is now churn@champion." in proc.stdout
-    assert "[9/9]" in proc.stderr  # progress, stage by stage
+    assert "[11/11]" in proc.stderr  # progress, stage by stage
     return root
 
 
@@ -27,7 +27,13 @@ def test_demo_trains_tracks_and_registers(demo_ws):
         run_cli("-w", str(demo_ws), "runs", "show", run["id"][:8], "--json", check=True).stdout
     )
     assert shown["inputs"][0]["rows"] == 20004
-    assert {a["name"] for a in shown["artifacts"]} == {"model", "signature.json"}
+    assert {a["name"] for a in shown["artifacts"]} == {
+        "model.joblib",
+        "model.onnx",
+        "pipeline.json",
+        "search.json",
+        "signature.json",
+    }
     assert shown["lineage"]["spec"]["path"] == "pipelines/churn.toml"
     mv = json.loads(
         run_cli("-w", str(demo_ws), "models", "show", "churn@champion", "--json", check=True).stdout
@@ -39,8 +45,8 @@ def test_demo_trains_tracks_and_registers(demo_ws):
 
 def test_second_demo_run_registers_v2_and_history_and_rollback(demo_ws):
     proc = run_cli("demo", str(demo_ws), check=True)
-    assert "churn/2" in proc.stdout
-    run_cli("-w", str(demo_ws), "models", "promote", "churn/2", "--reason", "try it", check=True)
+    # same data and seed: an equal model passes no_regression and auto_promote makes it champion
+    assert "Registered churn/2; it is now churn@champion (was v1)." in proc.stdout
     out = run_cli("-w", str(demo_ws), "models", "rollback", "churn", check=True).stdout
     assert "v2 -> v1 (rollback)" in out
     hist = json.loads(
@@ -123,7 +129,17 @@ def test_run_with_overrides(tmp_path):
         "customer_id",
         check=True,
     )
-    proc = run_cli("-w", str(ws), "run", "churn", "--set", "model.params.max_iter=20", check=True)
+    proc = run_cli(
+        "-w",
+        str(ws),
+        "run",
+        "churn",
+        "--set",
+        "model.params.max_iter=20",
+        "--set",
+        "search.method=none",
+        check=True,
+    )
     assert "Registered churn/1" in proc.stdout
     runs = json.loads(run_cli("-w", str(ws), "runs", "list", "--json").stdout)["runs"]
     assert runs[0]["params"]["model.max_iter"] == "20"

@@ -60,4 +60,5 @@ def test_sample_pipeline_parses():
     from mlops_console.config import PipelineSpec
 
     spec = PipelineSpec.model_validate(tomllib.loads(text))
-    assert spec.data.target == "churned" and "gender" in spec.data.exclude
+    assert spec.data.target == "churned" and spec.data.sensitive == "gender"
+    assert spec.search.method == "random" and spec.search.candidates == 20

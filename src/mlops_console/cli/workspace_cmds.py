@@ -197,10 +197,10 @@ def register_testing(cli: click.Group) -> None:
     def test_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
         """Run the model checks and gates again on a registered version (MODEL[@alias|/v])."""
         from mlops_console.cli.main import open_workspace
-        from mlops_console.testing.retest import test_version
+        from mlops_console.testing.retest import retest_version
 
         with open_workspace(ctx) as ws:
-            out = test_version(ws, ref, stage=(lambda s: None) if as_json else StageProgress())
+            out = retest_version(ws, ref, stage=(lambda s: None) if as_json else StageProgress())
         if as_json:
             emit_json(out)
             return

@@ -467,13 +467,16 @@ class ModelRegistry:
                 f"@{alias}. Train a better version or change the gates in the pipeline spec."
             )
         if alias == reg.champion_alias:
-            was_challenger = conn.exec_driver_sql(
-                "SELECT 1 FROM alias_event WHERE model_name = ? AND alias = ? AND to_version = ? LIMIT 1",
-                (name, reg.challenger_alias, version),
+            # the current challenger, or a version that has been champion before (going back)
+            eligible = conn.exec_driver_sql(
+                "SELECT 1 FROM model_alias WHERE model_name = ? AND alias = ? AND version = ? "
+                "UNION ALL SELECT 1 FROM alias_event WHERE model_name = ? AND alias = ? AND to_version = ? "
+                "LIMIT 1",
+                (name, reg.challenger_alias, version, name, reg.champion_alias, version),
             ).first()
-            if not was_challenger:
+            if not eligible:
                 raise Conflict(
-                    f"{name}/{version} has not been @{reg.challenger_alias}; only a challenger may "
+                    f"{name}/{version} is not @{reg.challenger_alias}; only a challenger may "
                     f"become @{alias}. Run `mlops models promote {name}/{version} --alias "
                     f"{reg.challenger_alias}` first."
                 )

@@ -40,7 +40,7 @@ def recorded_dataset_version(ws: Workspace, run_id: str, spec: PipelineSpec) -> 
     )
 
 
-def test_version(ws: Workspace, ref: str, stage=lambda s: None) -> dict[str, Any]:
+def retest_version(ws: Workspace, ref: str, stage=lambda s: None) -> dict[str, Any]:
     from sklearn.base import clone
 
     from mlops_console.testing.checks import CheckContext, run_checks

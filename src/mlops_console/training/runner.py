@@ -98,7 +98,10 @@ def prepare(
     from mlops_console.training.signature import classification_outputs, infer_inputs
 
     where = spec_path.name if spec_path else spec.name
-    build_estimator(spec, ws.root)  # fails now if the estimator does not import
+    try:
+        build_estimator(spec, ws.root)  # fails now if the estimator does not import
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     d = spec.data
     dv = None
     if d.dataset:
@@ -174,6 +177,12 @@ def prepare(
                     f"{where}: the target {d.target!r} has a single class "
                     f"({y.iloc[0]!r}) in the {part} slice; a classifier needs two or more."
                 )
+    from mlops_console.training.search import validate_space
+
+    try:
+        validate_space(spec, ws.root)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     inputs = infer_inputs(train[features])
     signature: dict[str, Any] = {"inputs": inputs}
     X_train = prepare_inputs(train[features], signature)

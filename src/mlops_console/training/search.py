@@ -63,6 +63,24 @@ def cv_splitter(spec, y):
     return KFold(n_splits=folds, shuffle=True, random_state=spec.seed)
 
 
+def validate_space(spec, root) -> None:
+    """Every searched parameter exists and every range is well formed (before training)."""
+    from mlops_console.training.build import build_pipeline
+
+    valid = set(build_pipeline(spec, ["_n"], ["_c"], root).get_params())
+    space = {_key(k): v for k, v in spec.search.space.items()}
+    unknown = [k for k in space if k not in valid]
+    if unknown:
+        raise ConfigError(
+            f"[search.space] has parameter(s) {', '.join(k.removeprefix('model__') for k in unknown)} "
+            "that the pipeline does not take; model parameters are e.g. "
+            f"{', '.join(sorted(k.removeprefix('model__') for k in valid if k.startswith('model__'))[:6])}."
+        )
+    if spec.search.method in ("random", "halving"):
+        for k, v in spec.search.space.items():
+            _distribution(k, v)
+
+
 def search(ws, p, run, stage) -> SearchResult:
     from joblib import Parallel, delayed
     from sklearn.base import clone
