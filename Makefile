@@ -40,6 +40,7 @@ $(BENCH_VENV)/.installed: bench/requirements.txt
 bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python bench/tracking.py --anchor-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/features.py --anchor-python $(BENCH_VENV)/bin/python
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) mlops-demo

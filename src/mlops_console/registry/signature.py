@@ -40,9 +40,12 @@ def prepare_inputs(frame, signature: dict[str, Any]):
         name, kind = col["name"], col["type"]
         s = frame[name]
         if kind in NUMERIC:
-            if pd.api.types.is_bool_dtype(s) or (
-                s.dtype == object and s.map(lambda v: isinstance(v, bool)).any()
-            ):
+            if pd.api.types.is_bool_dtype(s):
+                raise InputError(f"Column {name!r} must be numeric, not true/false.")
+            if pd.api.types.is_numeric_dtype(s):  # the fast path: nothing to parse
+                out[name] = s.to_numpy(dtype="float64", na_value=np.nan)
+                continue
+            if s.map(lambda v: isinstance(v, bool)).any():
                 raise InputError(f"Column {name!r} must be numeric, not true/false.")
             values = pd.to_numeric(s, errors="coerce")
             bad = values.isna() & s.notna() & ~s.astype(str).str.lower().isin(["nan", "none", ""])
@@ -53,8 +56,9 @@ def prepare_inputs(frame, signature: dict[str, Any]):
         elif kind == "boolean":
             out[name] = s.astype("float64").to_numpy()
         else:
-            values = s.astype(object).where(s.notna(), MISSING_CATEGORY)
-            out[name] = values.map(lambda v: v if isinstance(v, str) else str(v)).to_numpy(
-                dtype=object
-            )
-    return pd.DataFrame(out, index=range(len(frame)))
+            arr = s.to_numpy(dtype=object, na_value=None)
+            if any(not isinstance(v, str) for v in arr):
+                arr = np.array([MISSING_CATEGORY if v is None or v != v else
+                                (v if isinstance(v, str) else str(v)) for v in arr], dtype=object)
+            out[name] = arr
+    return pd.DataFrame(out, index=range(len(frame)), copy=False)
