@@ -162,10 +162,21 @@ class PipelineGates(Strict):
 
 
 class PipelineSchedule(Strict):
-    cron: str | None = None
-    interval: str | None = None
+    cron: str | None = Field(default=None, description="five fields: minute hour day month weekday")
+    interval: str | None = Field(default=None, description="e.g. '1d', '6h', '30m'")
     on_data_change: bool = False
     paused: bool = False
+
+    @model_validator(mode="after")
+    def _cadence_ok(self):
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r} needs five fields: minute hour day month weekday")
+        if self.interval is not None:
+            from mlops_console.features.spec import parse_ttl
+
+            if parse_ttl(self.interval) <= 0:
+                raise ValueError(f"interval {self.interval!r} must be longer than 0")
+        return self
 
 
 class PipelineDeploy(Strict):

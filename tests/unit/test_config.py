@@ -62,3 +62,17 @@ def test_sample_pipeline_parses():
     spec = PipelineSpec.model_validate(tomllib.loads(text))
     assert spec.data.target == "churned" and spec.data.sensitive == "gender"
     assert spec.search.method == "random" and spec.search.candidates == 20
+
+
+def test_schedule_and_deploy_are_validated(tmp_path):
+    base = 'name = "p"\n[data]\ndataset = "d"\ntarget = "y"\n'
+    with pytest.raises(ConfigError, match="five fields"):
+        load_pipeline(write(tmp_path, base + '[schedule]\ncron = "* *"\n', "p.toml"))
+    with pytest.raises(ConfigError, match="not a duration"):
+        load_pipeline(write(tmp_path, base + '[schedule]\ninterval = "soon"\n', "p.toml"))
+    with pytest.raises(ConfigError, match="deploy.canary_percent"):
+        load_pipeline(write(tmp_path, base + "[deploy]\ncanary_percent = 150\n", "p.toml"))
+    spec = load_pipeline(
+        write(tmp_path, base + '[schedule]\ninterval = "1d"\ncron = "0 3 * * *"\n', "p.toml")
+    )
+    assert spec.schedule.interval == "1d"

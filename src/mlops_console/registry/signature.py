@@ -58,7 +58,14 @@ def prepare_inputs(frame, signature: dict[str, Any]):
         else:
             arr = s.to_numpy(dtype=object, na_value=None)
             if any(not isinstance(v, str) for v in arr):
-                arr = np.array([MISSING_CATEGORY if v is None or v != v else
-                                (v if isinstance(v, str) else str(v)) for v in arr], dtype=object)
+                arr = np.array(
+                    [
+                        MISSING_CATEGORY
+                        if v is None or v != v
+                        else (v if isinstance(v, str) else str(v))
+                        for v in arr
+                    ],
+                    dtype=object,
+                )
             out[name] = arr
     return pd.DataFrame(out, index=range(len(frame)), copy=False)
