@@ -305,3 +305,22 @@ def test_retest_and_reproduce(pws):
     assert rep["match"] and rep["metrics"]["holdout_roc_auc"]["match"]
     assert pws.runs.get(rep["reproduction"]).tags["reproduces"] == r.run_id
     assert json.loads(json.dumps(rep))  # JSON-able for --json
+
+
+def test_pipeline_with_feature_views_records_them(pws):
+    (pws.root / "features" / "user.toml").write_text(
+        'entities = ["id"]\ntimestamp = "ts"\nsource = "d"\nfeatures = ["x2"]\nttl = "2h"\n'
+    )
+    write_spec(pws)
+    path = pws.root / "pipelines" / "p.toml"
+    path.write_text(
+        path.read_text().replace(
+            'sensitive = "group"',
+            'sensitive = "group"\nfeatures = ["x1", "plan"]\nfeature_views = ["user:x2"]',
+        )
+    )
+    r = train(pws, "p", overrides={"search.method": "none"})
+    names = {c["name"] for c in r.version.signature["inputs"]}
+    assert names == {"x1", "plan", "user__x2"}
+    inputs = {i["name"] for i in pws.runs.get(r.run_id).inputs}
+    assert {"d", "features:user"} <= inputs

@@ -140,9 +140,14 @@ def prepare(
     view_cols: list[str] = []
     if d.feature_views:
         stage(f"join {len(d.feature_views)} feature(s) point-in-time")
-        before = list(frame.columns)
-        frame = ws.features.training_frame(frame, d.feature_views, timestamp_column=d.time_column)
-        view_cols = [c for c in frame.columns if c not in before]
+        # Joined on the entity keys and times alone; named VIEW__FEATURE so they never
+        # collide with the dataset's own columns.
+        keys = frame[[d.entity_column, d.time_column]]
+        joined = ws.features.training_frame(
+            keys, d.feature_views, timestamp_column=d.time_column, full_feature_names=True
+        )
+        view_cols = [c for c in joined.columns if c not in keys.columns]
+        frame = frame.assign(**{c: joined[c].to_numpy() for c in view_cols})
     if d.time_column:
         frame = frame.assign(**{d.time_column: pd.to_datetime(frame[d.time_column])})
         frame = frame.sort_values(d.time_column, kind="stable").reset_index(drop=True)
