@@ -1,0 +1,68 @@
+"""mlops serve MODEL[@alias|/version]."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("serve")
+    @click.argument("ref")
+    @click.option(
+        "--host", default=None, help="Address to bind (default: [serving].host, loopback)."
+    )
+    @click.option("--port", type=int, default=None, help="Port (default: [serving].port).")
+    @click.option(
+        "--runtime", type=click.Choice(["onnx", "sklearn"]), help="Default: ONNX when present."
+    )
+    @click.option("--no-log", is_flag=True, help="Do not write the prediction log.")
+    @click.pass_context
+    def serve(
+        ctx: click.Context,
+        ref: str,
+        host: str | None,
+        port: int | None,
+        runtime: str | None,
+        no_log: bool,
+    ) -> None:
+        """Serve a model version over REST (MLflow /invocations and Open Inference v2)."""
+        from mlops_console.cli.main import open_workspace
+        from mlops_console.registry.bundle import export_bundle
+        from mlops_console.serving.app import run
+
+        with open_workspace(ctx) as ws:
+            mv = ws.models.resolve(ref)
+            folder = (
+                ws.state
+                / "serving"
+                / "bundles"
+                / f"{mv.name}-v{mv.version}-{mv.artifact_hash[:12]}"
+            )
+            if not (folder / "bundle.json").exists():
+                export_bundle(ws.artifacts, mv.artifact_hash, folder)
+            log_dir = None if no_log else ws.state / "logs" / "predictions" / mv.name
+            token_file = ws.state / "serving" / f"{mv.name}.admin-token"
+            if not token_file.exists():
+                token_file.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(secrets.token_urlsafe(32))
+            token = token_file.read_text().strip()
+            host = host or ws.config.serving.host
+            port = port or ws.config.serving.port
+        click.echo(
+            f"Serving {mv.ref} on http://{host}:{port} (POST /invocations, /v2/models/{mv.name}/infer; "
+            f"GET /metrics). Admin token in {token_file}. Ctrl-C stops.",
+            err=True,
+        )
+        run(
+            str(folder),
+            host=host,
+            port=port,
+            log_dir=str(log_dir) if log_dir else None,
+            admin_token=token,
+            runtime=runtime,
+        )

@@ -1,0 +1,91 @@
+"""The prediction log: JSON-lines segment files written off the request path.
+
+Requests append to an in-memory list; a background thread writes them out every
+`flush_seconds` and rotates segments by size or age. The monitoring collector reads
+closed segments (`*.jsonl`); the open one is `*.jsonl.open`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        folder: Path | None,
+        flush_seconds: float = 1.0,
+        max_bytes: int = 16 << 20,
+        max_age_seconds: float = 300.0,
+    ):
+        self.folder = Path(folder) if folder else None
+        self.flush_seconds = flush_seconds
+        self.max_bytes = max_bytes
+        self.max_age = max_age_seconds
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._segment: Path | None = None
+        self._opened = 0.0
+        self._seq = 0
+        self.written = 0
+        self.dropped = 0
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._thread = threading.Thread(target=self._loop, name="prediction-log", daemon=True)
+            self._thread.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.folder is None:
+            return
+        with self._lock:
+            if len(self._pending) > 200_000:  # the disk cannot keep up: never block a response
+                self.dropped += 1
+                return
+            self._pending.append(record)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
+        self.flush()
+        self._close_segment()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            if self._segment and time.time() - self._opened > self.max_age:
+                self._close_segment()
+            return
+        data = b"".join(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in batch)
+        if self._segment is None:
+            self._seq += 1
+            self._segment = (
+                self.folder
+                / f"predictions-{int(time.time() * 1000)}-{os.getpid()}-{self._seq}.jsonl.open"
+            )
+            self._opened = time.time()
+        with open(self._segment, "ab") as fh:
+            fh.write(data)
+        self.written += len(batch)
+        if (
+            self._segment.stat().st_size > self.max_bytes
+            or time.time() - self._opened > self.max_age
+        ):
+            self._close_segment()
+
+    def _close_segment(self) -> None:
+        if self._segment and self._segment.exists():
+            os.replace(self._segment, self._segment.with_suffix(""))  # drop ".open"
+        self._segment = None
+
+    def close(self) -> None:
+        if self.folder:
+            self._stop.set()
+            self._thread.join(timeout=10)
