@@ -36,6 +36,8 @@ class PredictionLog:
         self._seq = 0
         self.written = 0
         self.dropped = 0
+        self.errors = 0
+        self.last_error = ""
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._thread = threading.Thread(target=self._loop, name="prediction-log", daemon=True)
@@ -52,7 +54,11 @@ class PredictionLog:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_seconds):
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:  # a full disk must not stop serving; counted, retried
+                self.errors += 1
+                self.last_error = str(exc)
         self.flush()
         self._close_segment()
 
@@ -63,7 +69,15 @@ class PredictionLog:
             if self._segment and time.time() - self._opened > self.max_age:
                 self._close_segment()
             return
-        data = b"".join(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in batch)
+        lines = []
+        for r in batch:
+            try:
+                lines.append(
+                    orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain) + b"\n"
+                )
+            except TypeError:
+                self.dropped += 1
+        data = b"".join(lines)
         if self._segment is None:
             self._seq += 1
             self._segment = (
@@ -89,3 +103,9 @@ class PredictionLog:
         if self.folder:
             self._stop.set()
             self._thread.join(timeout=10)
+
+
+def _plain(obj):
+    if hasattr(obj, "tolist"):  # numpy arrays of strings, numpy scalars
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)
