@@ -21,10 +21,11 @@ def free_port() -> int:
 
 
 def train_two_versions(root: Path):
+    from tests.unit.test_pipeline import SPEC, make_data
+
     from mlops_console.registry.bundle import export_bundle
     from mlops_console.training.runner import train
     from mlops_console.workspace import Workspace
-    from tests.unit.test_pipeline import SPEC, make_data
 
     ws = Workspace.init(root)
     make_data().to_parquet(ws.root / "data" / "d.parquet")

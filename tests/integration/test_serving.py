@@ -8,7 +8,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-
 from tests.integration.serving_helpers import ServerProcess, train_two_versions
 
 
