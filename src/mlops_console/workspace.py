@@ -104,6 +104,12 @@ class Workspace:
         return FeatureStore(self)
 
     @cached_property
+    def deployments(self):
+        from mlops_console.deploy.service import Deployments
+
+        return Deployments(self)
+
+    @cached_property
     def runs(self):
         from mlops_console.tracking.runs import RunTracker
 

@@ -190,3 +190,32 @@ class DatasetVersion(SQLModel, table=True):
     contract_sha256: str | None = None
     created_at: float
     created_by: str = ""
+
+
+class Deployment(SQLModel, table=True):
+    __tablename__ = "deployment"
+    name: str = Field(primary_key=True)
+    target: str
+    model_name: str
+    version: int
+    canary_version: int | None = None
+    canary_percent: float = 0.0
+    status: str  # running, stopped, failed
+    endpoint: str = ""
+    config: str = "{}"  # JSON: host, port, runtime, ...
+    created_at: float
+    updated_at: float
+
+
+class DeploymentEvent(SQLModel, table=True):
+    """Append-only history of what each deployment served and why it changed."""
+
+    __tablename__ = "deployment_event"
+    __table_args__ = (Index("ix_deployment_event_name_at", "name", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    at: float
+    action: str  # create, update, canary, promote, rollback, stop, failed
+    from_version: int | None = None
+    to_version: int | None = None
+    detail: str = ""

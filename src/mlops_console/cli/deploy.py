@@ -1,0 +1,244 @@
+"""mlops deploy | deployments ... | plugins list."""
+
+from __future__ import annotations
+
+import click
+
+from mlops_console.cli.output import emit_json, kv, num, table, when
+
+
+def _ws(ctx):
+    from mlops_console.cli.main import open_workspace
+
+    return open_workspace(ctx)
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("deploy")
+    @click.argument("ref")
+    @click.option("-t", "--target", default="local", show_default=True)
+    @click.option("--name", help="Deployment name (default: the model's name).")
+    @click.option(
+        "--port", type=int, help="Port (default: the first free one from [serving].port)."
+    )
+    @click.option("--host", help="Address to bind (default: [serving].host, loopback).")
+    @click.option(
+        "--strategy", type=click.Choice(["replace", "canary"]), default="replace", show_default=True
+    )
+    @click.option("--canary-percent", type=float, default=10.0, show_default=True)
+    @click.option("--runtime", type=click.Choice(["onnx", "sklearn"]))
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @click.pass_context
+    def deploy(
+        ctx, ref, target, name, port, host, strategy, canary_percent, runtime, as_json
+    ) -> None:
+        """Deploy MODEL[@alias|/version]: start it, hot-swap it in, or start a canary."""
+        with _ws(ctx) as ws:
+            rec = ws.deployments.deploy(
+                ref,
+                target=target,
+                name=name,
+                port=port,
+                host=host,
+                strategy=strategy,
+                canary_percent=canary_percent,
+                runtime=runtime,
+            )
+        if as_json:
+            emit_json(rec)
+            return
+        canary = (
+            f"; canary v{rec['canary_version']} at {num(rec['canary_percent'])}%"
+            if rec["canary_version"]
+            else ""
+        )
+        click.echo(
+            f"{rec['name']}: {rec['model']} v{rec['version']} serving at {rec['endpoint']} "
+            f"({rec['target']}){canary}."
+        )
+
+    @click.group()
+    def deployments() -> None:
+        """Deployments: status, logs, canary promote/rollback, stop."""
+
+    cli.add_command(deployments)
+
+    @deployments.command("list")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def list_(ctx, as_json) -> None:
+        """List deployments."""
+        with _ws(ctx) as ws:
+            found = ws.deployments.list()
+        if as_json:
+            emit_json({"deployments": found})
+            return
+        table(
+            ["name", "target", "model", "version", "canary", "status", "endpoint", "updated"],
+            [
+                (
+                    d["name"],
+                    d["target"],
+                    d["model"],
+                    d["version"],
+                    f"v{d['canary_version']} {num(d['canary_percent'])}%"
+                    if d["canary_version"]
+                    else "-",
+                    d["status"],
+                    d["endpoint"],
+                    when(d["updated_at"]),
+                )
+                for d in found
+            ],
+            empty="No deployments. `mlops deploy MODEL@champion` starts one.",
+        )
+
+    @deployments.command("status")
+    @click.argument("name")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def status(ctx, name, as_json) -> None:
+        """Live status: what serves, requests, errors, latency of primary and canary."""
+        with _ws(ctx) as ws:
+            st = ws.deployments.status(name)
+        if as_json:
+            emit_json(st)
+            return
+        p, c = (
+            (st.get("stats") or {}).get("primary_stats", {}),
+            (st.get("stats") or {}).get("canary_stats", {}),
+        )
+        kv(
+            [
+                ("deployment", st["name"]),
+                ("target", st["target"]),
+                ("status", st["live"].get("status")),
+                ("endpoint", st["endpoint"]),
+                ("serving", f"{st['model']} v{st['version']}"),
+                (
+                    "canary",
+                    f"v{st['canary_version']} at {num(st['canary_percent'])}%"
+                    if st["canary_version"]
+                    else "-",
+                ),
+                (
+                    "primary",
+                    f"{p.get('requests', 0)} requests, {p.get('errors', 0)} errors, p99 {num(p.get('p99_ms'))} ms",
+                ),
+                (
+                    "canary stats",
+                    f"{c.get('requests', 0)} requests, {c.get('errors', 0)} errors, p99 {num(c.get('p99_ms'))} ms",
+                ),
+            ]
+        )
+
+    @deployments.command("logs")
+    @click.argument("name")
+    @click.option("-n", "--tail", default=100, show_default=True)
+    @click.pass_context
+    def logs(ctx, name, tail) -> None:
+        """The server's log."""
+        with _ws(ctx) as ws:
+            click.echo(ws.deployments.logs(name, tail))
+
+    @deployments.command("history")
+    @click.argument("name")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def history(ctx, name, as_json) -> None:
+        """Every change: create, update, canary, promote, rollback, stop, failed deploys."""
+        with _ws(ctx) as ws:
+            events = ws.deployments.history(name)
+        if as_json:
+            emit_json({"deployment": name, "history": events})
+            return
+        table(
+            ["when", "action", "from", "to", "detail"],
+            [
+                (
+                    when(e["at"]),
+                    e["action"],
+                    e["from_version"] or "-",
+                    e["to_version"] or "-",
+                    e["detail"][:80],
+                )
+                for e in events
+            ],
+        )
+
+    @deployments.command("promote")
+    @click.argument("name")
+    @click.option("-r", "--reason", default="")
+    @click.pass_context
+    def promote(ctx, name, reason) -> None:
+        """Make the canary the primary version."""
+        with _ws(ctx) as ws:
+            rec = ws.deployments.promote(name, reason)
+        click.echo(f"{name}: now serving v{rec['version']}.")
+
+    @deployments.command("rollback")
+    @click.argument("name")
+    @click.option("-r", "--reason", default="")
+    @click.pass_context
+    def rollback(ctx, name, reason) -> None:
+        """Drop the canary, or go back to the previously served version."""
+        with _ws(ctx) as ws:
+            rec = ws.deployments.rollback(name, reason)
+        click.echo(f"{name}: serving v{rec['version']}.")
+
+    @deployments.command("judge")
+    @click.argument("name")
+    @click.option("--max-error-rate", type=float, default=0.01, show_default=True)
+    @click.option("--max-p99-ms", type=float, default=250.0, show_default=True)
+    @click.option("--min-requests", type=int, default=50, show_default=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def judge(ctx, name, max_error_rate, max_p99_ms, min_requests, as_json) -> None:
+        """Promote or roll back the canary by its error rate and p99 latency."""
+        with _ws(ctx) as ws:
+            v = ws.deployments.judge_canary(name, max_error_rate, max_p99_ms, min_requests)
+        if as_json:
+            emit_json(v)
+            return
+        click.echo(
+            f"{name}: {v['decision']} (canary: {v['requests']} requests, {v['errors']} errors, "
+            f"p99 {num(v['p99_ms'])} ms)"
+        )
+
+    @deployments.command("stop")
+    @click.argument("name")
+    @click.pass_context
+    def stop(ctx, name) -> None:
+        """Stop a deployment."""
+        with _ws(ctx) as ws:
+            ws.deployments.stop(name)
+        click.echo(f"{name}: stopped.")
+
+    @click.group()
+    def plugins() -> None:
+        """Plugins: what is loaded, what failed and why."""
+
+    cli.add_command(plugins)
+
+    @plugins.command("list")
+    @click.option("--json", "as_json", is_flag=True)
+    def plugins_list(as_json) -> None:
+        """List built-in and installed plugins."""
+        from mlops_console.plugins import load_plugins
+
+        info = load_plugins().info
+        if as_json:
+            emit_json({"plugins": [i.__dict__ for i in info]})
+            return
+        table(
+            ["plugin", "source", "loaded", "provides / error"],
+            [
+                (
+                    i.name,
+                    i.source,
+                    "yes" if i.loaded else "FAILED",
+                    ", ".join(i.provides) if i.loaded else i.error,
+                )
+                for i in info
+            ],
+        )

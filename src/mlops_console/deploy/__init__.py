@@ -1,0 +1,1 @@
+"""Deploy targets (local process, docker) and rollout strategies."""

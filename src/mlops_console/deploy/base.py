@@ -1,0 +1,64 @@
+"""What a deploy target implements: MLflow deployment-client verbs, idempotently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+
+class DeployError(Exception):
+    pass
+
+
+class DeployTarget:
+    """create / update / delete / get / predict / logs (MLflow's deployment-client verbs),
+    plus promote / rollback / status for canaries. Every call is idempotent; `config`
+    is the deployment's recorded settings (host, port, runtime, ...)."""
+
+    name = "base"
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+
+    def create(self, name: str, bundle: Path, config: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def update(
+        self,
+        name: str,
+        bundle: Path,
+        config: dict[str, Any],
+        role: str = "primary",
+        percent: float = 0.0,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def promote(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def rollback(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def status(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def delete(self, name: str, config: dict[str, Any] | None = None) -> None:
+        raise NotImplementedError
+
+    def get(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def predict(
+        self,
+        name: str,
+        config: dict[str, Any],
+        records: list[dict[str, Any]],
+        output: str = "predict",
+    ) -> list:
+        raise NotImplementedError
+
+    def logs(self, name: str, tail: int = 100) -> str:
+        raise NotImplementedError

@@ -1,0 +1,313 @@
+"""`ws.deployments`: deploy a model version to a target, canary, promote, roll back, stop.
+
+The registry records what each deployment serves and every change (deployment_event),
+so a failed deploy is visible and the previous version keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_console.deploy.base import DeployError
+from mlops_console.errors import Conflict, MlopsError, NotFound
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+
+def _free_port(start: int) -> int:
+    for port in range(start, start + 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise MlopsError(f"No free port from {start}; pass --port.")
+
+
+class Deployments:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+
+    def target(self, kind: str):
+        from mlops_console.plugins import load_plugins
+
+        targets = load_plugins().deploy_targets()
+        if kind not in targets:
+            raise MlopsError(
+                f"No deploy target {kind!r}; available: {', '.join(sorted(targets)) or 'none'}. "
+                "`mlops plugins list` shows what loaded and what failed."
+            )
+        return targets[kind](self.ws)
+
+    def _record(self, name: str) -> dict[str, Any] | None:
+        with self.ws.db.read() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT name, target, model_name, version, canary_version, canary_percent, status, "
+                "endpoint, config, created_at, updated_at FROM deployment WHERE name = ?",
+                (name,),
+            ).first()
+        if row is None:
+            return None
+        keys = (
+            "name",
+            "target",
+            "model",
+            "version",
+            "canary_version",
+            "canary_percent",
+            "status",
+            "endpoint",
+            "config",
+            "created_at",
+            "updated_at",
+        )
+        rec = dict(zip(keys, row, strict=True))
+        rec["config"] = json.loads(rec["config"])
+        return rec
+
+    def get(self, name: str) -> dict[str, Any]:
+        rec = self._record(name)
+        if rec is None:
+            raise NotFound(f"No deployment {name!r}. `mlops deployments list` shows them.")
+        return rec
+
+    def _event(self, conn, name, action, from_v, to_v, detail="") -> None:
+        conn.exec_driver_sql(
+            "INSERT INTO deployment_event (name, at, action, from_version, to_version, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (name, time.time(), action, from_v, to_v, detail),
+        )
+
+    def _bundle_dir(self, name: str, mv) -> Path:
+        from mlops_console.registry.bundle import export_bundle
+
+        folder = (
+            self.ws.state
+            / "deployments"
+            / name
+            / "bundles"
+            / f"v{mv.version}-{mv.artifact_hash[:12]}"
+        )
+        if not (folder / "bundle.json").exists():
+            export_bundle(self.ws.artifacts, mv.artifact_hash, folder)
+        return folder
+
+    def deploy(
+        self,
+        ref: str,
+        target: str = "local",
+        name: str | None = None,
+        port: int | None = None,
+        host: str | None = None,
+        strategy: str = "replace",
+        canary_percent: float = 10.0,
+        runtime: str | None = None,
+    ) -> dict[str, Any]:
+        """Deploy a version: create the deployment, hot-swap it, or start it as a canary."""
+        mv = self.ws.models.resolve(ref)
+        name = name or mv.name
+        rec = self._record(name)
+        if rec is not None and rec["target"] != target:
+            raise Conflict(
+                f"Deployment {name!r} runs on {rec['target']}; stop it first or pick --name."
+            )
+        tgt = self.target(target)
+        bundle = self._bundle_dir(name, mv)
+        now = time.time()
+        if rec is None or rec["status"] != "running":
+            if strategy == "canary" and rec is None:
+                raise Conflict(
+                    f"{name} is not deployed yet: a canary needs a primary version to split with."
+                )
+            config = (rec or {}).get("config") or {}
+            config = {
+                "host": host or config.get("host") or self.ws.config.serving.host,
+                "port": port or config.get("port") or _free_port(self.ws.config.serving.port),
+                "runtime": runtime or config.get("runtime"),
+            }
+            try:
+                info = tgt.create(name, bundle, config)
+            except DeployError as exc:
+                self._failed(name, rec, mv, str(exc))
+                raise MlopsError(str(exc)) from None
+            with self.ws.db.write() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO deployment (name, target, model_name, version, canary_version, canary_percent, "
+                    "status, endpoint, config, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, 0, 'running', ?, ?, ?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET model_name = excluded.model_name, version = excluded.version, "
+                    "canary_version = NULL, canary_percent = 0, status = 'running', endpoint = excluded.endpoint, "
+                    "config = excluded.config, updated_at = excluded.updated_at",
+                    (
+                        name,
+                        target,
+                        mv.name,
+                        mv.version,
+                        info["endpoint"],
+                        json.dumps(config),
+                        now,
+                        now,
+                    ),
+                )
+                self._event(conn, name, "create", rec["version"] if rec else None, mv.version)
+            return self.get(name)
+        config = rec["config"]
+        try:
+            if strategy == "canary":
+                tgt.update(name, bundle, config, role="canary", percent=canary_percent)
+            else:
+                tgt.update(name, bundle, config, role="primary")
+        except DeployError as exc:
+            self._failed(name, rec, mv, str(exc))
+            raise MlopsError(str(exc)) from None
+        with self.ws.db.write() as conn:
+            if strategy == "canary":
+                conn.exec_driver_sql(
+                    "UPDATE deployment SET canary_version = ?, canary_percent = ?, updated_at = ? "
+                    "WHERE name = ?",
+                    (mv.version, canary_percent, now, name),
+                )
+                self._event(
+                    conn,
+                    name,
+                    "canary",
+                    rec["version"],
+                    mv.version,
+                    f"{canary_percent}% of traffic",
+                )
+            else:
+                conn.exec_driver_sql(
+                    "UPDATE deployment SET model_name = ?, version = ?, canary_version = NULL, "
+                    "canary_percent = 0, updated_at = ? WHERE name = ?",
+                    (mv.name, mv.version, now, name),
+                )
+                self._event(conn, name, "update", rec["version"], mv.version)
+        return self.get(name)
+
+    def _failed(self, name, rec, mv, detail) -> None:
+        with self.ws.db.write() as conn:
+            self._event(
+                conn, name, "failed", rec["version"] if rec else None, mv.version, detail[:2000]
+            )
+
+    def promote(self, name: str, reason: str = "") -> dict[str, Any]:
+        rec = self.get(name)
+        if rec["canary_version"] is None:
+            raise Conflict(f"{name} has no canary to promote.")
+        try:
+            self.target(rec["target"]).promote(name, rec["config"])
+        except DeployError as exc:
+            raise MlopsError(str(exc)) from None
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE deployment SET version = canary_version, canary_version = NULL, "
+                "canary_percent = 0, updated_at = ? WHERE name = ?",
+                (time.time(), name),
+            )
+            self._event(conn, name, "promote", rec["version"], rec["canary_version"], reason)
+        return self.get(name)
+
+    def rollback(self, name: str, reason: str = "") -> dict[str, Any]:
+        """Drop the canary; without one, go back to the version served before the last update."""
+        rec = self.get(name)
+        if rec["canary_version"] is not None:
+            try:
+                self.target(rec["target"]).rollback(name, rec["config"])
+            except DeployError as exc:
+                raise MlopsError(str(exc)) from None
+            with self.ws.db.write() as conn:
+                conn.exec_driver_sql(
+                    "UPDATE deployment SET canary_version = NULL, canary_percent = 0, "
+                    "updated_at = ? WHERE name = ?",
+                    (time.time(), name),
+                )
+                self._event(conn, name, "rollback", rec["canary_version"], rec["version"], reason)
+            return self.get(name)
+        previous = None
+        for e in reversed(self.history(name)):
+            if e["action"] in ("update", "promote", "create") and e["to_version"] == rec["version"]:
+                previous = e["from_version"]
+                break
+        if previous is None:
+            raise Conflict(f"{name} has no canary and no earlier version to roll back to.")
+        out = self.deploy(f"{rec['model']}/{previous}", target=rec["target"], name=name)
+        with self.ws.db.write() as conn:
+            self._event(conn, name, "rollback", rec["version"], previous, reason)
+        return out
+
+    def stop(self, name: str) -> dict[str, Any]:
+        rec = self.get(name)
+        self.target(rec["target"]).delete(name, rec["config"])
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE deployment SET status = 'stopped', updated_at = ? WHERE name = ?",
+                (time.time(), name),
+            )
+            self._event(conn, name, "stop", rec["version"], None)
+        return self.get(name)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.ws.db.read() as conn:
+            names = [
+                r[0] for r in conn.exec_driver_sql("SELECT name FROM deployment ORDER BY name")
+            ]
+        return [self.get(n) for n in names]
+
+    def status(self, name: str) -> dict[str, Any]:
+        rec = self.get(name)
+        tgt = self.target(rec["target"])
+        live = tgt.get(name, rec["config"])
+        stats = tgt.status(name, rec["config"]) if live.get("status") == "running" else {}
+        return {**rec, "live": live, "stats": stats}
+
+    def logs(self, name: str, tail: int = 100) -> str:
+        rec = self.get(name)
+        return self.target(rec["target"]).logs(name, tail)
+
+    def predict(self, name: str, records: list[dict[str, Any]], output: str = "predict") -> list:
+        rec = self.get(name)
+        return self.target(rec["target"]).predict(name, rec["config"], records, output)
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        with self.ws.db.read() as conn:
+            return [
+                {"at": at, "action": a, "from_version": f, "to_version": t, "detail": d}
+                for at, a, f, t, d in conn.exec_driver_sql(
+                    "SELECT at, action, from_version, to_version, detail FROM deployment_event "
+                    "WHERE name = ? ORDER BY at, id",
+                    (name,),
+                )
+            ]
+
+    def judge_canary(
+        self,
+        name: str,
+        max_error_rate: float = 0.01,
+        max_p99_ms: float = 250.0,
+        min_requests: int = 50,
+    ) -> dict[str, Any]:
+        """Promote or roll back a canary by its health; 'wait' while it has too few requests."""
+        st = self.status(name)
+        if st["canary_version"] is None:
+            raise Conflict(f"{name} has no canary to judge.")
+        c = (st.get("stats") or {}).get("canary_stats") or {}
+        n, errors, p99 = c.get("requests", 0), c.get("errors", 0), c.get("p99_ms")
+        verdict = {
+            "requests": n,
+            "errors": errors,
+            "p99_ms": p99,
+            "max_error_rate": max_error_rate,
+            "max_p99_ms": max_p99_ms,
+        }
+        if n and (errors / n > max_error_rate or (p99 is not None and p99 > max_p99_ms)):
+            self.rollback(name, reason=f"canary unhealthy: {errors}/{n} errors, p99 {p99:.1f} ms")
+            return {**verdict, "decision": "rollback"}
+        if n < min_requests:
+            return {**verdict, "decision": "wait"}
+        self.promote(name, reason=f"canary healthy: {errors}/{n} errors, p99 {p99:.1f} ms")
+        return {**verdict, "decision": "promote"}
