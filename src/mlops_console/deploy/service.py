@@ -157,6 +157,14 @@ class Deployments:
                 self._event(conn, name, "create", rec["version"] if rec else None, mv.version)
             return self.get(name)
         config = rec["config"]
+        if (
+            strategy == "replace"
+            and rec["version"] == mv.version
+            and rec["model"] == mv.name
+            and rec["canary_version"] is None
+            and tgt.get(name, config).get("status") == "running"
+        ):
+            return rec  # already serving exactly this: nothing to do
         try:
             if strategy == "canary":
                 tgt.update(name, bundle, config, role="canary", percent=canary_percent)
