@@ -38,9 +38,11 @@ $(BENCH_VENV)/.installed: bench/requirements.txt
 	touch $(BENCH_VENV)/.installed
 
 bench: $(STAMP) $(BENCH_VENV)/.installed
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/tracking.py --anchor-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/features.py --anchor-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/serving.py --anchor-python $(BENCH_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) mlops-demo

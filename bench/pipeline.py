@@ -47,8 +47,10 @@ def main() -> None:
     t = time.perf_counter()
     result = train(ws, "churn")
     total = time.perf_counter() - t
-    print(f"sample pipeline: {len(result.search)} search candidates, gates "
-          f"{'pass' if result.gates['passed'] else 'FAIL'}, registered {result.version.ref}")
+    print(
+        f"sample pipeline: {len(result.search)} search candidates, gates "
+        f"{'pass' if result.gates['passed'] else 'FAIL'}, registered {result.version.ref}"
+    )
     for stage, seconds in result.stage_seconds.items():
         if stage != "total":
             print(f"  {stage:10} {seconds:7.2f} s")
@@ -69,13 +71,24 @@ def main() -> None:
     sk_bundle_ms = per_call_ms(lambda: sk.predict_proba(raw), 100)
     ratio_model, ratio_bundle = sk_model_ms / onnx_model_ms, sk_bundle_ms / onnx_bundle_ms
     print("\n1-row predict               ONNX (ms)   scikit-learn (ms)   sklearn/ONNX")
-    print(f"  the model alone           {onnx_model_ms:9.4f}   {sk_model_ms:17.4f}   {ratio_model:10.1f}x  (target >= 20x)")
-    print(f"  with input preparation    {onnx_bundle_ms:9.4f}   {sk_bundle_ms:17.4f}   {ratio_bundle:10.1f}x")
+    print(
+        f"  the model alone           {onnx_model_ms:9.4f}   {sk_model_ms:17.4f}   {ratio_model:10.1f}x  (target >= 20x)"
+    )
+    print(
+        f"  with input preparation    {onnx_bundle_ms:9.4f}   {sk_bundle_ms:17.4f}   {ratio_bundle:10.1f}x"
+    )
     out = {
-        "pipeline_total_s": total, "stages_s": result.stage_seconds, "candidates": len(result.search),
-        "gates_passed": result.gates["passed"], "onnx": result.onnx,
-        "predict_1row_ms": {"onnx_model": onnx_model_ms, "sklearn_model": sk_model_ms,
-                            "onnx_bundle": onnx_bundle_ms, "sklearn_bundle": sk_bundle_ms},
+        "pipeline_total_s": total,
+        "stages_s": result.stage_seconds,
+        "candidates": len(result.search),
+        "gates_passed": result.gates["passed"],
+        "onnx": result.onnx,
+        "predict_1row_ms": {
+            "onnx_model": onnx_model_ms,
+            "sklearn_model": sk_model_ms,
+            "onnx_bundle": onnx_bundle_ms,
+            "sklearn_bundle": sk_bundle_ms,
+        },
         "ratios": {"sklearn_vs_onnx_model": ratio_model, "sklearn_vs_onnx_bundle": ratio_bundle},
     }
     (HERE / "results").mkdir(exist_ok=True)
