@@ -182,7 +182,7 @@ def main() -> None:
     )
     bundle, frame, onnx = build_model(root / "ws")
     print(
-        f"ONNX in the bundle: {onnx.get('kept')} ({onnx.get('reason', 'max diff %.2g' % onnx.get('max_abs_diff', 0))})"
+        f"ONNX in the bundle: {onnx.get('kept')} ({onnx.get('reason', 'max diff {:.2g}'.format(onnx.get('max_abs_diff', 0)))})"
     )
     results: dict = {"seconds_per_case": args.seconds, "connections": 8}
 
