@@ -32,7 +32,7 @@ class Specs:
         """Return {notifier name: callable(event: dict)}."""
 
 
-BUILTINS = ("mlops_console.deploy.local",)
+BUILTINS = ("mlops_console.deploy.local", "mlops_console.deploy.docker")
 
 
 @dataclass

@@ -205,6 +205,26 @@ def register(cli: click.Group) -> None:
             f"p99 {num(v['p99_ms'])} ms)"
         )
 
+    @deployments.command("export")
+    @click.argument("name")
+    @click.option(
+        "-o",
+        "--output",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="The tar file to write (docker load < FILE on the other side).",
+    )
+    @click.pass_context
+    def export(ctx, name, output) -> None:
+        """Write the deployment's image as a tar, for sites without a registry."""
+        from pathlib import Path
+
+        with _ws(ctx) as ws:
+            path = ws.deployments.export(name, Path(output))
+        click.echo(
+            f"Wrote {path} ({path.stat().st_size / 1e6:.0f} MB). Load it with: docker load -i {path.name}"
+        )
+
     @deployments.command("stop")
     @click.argument("name")
     @click.pass_context

@@ -281,6 +281,20 @@ class Deployments:
         rec = self.get(name)
         return self.target(rec["target"]).predict(name, rec["config"], records, output)
 
+    def export(self, name: str, dest: Path) -> Path:
+        """Write the deployment's image as a tar (targets that build images only)."""
+        rec = self.get(name)
+        tgt = self.target(rec["target"])
+        if not hasattr(tgt, "export"):
+            raise MlopsError(
+                f"Target {rec['target']!r} has no image to export; use --target docker."
+            )
+        mv = self.ws.models.resolve(f"{rec['model']}/{rec['version']}")
+        try:
+            return tgt.export(name, self._bundle_dir(name, mv), rec["config"], dest)
+        except DeployError as exc:
+            raise MlopsError(str(exc)) from None
+
     def history(self, name: str) -> list[dict[str, Any]]:
         with self.ws.db.read() as conn:
             return [

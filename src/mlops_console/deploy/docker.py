@@ -1,0 +1,336 @@
+"""The `docker` target: an image with the serving runtime and the bundle, run with a
+published loopback port, a health check and resource limits. No registry is needed:
+the runtime comes from a wheelhouse in the build context, base images are built locally,
+and `export` writes the image as a tar (`docker save`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlops_console.deploy.base import DeployError, DeployTarget
+from mlops_console.plugins import hookimpl
+
+RUNTIME = (
+    "numpy",
+    "onnxruntime",
+    "scikit-learn",
+    "pandas",
+    "joblib",
+    "starlette",
+    "uvicorn",
+    "orjson",
+)
+DEFAULT_BASE = os.environ.get("MLOPS_DOCKER_BASE_IMAGE", "python:3.11-slim")
+LABEL = "mlops-console"
+
+
+def packaging_dir() -> Path:
+    packaged = resources.files("mlops_console") / "packaging" / "docker"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[3] / "packaging" / "docker"
+
+
+def wheelhouse() -> Path:
+    """The serving runtime as wheels, pinned to this environment's versions (so a bundle
+    pickled here unpickles there), built once per machine and cached."""
+    pins = [f"{name}=={metadata.version(name)}" for name in RUNTIME]
+    key = hashlib.sha256(
+        ("\n".join(pins) + metadata.version("mlops-console")).encode()
+    ).hexdigest()[:16]
+    folder = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "mlops-console"
+        / f"wheelhouse-{key}"
+    )
+    if (folder / "requirements.txt").exists():
+        return folder
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip"]
+    try:
+        subprocess.run(
+            [*pip, "download", "--quiet", "--only-binary=:all:", "-d", str(tmp), *pins],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        src = Path(__file__).resolve().parents[3]
+        if (src / "pyproject.toml").exists():
+            subprocess.run(
+                [*pip, "wheel", "--quiet", "--no-deps", "-w", str(tmp), str(src)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        else:
+            subprocess.run(
+                [
+                    *pip,
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "-d",
+                    str(tmp),
+                    f"mlops-console=={metadata.version('mlops-console')}",
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DeployError(
+            f"Could not gather the serving runtime's wheels: {exc.stderr[-500:]}"
+        ) from None
+    (tmp / "requirements.txt").write_text("\n".join(pins) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+class DockerTarget(DeployTarget):
+    name = "docker"
+
+    def __init__(self, ws):
+        super().__init__(ws)
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.from_env()
+                self._client.ping()
+            except Exception as exc:
+                raise DeployError(
+                    f"No Docker engine answers ({exc}). Start one (see "
+                    "packaging/docker/engine.sh) or use --target local."
+                ) from None
+        return self._client
+
+    def _dir(self, name: str) -> Path:
+        d = self.ws.state / "deployments" / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _token(self, name: str) -> str:
+        f = self._dir(name) / "admin-token"
+        if not f.exists():
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        return f.read_text().strip()
+
+    def _container(self, name: str):
+        import docker
+
+        try:
+            return self.client.containers.get(f"mlops-{name}")
+        except docker.errors.NotFound:
+            return None
+
+    def _url(self, config: dict[str, Any]) -> str:
+        return f"http://{config.get('host', '127.0.0.1')}:{config['port']}"
+
+    def build(self, name: str, bundle: Path, config: dict[str, Any]) -> str:
+        """Build the serving image for a bundle; cached layers make a rebuild take seconds."""
+        ctx = self._dir(name) / "build"
+        shutil.rmtree(ctx, ignore_errors=True)
+        ctx.mkdir()
+        shutil.copy(packaging_dir() / "Dockerfile", ctx / "Dockerfile")
+        shutil.copytree(wheelhouse(), ctx / "wheelhouse")
+        shutil.copytree(bundle, ctx / "bundle")
+        tag = f"mlops-serve-{name}:{bundle.name}".lower()
+        try:
+            self.client.images.build(
+                path=str(ctx),
+                tag=tag,
+                rm=True,
+                labels={LABEL: name},
+                buildargs={"BASE_IMAGE": config.get("base_image") or DEFAULT_BASE},
+            )
+        except Exception as exc:
+            raise DeployError(f"The image for {name} did not build: {exc}") from None
+        finally:
+            shutil.rmtree(ctx, ignore_errors=True)
+        return tag
+
+    def create(self, name: str, bundle: Path, config: dict[str, Any]) -> dict[str, Any]:
+        c = self._container(name)
+        if c is not None and c.status == "running" and self._healthy(config):
+            return self.get(name, config)
+        if c is not None:
+            c.remove(force=True)
+        tag = self.build(name, bundle, config)
+        bundles = self._dir(name) / "bundles"
+        logs = self.ws.state / "logs" / "predictions" / name
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.client.containers.run(
+                tag,
+                name=f"mlops-{name}",
+                detach=True,
+                init=True,
+                labels={LABEL: name},
+                ports={"8080/tcp": (config.get("host", "127.0.0.1"), int(config["port"]))},
+                environment={"MLOPS_ADMIN_TOKEN": self._token(name)},
+                volumes={
+                    str(bundles): {"bind": "/bundles", "mode": "ro"},
+                    str(logs): {"bind": "/logs", "mode": "rw"},
+                },
+                mem_limit=config.get("memory", "1g"),
+                nano_cpus=int(float(config.get("cpus", 1.0)) * 1e9),
+            )
+        except Exception as exc:
+            raise DeployError(f"The container for {name} did not start: {exc}") from None
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self._healthy(config):
+                return self.get(name, config)
+            c = self._container(name)
+            if c is None or c.status == "exited":
+                break
+            time.sleep(0.2)
+        logs_text = self.logs(name, 20)
+        self.delete(name, config)
+        raise DeployError(f"The container for {name} did not become healthy: {logs_text}")
+
+    def _healthy(self, config: dict[str, Any]) -> bool:
+        try:
+            return httpx.get(self._url(config) + "/ping", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _admin(self, name, config, method, path, **kw) -> httpx.Response:
+        return httpx.request(
+            method,
+            self._url(config) + path,
+            timeout=120,
+            headers={"Authorization": f"Bearer {self._token(name)}"},
+            **kw,
+        )
+
+    def update(
+        self,
+        name: str,
+        bundle: Path,
+        config: dict[str, Any],
+        role: str = "primary",
+        percent: float = 0.0,
+    ) -> dict[str, Any]:
+        """Hot-swap inside the running container: bundles are mounted at /bundles."""
+        c = self._container(name)
+        if c is None or c.status != "running" or not self._healthy(config):
+            if role != "primary":
+                raise DeployError(f"{name} is not running; deploy a primary version first.")
+            return self.create(name, bundle, config)
+        r = self._admin(
+            name,
+            config,
+            "POST",
+            "/admin/load",
+            json={"path": f"/bundles/{bundle.name}", "role": role, "percent": percent},
+        )
+        if r.status_code != 200:
+            raise DeployError(
+                f"{name}: the new version was not loaded ({r.json().get('message')}); "
+                "the previous version keeps serving."
+            )
+        return self.get(name, config)
+
+    def promote(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        r = self._admin(name, config, "POST", "/admin/promote")
+        if r.status_code != 200:
+            raise DeployError(f"{name}: {r.json().get('message')}")
+        return self.get(name, config)
+
+    def rollback(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        r = self._admin(name, config, "POST", "/admin/rollback")
+        if r.status_code != 200:
+            raise DeployError(f"{name}: {r.json().get('message')}")
+        return self.get(name, config)
+
+    def status(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        r = self._admin(name, config, "GET", "/admin/status")
+        return r.json() if r.status_code == 200 else {}
+
+    def delete(self, name: str, config: dict[str, Any] | None = None) -> None:
+        c = self._container(name)
+        if c is not None:
+            c.stop(timeout=5)
+            c.remove(force=True)
+
+    def get(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        c = self._container(name)
+        info: dict[str, Any] = {"name": name, "target": self.name, "endpoint": self._url(config)}
+        if c is None:
+            return {**info, "status": "stopped"}
+        c.reload()
+        health = (c.attrs.get("State", {}).get("Health") or {}).get("Status")
+        info.update(
+            {
+                "container": c.short_id,
+                "image": c.image.tags[0] if c.image.tags else c.image.short_id,
+                "health": health,
+            }
+        )
+        if c.status != "running":
+            return {**info, "status": c.status}
+        try:
+            return {
+                **info,
+                "status": "running",
+                "serving": httpx.get(self._url(config) + "/version", timeout=2).json(),
+            }
+        except httpx.HTTPError:
+            return {**info, "status": "unhealthy"}
+
+    def predict(
+        self,
+        name: str,
+        config: dict[str, Any],
+        records: list[dict[str, Any]],
+        output: str = "predict",
+    ) -> list:
+        r = httpx.post(
+            self._url(config) + f"/invocations?output={output}",
+            json={"dataframe_records": records},
+            timeout=60,
+        )
+        if r.status_code != 200:
+            raise DeployError(f"{name}: {r.json().get('message', r.text)}")
+        return r.json()["predictions"]
+
+    def logs(self, name: str, tail: int = 100) -> str:
+        c = self._container(name)
+        return "" if c is None else c.logs(tail=tail).decode(errors="replace")
+
+    def export(self, name: str, bundle: Path, config: dict[str, Any], dest: Path) -> Path:
+        """Write the image serving `bundle` as a tar, for `docker load` where no registry is."""
+        tag = self.build(name, bundle, config)
+        image = self.client.images.get(tag)
+        dest = Path(dest)
+        with open(dest, "wb") as fh:
+            for chunk in image.save(named=True):
+                fh.write(chunk)
+        return dest
+
+
+@hookimpl
+def mlops_deploy_targets():
+    return {"docker": DockerTarget}
