@@ -16,7 +16,9 @@ def _ws(ctx):
 def register(cli: click.Group) -> None:
     @cli.command("deploy")
     @click.argument("ref")
-    @click.option("-t", "--target", default="local", show_default=True)
+    @click.option(
+        "-t", "--target", help="local or docker (default: the deployment's target, else local)."
+    )
     @click.option("--name", help="Deployment name (default: the model's name).")
     @click.option(
         "--port", type=int, help="Port (default: the first free one from [serving].port)."

@@ -101,6 +101,28 @@ def wheelhouse() -> Path:
     return folder
 
 
+def own_wheel(dest: Path) -> None:
+    """This mlops-console as a wheel, built fresh from its source (or the released one)."""
+    pip = [sys.executable, "-m", "pip"]
+    src = Path(__file__).resolve().parents[3]
+    if (src / "pyproject.toml").exists():
+        cmd = [*pip, "wheel", "--quiet", "--no-deps", "--no-cache-dir", "-w", str(dest), str(src)]
+    else:
+        cmd = [
+            *pip,
+            "download",
+            "--quiet",
+            "--no-deps",
+            "-d",
+            str(dest),
+            f"mlops-console=={metadata.version('mlops-console')}",
+        ]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        raise DeployError(f"Could not build the mlops-console wheel: {exc.stderr[-500:]}") from None
+
+
 class DockerTarget(DeployTarget):
     name = "docker"
 
@@ -154,6 +176,7 @@ class DockerTarget(DeployTarget):
         ctx.mkdir()
         shutil.copy(packaging_dir() / "Dockerfile", ctx / "Dockerfile")
         shutil.copytree(wheelhouse(), ctx / "wheelhouse")
+        own_wheel(ctx / "app")
         shutil.copytree(bundle, ctx / "bundle")
         tag = f"mlops-serve-{name}:{bundle.name}".lower()
         try:

@@ -101,7 +101,7 @@ class Deployments:
     def deploy(
         self,
         ref: str,
-        target: str = "local",
+        target: str | None = None,
         name: str | None = None,
         port: int | None = None,
         host: str | None = None,
@@ -113,6 +113,7 @@ class Deployments:
         mv = self.ws.models.resolve(ref)
         name = name or mv.name
         rec = self._record(name)
+        target = target or (rec["target"] if rec else "local")
         if rec is not None and rec["target"] != target:
             raise Conflict(
                 f"Deployment {name!r} runs on {rec['target']}; stop it first or pick --name."

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import os
 import random
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +34,12 @@ from mlops_console.serving.predlog import PredictionLog
 
 MAX_BODY = int(os.environ.get("MLOPS_MAX_BODY_BYTES", 32 << 20))
 MAX_BATCH_ROWS = 1024
+
+
+def say(message: str) -> None:
+    """One line on stderr for the deployment's log (no request data, no secrets)."""
+    sys.stderr.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + message + "\n")
+    sys.stderr.flush()
 
 
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -430,6 +437,7 @@ def build_app(server: Server) -> Starlette:
                 None, lambda: ServedModel.from_folder(folder, body.get("runtime"))
             )
         except Exception as exc:  # the old version keeps serving
+            say(f"load of {folder} failed: {exc}")
             return _error(422, f"The bundle at {folder} cannot be loaded: {exc}", "LOAD_FAILED")
         if role == "primary":
             old, server.primary = server.primary, new
@@ -441,6 +449,10 @@ def build_app(server: Server) -> Starlette:
             old, server.shadow = server.shadow, new
         server.swaps += 1
         server.retire(old)
+        say(
+            f"loaded {new.ref} ({new.runtime}) as {role}"
+            + (f" at {server.canary_percent}%" if role == "canary" else "")
+        )
         return _json({"loaded": new.describe(), "role": role})
 
     async def admin_promote(request: Request) -> Response:
@@ -451,6 +463,7 @@ def build_app(server: Server) -> Starlette:
         old, server.primary = server.primary, server.canary
         server.canary, server.canary_percent = None, 0.0
         server.retire(old)
+        say(f"promoted canary {server.primary.ref} to primary")
         return _json({"primary": server.primary.describe()})
 
     async def admin_rollback(request: Request) -> Response:
@@ -462,6 +475,7 @@ def build_app(server: Server) -> Starlette:
         server.canary, server.canary_percent, server.shadow = None, 0.0, None
         server.retire(old_c)
         server.retire(old_s)
+        say(f"rolled back to {server.primary.ref} only")
         return _json({"primary": server.primary.describe()})
 
     def openapi(_: Request) -> Response:
@@ -577,6 +591,10 @@ def run(
         model,
         Path(log_dir) if log_dir else None,
         admin_token or os.environ.get("MLOPS_ADMIN_TOKEN"),
+    )
+    say(
+        f"serving {model.ref} ({model.runtime}) on {host}:{port}; admin "
+        f"{'enabled' if server.admin_token else 'disabled'}; prediction log {'in ' + str(log_dir) if log_dir else 'off'}"
     )
     uvicorn.run(build_app(server), host=host, port=port, log_level="warning", access_log=False)
 
