@@ -31,7 +31,13 @@ RUNTIME = (
     "uvicorn",
     "orjson",
 )
-DEFAULT_BASE = os.environ.get("MLOPS_DOCKER_BASE_IMAGE", "python:3.11-slim")
+DEFAULT_BASE = "python:3.11-slim"
+
+
+def base_image(config: dict[str, Any]) -> str:
+    return config.get("base_image") or os.environ.get("MLOPS_DOCKER_BASE_IMAGE") or DEFAULT_BASE
+
+
 LABEL = "mlops-console"
 
 
@@ -179,16 +185,25 @@ class DockerTarget(DeployTarget):
         own_wheel(ctx / "app")
         shutil.copytree(bundle, ctx / "bundle")
         tag = f"mlops-serve-{name}:{bundle.name}".lower()
+        base = base_image(config)
         try:
             self.client.images.build(
                 path=str(ctx),
                 tag=tag,
                 rm=True,
                 labels={LABEL: name},
-                buildargs={"BASE_IMAGE": config.get("base_image") or DEFAULT_BASE},
+                buildargs={"BASE_IMAGE": base},
             )
         except Exception as exc:
-            raise DeployError(f"The image for {name} did not build: {exc}") from None
+            hint = ""
+            if "registry" in str(exc) or "pull" in str(exc):
+                hint = (
+                    f" The base image {base!r} is not on this machine and no registry answers: "
+                    "build one with packaging/docker/base-image.sh and set MLOPS_DOCKER_BASE_IMAGE."
+                )
+            raise DeployError(
+                f"The image for {name} (base {base}) did not build: {exc}.{hint}"
+            ) from None
         finally:
             shutil.rmtree(ctx, ignore_errors=True)
         return tag
