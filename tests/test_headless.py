@@ -53,3 +53,14 @@ def test_cli_help_does_not_import_heavy_libraries():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_server_imports_without_the_heavy_parts():
+    code = (
+        "import sys\n"
+        "import mlops_console.serving.app\n"
+        "heavy = {'sklearn', 'pandas', 'sqlalchemy', 'sqlmodel', 'alembic', 'pydantic', 'duckdb', 'pyarrow', 'textual'}\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
