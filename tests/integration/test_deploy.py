@@ -32,6 +32,7 @@ def test_deploy_canary_judge_rollback_and_failed_deploy(dws):
     rec = dws.deployments.deploy("m/1", name="svc", port=port)
     assert rec["status"] == "running" and rec["endpoint"] == f"http://127.0.0.1:{port}"
     assert len(dws.deployments.predict("svc", records())) == 4
+    assert "svc" in dws.deployments.target("local").list()
     # idempotent: deploying the same version again changes nothing
     assert dws.deployments.deploy("m/1", name="svc")["version"] == 1
     with pytest.raises(Conflict, match="not deployed yet"):

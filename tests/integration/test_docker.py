@@ -39,6 +39,7 @@ def test_docker_build_run_predict_swap_export_stop(engine, tmp_path_factory):
     try:
         rec = ws.deployments.deploy("m/1", target="docker", name="dk", port=free_port())
         assert rec["status"] == "running" and rec["target"] == "docker"
+        assert "dk" in ws.deployments.target("docker").list()
         st = ws.deployments.status("dk")
         assert st["live"]["status"] == "running" and st["live"]["image"].startswith(
             "mlops-serve-dk:"

@@ -193,8 +193,12 @@ def register(cli: click.Group) -> None:
     @click.option("--max-error-rate", type=float, default=0.01, show_default=True)
     @click.option("--max-p99-ms", type=float, default=250.0, show_default=True)
     @click.option("--min-requests", type=int, default=50, show_default=True)
-    @click.option("--watch", type=float, default=0.0,
-                  help="Keep judging for up to this many seconds until it promotes or rolls back.")
+    @click.option(
+        "--watch",
+        type=float,
+        default=0.0,
+        help="Keep judging for up to this many seconds until it promotes or rolls back.",
+    )
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def judge(ctx, name, max_error_rate, max_p99_ms, min_requests, watch, as_json) -> None:
@@ -208,13 +212,17 @@ def register(cli: click.Group) -> None:
                 if v["decision"] != "wait" or time.time() >= deadline:
                     break
                 if not as_json:
-                    click.echo(f"  .. waiting: {v['requests']}/{min_requests} canary requests", err=True)
+                    click.echo(
+                        f"  .. waiting: {v['requests']}/{min_requests} canary requests", err=True
+                    )
                 time.sleep(min(5.0, max(0.5, watch / 20)))
         if as_json:
             emit_json(v)
             return
-        click.echo(f"{name}: {v['decision']} (canary: {v['requests']} requests, {v['errors']} errors, "
-                   f"p99 {num(v['p99_ms'])} ms)")
+        click.echo(
+            f"{name}: {v['decision']} (canary: {v['requests']} requests, {v['errors']} errors, "
+            f"p99 {num(v['p99_ms'])} ms)"
+        )
 
     @deployments.command("export")
     @click.argument("name")

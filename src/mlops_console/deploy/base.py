@@ -51,6 +51,10 @@ class DeployTarget:
     def get(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def list(self) -> list[str]:
+        """Names of the deployments this target is running now."""
+        raise NotImplementedError
+
     def predict(
         self,
         name: str,

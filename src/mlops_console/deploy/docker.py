@@ -354,6 +354,12 @@ class DockerTarget(DeployTarget):
             raise DeployError(f"{name}: {r.json().get('message', r.text)}")
         return r.json()["predictions"]
 
+    def list(self) -> list[str]:
+        return sorted(
+            c.labels.get(LABEL, c.name)
+            for c in self.client.containers.list(filters={"label": LABEL})
+        )
+
     def logs(self, name: str, tail: int = 100) -> str:
         c = self._container(name)
         return "" if c is None else c.logs(tail=tail).decode(errors="replace")

@@ -210,6 +210,12 @@ class LocalTarget(DeployTarget):
             raise DeployError(f"{name}: {r.json().get('message', r.text)}")
         return r.json()["predictions"]
 
+    def list(self) -> list[str]:
+        root = self.ws.state / "deployments"
+        if not root.exists():
+            return []
+        return sorted(d.name for d in root.iterdir() if (d / "pid").exists() and self._pid(d.name))
+
     def logs(self, name: str, tail: int = 100) -> str:
         f = self._dir(name) / "server.log"
         if not f.exists():
