@@ -21,7 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	# the docker tests start an engine if none runs (packaging/docker/engine.sh); stop it after
+	$(BIN)/pytest; rc=$$?; bash packaging/docker/engine.sh stop || true; exit $$rc
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
