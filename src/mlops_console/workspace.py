@@ -110,6 +110,12 @@ class Workspace:
         return Deployments(self)
 
     @cached_property
+    def jobs(self):
+        from mlops_console.automation.jobs import JobStore
+
+        return JobStore(self)
+
+    @cached_property
     def runs(self):
         from mlops_console.tracking.runs import RunTracker
 

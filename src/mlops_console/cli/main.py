@@ -52,12 +52,22 @@ def open_workspace(ctx: click.Context):
 
 
 def _register() -> None:
-    from mlops_console.cli import data, deploy, features, models, runs, serve, workspace_cmds
+    from mlops_console.cli import (
+        automation,
+        data,
+        deploy,
+        features,
+        models,
+        runs,
+        serve,
+        workspace_cmds,
+    )
 
     workspace_cmds.register(cli)
     workspace_cmds.register_testing(cli)
     serve.register(cli)
     deploy.register(cli)
+    automation.register(cli)
     cli.add_command(data.data)
     cli.add_command(features.features)
     cli.add_command(runs.runs)

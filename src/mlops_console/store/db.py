@@ -28,7 +28,13 @@ BUSY_TIMEOUT_S = 60.0
 # Ordered, append-only list of the Alembic revisions this code knows. A test checks it
 # against the migration scripts; keeping it here lets a workspace open without importing
 # Alembic when its schema is already current.
-REVISIONS: tuple[str, ...] = ("0001_foundation", "0002_datasets", "0003_gates", "0004_deployments")
+REVISIONS: tuple[str, ...] = (
+    "0001_foundation",
+    "0002_datasets",
+    "0003_gates",
+    "0004_deployments",
+    "0005_jobs",
+)
 HEAD = REVISIONS[-1]
 
 

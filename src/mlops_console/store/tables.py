@@ -219,3 +219,26 @@ class DeploymentEvent(SQLModel, table=True):
     from_version: int | None = None
     to_version: int | None = None
     detail: str = ""
+
+
+class Job(SQLModel, table=True):
+    """A unit of automated work: a chain (retrain, test, redeploy) or one of its steps."""
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_status_created", "status", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # chain, ingest, features, train, deploy, judge
+    pipeline: str = ""
+    chain_id: int | None = None  # the chain a step belongs to
+    status: str  # queued, running, succeeded, failed, cancelled
+    trigger: str = ""  # schedule, watch, manual, retry, recovery
+    attempt: int = 1
+    max_attempts: int = 1
+    cancel_requested: bool = False
+    detail: str = ""  # the outcome in one or two sentences
+    result: str = "{}"  # JSON
+    log_path: str = ""
+    pid: int | None = None
+    created_at: float
+    started_at: float | None = None
+    ended_at: float | None = None

@@ -1,0 +1,1 @@
+"""The automation daemon: schedules, file watchers, the job queue and its control API."""

@@ -1,0 +1,153 @@
+"""The daemon's control API (Starlette on the daemon's Unix socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from mlops_console.errors import MlopsError, NotFound
+
+if TYPE_CHECKING:
+    from mlops_console.automation.daemon import Daemon
+
+
+def _json(data, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data, default=str), status_code=status, media_type="application/json"
+    )
+
+
+def build_api(d: Daemon) -> Starlette:
+    def guarded(fn):
+        async def wrapper(request: Request) -> Response:
+            try:
+                out = fn(request)
+                if asyncio.iscoroutine(out):
+                    out = await out
+                return out if isinstance(out, Response) else _json(out)
+            except NotFound as exc:
+                return _json({"error": str(exc)}, 404)
+            except MlopsError as exc:
+                return _json({"error": str(exc)}, 409)
+
+        return wrapper
+
+    def status(_: Request):
+        running = d.ws.jobs.list(status="running", limit=100)
+        return {
+            "pid": os.getpid(),
+            "workspace": str(d.ws.root),
+            "started": d.started,
+            "uptime_s": time.time() - d.started,
+            "running": [j["id"] for j in running if j["kind"] == "chain"],
+            "queued": len(d.ws.jobs.list(status="queued", limit=1000)),
+            "schedules": len(d.schedules()),
+            "watching": sorted(d.pending) if d.pending else [],
+        }
+
+    def jobs(request: Request):
+        q = request.query_params
+        return {
+            "jobs": d.ws.jobs.list(
+                status=q.get("status"), pipeline=q.get("pipeline"), limit=int(q.get("limit", 50))
+            )
+        }
+
+    def job(request: Request):
+        j = d.ws.jobs.get(int(request.path_params["id"]))
+        j["steps"] = sorted(d.ws.jobs.list(chain_id=j["id"], limit=100), key=lambda s: s["id"])
+        return j
+
+    def job_logs(request: Request):
+        return {
+            "logs": d.ws.jobs.logs(
+                int(request.path_params["id"]), int(request.query_params.get("tail", 200))
+            )
+        }
+
+    async def submit(request: Request):
+        body = orjson.loads(await request.body() or b"{}")
+        pipeline = body.get("pipeline")
+        if not pipeline:
+            return _json({"error": 'Give the pipeline to run: {"pipeline": NAME}.'}, 400)
+        d.ws.pipeline_path(pipeline)  # NotFound-like error if it does not exist
+        j = d.ws.jobs.submit("chain", pipeline, trigger="manual", max_attempts=d.max_attempts)
+        d.event({"event": "triggered", "pipeline": pipeline, "by": "api", "job": j["id"]})
+        return j
+
+    def cancel(request: Request):
+        return d.ws.jobs.cancel(int(request.path_params["id"]))
+
+    def schedules(_: Request):
+        return {"schedules": d.schedules()}
+
+    def schedule_action(request: Request):
+        sid, action = request.path_params["id"], request.path_params["action"]
+        job = d.scheduler.get_job(sid)
+        if job is None:
+            raise NotFound(f"No schedule {sid!r}; `mlops schedules list` shows them.")
+        if action == "pause":
+            d.scheduler.pause_job(sid)
+        elif action == "resume":
+            d.scheduler.resume_job(sid)
+        elif action == "trigger":
+            j = d.ws.jobs.submit(
+                "chain", job.args[1], trigger="manual", max_attempts=d.max_attempts
+            )
+            d.event(
+                {"event": "triggered", "pipeline": job.args[1], "by": "trigger-now", "job": j["id"]}
+            )
+            return {"schedule": sid, "job": j}
+        else:
+            return _json({"error": f"Unknown action {action!r}: pause, resume or trigger."}, 400)
+        return {"schedules": d.schedules()}
+
+    def deployments(_: Request):
+        return {"deployments": d.ws.deployments.list()}
+
+    async def events(request: Request):
+        async def stream():
+            seen = len(d.events)
+            yield b": connected\n\n"
+            while not d.stop.is_set():
+                if await request.is_disconnected():
+                    break
+                new, seen = d.events[seen:], len(d.events)
+                for e in new:
+                    yield (
+                        b"event: "
+                        + e["event"].encode()
+                        + b"\ndata: "
+                        + orjson.dumps(e, default=str)
+                        + b"\n\n"
+                    )
+                await asyncio.sleep(0.25)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    def shutdown(_: Request):
+        d.shutdown()
+        return {"stopping": True}
+
+    routes = [
+        Route("/status", guarded(status)),
+        Route("/jobs", guarded(jobs), methods=["GET"]),
+        Route("/jobs", guarded(submit), methods=["POST"]),
+        Route("/jobs/{id:int}", guarded(job)),
+        Route("/jobs/{id:int}/logs", guarded(job_logs)),
+        Route("/jobs/{id:int}/cancel", guarded(cancel), methods=["POST"]),
+        Route("/schedules", guarded(schedules)),
+        Route("/schedules/{id}/{action}", guarded(schedule_action), methods=["POST"]),
+        Route("/deployments", guarded(deployments)),
+        Route("/events", events),
+        Route("/shutdown", guarded(shutdown), methods=["POST"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,231 @@
+"""The chain a trigger runs, as one process per chain (so a crash, a cancel or a timeout
+ends it cleanly): ingest and validate → build features → train, test and gate →
+register → deploy as canary → promote or roll back by its health → notify.
+
+    python -m mlops_console.automation.chain WORKSPACE JOB_ID
+
+Each step is a job of its own (state, log file, timings, outcome); a failed step stops
+the chain and says why. Nothing half-done is left: versions that fail their gates take
+no alias, and a canary that is not promoted is rolled back.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from typing import Any
+
+from mlops_console.errors import MlopsError
+
+
+class ChainStopped(Exception):
+    pass
+
+
+class Step:
+    def __init__(self, ws, chain: dict[str, Any], kind: str):
+        self.ws, self.chain, self.kind = ws, chain, kind
+        self.job = ws.jobs.submit(
+            kind,
+            chain["pipeline"],
+            trigger=chain["trigger"],
+            chain_id=chain["id"],
+            status="running",
+        )
+        ws.jobs.update(self.job["id"], started_at=time.time())
+        self.fh = open(self.job["log_path"], "a", buffering=1)  # noqa: SIM115 (closed in __exit__)
+
+    def log(self, text: str) -> None:
+        self.fh.write(time.strftime("%H:%M:%S ") + text.rstrip() + "\n")
+
+    def __enter__(self):
+        self.log(f"{self.kind}: started")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.ws.jobs.finish(
+                self.job["id"],
+                "succeeded",
+                self.detail if hasattr(self, "detail") else "done",
+                getattr(self, "result", {}),
+            )
+            self.log(f"{self.kind}: succeeded")
+        else:
+            detail = (
+                str(exc)
+                if isinstance(exc, MlopsError | ChainStopped)
+                else f"{exc_type.__name__}: {exc}"
+            )
+            if not isinstance(exc, MlopsError | ChainStopped):
+                self.log(traceback.format_exc())
+            self.ws.jobs.finish(self.job["id"], "failed", detail)
+            self.log(f"{self.kind}: FAILED - {detail}")
+        self.fh.close()
+        return False
+
+
+def run_chain(ws, job_id: int) -> dict[str, Any]:
+    from mlops_console.training.runner import load_spec, train
+
+    chain = ws.jobs.get(job_id)
+    spec, _ = load_spec(ws, chain["pipeline"], None)
+    result: dict[str, Any] = {"steps": []}
+
+    def check_cancel():
+        if ws.jobs.get(job_id)["cancel_requested"]:
+            raise ChainStopped("cancelled on request")
+
+    if spec.data.dataset:
+        with Step(ws, chain, "ingest") as s:
+            r = ws.data.ingest(spec.data.dataset, stage=s.log)
+            s.log(r.message)
+            s.result = {
+                "version": r.version.version,
+                "created": r.created,
+                "status": r.version.status,
+            }
+            if r.version.status == "quarantined":
+                raise ChainStopped(
+                    f"{spec.data.dataset} v{r.version.version} broke its data contract and is "
+                    "quarantined; the chain stops and the champion keeps serving."
+                )
+            s.detail = r.message
+        result["steps"].append("ingest")
+    check_cancel()
+    if ws.features.views():
+        with Step(ws, chain, "features") as s:
+            res = ws.features.materialize(stage=s.log)
+            s.detail = ", ".join(f"{r['view']}: {r['rows_written']} rows" for r in res)
+        result["steps"].append("features")
+    check_cancel()
+    with Step(ws, chain, "train") as s:
+        t = train(ws, chain["pipeline"], stage=s.log)
+        s.result = {
+            "run_id": t.run_id,
+            "version": t.version.ref if t.version else None,
+            "gates_passed": t.gates.get("passed"),
+            "aliases": t.aliases,
+        }
+        if t.version is None:
+            s.detail = f"trained run {t.run_id[:8]} (no register_as: nothing registered)"
+        elif not t.gates.get("passed"):
+            failed = [g["name"] for g in t.gates["results"] if not g["passed"]]
+            raise ChainStopped(
+                f"{t.version.ref} failed its gates ({', '.join(failed)}); it takes no alias "
+                "and is not deployed."
+            )
+        else:
+            s.detail = f"registered {t.version.ref} as @{', @'.join(t.aliases)}"
+        result.update(s.result)
+    result["steps"].append("train")
+    check_cancel()
+    if spec.deploy.target and spec.deploy.auto and t.version is not None:
+        name = spec.register_as
+        existing = {d["name"]: d for d in ws.deployments.list()}
+        with Step(ws, chain, "deploy") as s:
+            current = existing.get(name)
+            if current is None or current["status"] != "running":
+                rec = ws.deployments.deploy(t.version.ref, target=spec.deploy.target, name=name)
+                s.detail = f"{name}: started with {t.version.ref} at {rec['endpoint']}"
+                decision = "first"
+            else:
+                ws.deployments.deploy(
+                    t.version.ref,
+                    name=name,
+                    strategy="canary",
+                    canary_percent=spec.deploy.canary_percent,
+                )
+                s.log(f"{name}: canary {t.version.ref} at {spec.deploy.canary_percent}%")
+                deadline = time.time() + spec.deploy.canary_minutes * 60
+                while True:
+                    v = ws.deployments.judge_canary(name, min_requests=20)
+                    s.log(
+                        f"judge: {v['decision']} ({v['requests']} canary requests, {v['errors']} errors)"
+                    )
+                    if v["decision"] != "wait":
+                        decision = v["decision"]
+                        break
+                    if time.time() >= deadline:
+                        ws.deployments.rollback(
+                            name, reason="canary saw too few requests in its window"
+                        )
+                        decision = "rollback"
+                        break
+                    check_cancel()
+                    time.sleep(2)
+                s.detail = f"{name}: canary {t.version.ref} -> {decision}"
+            if decision in ("promote", "first"):
+                champion = ws.config.registry.champion_alias
+                if champion not in ws.models.resolve(t.version.ref).aliases:
+                    ws.models.promote(t.version.ref, reason=f"deployed by chain {job_id}")
+            s.result = {"decision": decision}
+            result["deploy"] = decision
+        result["steps"].append("deploy")
+    return result
+
+
+def notify(ws, event: dict[str, Any]) -> None:
+    """Pass an event to every notifier plugin; a failing notifier never fails the chain."""
+    from mlops_console.plugins import load_plugins
+
+    for hook_result in load_plugins().pm.hook.mlops_notifiers():
+        for _name, fn in (hook_result or {}).items():
+            try:
+                fn(event)
+            except Exception:
+                pass
+
+
+def main() -> None:
+    from mlops_console.workspace import Workspace
+
+    root, job_id = sys.argv[1], int(sys.argv[2])
+    ws = Workspace.open(root)
+    job = ws.jobs.get(job_id)
+    with open(job["log_path"], "a", buffering=1) as fh:
+        fh.write(
+            time.strftime("%H:%M:%S ") + f"chain {job_id} for pipeline {job['pipeline']} "
+            f"(trigger: {job['trigger']}, attempt {job['attempt']})\n"
+        )
+        try:
+            result = run_chain(ws, job_id)
+            ws.jobs.finish(
+                job_id, "succeeded", "chain done: " + " -> ".join(result["steps"]), result
+            )
+            fh.write(time.strftime("%H:%M:%S ") + "chain succeeded\n")
+            notify(
+                ws,
+                {"event": "chain_succeeded", "job": job_id, "pipeline": job["pipeline"], **result},
+            )
+        except ChainStopped as exc:
+            status = "cancelled" if "cancelled" in str(exc) else "failed"
+            ws.jobs.finish(job_id, status, str(exc))
+            fh.write(time.strftime("%H:%M:%S ") + f"chain {status}: {exc}\n")
+            notify(
+                ws,
+                {
+                    "event": f"chain_{status}",
+                    "job": job_id,
+                    "pipeline": job["pipeline"],
+                    "detail": str(exc),
+                },
+            )
+        except Exception as exc:
+            ws.jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
+            fh.write(traceback.format_exc())
+            notify(
+                ws,
+                {
+                    "event": "chain_failed",
+                    "job": job_id,
+                    "pipeline": job["pipeline"],
+                    "detail": str(exc),
+                },
+            )
+    ws.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Talking to a running daemon over its Unix socket (httpx)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from mlops_console.errors import MlopsError
+
+
+class DaemonClient:
+    def __init__(self, ws, timeout: float = 30.0):
+        self.sock = ws.state / "daemon.sock"
+        self.timeout = timeout
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.sock)),
+            base_url="http://daemon",
+            timeout=self.timeout,
+        )
+
+    def available(self) -> bool:
+        if not self.sock.exists():
+            return False
+        try:
+            with self._client() as c:
+                return c.get("/status").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def call(self, method: str, path: str, **kw) -> Any:
+        if not self.sock.exists():
+            raise MlopsError("No daemon runs for this workspace; start one with `mlops up`.")
+        try:
+            with self._client() as c:
+                r = c.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise MlopsError(
+                f"The daemon does not answer on {self.sock} ({exc}); `mlops status` "
+                "checks it, `mlops up` starts one."
+            ) from None
+        data = r.json()
+        if r.status_code >= 400:
+            raise MlopsError(data.get("error", r.text))
+        return data

@@ -1,0 +1,415 @@
+"""`mlops daemon`: schedules, file watchers, the job queue and the control API.
+
+One daemon per workspace, guarded by an exclusive lock on `.mlops/daemon.lock`. Chains
+run as child processes (at most `concurrency` at a time); the control API listens on the
+Unix socket `.mlops/daemon.sock`, whose file permissions are the access control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import fnmatch
+import glob
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from mlops_console.errors import MlopsError
+
+_CURRENT: Daemon | None = None
+
+
+def scheduled_trigger(root: str, pipeline: str) -> None:
+    """Called by APScheduler (stored by reference in its SQLite job store)."""
+    d = _CURRENT
+    if d is not None:
+        d.ws.jobs.submit("chain", pipeline, trigger="schedule", max_attempts=d.max_attempts)
+        d.event({"event": "triggered", "pipeline": pipeline, "by": "schedule"})
+
+
+class Daemon:
+    def __init__(
+        self,
+        ws,
+        concurrency: int = 1,
+        job_timeout: float = 3600.0,
+        settle_seconds: float = 2.0,
+        max_attempts: int = 2,
+    ):
+        self.ws = ws
+        self.concurrency = concurrency
+        self.job_timeout = job_timeout
+        self.settle = settle_seconds
+        self.max_attempts = max_attempts
+        self.lock_path = ws.state / "daemon.lock"
+        self.pid_path = ws.state / "daemon.pid"
+        self.sock_path = ws.state / "daemon.sock"
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.pending: dict[
+            str, dict[str, Any]
+        ] = {}  # pipeline -> {"last": t, "files": {path: (size, mtime)}}
+        self.pending_lock = threading.Lock()
+        self.stop = threading.Event()
+        self.events: list[dict[str, Any]] = []
+        self.started = time.time()
+        self.scheduler = None
+        self.observer = None
+        self._lock_fh = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        self._lock_fh = open(self.lock_path, "a+")  # noqa: SIM115 (held for the daemon's life)
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = self.pid_path.read_text().strip() if self.pid_path.exists() else "unknown"
+            raise MlopsError(
+                f"A daemon already runs for this workspace (pid {pid}). `mlops status` "
+                "reports on it; `mlops down` stops it."
+            ) from None
+        self.pid_path.write_text(str(os.getpid()))
+
+    def event(self, data: dict[str, Any]) -> None:
+        data = {"at": time.time(), **data}
+        self.events.append(data)
+        del self.events[:-1000]
+
+    def run(self) -> None:
+        """Run in the foreground until SIGTERM/SIGINT or POST /shutdown."""
+        global _CURRENT
+        self.acquire()
+        _CURRENT = self
+        recovered = self.ws.jobs.recover()
+        for job in recovered:
+            self.event({"event": "recovered", "job": job["id"], "status": "failed"})
+        self.resupervise()
+        self.start_scheduler()
+        self.start_watchers()
+        worker = threading.Thread(target=self.work, name="job-queue", daemon=True)
+        worker.start()
+        try:
+            self.serve()
+        finally:
+            self.stop.set()
+            worker.join(timeout=10)
+            for proc in self.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            if self.scheduler:
+                self.scheduler.shutdown(wait=False)
+            if self.observer:
+                self.observer.stop()
+            self.sock_path.unlink(missing_ok=True)
+            self.pid_path.unlink(missing_ok=True)
+            _CURRENT = None
+
+    def resupervise(self) -> None:
+        """Restart local deployments that should run but do not (after a crash or reboot)."""
+        for d in self.ws.deployments.list():
+            if d["status"] != "running" or d["target"] != "local":
+                continue
+            live = self.ws.deployments.target("local").get(d["name"], d["config"])
+            if live["status"] != "running":
+                try:
+                    self.ws.deployments.target("local").create(
+                        d["name"],
+                        self.ws.deployments._bundle_dir(
+                            d["name"], self.ws.models.resolve(f"{d['model']}/{d['version']}")
+                        ),
+                        d["config"],
+                    )
+                    self.event({"event": "resupervised", "deployment": d["name"]})
+                except Exception as exc:
+                    self.event(
+                        {"event": "resupervise_failed", "deployment": d["name"], "detail": str(exc)}
+                    )
+
+    # --- schedules ------------------------------------------------------------------------
+
+    def pipelines(self) -> dict[str, Any]:
+        from mlops_console.config import load_pipeline
+
+        out = {}
+        for path in sorted((self.ws.root / "pipelines").glob("*.toml")):
+            try:
+                out[path.stem] = load_pipeline(path)
+            except MlopsError as exc:
+                self.event({"event": "pipeline_invalid", "pipeline": path.stem, "detail": str(exc)})
+        return out
+
+    def start_scheduler(self) -> None:
+        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        from mlops_console.features.spec import parse_ttl
+
+        store = SQLAlchemyJobStore(
+            url=f"sqlite:///{self.ws.db.path}",
+            tablename="apscheduler_jobs",
+            engine_options={"connect_args": {"timeout": 60}},
+        )
+        # coalesce + grace: after downtime a missed run happens once, not once per miss
+        self.scheduler = BackgroundScheduler(
+            jobstores={"default": store},
+            job_defaults={"coalesce": True, "misfire_grace_time": 3600, "max_instances": 1},
+        )
+        self.scheduler.start()
+        wanted = set()
+        for name, spec in self.pipelines().items():
+            sch = spec.schedule
+            for kind, value in (("cron", sch.cron), ("interval", sch.interval)):
+                if not value:
+                    continue
+                job_id = f"{name}:{kind}"
+                wanted.add(job_id)
+                trigger = (
+                    CronTrigger.from_crontab(value)
+                    if kind == "cron"
+                    else IntervalTrigger(seconds=parse_ttl(value))
+                )
+                existing = self.scheduler.get_job(job_id)
+                if existing is None or str(existing.trigger) != str(trigger):
+                    self.scheduler.add_job(
+                        scheduled_trigger,
+                        trigger,
+                        args=[str(self.ws.root), name],
+                        id=job_id,
+                        name=f"{name} every {value}"
+                        if kind == "interval"
+                        else f"{name} at '{value}'",
+                        replace_existing=True,
+                    )
+                if sch.paused:
+                    self.scheduler.pause_job(job_id)
+        for job in self.scheduler.get_jobs():
+            if job.id not in wanted:
+                job.remove()
+
+    def schedules(self) -> list[dict[str, Any]]:
+        out = []
+        for job in self.scheduler.get_jobs():
+            out.append(
+                {
+                    "id": job.id,
+                    "pipeline": job.args[1],
+                    "name": job.name,
+                    "trigger": str(job.trigger),
+                    "next_run": job.next_run_time.timestamp() if job.next_run_time else None,
+                    "paused": job.next_run_time is None,
+                }
+            )
+        return out
+
+    # --- file watchers ----------------------------------------------------------------------
+
+    def start_watchers(self) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        daemon = self
+        targets: dict[str, list[tuple[str, str]]] = {}  # folder -> [(pipeline, absolute glob)]
+        for name, spec in self.pipelines().items():
+            if not (spec.schedule.on_data_change and spec.data.dataset):
+                continue
+            try:
+                source = self.ws.data.get(spec.data.dataset)["source"]
+            except MlopsError:
+                continue
+            pattern = source if os.path.isabs(source) else str(self.ws.root / source)
+            folder = Path(pattern)
+            while glob.has_magic(str(folder)):
+                folder = folder.parent
+            if folder.is_file() or not folder.exists():
+                folder = folder.parent
+            targets.setdefault(str(folder), []).append((name, pattern))
+
+        class Handler(FileSystemEventHandler):
+            def __init__(self, watches):
+                self.watches = watches
+
+            def on_any_event(self, event):
+                if event.is_directory or event.event_type not in (
+                    "created",
+                    "modified",
+                    "moved",
+                    "closed",
+                ):
+                    return
+                path = getattr(event, "dest_path", None) or event.src_path
+                for pipeline, pattern in self.watches:
+                    if fnmatch.fnmatch(path, pattern):
+                        with daemon.pending_lock:
+                            p = daemon.pending.setdefault(pipeline, {"files": {}})
+                            p["last"] = time.time()
+                            p["files"][path] = None
+
+        self.observer = Observer()
+        for folder, watches in targets.items():
+            self.observer.schedule(Handler(watches), folder, recursive=False)
+            self.event(
+                {"event": "watching", "folder": folder, "pipelines": [w[0] for w in watches]}
+            )
+        self.observer.start()
+
+    def settle_pending(self) -> None:
+        """Trigger once the files of a burst stopped changing (size and mtime stable)."""
+        now = time.time()
+        with self.pending_lock:
+            items = list(self.pending.items())
+        for pipeline, p in items:
+            if now - p["last"] < self.settle:
+                continue
+            stable = True
+            for path, seen in list(p["files"].items()):
+                try:
+                    st = os.stat(path)
+                    sig = (st.st_size, st.st_mtime)
+                except OSError:
+                    sig = None
+                if sig != seen:
+                    p["files"][path] = sig
+                    stable = False
+            if not stable:
+                with self.pending_lock:
+                    p["last"] = now  # look again after another settle period
+                continue
+            with self.pending_lock:
+                self.pending.pop(pipeline, None)
+            job = self.ws.jobs.submit(
+                "chain", pipeline, trigger="watch", max_attempts=self.max_attempts
+            )
+            self.event(
+                {
+                    "event": "triggered",
+                    "pipeline": pipeline,
+                    "by": "watch",
+                    "job": job["id"],
+                    "files": sorted(p["files"]),
+                }
+            )
+
+    # --- the job queue ------------------------------------------------------------------------
+
+    def work(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.settle_pending()
+                self.reap()
+                while len(self.procs) < self.concurrency:
+                    job = self.ws.jobs.claim_next()
+                    if job is None:
+                        break
+                    self.launch(job)
+            except Exception as exc:  # the queue must survive a bad moment (e.g. a locked file)
+                self.event({"event": "worker_error", "detail": str(exc)})
+            self.stop.wait(0.3)
+
+    def launch(self, job: dict[str, Any]) -> None:
+        log = open(job["log_path"], "ab")  # noqa: SIM115 (handed to the child)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_console.automation.chain",
+                str(self.ws.root),
+                str(job["id"]),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.ws.root,
+        )
+        log.close()
+        self.procs[job["id"]] = proc
+        self.ws.jobs.update(job["id"], pid=proc.pid)
+        self.event({"event": "started", "job": job["id"], "pipeline": job["pipeline"]})
+
+    def reap(self) -> None:
+        for job_id, proc in list(self.procs.items()):
+            job = self.ws.jobs.get(job_id)
+            code = proc.poll()
+            if code is None:
+                too_long = job["started_at"] and time.time() - job["started_at"] > self.job_timeout
+                if job["cancel_requested"] or too_long:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                    why = (
+                        "cancelled on request"
+                        if job["cancel_requested"]
+                        else f"timed out after {self.job_timeout:.0f} s"
+                    )
+                    self._close_children(job_id, why)
+                    self.ws.jobs.finish(
+                        job_id, "cancelled" if job["cancel_requested"] else "failed", why
+                    )
+                    self.procs.pop(job_id)
+                    self.event({"event": "ended", "job": job_id, "status": "cancelled"})
+                continue
+            self.procs.pop(job_id)
+            job = self.ws.jobs.get(job_id)
+            if job["status"] == "running":  # the process died without saying how it ended
+                self._close_children(job_id, f"the chain process exited with code {code}")
+                self.ws.jobs.finish(job_id, "failed", f"the chain process exited with code {code}")
+                job = self.ws.jobs.get(job_id)
+            if (
+                job["status"] == "failed"
+                and job["attempt"] < job["max_attempts"]
+                and "gates" not in job["detail"]
+                and "contract" not in job["detail"]
+            ):
+                delay = 2 ** job["attempt"]
+                retry = self.ws.jobs.submit(
+                    "chain", job["pipeline"], trigger="retry", max_attempts=job["max_attempts"]
+                )
+                self.ws.jobs.update(
+                    retry["id"], attempt=job["attempt"] + 1, created_at=time.time() + delay
+                )
+            self.event(
+                {"event": "ended", "job": job_id, "status": job["status"], "detail": job["detail"]}
+            )
+
+    def _close_children(self, chain_id: int, why: str) -> None:
+        for step in self.ws.jobs.list(chain_id=chain_id, status="running"):
+            self.ws.jobs.finish(step["id"], "failed", why)
+
+    # --- control API ------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        import uvicorn
+
+        from mlops_console.automation.api import build_api
+
+        self.sock_path.unlink(missing_ok=True)
+        config = uvicorn.Config(
+            build_api(self), uds=str(self.sock_path), log_level="warning", access_log=False
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+
+        async def main():
+            task = asyncio.create_task(server.serve())
+            while not server.started and not task.done():
+                await asyncio.sleep(0.05)
+            if self.sock_path.exists():
+                os.chmod(self.sock_path, 0o600)  # the socket's permissions are the access control
+            await task
+
+        asyncio.run(main())
+
+    def shutdown(self) -> None:
+        self._server.should_exit = True

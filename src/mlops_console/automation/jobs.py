@@ -1,0 +1,174 @@
+"""`ws.jobs`: the job queue and history, kept in the workspace database."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from mlops_console.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+COLS = (
+    "id, kind, pipeline, chain_id, status, trigger, attempt, max_attempts, cancel_requested, "
+    "detail, result, log_path, pid, created_at, started_at, ended_at"
+)
+KEYS = [c.strip() for c in COLS.split(",")]
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _row(row) -> dict[str, Any]:
+    d = dict(zip(KEYS, row, strict=True))
+    d["result"] = json.loads(d["result"] or "{}")
+    d["cancel_requested"] = bool(d["cancel_requested"])
+    if d["started_at"] is not None:
+        d["seconds"] = (d["ended_at"] or time.time()) - d["started_at"]
+    return d
+
+
+class JobStore:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.log_dir = ws.state / "logs" / "jobs"
+
+    def submit(
+        self,
+        kind: str,
+        pipeline: str = "",
+        trigger: str = "manual",
+        chain_id: int | None = None,
+        max_attempts: int = 1,
+        status: str = "queued",
+    ) -> dict[str, Any]:
+        now = time.time()
+        with self.ws.db.write() as conn:
+            if kind == "chain" and status == "queued":
+                dup = conn.exec_driver_sql(
+                    "SELECT id FROM job WHERE kind = 'chain' AND pipeline = ? AND status = 'queued'",
+                    (pipeline,),
+                ).first()
+                if dup:  # a burst of triggers makes one chain
+                    return self.get(dup[0])
+            job_id = conn.exec_driver_sql(
+                "INSERT INTO job (kind, pipeline, chain_id, status, trigger, attempt, max_attempts, "
+                "cancel_requested, detail, result, log_path, created_at) VALUES (?, ?, ?, ?, ?, 1, ?, 0, '', '{}', '', ?)",
+                (kind, pipeline, chain_id, status, trigger, max_attempts, now),
+            ).lastrowid
+            log = self.log_dir / f"job-{job_id}.log"
+            conn.exec_driver_sql("UPDATE job SET log_path = ? WHERE id = ?", (str(log), job_id))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self.get(job_id)
+
+    def get(self, job_id: int) -> dict[str, Any]:
+        with self.ws.db.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT {COLS} FROM job WHERE id = ?", (int(job_id),)
+            ).first()
+        if row is None:
+            raise NotFound(f"No job {job_id}. `mlops jobs list` shows them.")
+        return _row(row)
+
+    def list(
+        self,
+        status: str | None = None,
+        pipeline: str | None = None,
+        limit: int = 50,
+        chain_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        where, args = ["1=1"], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if pipeline:
+            where.append("pipeline = ?")
+            args.append(pipeline)
+        if chain_id is not None:
+            where.append("chain_id = ?")
+            args.append(chain_id)
+        with self.ws.db.read() as conn:
+            return [
+                _row(r)
+                for r in conn.exec_driver_sql(
+                    f"SELECT {COLS} FROM job WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                    (*args, limit),
+                )
+            ]
+
+    def claim_next(self) -> dict[str, Any] | None:
+        """Take the oldest queued chain (atomically: one worker gets it)."""
+        with self.ws.db.write() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT id FROM job WHERE status = 'queued' AND kind = 'chain' AND created_at <= ? "
+                "ORDER BY id LIMIT 1",
+                (time.time(),),
+            ).first()
+            if row is None:
+                return None
+            conn.exec_driver_sql(
+                "UPDATE job SET status = 'running', started_at = ? WHERE id = ?",
+                (time.time(), row[0]),
+            )
+        return self.get(row[0])
+
+    def update(self, job_id: int, **fields: Any) -> None:
+        if "result" in fields:
+            fields["result"] = json.dumps(fields["result"], default=str)
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(f"UPDATE job SET {sets} WHERE id = ?", (*fields.values(), job_id))
+
+    def finish(
+        self, job_id: int, status: str, detail: str = "", result: dict | None = None
+    ) -> None:
+        self.update(
+            job_id, status=status, detail=detail[:4000], ended_at=time.time(), result=result or {}
+        )
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        job = self.get(job_id)
+        if job["status"] in FINAL:
+            raise Conflict(f"Job {job_id} has already ended ({job['status']}).")
+        with self.ws.db.write() as conn:
+            if job["status"] == "queued":
+                conn.exec_driver_sql(
+                    "UPDATE job SET status = 'cancelled', ended_at = ?, detail = "
+                    "'cancelled before it started' WHERE id = ?",
+                    (time.time(), job_id),
+                )
+            else:
+                conn.exec_driver_sql("UPDATE job SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        return self.get(job_id)
+
+    def logs(self, job_id: int, tail: int = 200) -> str:
+        job = self.get(job_id)
+        parts = []
+        for j in [job, *sorted(self.list(chain_id=job_id, limit=100), key=lambda x: x["id"])]:
+            try:
+                with open(j["log_path"], errors="replace") as fh:
+                    text = fh.read()
+            except OSError:
+                continue
+            if j is not job:
+                parts.append(f"--- step {j['kind']} (job {j['id']}, {j['status']}) ---")
+            parts.append(text.rstrip())
+        return "\n".join("\n".join(parts).splitlines()[-tail:])
+
+    def recover(self) -> list[dict[str, Any]]:
+        """After a crash: jobs left running are failed; chains that may retry are queued again."""
+        out = []
+        with self.ws.db.read() as conn:
+            rows = [
+                _row(r)
+                for r in conn.exec_driver_sql(f"SELECT {COLS} FROM job WHERE status = 'running'")
+            ]
+        for job in rows:
+            self.finish(job["id"], "failed", "interrupted: the daemon stopped while this job ran")
+            out.append(job)
+            if job["kind"] == "chain" and job["attempt"] < job["max_attempts"]:
+                retry = self.submit(
+                    "chain", job["pipeline"], trigger="recovery", max_attempts=job["max_attempts"]
+                )
+                self.update(retry["id"], attempt=job["attempt"] + 1)
+        return out
