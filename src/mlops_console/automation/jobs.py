@@ -166,6 +166,14 @@ class JobStore:
         for job in rows:
             self.finish(job["id"], "failed", "interrupted: the daemon stopped while this job ran")
             out.append(job)
+            if job["kind"] == "chain" and job["started_at"]:
+                # the tracking run the chain was writing ends too, marked KILLED
+                with self.ws.db.write() as conn:
+                    conn.exec_driver_sql(
+                        "UPDATE run SET status = 'KILLED', end_time = ? WHERE status = 'RUNNING' AND "
+                        "start_time >= ? AND id IN (SELECT run_id FROM tag WHERE key = 'pipeline' AND value = ?)",
+                        (time.time(), job["started_at"], job["pipeline"]),
+                    )
             if job["kind"] == "chain" and job["attempt"] < job["max_attempts"]:
                 retry = self.submit(
                     "chain", job["pipeline"], trigger="recovery", max_attempts=job["max_attempts"]

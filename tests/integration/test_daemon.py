@@ -1,0 +1,211 @@
+"""A real daemon process, real files, real chains."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from tests.unit.test_pipeline import SPEC, make_data
+
+from mlops_console.automation.client import DaemonClient
+from mlops_console.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def make_ws(root, schedule="on_data_change = true", extra_spec=""):
+    ws = Workspace.init(root)
+    make_data().to_parquet(ws.root / "data" / "d.parquet")
+    ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
+    ws.data.ingest("d")
+    spec = SPEC.format(auto="true", extra=f"[schedule]\n{schedule}\n{extra_spec}")
+    (ws.root / "pipelines" / "p.toml").write_text(
+        spec.replace('method = "random"', 'method = "none"')
+    )
+    return ws
+
+
+class DaemonProc:
+    def __init__(self, ws, *args):
+        self.ws = ws
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops_console.cli.main",
+                "-w",
+                str(ws.root),
+                "daemon",
+                "--settle",
+                "1",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.client = DaemonClient(ws)
+        deadline = time.time() + 60
+        while not self.client.available():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(self.proc.stderr.read())
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+
+def wait_for(fn, seconds=90, every=0.3):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        out = fn()
+        if out:
+            return out
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def chains(ws, status=None):
+    return [j for j in ws.jobs.list(status=status, limit=200) if j["kind"] == "chain"]
+
+
+def test_one_daemon_per_workspace_and_a_burst_is_one_chain(tmp_path):
+    ws = make_ws(tmp_path / "ws")
+    d = DaemonProc(ws)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "mlops_console.cli.main", "-w", str(ws.root), "daemon"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1 and f"pid {d.proc.pid}" in second.stderr
+        for seed in (2, 3, 4):  # a burst of writes to the watched file
+            make_data(900, seed=seed).to_parquet(ws.root / "data" / "d.parquet")
+            time.sleep(0.2)
+        done = wait_for(lambda: chains(ws, "succeeded"))
+        time.sleep(3)
+        assert len(chains(ws)) == 1, chains(ws)
+        steps = [
+            s["kind"] for s in sorted(ws.jobs.list(chain_id=done[0]["id"]), key=lambda s: s["id"])
+        ]
+        assert steps == ["ingest", "train"]
+        assert ws.data.get("d")["current_version"] == 2
+        assert ws.models.resolve("m@champion").version == 1
+        assert "chain succeeded" in ws.jobs.logs(done[0]["id"])
+    finally:
+        d.stop()
+        ws.close()
+
+
+def test_bad_data_stops_the_chain_and_the_champion_stays(tmp_path):
+    ws = make_ws(tmp_path / "ws")
+    d = DaemonProc(ws)
+    try:
+        d.client.call("POST", "/jobs", json={"pipeline": "p"})
+        wait_for(lambda: chains(ws, "succeeded"))
+        champion = ws.models.resolve("m@champion").version
+        bad = make_data(900, seed=7)
+        bad["plan"] = "enterprise"  # a category the contract does not allow
+        bad.to_parquet(ws.root / "data" / "d.parquet")
+        failed = wait_for(lambda: chains(ws, "failed"))
+        assert "quarantined" in failed[0]["detail"]
+        assert ws.models.resolve("m@champion").version == champion
+        assert len(ws.models.versions("m")) == 1
+        time.sleep(3)
+        assert len(chains(ws, "queued")) == 0  # a contract failure is not retried
+    finally:
+        d.stop()
+        ws.close()
+
+
+def test_interval_schedule_pause_resume_and_trigger_now(tmp_path):
+    ws = make_ws(tmp_path / "ws", schedule='interval = "3s"')
+    d = DaemonProc(ws)
+    try:
+        sched = d.client.call("GET", "/schedules")["schedules"]
+        assert [s["id"] for s in sched] == ["p:interval"]
+        wait_for(lambda: [c for c in chains(ws) if c["trigger"] == "schedule"], seconds=30)
+        d.client.call("POST", "/schedules/p:interval/pause")
+        assert d.client.call("GET", "/schedules")["schedules"][0]["paused"]
+        time.sleep(1)
+        n = len([c for c in chains(ws) if c["trigger"] == "schedule"])
+        time.sleep(7)
+        assert len([c for c in chains(ws) if c["trigger"] == "schedule"]) == n
+        out = d.client.call("POST", "/schedules/p:interval/trigger")
+        wait_for(lambda: ws.jobs.get(out["job"]["id"])["status"] == "succeeded")
+        d.client.call("POST", "/schedules/p:interval/resume")
+        assert not d.client.call("GET", "/schedules")["schedules"][0]["paused"]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlops_console.cli.main",
+                "-w",
+                str(ws.root),
+                "schedules",
+                "list",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert '"p:interval"' in proc.stdout
+    finally:
+        d.stop()
+        ws.close()
+
+
+def test_kill_9_mid_training_then_restart(tmp_path):
+    ws = make_ws(tmp_path / "ws")
+    slow = ws.root / "slowmodel.py"
+    slow.write_text(
+        "import time\nfrom sklearn.linear_model import LogisticRegression\n"
+        "class Slow(LogisticRegression):\n"
+        "    def fit(self, X, y, **kw):\n        time.sleep(6)\n        return super().fit(X, y, **kw)\n"
+        "def build(**p):\n    return Slow(**p)\n"
+    )
+    path = ws.root / "pipelines" / "p.toml"
+    path.write_text(
+        path.read_text().replace('"sklearn.linear_model.LogisticRegression"', '"slowmodel:build"')
+    )
+    d = DaemonProc(ws)
+    job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+    wait_for(
+        lambda: [
+            s
+            for s in ws.jobs.list(chain_id=job["id"])
+            if s["kind"] == "train" and s["status"] == "running"
+        ]
+    )
+    wait_for(lambda: [r for r in ws.runs.search() if r.status == "RUNNING"])  # mid-fit
+    chain_pid = ws.jobs.get(job["id"])["pid"]
+    os.killpg(d.proc.pid, signal.SIGKILL)  # the daemon dies ...
+    os.killpg(chain_pid, signal.SIGKILL)  # ... and so does the chain it ran, as in a power cut
+    d.proc.wait()
+    assert ws.jobs.get(job["id"])["status"] == "running"  # nobody marked it
+    path.write_text(
+        path.read_text().replace('"slowmodel:build"', '"sklearn.linear_model.LogisticRegression"')
+    )
+    d2 = DaemonProc(ws)
+    try:
+        interrupted = ws.jobs.get(job["id"])
+        assert interrupted["status"] == "failed" and "interrupted" in interrupted["detail"]
+        assert all(s["status"] != "running" for s in ws.jobs.list(chain_id=job["id"]))
+        retried = wait_for(
+            lambda: [c for c in chains(ws, "succeeded") if c["trigger"] == "recovery"]
+        )
+        assert retried[0]["attempt"] == 2
+        mv = ws.models.resolve("m@champion")
+        assert ws.artifacts.exists(mv.artifact_hash)
+        statuses = [r.status for r in ws.runs.search()]
+        assert "RUNNING" not in statuses and "KILLED" in statuses
+    finally:
+        d2.stop()
+        ws.close()
