@@ -209,3 +209,105 @@ def test_kill_9_mid_training_then_restart(tmp_path):
     finally:
         d2.stop()
         ws.close()
+
+
+def test_cancel_and_the_event_stream(tmp_path):
+    import threading
+
+    import httpx
+
+    ws = make_ws(tmp_path / "ws", schedule="")
+    slow = ws.root / "slowmodel.py"
+    slow.write_text(
+        "import time\nfrom sklearn.linear_model import LogisticRegression\n"
+        "class Slow(LogisticRegression):\n"
+        "    def fit(self, X, y, **kw):\n        time.sleep(30)\n        return super().fit(X, y, **kw)\n"
+        "def build(**p):\n    return Slow(**p)\n"
+    )
+    path = ws.root / "pipelines" / "p.toml"
+    path.write_text(
+        path.read_text().replace('"sklearn.linear_model.LogisticRegression"', '"slowmodel:build"')
+    )
+    d = DaemonProc(ws)
+    events = []
+
+    def listen():
+        transport = httpx.HTTPTransport(uds=str(ws.state / "daemon.sock"))
+        with (
+            httpx.Client(transport=transport, base_url="http://daemon", timeout=60) as c,
+            c.stream("GET", "/events") as r,
+        ):
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line[7:])
+                if "ended" in events:
+                    return
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    try:
+        job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+        wait_for(lambda: ws.jobs.get(job["id"])["status"] == "running")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mlops_console.cli.main",
+                "-w",
+                str(ws.root),
+                "jobs",
+                "cancel",
+                str(job["id"]),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "cancel requested" in proc.stdout
+        done = wait_for(
+            lambda: (
+                ws.jobs.get(job["id"])["status"] in ("cancelled", "failed")
+                and ws.jobs.get(job["id"])
+            )
+        )
+        assert done["status"] == "cancelled" and "cancelled" in done["detail"]
+        assert all(s["status"] != "running" for s in ws.jobs.list(chain_id=job["id"]))
+        t.join(timeout=20)
+        assert "started" in events and "ended" in events  # live, over server-sent events
+        queued = ws.jobs.submit("chain", "p")  # a queued job cancels at once
+        assert ws.jobs.cancel(queued["id"])["status"] in ("cancelled", "running")
+    finally:
+        d.stop()
+        ws.close()
+
+
+def test_chain_deploys_then_canaries_and_rolls_back_without_traffic(tmp_path):
+    import httpx
+
+    ws = make_ws(
+        tmp_path / "ws",
+        schedule="",
+        extra_spec='[deploy]\ntarget = "local"\nauto = true\ncanary_percent = 20\ncanary_minutes = 0.05\n',
+    )
+    d = DaemonProc(ws)
+    try:
+        first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+        wait_for(lambda: ws.jobs.get(first["id"])["status"] in ("succeeded", "failed"))
+        assert ws.jobs.get(first["id"])["status"] == "succeeded", ws.jobs.logs(first["id"])
+        dep = ws.deployments.get("m")
+        assert dep["status"] == "running" and dep["version"] == 1
+        second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+        wait_for(
+            lambda: ws.jobs.get(second["id"])["status"] in ("succeeded", "failed"), seconds=120
+        )
+        out = ws.jobs.get(second["id"])
+        assert out["result"].get("deploy") == "rollback", ws.jobs.logs(second["id"])
+        served = httpx.get(dep["endpoint"] + "/version").json()
+        assert served["version"] == 1 and served["canary"] is None
+        assert ws.models.resolve("m@champion").version == 1  # the canary was never promoted
+        assert ws.models.resolve("m@challenger").version == 2
+    finally:
+        for dp in ws.deployments.list():
+            ws.deployments.stop(dp["name"])
+        d.stop()
+        ws.close()

@@ -101,7 +101,9 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
         result["steps"].append("features")
     check_cancel()
     with Step(ws, chain, "train") as s:
-        t = train(ws, chain["pipeline"], stage=s.log)
+        # With an automatic deploy, the champion alias moves only once the canary is promoted.
+        deploys = bool(spec.deploy.target and spec.deploy.auto)
+        t = train(ws, chain["pipeline"], stage=s.log, promote=not deploys)
         s.result = {
             "run_id": t.run_id,
             "version": t.version.ref if t.version else None,

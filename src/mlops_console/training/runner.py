@@ -227,6 +227,7 @@ def train(
     register: bool = True,
     spec: PipelineSpec | None = None,
     dataset_version: int | None = None,
+    promote: bool = True,
 ) -> TrainResult:
     """Run a pipeline end to end; see the module doc."""
     import joblib
@@ -406,7 +407,7 @@ def train(
                 before = ws.models.resolve(f"{version.name}@{reg.champion_alias}").version
             except NotFound:
                 before = None
-            if spec.gates.auto_promote:
+            if spec.gates.auto_promote and promote:
                 ws.models.set_alias(
                     version.name,
                     reg.champion_alias,
