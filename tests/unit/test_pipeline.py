@@ -324,3 +324,42 @@ def test_pipeline_with_feature_views_records_them(pws):
     assert names == {"x1", "plan", "user__x2"}
     inputs = {i["name"] for i in pws.runs.get(r.run_id).inputs}
     assert {"d", "features:user"} <= inputs
+
+
+def test_batch_scoring_to_files_and_databases(pws, tmp_path):
+    import duckdb
+
+    from mlops_console.scoring import batch_score
+
+    write_spec(pws)
+    train(pws, "p")
+    out = batch_score(pws, "m@champion", "d", str(tmp_path / "s.parquet"))
+    frame = pd.read_parquet(tmp_path / "s.parquet")
+    assert out["rows"] == len(frame) == 800 and {
+        "prediction",
+        "probability",
+        "model_version",
+    } <= set(frame.columns)
+    make_data(30, seed=8).to_csv(pws.root / "data" / "new.csv", index=False)
+    batch_score(pws, "m/1", "data/new.csv", f"duckdb:{tmp_path / 'w.duckdb'}#scores")
+    assert (
+        duckdb.connect(str(tmp_path / "w.duckdb"))
+        .execute("SELECT count(*) FROM scores")
+        .fetchone()[0]
+        == 30
+    )
+    batch_score(pws, "m/1", "data/new.csv", f"sqlite:{tmp_path / 'w.db'}#scores")
+    import sqlite3
+
+    assert (
+        sqlite3.connect(tmp_path / "w.db").execute("SELECT count(*) FROM scores").fetchone()[0]
+        == 30
+    )
+    run = pws.runs.get(out["run_id"])
+    assert (
+        run.tags["kind"] == "batch-scoring"
+        and run.inputs[0]["name"] == "d"
+        and run.params["model"] == "m/1"
+    )
+    with pytest.raises(MlopsError, match="neither a dataset nor a file"):
+        batch_score(pws, "m/1", "nope.csv", str(tmp_path / "x.csv"))

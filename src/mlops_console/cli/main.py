@@ -66,6 +66,7 @@ def _register() -> None:
     workspace_cmds.register(cli)
     workspace_cmds.register_testing(cli)
     serve.register(cli)
+    serve.register_predict(cli)
     deploy.register(cli)
     automation.register(cli)
     cli.add_command(data.data)

@@ -66,3 +66,34 @@ def register(cli: click.Group) -> None:
             admin_token=token,
             runtime=runtime,
         )
+
+
+def register_predict(cli: click.Group) -> None:
+    @cli.command("predict")
+    @click.argument("ref")
+    @click.option(
+        "-i", "--input", "source", required=True, help="A dataset name or a CSV/Parquet file."
+    )
+    @click.option(
+        "-o",
+        "--output",
+        required=True,
+        help="FILE.parquet, FILE.csv, sqlite:PATH#TABLE or duckdb:PATH#TABLE.",
+    )
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def predict(ctx, ref, source, output, as_json) -> None:
+        """Score a dataset version or a file with a model version (batch), recorded as a run."""
+        from mlops_console.cli.main import open_workspace
+        from mlops_console.cli.output import emit_json
+        from mlops_console.scoring import batch_score
+
+        with open_workspace(ctx) as ws:
+            out = batch_score(ws, ref, source, output)
+        if as_json:
+            emit_json(out)
+            return
+        click.echo(
+            f"Scored {out['rows']} rows of {out['input']} with {out['model']} into {out['output']} "
+            f"(run {out['run_id'][:8]})."
+        )
