@@ -187,6 +187,30 @@ class PipelineDeploy(Strict):
     auto: bool = False
 
 
+class PipelineScore(Strict):
+    """Batch scoring with the champion: on a cadence and/or after each promotion."""
+
+    input: str | None = Field(default=None, description="a dataset name or a file")
+    output: str | None = Field(
+        default=None, description="FILE.parquet|.csv, sqlite:PATH#T, duckdb:PATH#T"
+    )
+    cron: str | None = None
+    interval: str | None = None
+    after_promotion: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if (self.cron or self.interval or self.after_promotion) and not (
+            self.input and self.output
+        ):
+            raise ValueError(
+                "[score] needs `input` and `output` to score on a cadence or after promotion"
+            )
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ValueError(f"cron {self.cron!r} needs five fields: minute hour day month weekday")
+        return self
+
+
 class PipelineSpec(Strict):
     name: str
     experiment: str | None = None
@@ -203,6 +227,7 @@ class PipelineSpec(Strict):
     gates: PipelineGates = PipelineGates()
     schedule: PipelineSchedule = PipelineSchedule()
     deploy: PipelineDeploy = PipelineDeploy()
+    score: PipelineScore = PipelineScore()
     register_as: str | None = None
 
     @model_validator(mode="after")

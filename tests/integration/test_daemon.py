@@ -311,3 +311,74 @@ def test_chain_deploys_then_canaries_and_rolls_back_without_traffic(tmp_path):
             ws.deployments.stop(dp["name"])
         d.stop()
         ws.close()
+
+
+def test_scoring_after_promotion_and_on_a_cadence(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "scored.parquet"
+    ws = make_ws(
+        tmp_path / "ws",
+        schedule="",
+        extra_spec=f'[score]\ninput = "d"\noutput = "{out}"\nafter_promotion = true\ninterval = "3s"\n',
+    )
+    d = DaemonProc(ws)
+    try:
+        job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+        wait_for(lambda: ws.jobs.get(job["id"])["status"] in ("succeeded", "failed"))
+        assert ws.jobs.get(job["id"])["status"] == "succeeded", ws.jobs.logs(job["id"])
+        assert [s["kind"] for s in sorted(ws.jobs.list(chain_id=job["id"]), key=lambda s: s["id"])][
+            -1
+        ] == "score"
+        assert len(pd.read_parquet(out)) == 800
+        wait_for(
+            lambda: [
+                j
+                for j in ws.jobs.list(limit=50)
+                if j["kind"] == "score"
+                and j["status"] == "succeeded"
+                and j["trigger"] == "schedule"
+            ],
+            seconds=30,
+        )
+        assert any(
+            s["id"] == "p:score-interval" for s in d.client.call("GET", "/schedules")["schedules"]
+        )
+    finally:
+        d.stop()
+        ws.close()
+
+
+def test_kill_9_mid_deploy_then_restart(tmp_path):
+    import httpx
+
+    ws = make_ws(
+        tmp_path / "ws",
+        schedule="",
+        extra_spec='[deploy]\ntarget = "local"\nauto = true\ncanary_percent = 20\ncanary_minutes = 1\n',
+    )
+    d = DaemonProc(ws)
+    first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+    wait_for(lambda: ws.jobs.get(first["id"])["status"] == "succeeded")
+    endpoint = ws.deployments.get("m")["endpoint"]
+    second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+    wait_for(
+        lambda: httpx.get(endpoint + "/version").json()["canary"] is not None
+    )  # judging the canary
+    os.killpg(d.proc.pid, signal.SIGKILL)
+    os.killpg(ws.jobs.get(second["id"])["pid"], signal.SIGKILL)
+    d.proc.wait()
+    assert httpx.get(endpoint + "/ping").status_code == 200  # the server outlives the daemon
+    d2 = DaemonProc(ws)
+    try:
+        assert ws.jobs.get(second["id"])["status"] == "failed"
+        served = httpx.get(endpoint + "/version").json()
+        assert served["version"] == 1 and served["canary"] is None
+        rec = ws.deployments.get("m")
+        assert rec["version"] == 1 and rec["canary_version"] is None
+        assert ws.models.resolve("m@champion").version == 1
+    finally:
+        for dp in ws.deployments.list():
+            ws.deployments.stop(dp["name"])
+        d2.stop()
+        ws.close()

@@ -100,7 +100,10 @@ def build_api(d: Daemon) -> Starlette:
             d.scheduler.resume_job(sid)
         elif action == "trigger":
             j = d.ws.jobs.submit(
-                "chain", job.args[1], trigger="manual", max_attempts=d.max_attempts
+                job.args[2] if len(job.args) > 2 else "chain",
+                job.args[1],
+                trigger="manual",
+                max_attempts=d.max_attempts,
             )
             d.event(
                 {"event": "triggered", "pipeline": job.args[1], "by": "trigger-now", "job": j["id"]}

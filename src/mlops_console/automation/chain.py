@@ -165,7 +165,28 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
             s.result = {"decision": decision}
             result["deploy"] = decision
         result["steps"].append("deploy")
+    promoted = result.get("deploy") in ("promote", "first") or (
+        t.version is not None
+        and ws.config.registry.champion_alias in ws.models.resolve(t.version.ref).aliases
+    )
+    if spec.score.after_promotion and promoted:
+        check_cancel()
+        score_step(ws, chain, spec)
+        result["steps"].append("score")
     return result
+
+
+def score_step(ws, chain: dict[str, Any], spec) -> dict[str, Any]:
+    from mlops_console.scoring import batch_score
+
+    with Step(ws, chain, "score") as s:
+        ref = f"{spec.register_as}@{ws.config.registry.champion_alias}"
+        out = batch_score(ws, ref, spec.score.input, spec.score.output)
+        s.detail = (
+            f"scored {out['rows']} rows of {out['input']} with {out['model']} into {out['output']}"
+        )
+        s.result = out
+    return out
 
 
 def notify(ws, event: dict[str, Any]) -> None:
@@ -192,7 +213,14 @@ def main() -> None:
             f"(trigger: {job['trigger']}, attempt {job['attempt']})\n"
         )
         try:
-            result = run_chain(ws, job_id)
+            if job["kind"] == "score":
+                from mlops_console.training.runner import load_spec
+
+                spec, _ = load_spec(ws, job["pipeline"], None)
+                score_step(ws, job, spec)
+                result = {"steps": ["score"]}
+            else:
+                result = run_chain(ws, job_id)
             ws.jobs.finish(
                 job_id, "succeeded", "chain done: " + " -> ".join(result["steps"]), result
             )

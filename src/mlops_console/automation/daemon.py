@@ -26,12 +26,12 @@ from mlops_console.errors import MlopsError
 _CURRENT: Daemon | None = None
 
 
-def scheduled_trigger(root: str, pipeline: str) -> None:
+def scheduled_trigger(root: str, pipeline: str, kind: str = "chain") -> None:
     """Called by APScheduler (stored by reference in its SQLite job store)."""
     d = _CURRENT
     if d is not None:
-        d.ws.jobs.submit("chain", pipeline, trigger="schedule", max_attempts=d.max_attempts)
-        d.event({"event": "triggered", "pipeline": pipeline, "by": "schedule"})
+        d.ws.jobs.submit(kind, pipeline, trigger="schedule", max_attempts=d.max_attempts)
+        d.event({"event": "triggered", "pipeline": pipeline, "by": "schedule", "kind": kind})
 
 
 class Daemon:
@@ -167,10 +167,16 @@ class Daemon:
         wanted = set()
         for name, spec in self.pipelines().items():
             sch = spec.schedule
-            for kind, value in (("cron", sch.cron), ("interval", sch.interval)):
+            cadences = [
+                ("chain", "cron", sch.cron, sch.paused),
+                ("chain", "interval", sch.interval, sch.paused),
+                ("score", "cron", spec.score.cron, False),
+                ("score", "interval", spec.score.interval, False),
+            ]
+            for job_kind, kind, value, paused in cadences:
                 if not value:
                     continue
-                job_id = f"{name}:{kind}"
+                job_id = f"{name}:{kind}" if job_kind == "chain" else f"{name}:score-{kind}"
                 wanted.add(job_id)
                 trigger = (
                     CronTrigger.from_crontab(value)
@@ -178,18 +184,23 @@ class Daemon:
                     else IntervalTrigger(seconds=parse_ttl(value))
                 )
                 existing = self.scheduler.get_job(job_id)
-                if existing is None or str(existing.trigger) != str(trigger):
+                if (
+                    existing is None
+                    or str(existing.trigger) != str(trigger)
+                    or list(existing.args) != [str(self.ws.root), name, job_kind]
+                ):
+                    what = "score" if job_kind == "score" else "retrain"
                     self.scheduler.add_job(
                         scheduled_trigger,
                         trigger,
-                        args=[str(self.ws.root), name],
+                        args=[str(self.ws.root), name, job_kind],
                         id=job_id,
-                        name=f"{name} every {value}"
+                        name=f"{what} {name} every {value}"
                         if kind == "interval"
-                        else f"{name} at '{value}'",
+                        else f"{what} {name} at '{value}'",
                         replace_existing=True,
                     )
-                if sch.paused:
+                if paused:
                     self.scheduler.pause_job(job_id)
         for job in self.scheduler.get_jobs():
             if job.id not in wanted:

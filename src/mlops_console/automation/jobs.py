@@ -100,7 +100,7 @@ class JobStore:
         """Take the oldest queued chain (atomically: one worker gets it)."""
         with self.ws.db.write() as conn:
             row = conn.exec_driver_sql(
-                "SELECT id FROM job WHERE status = 'queued' AND kind = 'chain' AND created_at <= ? "
+                "SELECT id FROM job WHERE status = 'queued' AND kind IN ('chain', 'score') AND created_at <= ? "
                 "ORDER BY id LIMIT 1",
                 (time.time(),),
             ).first()
@@ -155,6 +155,21 @@ class JobStore:
             parts.append(text.rstrip())
         return "\n".join("\n".join(parts).splitlines()[-tail:])
 
+    def _undo_half_deploy(self, chain: dict[str, Any]) -> None:
+        """A chain killed while judging a canary leaves it loaded: roll it back, so no
+        deployment stays between two versions."""
+        steps = self.list(chain_id=chain["id"], limit=100)
+        if not any(s["kind"] == "deploy" for s in steps):
+            return
+        for d in self.ws.deployments.list():
+            if d["canary_version"] is not None:
+                try:
+                    self.ws.deployments.rollback(
+                        d["name"], reason=f"chain {chain['id']} was interrupted"
+                    )
+                except Exception:  # a stopped server has no canary left to drop
+                    pass
+
     def recover(self) -> list[dict[str, Any]]:
         """After a crash: jobs left running are failed; chains that may retry are queued again."""
         out = []
@@ -174,6 +189,8 @@ class JobStore:
                         "start_time >= ? AND id IN (SELECT run_id FROM tag WHERE key = 'pipeline' AND value = ?)",
                         (time.time(), job["started_at"], job["pipeline"]),
                     )
+            if job["kind"] == "chain":
+                self._undo_half_deploy(job)
             if job["kind"] == "chain" and job["attempt"] < job["max_attempts"]:
                 retry = self.submit(
                     "chain", job["pipeline"], trigger="recovery", max_attempts=job["max_attempts"]
