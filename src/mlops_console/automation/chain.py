@@ -156,7 +156,7 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
                         decision = "rollback"
                         break
                     check_cancel()
-                    time.sleep(2)
+                    time.sleep(0.5)
                 s.detail = f"{name}: canary {t.version.ref} -> {decision}"
             if decision in ("promote", "first"):
                 champion = ws.config.registry.champion_alias

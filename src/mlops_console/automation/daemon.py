@@ -259,10 +259,15 @@ class Daemon:
                 path = getattr(event, "dest_path", None) or event.src_path
                 for pipeline, pattern in self.watches:
                     if fnmatch.fnmatch(path, pattern):
+                        try:
+                            st = os.stat(path)
+                            sig = (st.st_size, st.st_mtime)
+                        except OSError:
+                            sig = None
                         with daemon.pending_lock:
                             p = daemon.pending.setdefault(pipeline, {"files": {}})
                             p["last"] = time.time()
-                            p["files"][path] = None
+                            p["files"][path] = sig
 
         self.observer = Observer()
         for folder, watches in targets.items():
