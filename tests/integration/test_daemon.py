@@ -382,3 +382,33 @@ def test_kill_9_mid_deploy_then_restart(tmp_path):
             ws.deployments.stop(dp["name"])
         d2.stop()
         ws.close()
+
+
+def test_a_chain_that_runs_too_long_is_stopped_and_retried(tmp_path):
+    ws = make_ws(tmp_path / "ws", schedule="")
+    (ws.root / "slowmodel.py").write_text(
+        "import time\nfrom sklearn.linear_model import LogisticRegression\n"
+        "class Slow(LogisticRegression):\n"
+        "    def fit(self, X, y, **kw):\n        time.sleep(60)\n        return super().fit(X, y, **kw)\n"
+        "def build(**p):\n    return Slow(**p)\n"
+    )
+    path = ws.root / "pipelines" / "p.toml"
+    path.write_text(
+        path.read_text().replace('"sklearn.linear_model.LogisticRegression"', '"slowmodel:build"')
+    )
+    d = DaemonProc(ws, "--job-timeout", "4")
+    try:
+        job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+        done = wait_for(
+            lambda: ws.jobs.get(job["id"])["status"] == "failed" and ws.jobs.get(job["id"]),
+            seconds=60,
+        )
+        assert "timed out after 4 s" in done["detail"]
+        assert all(s["status"] != "running" for s in ws.jobs.list(chain_id=job["id"]))
+        retry = wait_for(lambda: [c for c in chains(ws) if c["trigger"] == "retry"], seconds=30)
+        assert (
+            retry[0]["attempt"] == 2 and retry[0]["created_at"] >= done["ended_at"]
+        )  # after a backoff
+    finally:
+        d.stop()
+        ws.close()

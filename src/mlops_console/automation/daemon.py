@@ -364,17 +364,24 @@ class Daemon:
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
+                    cancelled = job["cancel_requested"]
                     why = (
                         "cancelled on request"
-                        if job["cancel_requested"]
+                        if cancelled
                         else f"timed out after {self.job_timeout:.0f} s"
                     )
                     self._close_children(job_id, why)
-                    self.ws.jobs.finish(
-                        job_id, "cancelled" if job["cancel_requested"] else "failed", why
-                    )
+                    self.ws.jobs.finish(job_id, "cancelled" if cancelled else "failed", why)
                     self.procs.pop(job_id)
-                    self.event({"event": "ended", "job": job_id, "status": "cancelled"})
+                    if not cancelled:
+                        self._maybe_retry(self.ws.jobs.get(job_id))
+                    self.event(
+                        {
+                            "event": "ended",
+                            "job": job_id,
+                            "status": "cancelled" if cancelled else "failed",
+                        }
+                    )
                 continue
             self.procs.pop(job_id)
             job = self.ws.jobs.get(job_id)
@@ -382,22 +389,23 @@ class Daemon:
                 self._close_children(job_id, f"the chain process exited with code {code}")
                 self.ws.jobs.finish(job_id, "failed", f"the chain process exited with code {code}")
                 job = self.ws.jobs.get(job_id)
-            if (
-                job["status"] == "failed"
-                and job["attempt"] < job["max_attempts"]
-                and "gates" not in job["detail"]
-                and "contract" not in job["detail"]
-            ):
-                delay = 2 ** job["attempt"]
-                retry = self.ws.jobs.submit(
-                    "chain", job["pipeline"], trigger="retry", max_attempts=job["max_attempts"]
-                )
-                self.ws.jobs.update(
-                    retry["id"], attempt=job["attempt"] + 1, created_at=time.time() + delay
-                )
+            self._maybe_retry(job)
             self.event(
                 {"event": "ended", "job": job_id, "status": job["status"], "detail": job["detail"]}
             )
+
+    def _maybe_retry(self, job: dict[str, Any]) -> None:
+        """Failures that may pass on another try are retried with exponential backoff; a
+        broken data contract or failed gates are not (the same input fails the same way)."""
+        if job["status"] != "failed" or job["attempt"] >= job["max_attempts"]:
+            return
+        if "gates" in job["detail"] or "contract" in job["detail"]:
+            return
+        delay = 2 ** job["attempt"]
+        retry = self.ws.jobs.submit(
+            job["kind"], job["pipeline"], trigger="retry", max_attempts=job["max_attempts"]
+        )
+        self.ws.jobs.update(retry["id"], attempt=job["attempt"] + 1, created_at=time.time() + delay)
 
     def _close_children(self, chain_id: int, why: str) -> None:
         for step in self.ws.jobs.list(chain_id=chain_id, status="running"):
