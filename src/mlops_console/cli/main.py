@@ -54,6 +54,7 @@ def open_workspace(ctx: click.Context):
 def _register() -> None:
     from mlops_console.cli import (
         automation,
+        console,
         data,
         deploy,
         features,
@@ -69,6 +70,7 @@ def _register() -> None:
     serve.register_predict(cli)
     deploy.register(cli)
     automation.register(cli)
+    console.register(cli)
     cli.add_command(data.data)
     cli.add_command(features.features)
     cli.add_command(runs.runs)

@@ -1,0 +1,17 @@
+"""mlops console."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("console")
+    @click.option("--read-only", is_flag=True, help="Disable every action that changes something.")
+    @click.pass_context
+    def console(ctx, read_only) -> None:
+        """Open the terminal console on the workspace."""
+        from mlops_console.cli.main import open_workspace
+        from mlops_console.tui.app import MlopsConsole
+
+        MlopsConsole(open_workspace(ctx), read_only=read_only).run()

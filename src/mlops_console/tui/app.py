@@ -1,0 +1,277 @@
+"""`mlops console`: lists on the left, a table and a detail pane on the right.
+
+Keys: `:` jump to a screen by name, `/` filter the table, `r` refresh, `?` help, `enter`
+details, area actions (e.g. `p` promote) ask for confirmation; `--read-only` disables them.
+Loading runs in thread workers, so the UI never freezes; errors become notifications.
+"""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    ListItem,
+    ListView,
+    Static,
+)
+
+from mlops_console.tui.areas import AREAS, BY_NAME, Action, Listing
+
+
+class Confirm(ModalScreen[bool]):
+    BINDINGS = [
+        Binding("escape", "dismiss(False)", "Cancel", id="confirm-cancel"),
+        Binding("y", "dismiss(True)", "Yes", id="confirm-yes"),
+    ]
+
+    def __init__(self, question: str):
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(self.question)
+            with Horizontal():
+                yield Button("Yes (y)", variant="error", id="yes")
+                yield Button("No (esc)", id="no")
+
+    @on(Button.Pressed)
+    def answer(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class MlopsConsole(App):
+    TITLE = "mlops-console"
+    CSS = """
+    #areas { width: 18; border-right: solid $primary; }
+    #main { width: 1fr; }
+    #table { height: 1fr; }
+    #detail-scroll { height: 1fr; border-top: solid $primary; }
+    #prompt { display: none; }
+    #prompt.visible { display: block; }
+    #confirm { width: 60; height: auto; border: thick $error; background: $surface; padding: 1 2; }
+    Confirm { align: center middle; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("colon", "goto", "Go to", id="goto"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("r", "refresh", "Refresh", id="refresh"),
+        Binding("question_mark,f1", "help", "Help", id="help"),
+        Binding("escape", "close_prompt", "Back", show=False, id="back"),
+    ]
+
+    def __init__(self, ws, read_only: bool = False, poll_seconds: float = 5.0):
+        super().__init__()
+        self.ws = ws
+        self.read_only = read_only
+        self.poll_seconds = poll_seconds
+        self.area = AREAS[0]
+        self.listing: Listing | None = None
+        self.filter_text = ""
+        self.prompt_mode = ""
+        self.last_message = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            yield ListView(
+                *[ListItem(Label(a.title), id=f"area-{a.name}") for a in AREAS], id="areas"
+            )
+            with Vertical(id="main"):
+                yield Input(placeholder="", id="prompt")
+                yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
+                with VerticalScroll(id="detail-scroll"):
+                    yield Static("", id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = str(self.ws.root) + ("  [read-only]" if self.read_only else "")
+        self.show_area(self.area.name)
+        self.set_interval(self.poll_seconds, self.action_refresh)
+
+    # --- navigation --------------------------------------------------------------------------
+
+    def show_area(self, name: str) -> None:
+        self.area = BY_NAME[name]
+        self.filter_text = ""
+        self.query_one("#areas", ListView).index = AREAS.index(self.area)
+        self.query_one("#detail", Static).update(self.area.help + self._keys_text())
+        self.load()
+
+    def _keys_text(self) -> str:
+        if not self.area.actions:
+            return ""
+        state = " (disabled: read-only)" if self.read_only else ""
+        return (
+            "\n\nKeys here"
+            + state
+            + ":\n"
+            + "\n".join(f"  {a.key}  {a.name} - {a.description}" for a in self.area.actions)
+        )
+
+    @on(ListView.Selected, "#areas")
+    def area_picked(self, event: ListView.Selected) -> None:
+        self.show_area(event.item.id.removeprefix("area-"))
+        self.query_one("#table", DataTable).focus()
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load(self) -> None:
+        area = self.area
+        listing = area.load(self.ws)
+        self.call_from_thread(self.fill, area, listing)
+
+    def fill(self, area, listing: Listing) -> None:
+        if area is not self.area:
+            return  # the user moved on meanwhile
+        self.listing = listing
+        table = self.query_one("#table", DataTable)
+        keep = table.cursor_row
+        table.clear(columns=True)
+        table.add_columns(*listing.columns)
+        needle = self.filter_text.lower()
+        for key, cells in listing.rows:
+            if needle and not any(needle in c.lower() for c in cells):
+                continue
+            table.add_row(*cells, key=key)
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1))
+
+    @on(DataTable.RowSelected, "#table")
+    def row_picked(self, event: DataTable.RowSelected) -> None:
+        self.show_detail(event.row_key.value)
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def show_detail(self, key: str) -> None:
+        text = self.area.detail(self.ws, key)
+        self.call_from_thread(self.query_one("#detail", Static).update, text)
+
+    def selected_key(self) -> str | None:
+        table = self.query_one("#table", DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    # --- prompt: ':' and '/' -------------------------------------------------------------------
+
+    def action_goto(self) -> None:
+        self._open_prompt("goto", "screen name: " + ", ".join(a.name for a in AREAS))
+
+    def action_filter(self) -> None:
+        self._open_prompt("filter", "filter the rows (enter to apply, esc to clear)")
+
+    def _open_prompt(self, mode: str, hint: str) -> None:
+        self.prompt_mode = mode
+        prompt = self.query_one("#prompt", Input)
+        prompt.placeholder = hint
+        prompt.value = ""
+        prompt.add_class("visible")
+        prompt.focus()
+
+    def action_close_prompt(self) -> None:
+        prompt = self.query_one("#prompt", Input)
+        if prompt.has_class("visible"):
+            prompt.remove_class("visible")
+            if self.prompt_mode == "filter":
+                self.filter_text = ""
+                self.load()
+            self.query_one("#table", DataTable).focus()
+
+    @on(Input.Submitted, "#prompt")
+    def prompt_done(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        event.input.remove_class("visible")
+        if self.prompt_mode == "goto":
+            match = [a.name for a in AREAS if a.name.startswith(value.lower())]
+            if match:
+                self.show_area(match[0])
+            else:
+                self.notify(f"No screen {value!r}.", severity="warning")
+        else:
+            self.filter_text = value
+            self.load()
+        self.query_one("#table", DataTable).focus()
+
+    # --- actions ---------------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    def action_help(self) -> None:
+        keys = "\n".join(f"  {b.key:12} {b.description}" for b in self.BINDINGS if b.show)
+        self.query_one("#detail", Static).update(
+            f"{self.area.title}: {self.area.help}\n\nKeys everywhere:\n"
+            f"{keys}\n  enter        details{self._keys_text()}"
+        )
+
+    def on_key(self, event) -> None:
+        if self.query_one("#prompt", Input).has_focus or isinstance(self.screen, ModalScreen):
+            return
+        for action in self.area.actions:
+            if event.key == action.key:
+                event.stop()
+                self.start_action(action)
+
+    def start_action(self, action: Action) -> None:
+        if self.read_only:
+            self.notify(
+                f"{action.name} is disabled: the console runs read-only.", severity="warning"
+            )
+            return
+        key = self.selected_key()
+        if key is None:
+            self.notify("Select a row first.", severity="warning")
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.perform(action, key)
+
+        self.push_screen(Confirm(f"{action.name} on {key}?"), confirmed)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def perform(self, action: Action, key: str) -> None:
+        try:
+            message = action.run(self.ws, key)
+        except Exception as exc:  # a failed action is a notification, never a crash
+            self.call_from_thread(self.notify, f"{action.name} failed: {exc}", severity="error")
+            self.last_message = f"failed: {exc}"
+            return
+        self.last_message = message
+        self.call_from_thread(self.notify, message)
+        self.call_from_thread(self.load)
+
+    def on_worker_state_changed(self, event) -> None:
+        if event.state.name == "ERROR":
+            self.notify(
+                f"{event.worker.name or 'work'} failed: {event.worker.error}", severity="error"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `mlops-console` command."""
+    import argparse
+
+    from mlops_console.errors import MlopsError
+    from mlops_console.workspace import Workspace
+
+    ap = argparse.ArgumentParser(
+        prog="mlops-console", description="The mlops-console terminal console."
+    )
+    ap.add_argument("-w", "--workspace")
+    ap.add_argument("--read-only", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        ws = Workspace.open(a.workspace)
+    except MlopsError as exc:
+        raise SystemExit(f"Error: {exc}") from None
+    MlopsConsole(ws, read_only=a.read_only).run()

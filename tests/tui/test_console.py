@@ -1,0 +1,116 @@
+"""The console with Pilot: every screen loads, filters, shows details; actions change the
+registry after confirmation; read-only refuses them; a failing action is a notification."""
+
+import pytest
+
+from mlops_console.training.runner import train
+from mlops_console.tui.app import Confirm, MlopsConsole
+from mlops_console.tui.areas import AREAS
+from tests.unit.test_pipeline import SPEC, make_data
+
+
+@pytest.fixture
+def cws(ws):
+    make_data().to_parquet(ws.root / "data" / "d.parquet")
+    ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
+    ws.data.ingest("d")
+    (ws.root / "pipelines" / "p.toml").write_text(
+        SPEC.format(auto="false", extra="").replace('method = "random"', 'method = "none"')
+    )
+    train(ws, "p")
+    train(ws, "p", overrides={"model.params": {"C": 0.3, "max_iter": 500}})
+    ws.jobs.submit("chain", "p")
+    return ws
+
+
+async def settle(app, pilot):
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+async def test_every_screen_loads_and_shows_details(cws, size):
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=size) as pilot:
+        for area in AREAS:
+            await pilot.press("colon", *area.name, "enter")
+            await settle(app, pilot)
+            assert app.area.name == area.name
+            table = app.query_one("#table")
+            assert table.row_count == len(app.listing.rows)
+            if table.row_count and area.name != "plugins":
+                await pilot.press("enter")
+                await settle(app, pilot)
+                assert str(app.query_one("#detail").render()).strip()
+
+
+async def test_filter_narrows_the_table(cws):
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        assert app.query_one("#table").row_count == 2
+        await pilot.press("slash", *"m/2", "enter")
+        await settle(app, pilot)
+        assert app.query_one("#table").row_count == 1
+        await pilot.press("slash", "escape")
+        await settle(app, pilot)
+        assert app.query_one("#table").row_count == 2
+
+
+async def test_promote_asks_then_changes_the_registry(cws):
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        table = app.query_one("#table")
+        row = [k.value for k in table.rows].index("m/1")
+        table.move_cursor(row=row)
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("escape")  # no: nothing changes
+        await settle(app, pilot)
+        from mlops_console.errors import NotFound
+
+        with pytest.raises(NotFound):
+            cws.models.resolve("m@champion")
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        # m/1 is not the challenger any more (m/2 is): the registry refuses, the console says why
+        assert "failed" in app.last_message and "challenger" in app.last_message
+        table.move_cursor(row=[k.value for k in table.rows].index("m/2"))
+        await pilot.press("p")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert cws.models.resolve("m@champion").version == 2
+
+
+async def test_read_only_refuses_actions(cws):
+    app = MlopsConsole(cws, read_only=True, poll_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"automation", "enter")
+        await settle(app, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        assert not isinstance(app.screen, Confirm)
+        assert cws.jobs.list()[0]["status"] == "queued"
+
+
+async def test_cancel_a_job_and_help(cws):
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"automation", "enter")
+        await settle(app, pilot)
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert cws.jobs.list()[0]["status"] == "cancelled"
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert "job: cancel" in str(app.query_one("#detail").render())
