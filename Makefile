@@ -45,6 +45,7 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/serving.py --anchor-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/loop.py
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) mlops-demo

@@ -26,6 +26,8 @@ from textual.widgets import (
 
 from mlops_console.tui.areas import AREAS, BY_NAME, Action, Listing
 
+PAGE = 300  # rows on screen at once; a table with thousands stays instant
+
 
 class Confirm(ModalScreen[bool]):
     BINDINGS = [
@@ -80,6 +82,7 @@ class MlopsConsole(App):
         self.filter_text = ""
         self.prompt_mode = ""
         self.last_message = ""
+        self.shown_of = (0, 0)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -139,10 +142,21 @@ class MlopsConsole(App):
         table.clear(columns=True)
         table.add_columns(*listing.columns)
         needle = self.filter_text.lower()
+        shown = []
+        matched = 0
         for key, cells in listing.rows:
             if needle and not any(needle in c.lower() for c in cells):
                 continue
+            matched += 1
+            if len(shown) < PAGE:  # the first page; `/` narrows the rest down
+                shown.append((key, cells))
+        for key, cells in shown:
             table.add_row(*cells, key=key)
+        self.shown_of = (len(shown), matched)
+        if matched > len(shown):
+            self.notify(
+                f"Showing the first {len(shown)} of {matched} rows; type / to filter.", timeout=3
+            )
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1))
 
