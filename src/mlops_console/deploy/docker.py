@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from mlops_console.deploy.base import DeployError, DeployTarget
+from mlops_console.deploy.base import DeployError
+from mlops_console.deploy.server import ServerTarget
 from mlops_console.plugins import hookimpl
 
 RUNTIME = (
@@ -129,7 +129,7 @@ def own_wheel(dest: Path) -> None:
         raise DeployError(f"Could not build the mlops-console wheel: {exc.stderr[-500:]}") from None
 
 
-class DockerTarget(DeployTarget):
+class DockerTarget(ServerTarget):
     name = "docker"
 
     def __init__(self, ws):
@@ -151,18 +151,12 @@ class DockerTarget(DeployTarget):
                 ) from None
         return self._client
 
-    def _dir(self, name: str) -> Path:
-        d = self.ws.state / "deployments" / name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+    def _running(self, name: str) -> bool:
+        c = self._container(name)
+        return c is not None and c.status == "running"
 
-    def _token(self, name: str) -> str:
-        f = self._dir(name) / "admin-token"
-        if not f.exists():
-            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32))
-        return f.read_text().strip()
+    def _bundle_path(self, bundle: Path) -> str:
+        return f"/bundles/{bundle.name}"  # the bundles folder is mounted there
 
     def _container(self, name: str):
         import docker
@@ -171,9 +165,6 @@ class DockerTarget(DeployTarget):
             return self.client.containers.get(f"mlops-{name}")
         except docker.errors.NotFound:
             return None
-
-    def _url(self, config: dict[str, Any]) -> str:
-        return f"http://{config.get('host', '127.0.0.1')}:{config['port']}"
 
     def build(self, name: str, bundle: Path, config: dict[str, Any]) -> str:
         """Build the serving image for a bundle; cached layers make a rebuild take seconds."""
@@ -248,65 +239,6 @@ class DockerTarget(DeployTarget):
         self.delete(name, config)
         raise DeployError(f"The container for {name} did not become healthy: {logs_text}")
 
-    def _healthy(self, config: dict[str, Any]) -> bool:
-        try:
-            return httpx.get(self._url(config) + "/ping", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def _admin(self, name, config, method, path, **kw) -> httpx.Response:
-        return httpx.request(
-            method,
-            self._url(config) + path,
-            timeout=120,
-            headers={"Authorization": f"Bearer {self._token(name)}"},
-            **kw,
-        )
-
-    def update(
-        self,
-        name: str,
-        bundle: Path,
-        config: dict[str, Any],
-        role: str = "primary",
-        percent: float = 0.0,
-    ) -> dict[str, Any]:
-        """Hot-swap inside the running container: bundles are mounted at /bundles."""
-        c = self._container(name)
-        if c is None or c.status != "running" or not self._healthy(config):
-            if role != "primary":
-                raise DeployError(f"{name} is not running; deploy a primary version first.")
-            return self.create(name, bundle, config)
-        r = self._admin(
-            name,
-            config,
-            "POST",
-            "/admin/load",
-            json={"path": f"/bundles/{bundle.name}", "role": role, "percent": percent},
-        )
-        if r.status_code != 200:
-            raise DeployError(
-                f"{name}: the new version was not loaded ({r.json().get('message')}); "
-                "the previous version keeps serving."
-            )
-        return self.get(name, config)
-
-    def promote(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        r = self._admin(name, config, "POST", "/admin/promote")
-        if r.status_code != 200:
-            raise DeployError(f"{name}: {r.json().get('message')}")
-        return self.get(name, config)
-
-    def rollback(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        r = self._admin(name, config, "POST", "/admin/rollback")
-        if r.status_code != 200:
-            raise DeployError(f"{name}: {r.json().get('message')}")
-        return self.get(name, config)
-
-    def status(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        r = self._admin(name, config, "GET", "/admin/status")
-        return r.json() if r.status_code == 200 else {}
-
     def delete(self, name: str, config: dict[str, Any] | None = None) -> None:
         c = self._container(name)
         if c is not None:
@@ -337,22 +269,6 @@ class DockerTarget(DeployTarget):
             }
         except httpx.HTTPError:
             return {**info, "status": "unhealthy"}
-
-    def predict(
-        self,
-        name: str,
-        config: dict[str, Any],
-        records: list[dict[str, Any]],
-        output: str = "predict",
-    ) -> list:
-        r = httpx.post(
-            self._url(config) + f"/invocations?output={output}",
-            json={"dataframe_records": records},
-            timeout=60,
-        )
-        if r.status_code != 200:
-            raise DeployError(f"{name}: {r.json().get('message', r.text)}")
-        return r.json()["predictions"]
 
     def list(self) -> list[str]:
         return sorted(

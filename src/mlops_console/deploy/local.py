@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -13,25 +12,16 @@ from typing import Any
 
 import httpx
 
-from mlops_console.deploy.base import DeployError, DeployTarget
+from mlops_console.deploy.base import DeployError
+from mlops_console.deploy.server import ServerTarget
 from mlops_console.plugins import hookimpl
 
 
-class LocalTarget(DeployTarget):
+class LocalTarget(ServerTarget):
     name = "local"
 
-    def _dir(self, name: str) -> Path:
-        d = self.ws.state / "deployments" / name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    def _token(self, name: str) -> str:
-        f = self._dir(name) / "admin-token"
-        if not f.exists():
-            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32))
-        return f.read_text().strip()
+    def _running(self, name: str) -> bool:
+        return self._pid(name) is not None
 
     def _pid(self, name: str) -> int | None:
         f = self._dir(name) / "pid"
@@ -43,20 +33,6 @@ class LocalTarget(DeployTarget):
             return pid
         except (ValueError, ProcessLookupError, PermissionError):
             return None
-
-    def _url(self, config: dict[str, Any]) -> str:
-        return f"http://{config.get('host', '127.0.0.1')}:{config['port']}"
-
-    def _admin(
-        self, name: str, config: dict[str, Any], method: str, path: str, **kw
-    ) -> httpx.Response:
-        return httpx.request(
-            method,
-            self._url(config) + path,
-            timeout=120,
-            headers={"Authorization": f"Bearer {self._token(name)}"},
-            **kw,
-        )
 
     def create(self, name: str, bundle: Path, config: dict[str, Any]) -> dict[str, Any]:
         """Start the server (idempotent: a running server is left as it is)."""
@@ -100,60 +76,6 @@ class LocalTarget(DeployTarget):
         (d / "pid").unlink(missing_ok=True)
         raise DeployError(f"The server for {name} did not start: {self.logs(name, 15)}")
 
-    def _healthy(self, config: dict[str, Any]) -> bool:
-        try:
-            return httpx.get(self._url(config) + "/ping", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def update(
-        self,
-        name: str,
-        bundle: Path,
-        config: dict[str, Any],
-        role: str = "primary",
-        percent: float = 0.0,
-    ) -> dict[str, Any]:
-        """Hot-swap (primary), or load a canary or shadow beside the running version."""
-        if self._pid(name) is None or not self._healthy(config):
-            if role != "primary":
-                raise DeployError(f"{name} is not running; deploy a primary version first.")
-            return self.create(name, bundle, config)
-        r = self._admin(
-            name,
-            config,
-            "POST",
-            "/admin/load",
-            json={
-                "path": str(bundle),
-                "role": role,
-                "percent": percent,
-                "runtime": config.get("runtime"),
-            },
-        )
-        if r.status_code != 200:
-            raise DeployError(
-                f"{name}: the new version was not loaded ({r.json().get('message')}); "
-                "the previous version keeps serving."
-            )
-        return self.get(name, config)
-
-    def promote(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        r = self._admin(name, config, "POST", "/admin/promote")
-        if r.status_code != 200:
-            raise DeployError(f"{name}: {r.json().get('message')}")
-        return self.get(name, config)
-
-    def rollback(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        r = self._admin(name, config, "POST", "/admin/rollback")
-        if r.status_code != 200:
-            raise DeployError(f"{name}: {r.json().get('message')}")
-        return self.get(name, config)
-
-    def status(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        r = self._admin(name, config, "GET", "/admin/status")
-        return r.json() if r.status_code == 200 else {}
-
     def delete(self, name: str, config: dict[str, Any] | None = None) -> None:
         pid = self._pid(name)
         if pid is not None:
@@ -193,22 +115,6 @@ class LocalTarget(DeployTarget):
             return {**info, "status": "running", "serving": v}
         except httpx.HTTPError:
             return {**info, "status": "unhealthy"}
-
-    def predict(
-        self,
-        name: str,
-        config: dict[str, Any],
-        records: list[dict[str, Any]],
-        output: str = "predict",
-    ) -> list:
-        r = httpx.post(
-            self._url(config) + f"/invocations?output={output}",
-            json={"dataframe_records": records},
-            timeout=60,
-        )
-        if r.status_code != 200:
-            raise DeployError(f"{name}: {r.json().get('message', r.text)}")
-        return r.json()["predictions"]
 
     def list(self) -> list[str]:
         root = self.ws.state / "deployments"

@@ -1,0 +1,122 @@
+"""What the `local` and `docker` targets share: a model server reached over HTTP, driven
+through its token-guarded admin API."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlops_console.deploy.base import DeployError, DeployTarget
+
+
+class ServerTarget(DeployTarget):
+    """A target that runs one mlops-console model server per deployment."""
+
+    def _running(self, name: str) -> bool:
+        """Whether the deployment's server process or container is up."""
+        raise NotImplementedError
+
+    def _bundle_path(self, bundle: Path) -> str:
+        """Where the server sees a bundle folder."""
+        return str(bundle)
+
+    def _dir(self, name: str) -> Path:
+        d = self.ws.state / "deployments" / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _token(self, name: str) -> str:
+        f = self._dir(name) / "admin-token"
+        if not f.exists():
+            fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        return f.read_text().strip()
+
+    def _url(self, config: dict[str, Any]) -> str:
+        return f"http://{config.get('host', '127.0.0.1')}:{config['port']}"
+
+    def _admin(
+        self, name: str, config: dict[str, Any], method: str, path: str, **kw
+    ) -> httpx.Response:
+        return httpx.request(
+            method,
+            self._url(config) + path,
+            timeout=120,
+            headers={"Authorization": f"Bearer {self._token(name)}"},
+            **kw,
+        )
+
+    def _healthy(self, config: dict[str, Any]) -> bool:
+        try:
+            return httpx.get(self._url(config) + "/ping", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def update(
+        self,
+        name: str,
+        bundle: Path,
+        config: dict[str, Any],
+        role: str = "primary",
+        percent: float = 0.0,
+    ) -> dict[str, Any]:
+        """Hot-swap (primary), or load a canary or shadow beside the running version."""
+        if not self._running(name) or not self._healthy(config):
+            if role != "primary":
+                raise DeployError(f"{name} is not running; deploy a primary version first.")
+            return self.create(name, bundle, config)
+        r = self._admin(
+            name,
+            config,
+            "POST",
+            "/admin/load",
+            json={
+                "path": self._bundle_path(bundle),
+                "role": role,
+                "percent": percent,
+                "runtime": config.get("runtime"),
+            },
+        )
+        if r.status_code != 200:
+            raise DeployError(
+                f"{name}: the new version was not loaded ({r.json().get('message')}); "
+                "the previous version keeps serving."
+            )
+        return self.get(name, config)
+
+    def _admin_post(self, name: str, config: dict[str, Any], path: str) -> dict[str, Any]:
+        r = self._admin(name, config, "POST", path)
+        if r.status_code != 200:
+            raise DeployError(f"{name}: {r.json().get('message')}")
+        return self.get(name, config)
+
+    def promote(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        return self._admin_post(name, config, "/admin/promote")
+
+    def rollback(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        return self._admin_post(name, config, "/admin/rollback")
+
+    def status(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        r = self._admin(name, config, "GET", "/admin/status")
+        return r.json() if r.status_code == 200 else {}
+
+    def predict(
+        self,
+        name: str,
+        config: dict[str, Any],
+        records: list[dict[str, Any]],
+        output: str = "predict",
+    ) -> list:
+        r = httpx.post(
+            self._url(config) + f"/invocations?output={output}",
+            json={"dataframe_records": records},
+            timeout=60,
+        )
+        if r.status_code != 200:
+            raise DeployError(f"{name}: {r.json().get('message', r.text)}")
+        return r.json()["predictions"]
