@@ -48,12 +48,105 @@ class StoreSection(Strict):
     gc_grace_seconds: int = Field(default=3600, ge=0)
 
 
+MEASURES = (
+    "drift_share",  # share of input columns drifted
+    "prediction_psi",
+    "error_rate",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "rps",
+    "nan_output_rate",
+    "out_of_range_rate",
+    "saturated_rate",
+    "collapsed",  # 1 when the prediction distribution collapsed
+    "model_age_days",
+    "data_age_days",
+)
+MEASURE_PREFIXES = ("psi:", "decay:", "metric:")  # psi:COLUMN, decay:METRIC, metric:METRIC
+
+
+def _duration(text: str, key: str) -> float:
+    from mlops_console.features.spec import parse_ttl
+
+    seconds = parse_ttl(text)
+    if seconds <= 0:
+        raise ValueError(f"{key} {text!r} must be longer than 0 (e.g. '1h', '30m', '10s')")
+    return seconds
+
+
+class MonitoringSection(Strict):
+    """Drift thresholds and the daemon's collection cadence (defaults in docs/monitoring)."""
+
+    window: str = Field(default="1h", description="the default window of `mlops monitor`")
+    every: str = Field(default="1m", description="how often the daemon collects and evaluates")
+    min_rows: int = Field(default=100, ge=1, description="fewer rows in a window: no verdict")
+    psi: float = Field(default=0.2, gt=0)
+    ks_statistic: float = Field(default=0.1, gt=0, le=1)
+    ks_pvalue: float = Field(default=0.05, gt=0, lt=1)
+    js: float = Field(default=0.1, gt=0, le=1)
+    drift_share: float = Field(default=0.5, gt=0, le=1)
+    keep_days: float = Field(default=90, gt=0, description="collected rows older are removed")
+
+    @model_validator(mode="after")
+    def _durations(self):
+        _duration(self.window, "window")
+        _duration(self.every, "every")
+        return self
+
+
+class AlertRule(Strict):
+    name: str
+    measure: str
+    above: float | None = None
+    below: float | None = None
+    window: str = "1h"
+    windows: int = Field(default=1, ge=1, description="consecutive windows over the threshold")
+    deployments: list[str] = Field(default_factory=lambda: ["*"], description="name globs")
+    action: Literal["none", "retrain", "rollback"] = "none"
+    notify: list[str] = Field(default_factory=lambda: ["console", "log"])
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.above is None) == (self.below is None):
+            raise ValueError(f"alert {self.name!r}: give exactly one of `above` or `below`")
+        if self.measure not in MEASURES and not self.measure.startswith(MEASURE_PREFIXES):
+            raise ValueError(
+                f"alert {self.name!r}: unknown measure {self.measure!r}; known: "
+                f"{list(MEASURES)} or psi:COLUMN, decay:METRIC, metric:METRIC"
+            )
+        _duration(self.window, "window")
+        return self
+
+
+class NotifierSettings(Strict):
+    url: str | None = Field(default=None, description="webhook URL (prefer url_env)")
+    url_env: str | None = Field(default=None, description="environment variable with the URL")
+    format: Literal["slack", "json"] = "slack"
+    timeout: float = Field(default=5.0, gt=0)
+    path: str | None = Field(
+        default=None, description="log notifier: file (default .mlops/logs/alerts.log)"
+    )
+
+
 class WorkspaceConfig(Strict):
     workspace: WorkspaceSection = WorkspaceSection()
     tracking: TrackingSection = TrackingSection()
     registry: RegistrySection = RegistrySection()
     serving: ServingSection = ServingSection()
     store: StoreSection = StoreSection()
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
+    alerts: list[AlertRule] = Field(default_factory=list)
+    notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_alerts(self):
+        names = [a.name for a in self.alerts]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"alert names must be unique; repeated: {sorted(dup)}")
+        return self
 
 
 # --- pipeline specs (pipelines/*.toml) -----------------------------------------------

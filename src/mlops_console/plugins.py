@@ -32,7 +32,11 @@ class Specs:
         """Return {notifier name: callable(event: dict)}."""
 
 
-BUILTINS = ("mlops_console.deploy.local", "mlops_console.deploy.docker")
+BUILTINS = (
+    "mlops_console.deploy.local",
+    "mlops_console.deploy.docker",
+    "mlops_console.monitoring.notifiers",
+)
 
 
 @dataclass
@@ -48,6 +52,12 @@ class PluginInfo:
 class Plugins:
     pm: pluggy.PluginManager
     info: list[PluginInfo]
+
+    def notifiers(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for result in self.pm.hook.mlops_notifiers():
+            out.update(result or {})
+        return out
 
     def deploy_targets(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

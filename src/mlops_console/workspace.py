@@ -122,6 +122,18 @@ class Workspace:
         return RunTracker(self)
 
     @cached_property
+    def monitor(self):
+        from mlops_console.monitoring.service import Monitor
+
+        return Monitor(self)
+
+    @cached_property
+    def alerts(self):
+        from mlops_console.monitoring.alerts import Alerts
+
+        return Alerts(self)
+
+    @cached_property
     def models(self):
         from mlops_console.registry.models import ModelRegistry
 

@@ -95,6 +95,8 @@ class Daemon:
         self.start_watchers()
         worker = threading.Thread(target=self.work, name="job-queue", daemon=True)
         worker.start()
+        watcher = threading.Thread(target=self.monitor, name="monitoring", daemon=True)
+        watcher.start()
         try:
             self.serve()
         finally:
@@ -410,6 +412,28 @@ class Daemon:
     def _close_children(self, chain_id: int, why: str) -> None:
         for step in self.ws.jobs.list(chain_id=chain_id, status="running"):
             self.ws.jobs.finish(step["id"], "failed", why)
+
+    # --- monitoring -----------------------------------------------------------------------------
+
+    def monitor(self) -> None:
+        """Collect prediction logs and evaluate the alert rules every [monitoring].every."""
+        from mlops_console.monitoring.alerts import Alerts
+        from mlops_console.monitoring.service import seconds
+
+        every = seconds(self.ws.config.monitoring.every)
+        alerts = Alerts(self.ws, on_event=self.event)
+        self.alerts = alerts
+        while not self.stop.wait(every):
+            try:
+                if self.ws.config.alerts:
+                    for change in alerts.evaluate():
+                        self.event({"event": "alert_change", **change})
+                else:
+                    self.ws.monitor.collect()
+                self.ws.monitor.prune()
+            except Exception as exc:  # monitoring must never take the daemon down
+                self.event({"event": "monitor_error", "detail": str(exc)})
+        alerts.close()
 
     # --- control API ------------------------------------------------------------------------------
 

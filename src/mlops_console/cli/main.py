@@ -59,6 +59,7 @@ def _register() -> None:
         deploy,
         features,
         models,
+        monitor,
         runs,
         serve,
         workspace_cmds,
@@ -75,6 +76,8 @@ def _register() -> None:
     cli.add_command(features.features)
     cli.add_command(runs.runs)
     cli.add_command(models.models)
+    cli.add_command(monitor.monitor)
+    cli.add_command(monitor.alerts)
 
 
 _register()

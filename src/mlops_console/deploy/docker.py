@@ -217,7 +217,10 @@ class DockerTarget(ServerTarget):
                 init=True,
                 labels={LABEL: name},
                 ports={"8080/tcp": (config.get("host", "127.0.0.1"), int(config["port"]))},
-                environment={"MLOPS_ADMIN_TOKEN": self._token(name)},
+                environment={
+                    "MLOPS_ADMIN_TOKEN": self._token(name),
+                    **{k: os.environ[k] for k in ("MLOPS_PREDLOG_ROTATE",) if k in os.environ},
+                },
                 volumes={
                     str(bundles): {"bind": "/bundles", "mode": "ro"},
                     str(logs): {"bind": "/logs", "mode": "rw"},

@@ -120,6 +120,23 @@ class Server:
         self.started = time.time()
         self.swaps = 0
 
+    def failed(self, route: str, status: int, t0: float, request_id: str = "") -> None:
+        """Count a failed request and log it, so monitoring sees the error rate."""
+        latency = time.perf_counter() - t0
+        self.metrics.observe(route, status, latency, 0)
+        self.log.append(
+            {
+                "ts": time.time(),
+                "request_id": request_id,
+                "role": "error",
+                "status": status,
+                "route": route,
+                "version": self.primary.version,
+                "latency_ms": latency * 1000,
+                "rows": 0,
+            }
+        )
+
     def batcher(self, model: ServedModel) -> Batcher:
         b = self.batchers.get(id(model))
         if b is None:
@@ -248,10 +265,10 @@ def build_app(server: Server) -> Starlette:
                 headers={"x-model-version": str(model.version), "x-request-id": rid},
             )
         except BadInput as exc:
-            server.metrics.observe("invocations", 400, time.perf_counter() - t0, 0)
+            server.failed("invocations", 400, t0, rid)
             return _error(400, str(exc))
         except _TooLarge:
-            server.metrics.observe("invocations", 413, time.perf_counter() - t0, 0)
+            server.failed("invocations", 413, t0, rid)
             return _error(
                 413,
                 f"The body is larger than {MAX_BODY} bytes; send fewer rows per request.",
@@ -310,7 +327,7 @@ def build_app(server: Server) -> Starlette:
                 }
             )
         except BadInput as exc:
-            server.metrics.observe("v2_infer", 400, time.perf_counter() - t0, 0)
+            server.failed("v2_infer", 400, t0)
             return _json({"error": str(exc)}, 400)
         except _TooLarge:
             return _json({"error": f"The body is larger than {MAX_BODY} bytes."}, 413)
@@ -414,6 +431,7 @@ def build_app(server: Server) -> Starlette:
                     **server.canary_metrics.quantiles(),
                 },
                 "swaps": server.swaps,
+                "rss_mb": _rss_mb(),
                 "log_written": server.log.written,
                 "log_dropped": server.log.dropped,
             }
@@ -478,6 +496,39 @@ def build_app(server: Server) -> Starlette:
         say(f"rolled back to {server.primary.ref} only")
         return _json({"primary": server.primary.describe()})
 
+    async def feedback(request: Request) -> Response:
+        """Ground truth for earlier predictions: {"request_id", "label", "row"?} or a list."""
+        try:
+            body = orjson.loads(await read_body(request))
+        except (orjson.JSONDecodeError, _TooLarge):
+            return _error(400, 'Send JSON: {"request_id": ID, "label": VALUE, "row": 0} or a list.')
+        items = body.get("feedback", body) if isinstance(body, dict) else body
+        items = [items] if isinstance(items, dict) else items
+        if not isinstance(items, list) or not items:
+            return _error(400, 'Send {"request_id": ID, "label": VALUE} or a list of them.')
+        now = time.time()
+        records = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not item.get("request_id") or "label" not in item:
+                return _error(
+                    400, f"Item {i} needs a request_id and a label (nothing was recorded)."
+                )
+            row = item.get("row", 0)
+            if not isinstance(row, int) or row < 0:
+                return _error(400, f"Item {i}: row must be a row number (0, 1, ...), not {row!r}.")
+            records.append(
+                {
+                    "kind": "feedback",
+                    "ts": now,
+                    "request_id": str(item["request_id"]),
+                    "row": row,
+                    "label": item["label"],
+                }
+            )
+        for r in records:
+            server.log.append(r)
+        return _json({"accepted": len(records)}, 202)
+
     def openapi(_: Request) -> Response:
         return _json(OPENAPI)
 
@@ -490,6 +541,7 @@ def build_app(server: Server) -> Starlette:
         ),
         Route("/version", version, methods=["GET"]),
         Route("/invocations", invocations, methods=["POST"]),
+        Route("/feedback", feedback, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route(
@@ -521,6 +573,17 @@ def build_app(server: Server) -> Starlette:
     return app
 
 
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 class _TooLarge(Exception):
     pass
 
@@ -550,6 +613,15 @@ OPENAPI = {
                     "400": {"description": "bad input"},
                     "413": {"description": "body too large"},
                     "415": {"description": "unsupported content type"},
+                },
+            }
+        },
+        "/feedback": {
+            "post": {
+                "summary": 'Labels for earlier predictions: {"request_id", "label", "row"} or a list',
+                "responses": {
+                    "202": {"description": "recorded"},
+                    "400": {"description": "bad input"},
                 },
             }
         },

@@ -34,6 +34,7 @@ REVISIONS: tuple[str, ...] = (
     "0003_gates",
     "0004_deployments",
     "0005_jobs",
+    "0006_monitoring",
 )
 HEAD = REVISIONS[-1]
 

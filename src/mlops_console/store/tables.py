@@ -242,3 +242,39 @@ class Job(SQLModel, table=True):
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
+
+
+class Alert(SQLModel, table=True):
+    """An alert of a monitoring rule on one deployment: open, acknowledged, resolved."""
+
+    __tablename__ = "alert"
+    __table_args__ = (Index("ix_alert_state", "state", "deployment"),)
+    id: int | None = Field(default=None, primary_key=True)
+    rule: str
+    deployment: str
+    measure: str
+    severity: str = "warning"
+    state: str  # open, acknowledged, resolved
+    value: float | None = None  # the last value measured
+    threshold: float
+    window: str = ""
+    detail: str = ""
+    action: str = "none"
+    action_result: str = ""
+    opened_at: float
+    updated_at: float
+    acknowledged_at: float | None = None
+    acknowledged_by: str = ""
+    resolved_at: float | None = None
+
+
+class AlertEvent(SQLModel, table=True):
+    """The history of an alert: opened, notified, notify_failed, action, acknowledged, resolved."""
+
+    __tablename__ = "alert_event"
+    __table_args__ = (Index("ix_alert_event_alert", "alert_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id")
+    at: float
+    kind: str
+    detail: str = ""

@@ -231,6 +231,8 @@ def train(
 ) -> TrainResult:
     """Run a pipeline end to end; see the module doc."""
     import joblib
+    import numpy as np
+    import pandas as pd
 
     from mlops_console.registry.bundle import BundleDraft, LoadedBundle
     from mlops_console.testing.checks import CheckContext, run_checks
@@ -327,6 +329,19 @@ def train(
             run.log_artifact(data, name)
         run.log_artifact(json.dumps(found.table, indent=2, default=str).encode(), "search.json")
         run.log_artifact(json.dumps(p.signature, indent=2).encode(), "signature.json")
+        from mlops_console.monitoring.reference import ARTIFACT, build_reference
+
+        run.log_artifact(
+            build_reference(
+                spec.task,
+                model,
+                pd.concat([p.X_train, p.X_hold]),
+                np.concatenate([np.asarray(p.y_train), np.asarray(p.y_hold)]),
+                p.signature.get("labels"),
+                seed=spec.seed,
+            ),
+            ARTIFACT,
+        )  # what monitoring compares production with
         draft = BundleDraft(
             task=spec.task,
             signature=p.signature,

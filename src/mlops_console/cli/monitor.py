@@ -1,0 +1,353 @@
+"""mlops monitor DEPLOYMENT | monitor collect | report | labels | dataset; mlops alerts ..."""
+
+from __future__ import annotations
+
+import click
+
+from mlops_console.cli.output import emit_json, kv, num, table, when
+
+
+def _ws(ctx):
+    from mlops_console.cli.main import open_workspace
+
+    return open_workspace(ctx)
+
+
+class DefaultShow(click.Group):
+    """`mlops monitor NAME` means `mlops monitor show NAME`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultShow)
+def monitor() -> None:
+    """Drift, stability, decay and latency of deployments, from their prediction logs.
+
+    \b
+    mlops monitor DEPLOYMENT [--window 1h] [--json]
+    mlops monitor report DEPLOYMENT [--out DIR]
+    mlops monitor labels DEPLOYMENT FILE
+    mlops monitor dataset DEPLOYMENT [--name NAME]
+    """
+
+
+def print_window(r: dict) -> None:
+    perf = r.get("performance") or {}
+    stab = r.get("stability") or {}
+    drift = r.get("drift") or {}
+    decay = r.get("decay") or {}
+    stale = r.get("staleness") or {}
+    served = ", ".join(f"v{v['version']} {v['role']} {v['rows']}" for v in r.get("versions", []))
+    kv(
+        [
+            ("deployment", r["deployment"]),
+            ("window", f"{r['window']} ({when(r['start'])} .. {when(r['end'])})"),
+            ("measured", f"{r.get('model')} v{r.get('version')}: {r.get('rows', 0)} rows"),
+            ("served", served or "-"),
+            (
+                "traffic",
+                f"{perf.get('requests', 0)} requests, {num(perf.get('rps', 0))} req/s, "
+                f"{num(perf.get('rows_per_s', 0))} rows/s, errors {num(100 * perf.get('error_rate', 0))}%",
+            ),
+            (
+                "latency",
+                f"p50 {num(perf.get('latency_p50_ms'))} ms, p95 {num(perf.get('latency_p95_ms'))} ms, "
+                f"p99 {num(perf.get('latency_p99_ms'))} ms"
+                + (f"; server {num(perf['memory_mb'])} MB" if perf.get("memory_mb") else ""),
+            ),
+            (
+                "drift",
+                (
+                    f"{len(drift.get('drifted_columns', []))}/{drift.get('columns', 0)} inputs drifted "
+                    f"(share {num(drift.get('drift_share', 0))}), prediction PSI "
+                    f"{num((drift.get('prediction') or {}).get('psi'))}"
+                    + (" -> DATASET DRIFT" if drift.get("drifted") else "")
+                )
+                if drift
+                else "-",
+            ),
+            (
+                "stability",
+                (
+                    f"NaN outputs {num(100 * stab.get('nan_output_rate', 0))}%, out of range "
+                    f"{num(100 * stab.get('out_of_range_rate', 0))}%"
+                    + (
+                        f", saturated {num(100 * stab['saturated_rate'])}%"
+                        if "saturated_rate" in stab
+                        else ""
+                    )
+                    + (", COLLAPSED predictions" if stab.get("collapsed") else "")
+                    + (
+                        f", unseen categories in {sorted(stab['unseen_categories'])}"
+                        if stab.get("unseen_categories")
+                        else ""
+                    )
+                )
+                if stab
+                else "-",
+            ),
+            (
+                "decay",
+                (
+                    f"{decay.get('labelled', 0)} labelled rows; "
+                    + ", ".join(
+                        f"{k} {num(v)} (trained {num(decay.get('training', {}).get(k))})"
+                        for k, v in (decay.get("metrics") or {}).items()
+                    )
+                )
+                if decay.get("labelled")
+                else "no labels yet (POST /feedback or `mlops monitor labels`)",
+            ),
+            (
+                "staleness",
+                f"model {num(stale.get('model_age_days'))} days old; training data "
+                f"{num(stale.get('data_age_days'))} days old"
+                if stale
+                else "-",
+            ),
+        ]
+    )
+    if drift.get("features"):
+        click.echo("")
+        rows = []
+        for f in [*drift["features"], drift["prediction"]]:
+            rows.append(
+                [
+                    f["column"],
+                    f["kind"],
+                    num(f.get("psi")),
+                    num(f.get("ks")) if f["kind"] == "numeric" else num(f.get("js")),
+                    num(f.get("ks_p")) if f["kind"] == "numeric" else num(f.get("chi2_p")),
+                    "DRIFT" if f.get("drifted") else "ok",
+                ]
+            )
+        table(["column", "kind", "psi", "ks / js", "p-value", "verdict"], rows)
+    if r.get("note"):
+        click.echo(f"\nnote: {r['note']}")
+
+
+@monitor.command("show")
+@click.argument("deployment")
+@click.option("--window", help="Rolling window: 1h, 30m, 1d (default [monitoring].window).")
+@click.option("--history", type=int, default=0, help="Also the N windows before, one line each.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def show(ctx, deployment, window, history, as_json) -> None:
+    """Every measure of DEPLOYMENT over the last window."""
+    with _ws(ctx) as ws:
+        if history:
+            results = ws.monitor.history(deployment, window, history + 1)
+        else:
+            results = [ws.monitor.measure(deployment, window)]
+    if as_json:
+        emit_json(results if history else results[0])
+        return
+    print_window(results[0])
+    if history:
+        click.echo("")
+        table(
+            ["window end", "rows", "drift share", "pred psi", "p99 ms", "errors %", "nan %"],
+            [
+                [
+                    when(r["end"]),
+                    r.get("rows", 0),
+                    num((r.get("drift") or {}).get("drift_share")),
+                    num(((r.get("drift") or {}).get("prediction") or {}).get("psi")),
+                    num((r.get("performance") or {}).get("latency_p99_ms")),
+                    num(100 * (r.get("performance") or {}).get("error_rate", 0)),
+                    num(100 * (r.get("stability") or {}).get("nan_output_rate", 0)),
+                ]
+                for r in results
+            ],
+        )
+
+
+@monitor.command("collect")
+@click.argument("deployment", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def collect_cmd(ctx, deployment, as_json) -> None:
+    """Move closed prediction-log segments into the monitoring store (the daemon does this)."""
+    with _ws(ctx) as ws:
+        done = ws.monitor.collect(deployment)
+    if as_json:
+        emit_json(done)
+        return
+    table(
+        ["deployment", "segments", "rows", "requests", "feedback", "unreadable lines"],
+        [
+            [n, d["segments"], d["rows"], d["requests"], d["feedback"], d["unreadable"]]
+            for n, d in done.items()
+        ],
+    )
+
+
+@monitor.command("report")
+@click.argument("deployment")
+@click.option("--window", help="Rolling window (default [monitoring].window).")
+@click.option("--windows", type=int, default=24, show_default=True, help="Windows in the charts.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Folder (default .mlops/reports/DEPLOYMENT-TIME).",
+)
+@click.pass_context
+def report(ctx, deployment, window, windows, out) -> None:
+    """Write a Markdown and an HTML report with PNG charts (summaries only, no raw rows)."""
+    from mlops_console.monitoring.report import write_report
+
+    with _ws(ctx) as ws:
+        paths = write_report(ws, deployment, window, windows, out)
+    for p in paths:
+        click.echo(str(p))
+
+
+@monitor.command("labels")
+@click.argument("deployment")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--id-column", default="request_id", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option(
+    "--row-column",
+    default="row",
+    show_default=True,
+    help="Row within the request (optional column).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def labels(ctx, deployment, file, id_column, label_column, row_column, as_json) -> None:
+    """Import ground truth for DEPLOYMENT's predictions from a CSV/Parquet FILE."""
+    with _ws(ctx) as ws:
+        rep = ws.monitor.import_labels(deployment, file, id_column, label_column, row_column)
+    if as_json:
+        emit_json(rep)
+        return
+    kv(
+        [
+            ("file", rep["file"]),
+            ("kept as", rep["kept_as"]),
+            ("rows", rep["rows"]),
+            ("accepted", f"{rep['accepted']} ({rep['matched']} match a prediction)"),
+            (
+                "not matched yet",
+                f"{rep['unmatched']} (kept; they join when those predictions are collected)"
+                + (f", e.g. {', '.join(rep['unmatched_examples'])}" if rep["unmatched"] else ""),
+            ),
+            ("rejected", rep["rejected"]),
+        ]
+    )
+    for reason, n in rep["rejected_reasons"].items():
+        click.echo(f"  {n} x {reason}")
+    if rep["rejected_file"]:
+        click.echo(f"Rejected rows, with their reasons: {rep['rejected_file']}")
+
+
+@monitor.command("dataset")
+@click.argument("deployment")
+@click.option("--name", help="Dataset name (default DEPLOYMENT_feedback).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dataset(ctx, deployment, name, as_json) -> None:
+    """Labelled predictions as a new version of a dataset (`mlops data`), to train on."""
+    with _ws(ctx) as ws:
+        out = ws.monitor.export_dataset(deployment, name)
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(f"{out['rows']} labelled predictions -> dataset {out['dataset']} ({out['ingest']})")
+
+
+@click.group()
+def alerts() -> None:
+    """Alerts of the `[[alerts]]` rules in mlops.toml: list, show, acknowledge, check."""
+
+
+def _alert_rows(items):
+    return [
+        [
+            a["id"],
+            a["state"],
+            a["severity"],
+            a["rule"],
+            a["deployment"],
+            num(a["value"]),
+            when(a["opened_at"]),
+            a["action_result"] or a["action"],
+        ]
+        for a in items
+    ]
+
+
+@alerts.command("list")
+@click.option("--state", type=click.Choice(["active", "open", "acknowledged", "resolved"]))
+@click.option("--deployment")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def alerts_list(ctx, state, deployment, as_json) -> None:
+    """Alerts, newest first."""
+    with _ws(ctx) as ws:
+        items = ws.alerts.list(state, deployment)
+    if as_json:
+        emit_json(items)
+        return
+    table(
+        ["id", "state", "severity", "rule", "deployment", "value", "opened", "action"],
+        _alert_rows(items),
+    )
+
+
+@alerts.command("show")
+@click.argument("alert_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def alerts_show(ctx, alert_id, as_json) -> None:
+    """One alert and its history (opened, notified, action, acknowledged, resolved)."""
+    with _ws(ctx) as ws:
+        a = ws.alerts.get(alert_id)
+        events = ws.alerts.events(alert_id)
+    if as_json:
+        emit_json({**a, "events": events})
+        return
+    kv([(k, when(v) if k.endswith("_at") else v) for k, v in a.items()])
+    click.echo("")
+    table(["at", "event", "detail"], [[when(e["at"]), e["kind"], e["detail"]] for e in events])
+
+
+@alerts.command("ack")
+@click.argument("alert_id", type=int)
+@click.option("--by", default="", help="Who acknowledges (shown in the history).")
+@click.pass_context
+def alerts_ack(ctx, alert_id, by) -> None:
+    """Acknowledge an open alert (it still resolves itself when the measure recovers)."""
+    import getpass
+
+    with _ws(ctx) as ws:
+        a = ws.alerts.acknowledge(alert_id, by or getpass.getuser())
+    click.echo(f"Alert {a['id']} acknowledged by {a['acknowledged_by']}.")
+
+
+@alerts.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def alerts_check(ctx, as_json) -> None:
+    """Collect and evaluate every rule now (the daemon does this every [monitoring].every)."""
+    with _ws(ctx) as ws:
+        if not ws.config.alerts:
+            click.echo("No [[alerts]] rules in mlops.toml.")
+            return
+        changes = ws.alerts.evaluate()
+        ws.alerts.wait()
+    if as_json:
+        emit_json(changes)
+        return
+    if not changes:
+        click.echo("No alert opened or resolved.")
+    for c in changes:
+        click.echo(
+            f"alert {c.get('alert', '-')} {c.get('state', '')} on {c['deployment']}"
+            + (f": {c['detail']}" if c.get("detail") else "")
+            + (f": {c['error']}" if c.get("error") else "")
+        )

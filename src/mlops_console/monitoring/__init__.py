@@ -1,0 +1,1 @@
+"""Monitoring: prediction-log collection, drift, stability, decay, performance, alerts."""

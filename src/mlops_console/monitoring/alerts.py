@@ -1,0 +1,323 @@
+"""Alert rules (`[[alerts]]` in mlops.toml): evaluate, open, acknowledge, resolve, notify, act.
+
+A rule breaches when its measure is over (`above`) or under (`below`) its threshold in
+each of the last `windows` rolling windows. Breaching opens an alert (one per rule and
+deployment at a time), which notifies and runs the rule's action once: `retrain` queues
+the model's pipeline as an automation chain (gates, canary and all), `rollback` rolls the
+deployment back. An alert resolves itself when the latest measured window no longer
+breaches; a window without enough rows changes nothing. The history is kept in
+`alert_event`.
+
+Notifications run on a small thread pool with three tries and backoff, so a slow or
+failing webhook never holds up the daemon's loop; every try's outcome is an event.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from mlops_console.errors import Conflict, MlopsError, NotFound
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+COLS = (
+    "id, rule, deployment, measure, severity, state, value, threshold, window, detail, action, "
+    "action_result, opened_at, updated_at, acknowledged_at, acknowledged_by, resolved_at"
+)
+KEYS = [c.strip() for c in COLS.split(",")]
+ACTIVE = ("open", "acknowledged")
+TRIES = 3
+
+
+def _row(row) -> dict[str, Any]:
+    return dict(zip(KEYS, row, strict=True))
+
+
+class Alerts:
+    def __init__(self, ws: Workspace, on_event=None, backoff: float = 1.0):
+        self.ws = ws
+        self.on_event = on_event  # the daemon's event stream (the console's live feed)
+        self.backoff = backoff
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list = []
+        self._lock = threading.Lock()
+
+    # --- the store --------------------------------------------------------------------
+
+    def list(self, state: str | None = None, deployment: str | None = None, limit: int = 200):
+        where, args = ["1=1"], []
+        if state == "active":
+            where.append("state IN ('open', 'acknowledged')")
+        elif state:
+            where.append("state = ?")
+            args.append(state)
+        if deployment:
+            where.append("deployment = ?")
+            args.append(deployment)
+        with self.ws.db.read() as conn:
+            rows = conn.exec_driver_sql(
+                f"SELECT {COLS} FROM alert WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    def get(self, alert_id: int) -> dict[str, Any]:
+        with self.ws.db.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT {COLS} FROM alert WHERE id = ?", (int(alert_id),)
+            ).first()
+        if row is None:
+            raise NotFound(f"No alert {alert_id}. `mlops alerts list` shows them.")
+        return _row(row)
+
+    def events(self, alert_id: int) -> list[dict[str, Any]]:
+        with self.ws.db.read() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT at, kind, detail FROM alert_event WHERE alert_id = ? ORDER BY id",
+                (int(alert_id),),
+            ).fetchall()
+        return [{"at": a, "kind": k, "detail": d} for a, k, d in rows]
+
+    def _event(self, alert_id: int, kind: str, detail: str = "") -> None:
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO alert_event (alert_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                (alert_id, time.time(), kind, detail),
+            )
+
+    def acknowledge(self, alert_id: int, by: str = "") -> dict[str, Any]:
+        alert = self.get(alert_id)
+        if alert["state"] != "open":
+            raise Conflict(
+                f"Alert {alert_id} is {alert['state']}; only an open alert is acknowledged."
+            )
+        now = time.time()
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE alert SET state = 'acknowledged', acknowledged_at = ?, acknowledged_by = ?, "
+                "updated_at = ? WHERE id = ?",
+                (now, by, now, alert_id),
+            )
+        self._event(alert_id, "acknowledged", by)
+        alert = self.get(alert_id)
+        self._emit(alert, "acknowledged")
+        return alert
+
+    # --- evaluation -------------------------------------------------------------------
+
+    def evaluate(self, deployments: list[str] | None = None) -> list[dict[str, Any]]:
+        """Evaluate every rule on every deployment once; returns what changed."""
+        from mlops_console.monitoring.service import measure_value, seconds
+
+        rules = self.ws.config.alerts
+        if not rules:
+            return []
+        mon = self.ws.monitor
+        names = deployments if deployments is not None else mon.deployments()
+        changes = []
+        now = time.time()
+        for name in names:
+            results: dict[tuple[str, int], dict[str, Any]] = {}
+            try:
+                mon.collect(name)
+            except OSError as exc:
+                changes.append({"deployment": name, "error": f"collect failed: {exc}"})
+                continue
+            for rule in rules:
+                if not any(fnmatch.fnmatch(name, g) for g in rule.deployments):
+                    continue
+                w = seconds(rule.window)
+                values = []
+                for k in range(rule.windows):
+                    key = (rule.window, k)
+                    if key not in results:
+                        try:
+                            results[key] = mon.measure(
+                                name, rule.window, end=now - k * w, collect_first=False
+                            )
+                        except (MlopsError, OSError) as exc:
+                            results[key] = {"error": str(exc)}
+                    values.append(measure_value(results[key], rule.measure))
+                change = self._apply(rule, name, values, results.get((rule.window, 0)) or {})
+                if change:
+                    changes.append(change)
+        return changes
+
+    def _breach(self, rule, value: float) -> bool:
+        return value > rule.above if rule.above is not None else value < rule.below
+
+    def _apply(self, rule, deployment: str, values: list, latest: dict) -> dict[str, Any] | None:
+        active = [a for a in self.list("active", deployment) if a["rule"] == rule.name]
+        threshold = rule.above if rule.above is not None else rule.below
+        current = values[0]
+        if current is None:
+            return None  # not measured in this window (too few rows, no labels): no change
+        breach = all(v is not None and self._breach(rule, v) for v in values)
+        now = time.time()
+        if active:
+            alert = active[0]
+            if breach:
+                with self.ws.db.write() as conn:
+                    conn.exec_driver_sql(
+                        "UPDATE alert SET value = ?, updated_at = ? WHERE id = ?",
+                        (current, now, alert["id"]),
+                    )
+                return None
+            if not self._breach(rule, current):
+                with self.ws.db.write() as conn:
+                    conn.exec_driver_sql(
+                        "UPDATE alert SET state = 'resolved', value = ?, resolved_at = ?, "
+                        "updated_at = ? WHERE id = ?",
+                        (current, now, now, alert["id"]),
+                    )
+                self._event(alert["id"], "resolved", f"{rule.measure} = {current:.4g}")
+                alert = self.get(alert["id"])
+                self._notify(rule, alert, "resolved")
+                return {"alert": alert["id"], "state": "resolved", "deployment": deployment}
+            return None
+        if not breach:
+            return None
+        op = ">" if rule.above is not None else "<"
+        detail = (
+            f"{rule.measure} = {current:.4g} {op} {threshold:g} over the last "
+            f"{rule.windows} x {rule.window}"
+        )
+        drift = latest.get("drift") or {}
+        if drift.get("drifted_columns"):
+            detail += f"; drifted: {', '.join(drift['drifted_columns'])}"
+        with self.ws.db.write() as conn:
+            alert_id = conn.exec_driver_sql(
+                "INSERT INTO alert (rule, deployment, measure, severity, state, value, threshold, "
+                "window, detail, action, action_result, opened_at, updated_at, acknowledged_by) "
+                "VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, '', ?, ?, '')",
+                (
+                    rule.name,
+                    deployment,
+                    rule.measure,
+                    rule.severity,
+                    current,
+                    threshold,
+                    rule.window,
+                    detail,
+                    rule.action,
+                    now,
+                    now,
+                ),
+            ).lastrowid
+        self._event(alert_id, "opened", detail)
+        alert = self.get(alert_id)
+        self._notify(rule, alert, "opened")
+        if rule.action != "none":
+            result = self._act(rule, alert)
+            with self.ws.db.write() as conn:
+                conn.exec_driver_sql(
+                    "UPDATE alert SET action_result = ? WHERE id = ?", (result, alert_id)
+                )
+            self._event(alert_id, "action", result)
+            alert = self.get(alert_id)
+            self._emit(alert, "action")
+        return {"alert": alert_id, "state": "open", "deployment": deployment, "detail": detail}
+
+    # --- actions ----------------------------------------------------------------------
+
+    def _act(self, rule, alert: dict[str, Any]) -> str:
+        name = alert["deployment"]
+        try:
+            if rule.action == "rollback":
+                self.ws.deployments.rollback(name, reason=f"alert {alert['id']}: {rule.name}")
+                return f"rolled {name} back"
+            rec = self.ws.deployments.get(name)
+            from mlops_console.monitoring.service import pipeline_for_model
+
+            pipeline = pipeline_for_model(self.ws, rec["model"])
+            if pipeline is None:
+                return f"no pipeline registers model {rec['model']!r}: nothing to retrain"
+            busy = [
+                j
+                for j in self.ws.jobs.list(pipeline=pipeline, limit=20)
+                if j["kind"] == "chain" and j["status"] in ("queued", "running")
+            ]
+            if busy:
+                return f"chain {busy[0]['id']} of {pipeline} is already {busy[0]['status']}"
+            job = self.ws.jobs.submit(
+                "chain", pipeline, trigger=f"alert {alert['id']}", max_attempts=2
+            )
+            return f"queued retrain chain {job['id']} of pipeline {pipeline}"
+        except (MlopsError, OSError) as exc:
+            return f"{rule.action} failed: {exc}"
+
+    # --- notifications ----------------------------------------------------------------
+
+    def _emit(self, alert: dict[str, Any], kind: str) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": "alert", "kind": kind, "alert": alert})
+
+    def _notify(self, rule, alert: dict[str, Any], kind: str) -> None:
+        self._emit(alert, kind)
+        from mlops_console.plugins import load_plugins
+
+        available = load_plugins().notifiers()
+        text = (
+            f"[{alert['severity']}] alert {alert['id']} {kind}: {rule.name} on "
+            f"{alert['deployment']}: {alert['detail']}"
+        )
+        for name in rule.notify:
+            if name == "console":
+                continue  # the event stream above
+            fn = available.get(name)
+            if fn is None:
+                self._event(
+                    alert["id"], "notify_failed", f"{name}: no such notifier (`mlops plugins list`)"
+                )
+                continue
+            settings = self.ws.config.notifiers.get(name)
+            event = {
+                "kind": kind,
+                "text": text,
+                "alert": alert,
+                "settings": settings.model_dump() if settings else {},
+                "state": str(self.ws.state),
+            }
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
+                self._pending.append(self._pool.submit(self._deliver, name, fn, event))
+
+    def _deliver(self, name: str, fn, event: dict[str, Any]) -> None:
+        alert_id = event["alert"]["id"]
+        for attempt in range(1, TRIES + 1):
+            try:
+                fn(event)
+                self._event(alert_id, "notified", f"{name} ({event['kind']})")
+                return
+            except Exception as exc:  # a notifier's failure is reported, never raised
+                if attempt == TRIES:
+                    self._event(
+                        alert_id,
+                        "notify_failed",
+                        f"{name}: {str(exc)[:200]} (after {TRIES} tries)",
+                    )
+                    if self.on_event is not None:
+                        self.on_event(
+                            {"event": "notify_failed", "notifier": name, "alert": alert_id}
+                        )
+                    return
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait for the notifications in flight (the CLI, before it exits)."""
+        from concurrent.futures import wait
+
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            wait(pending, timeout=timeout)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

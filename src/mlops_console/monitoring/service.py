@@ -1,0 +1,294 @@
+"""`ws.monitor`: collect, measure per window, import labels, export the feedback dataset.
+
+Windows are rolling: "1h" is the hour up to now; the window before it is the hour
+before that, and so on. A window measures the rows of one version (the deployment's
+primary by default) against that version's training reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_console.errors import MlopsError, NotFound
+from mlops_console.monitoring import collect as col
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+
+def seconds(text: str | float) -> float:
+    from mlops_console.features.spec import parse_ttl
+
+    try:
+        value = parse_ttl(text)
+    except ValueError as exc:
+        raise MlopsError(str(exc)) from None
+    if value <= 0:
+        raise MlopsError(f"A window must be longer than 0, not {text!r} (e.g. 1h, 30m, 10s).")
+    return value
+
+
+class Monitor:
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.cfg = ws.config.monitoring
+
+    # --- collection ------------------------------------------------------------------
+
+    def deployments(self) -> list[str]:
+        names = {d["name"] for d in self.ws.deployments.list()}
+        folder = self.ws.state / "logs" / "predictions"
+        if folder.is_dir():
+            names |= {p.name for p in folder.iterdir() if p.is_dir()}
+        return sorted(names)
+
+    def collect(self, deployment: str | None = None) -> dict[str, dict[str, int]]:
+        names = [deployment] if deployment else self.deployments()
+        return {n: col.collect(self.ws, n) for n in names}
+
+    def prune(self) -> int:
+        """Remove collected files older than [monitoring].keep_days; returns how many."""
+        limit = time.time() - self.cfg.keep_days * 86400
+        removed = 0
+        root = self.ws.state / "monitoring"
+        for path in root.glob("*/*/*.parquet") if root.is_dir() else []:
+            if path.parent.name in ("rows", "requests") and path.stat().st_mtime < limit:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _frames(self, deployment: str, start: float, end: float):
+        """Rows and requests in [start, end), collected and live; all feedback."""
+        import duckdb
+        import pandas as pd
+
+        base = col.monitor_dir(self.ws, deployment)
+        live = col.live_records(self.ws, deployment)
+        out = {}
+        con = duckdb.connect()
+        try:
+            for kind in ("rows", "requests", "feedback"):
+                parts = []
+                if any((base / kind).glob("*.parquet")):
+                    where = "" if kind == "feedback" else f" WHERE ts >= {start!r} AND ts < {end!r}"
+                    parts.append(
+                        con.execute(
+                            f"SELECT * FROM read_parquet('{base / kind}/*.parquet', "
+                            f"union_by_name = true){where}"
+                        ).df()
+                    )
+                if live[kind]:
+                    build = {
+                        "rows": col.rows_table,
+                        "requests": col.requests_table,
+                        "feedback": col.feedback_table,
+                    }[kind]
+                    frame = build(live[kind]).to_pandas()
+                    if kind != "feedback":
+                        frame = frame[(frame["ts"] >= start) & (frame["ts"] < end)]
+                    parts.append(frame)
+                parts = [p for p in parts if len(p)]
+                out[kind] = pd.concat(parts, ignore_index=True) if parts else None
+        finally:
+            con.close()
+        return out["rows"], out["requests"], out["feedback"]
+
+    # --- measures --------------------------------------------------------------------
+
+    def measure(
+        self,
+        deployment: str,
+        window: str | float | None = None,
+        end: float | None = None,
+        version: int | None = None,
+        collect_first: bool = True,
+    ) -> dict[str, Any]:
+        """Every measure of one window of a deployment (see measures.py)."""
+        from mlops_console.monitoring import measures
+        from mlops_console.monitoring.drift import Thresholds
+        from mlops_console.monitoring.reference import load_reference
+
+        if deployment not in self.deployments():
+            raise NotFound(
+                f"No deployment {deployment!r} and no prediction log for it. "
+                "`mlops deployments list` shows them."
+            )
+        if collect_first:
+            col.collect(self.ws, deployment)
+        w = seconds(window or self.cfg.window)
+        end = end if end is not None else time.time()
+        start = end - w
+        rows, requests, feedback = self._frames(deployment, start, end)
+        rec = self.ws.deployments._record(deployment)
+        out: dict[str, Any] = {
+            "deployment": deployment,
+            "window": window or self.cfg.window,
+            "start": start,
+            "end": end,
+            "model": rec["model"] if rec else None,
+            "versions": [],
+        }
+        import pandas as pd
+
+        served = rows[rows["role"] != "shadow"] if rows is not None else pd.DataFrame()
+        if len(served):
+            counts = served.groupby(["version", "role"]).size().reset_index(name="rows")
+            out["versions"] = counts.to_dict("records")
+        if version is None:
+            version = rec["version"] if rec else None
+            if len(served) and (version is None or not (served["version"] == version).any()):
+                version = int(served["version"].value_counts().idxmax())
+        out["version"] = version
+        req = requests[requests["role"] != "shadow"] if requests is not None else None
+        out["performance"] = measures.performance(req if req is not None else pd.DataFrame(), w)
+        if rec is not None:
+            out["performance"].update(self._live_memory(deployment))
+        mine = served[served["version"] == version] if len(served) else served
+        out["rows"] = len(mine)
+        model = rec["model"] if rec else None
+        if model is None or version is None:
+            out["note"] = "no rows served in this window"
+            return out
+        mv = self.ws.models.get_version(model, int(version))
+        out["staleness"] = self._staleness(mv)
+        try:
+            ref = load_reference(self.ws, mv)
+        except NotFound as exc:
+            out["note"] = str(exc)
+            return out
+        t = Thresholds(
+            psi=self.cfg.psi,
+            ks_statistic=self.cfg.ks_statistic,
+            ks_pvalue=self.cfg.ks_pvalue,
+            js=self.cfg.js,
+            drift_share=self.cfg.drift_share,
+        )
+        out["enough_rows"] = len(mine) >= self.cfg.min_rows
+        if len(mine):
+            out["drift"] = measures.drift(mine, ref, t)
+            out["stability"] = measures.stability(mine, ref)
+            out["decay"] = measures.decay(mine, feedback, ref, mv.metrics)
+        if not out["enough_rows"]:
+            out["note"] = (
+                f"{len(mine)} rows of version {version} in this window; verdicts need "
+                f"[monitoring] min_rows = {self.cfg.min_rows}"
+            )
+        return out
+
+    def history(self, deployment: str, window: str | None = None, count: int = 24):
+        """The last `count` windows, newest first."""
+        w = seconds(window or self.cfg.window)
+        now = time.time()
+        col.collect(self.ws, deployment)
+        return [
+            self.measure(
+                deployment, window or self.cfg.window, end=now - i * w, collect_first=False
+            )
+            for i in range(count)
+        ]
+
+    def _live_memory(self, deployment: str) -> dict[str, Any]:
+        try:
+            status = self.ws.deployments.status(deployment)
+        except Exception:  # a stopped server has no live figures
+            return {}
+        rss = (status.get("stats") or {}).get("rss_mb")
+        return {"memory_mb": rss} if rss is not None else {}
+
+    def _staleness(self, mv) -> dict[str, Any]:
+        now = time.time()
+        out: dict[str, Any] = {"model_age_days": (now - mv.created_at) / 86400}
+        newest = None
+        for d in mv.lineage.get("datasets") or []:
+            try:
+                dv = self.ws.data.version(d["name"], int(str(d["version"]).lstrip("v")))
+            except (NotFound, MlopsError, ValueError):
+                continue
+            newest = max(newest or 0.0, dv.created_at)
+        if newest:
+            out["data_age_days"] = (now - newest) / 86400
+        return out
+
+    # --- labels ----------------------------------------------------------------------
+
+    def import_labels(
+        self,
+        deployment: str,
+        path: str | Path,
+        id_column: str = "request_id",
+        label_column: str = "label",
+        row_column: str | None = "row",
+        entity_column: str | None = None,
+        time_column: str | None = None,
+    ) -> dict[str, Any]:
+        from mlops_console.monitoring.labels import import_labels
+
+        return import_labels(
+            self,
+            deployment,
+            Path(path),
+            id_column,
+            label_column,
+            row_column,
+            entity_column,
+            time_column,
+        )
+
+    def export_dataset(self, deployment: str, name: str | None = None) -> dict[str, Any]:
+        from mlops_console.monitoring.labels import export_dataset
+
+        return export_dataset(self, deployment, name)
+
+
+def pipeline_for_model(ws, model: str) -> str | None:
+    """The pipeline that registers `model` (its retrain), if any."""
+    from mlops_console.config import load_pipeline
+
+    folder = ws.root / "pipelines"
+    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
+        try:
+            spec = load_pipeline(path)
+        except MlopsError:
+            continue
+        if spec.register_as == model:
+            return spec.name
+    return None
+
+
+def measure_value(result: dict[str, Any], measure: str) -> float | None:
+    """The value of a named measure in a window result (None: not measured)."""
+    perf = result.get("performance") or {}
+    drift = result.get("drift") or {}
+    stab = result.get("stability") or {}
+    decay = result.get("decay") or {}
+    stale = result.get("staleness") or {}
+    if measure in ("error_rate", "rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
+        v = perf.get(measure)
+    elif measure == "drift_share":
+        v = drift.get("drift_share") if result.get("enough_rows") else None
+    elif measure == "prediction_psi":
+        v = (drift.get("prediction") or {}).get("psi") if result.get("enough_rows") else None
+    elif measure.startswith("psi:"):
+        found = [f for f in drift.get("features", []) if f["column"] == measure[4:]]
+        v = found[0].get("psi") if found and result.get("enough_rows") else None
+    elif measure in ("nan_output_rate", "out_of_range_rate", "saturated_rate"):
+        v = stab.get(measure)
+    elif measure == "collapsed":
+        v = None if "collapsed" not in stab else float(stab["collapsed"])
+    elif measure.startswith("decay:"):
+        v = (decay.get("drop") or {}).get(measure[6:])
+    elif measure.startswith("metric:"):
+        v = (decay.get("metrics") or {}).get(measure[7:])
+    else:
+        v = stale.get(measure)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return float(v)
+
+
+def to_json(result: Any) -> str:
+    return json.dumps(result, default=str, indent=2)
