@@ -78,10 +78,11 @@ def _shares(cuts: np.ndarray, n: int) -> np.ndarray:
 
 
 def _value_counts(values) -> tuple[list[str], np.ndarray]:
-    arr = np.asarray(values, dtype=object)
-    mask = np.array([v is not None and v == v for v in arr], dtype=bool) if len(arr) else arr
-    keys, counts = np.unique(arr[mask].astype(str), return_counts=True)
-    return [str(k) for k in keys], counts
+    """Category counts, nulls left out (pandas hashes; numpy's unique would sort strings)."""
+    import pandas as pd
+
+    counts = pd.Series(values).value_counts(dropna=True)
+    return [str(k) for k in counts.index], counts.to_numpy()
 
 
 def psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
@@ -91,16 +92,25 @@ def psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
 
 
 def ks_2samp_sorted(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Two-sample KS statistic and asymptotic p-value of two sorted arrays."""
+    """Two-sample KS statistic and asymptotic p-value of two sorted arrays.
+
+    Both empirical CDFs are step functions that only jump at sample values, so the
+    largest gap is at one of them: each array's distinct values (their last occurrence
+    gives its own CDF without a search) are looked up in the other array only."""
     from scipy.special import kolmogorov
 
     n, m = len(a), len(b)
     if n == 0 or m == 0:
         return math.nan, math.nan
-    both = np.concatenate((a, b))
-    cdf_a = np.searchsorted(a, both, side="right") / n
-    cdf_b = np.searchsorted(b, both, side="right") / m
-    d = float(np.max(np.abs(cdf_a - cdf_b)))
+    d = 0.0
+    for x, y, nx, ny in ((a, b, n, m), (b, a, m, n)):
+        last = np.empty(len(x), dtype=bool)
+        last[:-1] = x[1:] != x[:-1]
+        last[-1] = True
+        at = x[last]
+        own = (np.flatnonzero(last) + 1) / nx
+        other = np.searchsorted(y, at, side="right") / ny
+        d = max(d, float(np.max(np.abs(own - other))))
     en = math.sqrt(n * m / (n + m))
     p = float(kolmogorov((en + 0.12 + 0.11 / en) * d))  # Stephens' correction
     return d, min(max(p, 0.0), 1.0)
