@@ -269,3 +269,45 @@ def test_report_has_charts_and_no_raw_rows(served, tmp_path):
     assert "x1" in html and "DRIFT" in html and "rep-0" not in html
     assert sum(p.stat().st_size for p in paths) < 400_000
     assert (tmp_path / "r" / "psi.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_monitor_alerts_and_clear_errors(served, tmp_path):
+    from tests.conftest import run_cli
+
+    ws, endpoint = served
+    send(endpoint, drifted(150, seed=51), "cli")
+    wait_collected(ws, "cli", 150)
+    w = ("-w", str(ws.root))
+    out = run_cli(*w, "monitor", "m", "--window", "10m", check=True).stdout
+    assert "x1" in out and "DRIFT" in out and "latency" in out and "decay" in out
+    data = json.loads(run_cli(*w, "monitor", "m", "--json", check=True).stdout)
+    assert data["deployment"] == "m" and data["rows"] > 0
+    hist = json.loads(
+        run_cli(*w, "monitor", "m", "--window", "1m", "--history", "2", "--json", check=True).stdout
+    )
+    assert len(hist) == 3
+    missing = run_cli(*w, "monitor", "labels", "m", str(tmp_path / "nope.csv"))
+    assert (
+        missing.returncode == 1
+        and "No label file" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
+    bad_window = run_cli(*w, "monitor", "m", "--window", "soon")
+    assert bad_window.returncode == 1 and "not a duration" in bad_window.stderr
+    unknown = run_cli(*w, "monitor", "nowhere")
+    assert unknown.returncode == 1 and "No deployment 'nowhere'" in unknown.stderr
+    assert run_cli(*w, "alerts", "list", check=True).returncode == 0
+    rep = run_cli(
+        *w,
+        "monitor",
+        "report",
+        "m",
+        "--window",
+        "10m",
+        "--windows",
+        "2",
+        "--out",
+        str(tmp_path / "rp"),
+        check=True,
+    )
+    assert "report.html" in rep.stdout

@@ -76,3 +76,28 @@ def test_schedule_and_deploy_are_validated(tmp_path):
         write(tmp_path, base + '[schedule]\ninterval = "1d"\ncron = "0 3 * * *"\n', "p.toml")
     )
     assert spec.schedule.interval == "1d"
+
+
+def test_alert_rules_are_checked(tmp_path):
+    ok = load_workspace_config(
+        write(
+            tmp_path,
+            '[[alerts]]\nname = "d"\nmeasure = "psi:x1"\nabove = 0.3\nwindows = 2\n'
+            'action = "rollback"\n[notifiers.webhook]\nurl_env = "HOOK"\n',
+        )
+    )
+    assert ok.alerts[0].windows == 2 and ok.notifiers["webhook"].url_env == "HOOK"
+    assert ok.monitoring.window == "1h" and ok.monitoring.psi == 0.2
+    for text, expected in (
+        ('[[alerts]]\nname = "d"\nmeasure = "vibes"\nabove = 1\n', "unknown measure 'vibes'"),
+        ('[[alerts]]\nname = "d"\nmeasure = "rps"\nabove = 1\nbelow = 0\n', "exactly one of"),
+        ('[[alerts]]\nname = "d"\nmeasure = "rps"\nbelow = 1\naction = "panic"\n', "action"),
+        ('[monitoring]\nevery = "often"\n', "not a duration"),
+        (
+            '[[alerts]]\nname = "d"\nmeasure = "rps"\nbelow = 1\n'
+            '[[alerts]]\nname = "d"\nmeasure = "rps"\nbelow = 2\n',
+            "unique",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=expected):
+            load_workspace_config(write(tmp_path, text))

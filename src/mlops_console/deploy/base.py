@@ -66,3 +66,9 @@ class DeployTarget:
 
     def logs(self, name: str, tail: int = 100) -> str:
         raise NotImplementedError
+
+    def fetch_prediction_logs(self, name: str, config: dict[str, Any], dest: Path) -> int:
+        """Copy closed prediction-log segments (`*.jsonl`) of a remote deployment into
+        `dest` and delete them remotely once copied; returns how many. Local and Docker
+        servers write into `dest` directly, so the default does nothing."""
+        return 0

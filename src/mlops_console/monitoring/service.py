@@ -48,7 +48,26 @@ class Monitor:
 
     def collect(self, deployment: str | None = None) -> dict[str, dict[str, int]]:
         names = [deployment] if deployment else self.deployments()
-        return {n: col.collect(self.ws, n) for n in names}
+        out = {}
+        for n in names:
+            fetched = self._fetch_remote(n)
+            out[n] = col.collect(self.ws, n)
+            if fetched:
+                out[n]["fetched"] = fetched
+        return out
+
+    def _fetch_remote(self, name: str) -> int:
+        """Remote targets (plugins) bring their segments here first."""
+        rec = self.ws.deployments._record(name)
+        if rec is None or rec["target"] in ("local", "docker") or rec["status"] != "running":
+            return 0
+        try:
+            target = self.ws.deployments.target(rec["target"])
+            dest = col.log_dir(self.ws, name)
+            dest.mkdir(parents=True, exist_ok=True)
+            return int(target.fetch_prediction_logs(name, rec["config"], dest) or 0)
+        except Exception:  # an unreachable device is retried at the next collection
+            return 0
 
     def prune(self) -> int:
         """Remove collected files older than [monitoring].keep_days; returns how many."""
