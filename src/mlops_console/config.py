@@ -130,6 +130,15 @@ class NotifierSettings(Strict):
     )
 
 
+class ConsoleSection(Strict):
+    """`mlops console`: key remapping by binding id (see `?` in the console) and polling."""
+
+    keys: dict[str, str] = Field(
+        default_factory=dict, description='binding id -> keys, e.g. refresh = "ctrl+r,f5"'
+    )
+    poll_seconds: float = Field(default=5.0, ge=0.5, le=3600)
+
+
 class WorkspaceConfig(Strict):
     workspace: WorkspaceSection = WorkspaceSection()
     tracking: TrackingSection = TrackingSection()
@@ -139,6 +148,7 @@ class WorkspaceConfig(Strict):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     alerts: list[AlertRule] = Field(default_factory=list)
     notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
+    console: ConsoleSection = Field(default_factory=ConsoleSection)
 
     @model_validator(mode="after")
     def _unique_alerts(self):

@@ -33,6 +33,7 @@ def test_demo_trains_tracks_and_registers(demo_ws):
         "pipeline.json",
         "search.json",
         "signature.json",
+        "reference.parquet",
     }
     assert shown["lineage"]["spec"]["path"] == "pipelines/churn.toml"
     mv = json.loads(

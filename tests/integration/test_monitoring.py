@@ -79,8 +79,9 @@ def test_drift_stability_performance_and_decay_per_window(served):
     send(endpoint, make_data(400, seed=11), "calm")
     time.sleep(0.2)
     mid = time.time()
-    labels = send(endpoint, drifted(400, seed=12), "shifted")
+    # a failed request, logged before the rows below (so waiting for those covers it)
     assert httpx.post(endpoint + "/invocations", content=b"not json").status_code == 400
+    labels = send(endpoint, drifted(400, seed=12), "shifted")
     # ground truth through the server, in one call
     r = httpx.post(
         endpoint + "/feedback",

@@ -24,8 +24,13 @@ def cws(ws):
 
 
 async def settle(app, pilot):
+    """Wait for loading and actions (the event-stream listener runs for the app's life)."""
     await pilot.pause()
-    await app.workers.wait_for_complete()
+    for worker in [w for w in app.workers if w.group != "events"]:
+        try:
+            await worker.wait()
+        except Exception:  # a load replaced by a newer one was cancelled
+            pass
     await pilot.pause()
 
 

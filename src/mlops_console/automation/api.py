@@ -118,12 +118,15 @@ def build_api(d: Daemon) -> Starlette:
 
     async def events(request: Request):
         async def stream():
-            seen = len(d.events)
+            seen = d.event_seq
             yield b": connected\n\n"
+            quiet = 0
             while not d.stop.is_set():
                 if await request.is_disconnected():
                     break
-                new, seen = d.events[seen:], len(d.events)
+                new = [e for e in list(d.events) if e["seq"] > seen]
+                if new:
+                    seen = new[-1]["seq"]
                 for e in new:
                     yield (
                         b"event: "
@@ -132,6 +135,10 @@ def build_api(d: Daemon) -> Starlette:
                         + orjson.dumps(e, default=str)
                         + b"\n\n"
                     )
+                quiet = 0 if new else quiet + 1
+                if quiet >= 4:  # a comment every second: clients can time out reads short
+                    quiet = 0
+                    yield b": ping\n\n"
                 await asyncio.sleep(0.25)
 
         return StreamingResponse(stream(), media_type="text/event-stream")

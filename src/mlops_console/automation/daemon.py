@@ -58,6 +58,8 @@ class Daemon:
         self.pending_lock = threading.Lock()
         self.stop = threading.Event()
         self.events: list[dict[str, Any]] = []
+        self.event_seq = 0
+        self._event_lock = threading.Lock()
         self.started = time.time()
         self.scheduler = None
         self.observer = None
@@ -78,9 +80,11 @@ class Daemon:
         self.pid_path.write_text(str(os.getpid()))
 
     def event(self, data: dict[str, Any]) -> None:
-        data = {"at": time.time(), **data}
-        self.events.append(data)
-        del self.events[:-1000]
+        """Record an event for `/events` (the last 1,000; each has a growing `seq`)."""
+        with self._event_lock:
+            self.event_seq += 1
+            self.events.append({"at": time.time(), "seq": self.event_seq, **data})
+            del self.events[:-1000]
 
     def run(self) -> None:
         """Run in the foreground until SIGTERM/SIGINT or POST /shutdown."""

@@ -80,17 +80,23 @@ class Monitor:
                 removed += 1
         return removed
 
-    def _frames(self, deployment: str, start: float, end: float):
+    def _frames(
+        self,
+        deployment: str,
+        start: float,
+        end: float,
+        kinds: tuple[str, ...] = ("rows", "requests", "feedback"),
+    ):
         """Rows and requests in [start, end), collected and live; all feedback."""
         import duckdb
         import pandas as pd
 
         base = col.monitor_dir(self.ws, deployment)
         live = col.live_records(self.ws, deployment)
-        out = {}
+        out: dict[str, Any] = {k: None for k in ("rows", "requests", "feedback")}
         con = duckdb.connect()
         try:
-            for kind in ("rows", "requests", "feedback"):
+            for kind in kinds:
                 parts = []
                 if any((base / kind).glob("*.parquet")):
                     where = "" if kind == "feedback" else f" WHERE ts >= {start!r} AND ts < {end!r}"
@@ -209,6 +215,37 @@ class Monitor:
             )
             for i in range(count)
         ]
+
+    def performance_series(
+        self, deployment: str, window: str | float = "5m", count: int = 12
+    ) -> list[dict[str, Any]]:
+        """Requests per second, p99 and error rate per window, oldest first (one read of
+        the requests; cheap enough for the console's sparklines)."""
+        import numpy as np
+
+        w = seconds(window)
+        end = time.time()
+        start = end - w * count
+        _, requests, _ = self._frames(deployment, start, end, kinds=("requests",))
+        out = []
+        for i in range(count):
+            lo, hi = start + i * w, start + (i + 1) * w
+            part = (
+                None
+                if requests is None
+                else requests[(requests["ts"] >= lo) & (requests["ts"] < hi)]
+            )
+            n = 0 if part is None else len(part)
+            ok = part[part["status"] == 200] if n else None
+            out.append(
+                {
+                    "end": hi,
+                    "rps": n / w,
+                    "p99_ms": float(np.percentile(ok["latency_ms"], 99)) if n and len(ok) else None,
+                    "error_rate": (n - len(ok)) / n if n else None,
+                }
+            )
+        return out
 
     def _live_memory(self, deployment: str) -> dict[str, Any]:
         try:

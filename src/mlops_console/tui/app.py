@@ -7,11 +7,14 @@ Loading runs in thread workers, so the UI never freezes; errors become notificat
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
+
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import (
     Button,
     DataTable,
@@ -23,6 +26,7 @@ from textual.widgets import (
     ListView,
     Static,
 )
+from textual.worker import get_current_worker
 
 from mlops_console.tui.areas import AREAS, BY_NAME, Action, Listing
 
@@ -69,14 +73,29 @@ class MlopsConsole(App):
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("r", "refresh", "Refresh", id="refresh"),
         Binding("question_mark,f1", "help", "Help", id="help"),
+        Binding("l", "logs", "Logs", id="logs"),
+        Binding("U", "start_daemon", "Start daemon", show=False, id="start-daemon"),
         Binding("escape", "close_prompt", "Back", show=False, id="back"),
     ]
 
-    def __init__(self, ws, read_only: bool = False, poll_seconds: float = 5.0):
+    def __init__(
+        self,
+        ws,
+        read_only: bool = False,
+        poll_seconds: float | None = None,
+        live: bool = True,
+    ):
         super().__init__()
         self.ws = ws
         self.read_only = read_only
-        self.poll_seconds = poll_seconds
+        cfg = ws.config.console
+        self.poll_seconds = poll_seconds if poll_seconds is not None else cfg.poll_seconds
+        self.keymap = dict(cfg.keys)  # binding id -> keys (also for the screens' action keys)
+        self.live = live
+        self.daemon_running = False
+        self.events_seen = 0
+        self._reload_pending = False
+        self._stop_listening = threading.Event()  # ends the listener thread when the app exits
         self.area = AREAS[0]
         self.listing: Listing | None = None
         self.filter_text = ""
@@ -98,9 +117,150 @@ class MlopsConsole(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = str(self.ws.root) + ("  [read-only]" if self.read_only else "")
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        self._title()
         self.show_area(self.area.name)
-        self.set_interval(self.poll_seconds, self.action_refresh)
+        self.set_interval(self.poll_seconds, self.poll)
+        if self.live:
+            self.listen()
+
+    def on_unmount(self) -> None:
+        self._stop_listening.set()
+
+    def _title(self) -> None:
+        self.sub_title = (
+            str(self.ws.root)
+            + ("  [read-only]" if self.read_only else "")
+            + ("  daemon: live" if self.daemon_running else "  daemon: off (U starts one)")
+        )
+
+    # --- live updates: the daemon's event stream, polling otherwise ---------------------------
+
+    def poll(self) -> None:
+        if not self.daemon_running:  # with a daemon, its events trigger the reloads
+            self.load()
+
+    @work(thread=True, exclusive=True, group="events", exit_on_error=False)
+    def listen(self) -> None:
+        """Follow the daemon's `/events` stream; reconnect when it comes back. Every read
+        times out within a second, so the worker ends promptly when the console exits."""
+        import httpx
+        import orjson
+
+        worker = get_current_worker()
+        sock = self.ws.state / "daemon.sock"
+
+        def stopped() -> bool:
+            return worker.is_cancelled or self._stop_listening.is_set()
+
+        while not stopped():
+            if not sock.exists():
+                self._set_daemon(False)
+                if self._stop_listening.wait(1.0):
+                    return
+                continue
+            try:
+                with (
+                    httpx.Client(
+                        transport=httpx.HTTPTransport(uds=str(sock)),
+                        base_url="http://daemon",
+                        timeout=httpx.Timeout(2.0, read=2.0),
+                    ) as client,
+                    client.stream("GET", "/events") as response,
+                ):
+                    self._set_daemon(response.status_code == 200)
+                    for line in response.iter_lines():
+                        if stopped():
+                            return
+                        if line.startswith("data: "):
+                            event = orjson.loads(line[6:])
+                            try:
+                                self.call_from_thread(self.daemon_event, event)
+                            except RuntimeError:  # the app is closing
+                                return
+            except (httpx.HTTPError, OSError, ValueError):
+                self._set_daemon(False)
+                if self._stop_listening.wait(1.0):
+                    return
+
+    def _set_daemon(self, running: bool) -> None:
+        if running != self.daemon_running:
+            self.daemon_running = running
+            try:
+                self.call_from_thread(self._title)
+            except RuntimeError:  # the app is closing
+                pass
+
+    def daemon_event(self, event: dict) -> None:
+        self.events_seen += 1
+        kind = event.get("event", "")
+        if kind == "alert":
+            a = event.get("alert") or {}
+            self.notify(
+                f"alert #{a.get('id')} {event.get('kind')}: {a.get('rule')} on "
+                f"{a.get('deployment')}",
+                severity="error" if event.get("kind") == "opened" else "information",
+                timeout=8,
+            )
+        elif kind == "ended" and event.get("status") == "failed":
+            self.notify(
+                f"job {event.get('job')} failed: {event.get('detail', '')}"[:200],
+                severity="warning",
+            )
+        if not self._reload_pending:  # a burst of events is one reload
+            self._reload_pending = True
+            self.set_timer(0.5, self._reload)
+
+    def _reload(self) -> None:
+        self._reload_pending = False
+        self.load()
+
+    def action_start_daemon(self) -> None:
+        if self.read_only:
+            self.notify(
+                "Starting the daemon is disabled: the console runs read-only.", severity="warning"
+            )
+            return
+        if self.daemon_running:
+            self.notify("A daemon already runs for this workspace.")
+            return
+        self.start_daemon()
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def start_daemon(self) -> None:
+        import subprocess
+        import sys
+
+        self.call_from_thread(self.notify, "Starting the daemon...")
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlops_console.cli.main", "-w", str(self.ws.root), "up"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            stdin=subprocess.DEVNULL,
+        )
+        text = (proc.stdout + proc.stderr).strip().splitlines()
+        self.call_from_thread(
+            self.notify,
+            text[-1] if text else "daemon started",
+            severity="information" if proc.returncode == 0 else "error",
+        )
+
+    # --- the command palette: this screen's actions, named "area: verb" ------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for action in self.area.actions:
+            yield SystemCommand(
+                action.name, action.description, lambda a=action: self.start_action(a)
+            )
+        for area in AREAS:
+            yield SystemCommand(
+                f"go: {area.title}", area.help, lambda n=area.name: self.show_area(n), False
+            )
+        yield SystemCommand("console: refresh", "Reload this screen", self.action_refresh)
+        yield SystemCommand("daemon: start", "Start a background daemon", self.action_start_daemon)
 
     # --- navigation --------------------------------------------------------------------------
 
@@ -111,6 +271,10 @@ class MlopsConsole(App):
         self.query_one("#detail", Static).update(self.area.help + self._keys_text())
         self.load()
 
+    def action_key(self, action: Action) -> str:
+        """The key of a screen action, after `[console] keys` remapping by its id."""
+        return self.keymap.get(action.id, action.key)
+
     def _keys_text(self) -> str:
         if not self.area.actions:
             return ""
@@ -119,7 +283,10 @@ class MlopsConsole(App):
             "\n\nKeys here"
             + state
             + ":\n"
-            + "\n".join(f"  {a.key}  {a.name} - {a.description}" for a in self.area.actions)
+            + "\n".join(
+                f"  {self.action_key(a)}  {a.name} - {a.description}  (id {a.id})"
+                for a in self.area.actions
+            )
         )
 
     @on(ListView.Selected, "#areas")
@@ -220,8 +387,35 @@ class MlopsConsole(App):
     def action_refresh(self) -> None:
         self.load()
 
+    def action_logs(self) -> None:
+        """`l`: the selected job's or deployment's log in the detail pane."""
+        key = self.selected_key()
+        if key is None:
+            self.notify("Select a row first.", severity="warning")
+            return
+        self.show_logs(key)
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def show_logs(self, key: str) -> None:
+        kind, _, ident = key.partition(":")
+        if not ident:
+            kind, ident = self.area.name, key
+        if kind in ("automation", "job"):
+            text = self.ws.jobs.logs(int(ident), 200)
+        elif kind in ("deployments", "deployment", "dep"):
+            text = self.ws.deployments.logs(ident, 200)
+        else:
+            text = "No log here: `l` shows the logs of jobs and deployments."
+        self.call_from_thread(
+            self.query_one("#detail", Static).update, _plain(text or "(empty log)")
+        )
+
     def action_help(self) -> None:
-        keys = "\n".join(f"  {b.key:12} {b.description}" for b in self.BINDINGS if b.show)
+        keys = "\n".join(
+            f"  {self.keymap.get(b.id, b.key):12} {b.description}  (id {b.id})"
+            for b in self.BINDINGS
+            if b.show
+        )
         self.query_one("#detail", Static).update(
             f"{self.area.title}: {self.area.help}\n\nKeys everywhere:\n"
             f"{keys}\n  enter        details{self._keys_text()}"
@@ -231,7 +425,7 @@ class MlopsConsole(App):
         if self.query_one("#prompt", Input).has_focus or isinstance(self.screen, ModalScreen):
             return
         for action in self.area.actions:
-            if event.key == action.key:
+            if event.key in self.action_key(action).split(","):
                 event.stop()
                 self.start_action(action)
 
@@ -250,6 +444,9 @@ class MlopsConsole(App):
             if ok:
                 self.perform(action, key)
 
+        if not action.destructive:
+            self.perform(action, key)
+            return
         self.push_screen(Confirm(f"{action.name} on {key}?"), confirmed)
 
     @work(thread=True, group="action", exit_on_error=False)
@@ -269,6 +466,12 @@ class MlopsConsole(App):
             self.notify(
                 f"{event.worker.name or 'work'} failed: {event.worker.error}", severity="error"
             )
+
+
+def _plain(text: str):
+    from rich.text import Text
+
+    return Text(text)  # logs are shown as they are, never read as markup
 
 
 def main(argv: list[str] | None = None) -> None:

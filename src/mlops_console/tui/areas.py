@@ -18,6 +18,31 @@ def _num(v: Any) -> str:
     return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
+BARS = "▁▂▃▄▅▆▇█"
+
+
+def spark(values: list[float | None]) -> str:
+    """A one-line chart: ▁ to █ scaled to the series' range, · where nothing was measured."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "·" * len(values)
+    lo, hi = min(known), max(known)
+    span = (hi - lo) or 1.0
+    return "".join(
+        "·" if v is None else BARS[min(int((v - lo) / span * (len(BARS) - 1) + 0.5), 7)]
+        for v in values
+    )
+
+
+def severity(drifted: bool, psi: float | None, limit: float = 0.2) -> str:
+    """Rich markup colour of a drift cell: red drifted, yellow close, green fine."""
+    if drifted:
+        return "red"
+    if psi is not None and psi >= limit / 2:
+        return "yellow"
+    return "green"
+
+
 @dataclass
 class Listing:
     columns: list[str]
@@ -30,7 +55,12 @@ class Action:
     name: str  # "area: verb" in the command palette
     description: str
     run: Callable[[Any, str], str]  # (ws, row key) -> message
-    destructive: bool = True
+    destructive: bool = True  # asks for confirmation first
+
+    @property
+    def id(self) -> str:
+        """The binding id for `[console] keys` remapping: "model-promote", "job-run-now"."""
+        return self.name.replace(": ", "-").replace(" ", "-")
 
 
 @dataclass
@@ -203,6 +233,8 @@ def _deployment_detail(ws, key: str) -> str:
         "Live:",
         json.dumps(st["live"], indent=2, default=str)[:1500],
         "",
+        *_traffic_lines(ws, key),
+        "",
         "History:",
     ]
     lines += [
@@ -210,6 +242,21 @@ def _deployment_detail(ws, key: str) -> str:
         for e in hist
     ]
     return "\n".join(lines)
+
+
+def _traffic_lines(ws, name: str, window: str = "5m", count: int = 12) -> list[str]:
+    """Sparklines of throughput, p99 and errors over the last hour, from the prediction log."""
+    try:
+        series = ws.monitor.performance_series(name, window, count)
+    except Exception as exc:  # no log yet, or unreadable: say so, never fail the pane
+        return [f"Traffic: not available ({exc})"]
+    last = series[-1]
+    return [
+        f"Traffic, {count} x {window} (oldest first):",
+        f"  req/s   {spark([p['rps'] for p in series])}  now {_num(last['rps'])}",
+        f"  p99 ms  {spark([p['p99_ms'] for p in series])}  now {_num(last['p99_ms'])}",
+        f"  errors  {spark([p['error_rate'] for p in series])}  now {_num(last['error_rate'])}",
+    ]
 
 
 def _jobs(ws) -> Listing:
@@ -267,13 +314,70 @@ def _plugins(ws) -> Listing:
     )
 
 
+def daemon_state(ws) -> tuple[bool, str, list[dict[str, Any]]]:
+    """(running, one line, schedules) of the workspace's daemon."""
+    from mlops_console.automation.client import DaemonClient
+
+    client = DaemonClient(ws, timeout=2.0)
+    if not client.available():
+        return False, "not running: press U to start one (or `mlops up`)", []
+    try:
+        st = client.call("GET", "/status")
+        schedules = client.call("GET", "/schedules").get("schedules", [])
+    except Exception as exc:  # the daemon went away meanwhile
+        return False, f"not answering: {exc}", []
+    return True, f"running, pid {st.get('pid')}", schedules
+
+
 def _overview(ws) -> Listing:
     rows = []
+    running, line, schedules = daemon_state(ws)
+    rows.append(("daemon:", ["daemon", "automation", line, "up" if running else "down"]))
     for d in ws.deployments.list():
+        h = _health(ws, d["name"])
+        perf, drift = h.get("performance") or {}, h.get("drift") or {}
+        split = (
+            f" + canary v{d['canary_version']} {d['canary_percent']:.0f}%"
+            if d["canary_version"]
+            else ""
+        )
+        drift_state = (
+            "[red]DRIFT[/]"
+            if drift.get("drifted")
+            else ("[yellow]some drift[/]" if drift.get("drifted_columns") else "no drift")
+            if drift
+            else "drift -"
+        )
         rows.append(
             (
                 f"deployment:{d['name']}",
-                ["deployment", d["name"], f"{d['model']} v{d['version']}", d["status"]],
+                [
+                    "deployment",
+                    d["name"],
+                    f"{d['model']} v{d['version']}{split}",
+                    f"{d['status']} | {_num(perf.get('rps'))} req/s | p99 "
+                    f"{_num(perf.get('latency_p99_ms'))} ms | err {_num(perf.get('error_rate'))} | "
+                    + drift_state,
+                ],
+            )
+        )
+    for a in ws.alerts.list("active", limit=20):
+        rows.append(
+            (
+                f"alert:{a['id']}",
+                ["alert", f"#{a['id']} {a['rule']}", a["deployment"], f"[red]{a['state']}[/]"],
+            )
+        )
+    for sc in sorted(schedules, key=lambda x: x.get("next_run") or 1e18)[:5]:
+        rows.append(
+            (
+                f"schedule:{sc['id']}",
+                [
+                    "schedule",
+                    sc["pipeline"],
+                    sc["trigger"][:40],
+                    "paused" if sc["paused"] else f"next {_when(sc['next_run'])}",
+                ],
             )
         )
     for m in ws.models.list():
@@ -298,11 +402,186 @@ def _overview(ws) -> Listing:
 def _overview_detail(ws, key: str) -> str:
     kind, _, ident = key.partition(":")
     return {
+        "daemon": lambda w, k: daemon_state(w)[1],
         "deployment": _deployment_detail,
+        "alert": lambda w, k: _monitoring_detail(w, f"alert:{k}"),
+        "schedule": lambda w, k: f"Schedule {k} (see the Automation screen)",
         "model": lambda w, k: _model_detail(w, k),
         "run": _run_detail,
         "job": _job_detail,
     }[kind](ws, ident)
+
+
+def _health(ws, name: str) -> dict[str, Any]:
+    """The last window's measures of a deployment, or what stopped them."""
+    try:
+        return ws.monitor.measure(name, collect_first=False)
+    except Exception as exc:  # a broken log never breaks the screen
+        return {"error": str(exc)}
+
+
+def _monitoring(ws) -> Listing:
+    rows = []
+    alerts = ws.alerts.list(limit=100)
+    active = {}
+    for a in alerts:
+        if a["state"] in ("open", "acknowledged"):
+            active[a["deployment"]] = active.get(a["deployment"], 0) + 1
+    for name in ws.monitor.deployments():
+        h = _health(ws, name)
+        drift = h.get("drift") or {}
+        perf = h.get("performance") or {}
+        stab = h.get("stability") or {}
+        share = drift.get("drift_share")
+        colour = "red" if drift.get("drifted") else ("yellow" if share else "green")
+        rows.append(
+            (
+                f"dep:{name}",
+                [
+                    "deployment",
+                    name,
+                    f"v{h.get('version', '-')}",
+                    str(h.get("rows", 0)),
+                    f"[{colour}]{_num(share)}[/]" if drift else "-",
+                    ", ".join(drift.get("drifted_columns", []))[:30] or "-",
+                    _num(perf.get("latency_p99_ms")),
+                    _num(perf.get("error_rate")),
+                    _num(stab.get("nan_output_rate")),
+                    str(active.get(name, 0)),
+                ],
+            )
+        )
+    for a in alerts:
+        colour = {"open": "red", "acknowledged": "yellow"}.get(a["state"], "green")
+        rows.append(
+            (
+                f"alert:{a['id']}",
+                [
+                    "alert",
+                    f"#{a['id']} {a['rule']}",
+                    a["deployment"],
+                    f"[{colour}]{a['state']}[/]",
+                    _num(a["value"]),
+                    a["measure"],
+                    _when(a["opened_at"]),
+                    (a["action_result"] or a["action"])[:30],
+                    "",
+                    "",
+                ],
+            )
+        )
+    return Listing(
+        [
+            "kind",
+            "name",
+            "version / deployment",
+            "rows / state",
+            "drift share / value",
+            "drifted / measure",
+            "p99 ms / opened",
+            "errors / action",
+            "NaN",
+            "alerts",
+        ],
+        rows,
+    )
+
+
+def _monitoring_detail(ws, key: str) -> str:
+    kind, _, ident = key.partition(":")
+    if kind == "alert":
+        a = ws.alerts.get(int(ident))
+        lines = [
+            f"Alert #{a['id']} ({a['severity']}): {a['rule']} on {a['deployment']} - {a['state']}",
+            a["detail"],
+            f"measure {a['measure']} = {_num(a['value'])} (threshold {_num(a['threshold'])}, window {a['window']})",
+            f"action: {a['action']} -> {a['action_result'] or '-'}",
+            "",
+            "History:",
+        ]
+        lines += [
+            f"  {_when(e['at'])} {e['kind']:14} {e['detail'][:70]}"
+            for e in ws.alerts.events(a["id"])
+        ]
+        return "\n".join(lines)
+    h = _health(ws, ident)
+    if "error" in h:
+        return f"{ident}: {h['error']}"
+    drift = h.get("drift") or {}
+    stab = h.get("stability") or {}
+    decay = h.get("decay") or {}
+    perf = h.get("performance") or {}
+    lines = [
+        f"{ident}: {h.get('model')} v{h.get('version')}, {h.get('rows', 0)} rows in the last {h['window']}",
+    ]
+    if h.get("note"):
+        lines.append(f"note: {h['note']}")
+    limit = ws.config.monitoring.psi
+    if drift:
+        lines += ["", "Drift (PSI on the training deciles; KS or JS):"]
+        for f in [*drift["features"], drift["prediction"]]:
+            c = severity(f.get("drifted", False), f.get("psi"), limit)
+            stat = f.get("ks") if f["kind"] == "numeric" else f.get("js")
+            verdict = "DRIFT" if f.get("drifted") else "ok"
+            lines.append(
+                f"  {f['column'][:18]:18} [{c}]psi {_num(f.get('psi')):>8}  "
+                f"{'ks' if f['kind'] == 'numeric' else 'js'} {_num(stat):>8}  {verdict}[/]"
+            )
+    if stab:
+        lines += [
+            "",
+            f"Stability: NaN outputs {_num(stab.get('nan_output_rate'))}, out of range "
+            f"{_num(stab.get('out_of_range_rate'))}, saturated {_num(stab.get('saturated_rate'))}"
+            + (", [red]COLLAPSED[/]" if stab.get("collapsed") else ""),
+        ]
+    if decay.get("labelled"):
+        lines.append(
+            f"Decay ({decay['labelled']} labelled): "
+            + ", ".join(
+                f"{k} {_num(v)} (trained {_num((decay.get('training') or {}).get(k))})"
+                for k, v in (decay.get("metrics") or {}).items()
+            )
+        )
+    lines.append(
+        f"Latency p50/p95/p99 ms: {_num(perf.get('latency_p50_ms'))} / "
+        f"{_num(perf.get('latency_p95_ms'))} / {_num(perf.get('latency_p99_ms'))}"
+    )
+    lines += ["", *_traffic_lines(ws, ident)]
+    try:
+        hist = ws.monitor.history(ident, count=8)[::-1]
+        lines.append(
+            f"  drift   {spark([(r.get('drift') or {}).get('drift_share') for r in hist])}"
+            f"  share of drifted inputs, 8 x {h['window']}"
+        )
+    except Exception:
+        pass
+    return "\n".join(lines)
+
+
+def _ack(ws, key: str) -> str:
+    kind, _, ident = key.partition(":")
+    if kind != "alert":
+        raise ValueError("select an alert row to acknowledge")
+    import getpass
+
+    a = ws.alerts.acknowledge(int(ident), f"{getpass.getuser()} (console)")
+    return f"alert #{a['id']} acknowledged"
+
+
+def _dep_stop(ws, key: str) -> str:
+    ws.deployments.stop(key)
+    return f"{key}: stopped"
+
+
+def _run_now(ws, key: str) -> str:
+    j = ws.jobs.get(int(key))
+    new = ws.jobs.submit("chain", j["pipeline"], trigger="console")
+    return f"queued chain {new['id']} of {j['pipeline']}"
+
+
+def _archive(ws, key: str) -> str:
+    mv = ws.models.archive(key)
+    return f"{mv.ref}: {mv.status}"
 
 
 def _cancel(ws, key: str) -> str:
@@ -322,7 +601,8 @@ AREAS = [
     Area(
         "overview",
         "Overview",
-        "Deployments, models, the latest runs and chains at a glance.",
+        "The daemon, each deployment's health, open alerts, next schedules, models, the "
+        "latest runs and chains.",
         _overview,
         _overview_detail,
     ),
@@ -349,6 +629,7 @@ AREAS = [
         [
             Action("p", "model: promote", "Make the selected version champion", _promote),
             Action("b", "model: rollback", "Move champion back to its previous version", _rollback),
+            Action("x", "model: archive", "Archive the selected version", _archive),
         ],
     ),
     Area(
@@ -360,6 +641,7 @@ AREAS = [
         [
             Action("p", "deployment: promote", "Promote the canary", _dep_promote),
             Action("b", "deployment: rollback", "Drop the canary / go back", _dep_rollback),
+            Action("s", "deployment: stop", "Stop the selected deployment", _dep_stop),
         ],
     ),
     Area(
@@ -368,7 +650,18 @@ AREAS = [
         "Chains of the daemon: state, steps, logs.",
         _jobs,
         _job_detail,
-        [Action("c", "job: cancel", "Cancel the selected job", _cancel)],
+        [
+            Action("c", "job: cancel", "Cancel the selected job", _cancel),
+            Action("n", "job: run now", "Queue the selected job's pipeline again", _run_now),
+        ],
+    ),
+    Area(
+        "monitoring",
+        "Monitoring",
+        "Drift, stability, latency and errors of each deployment's last window; alerts.",
+        _monitoring,
+        _monitoring_detail,
+        [Action("a", "alert: acknowledge", "Acknowledge the selected alert", _ack, False)],
     ),
     Area("plugins", "Plugins", "What is loaded, what failed and why.", _plugins, lambda ws, k: k),
 ]
