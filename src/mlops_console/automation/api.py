@@ -121,7 +121,7 @@ def build_api(d: Daemon) -> Starlette:
             seen = d.event_seq
             yield b": connected\n\n"
             quiet = 0
-            while not d.stop.is_set():
+            while not d.stopping():
                 if await request.is_disconnected():
                     break
                 new = [e for e in list(d.events) if e["seq"] > seen]

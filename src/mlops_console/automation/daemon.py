@@ -448,7 +448,11 @@ class Daemon:
 
         self.sock_path.unlink(missing_ok=True)
         config = uvicorn.Config(
-            build_api(self), uds=str(self.sock_path), log_level="warning", access_log=False
+            build_api(self),
+            uds=str(self.sock_path),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         self._server = server
@@ -465,3 +469,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self._server.should_exit = True
+
+    def stopping(self) -> bool:
+        """True once asked to stop: open event streams end, so the server can close."""
+        server = getattr(self, "_server", None)
+        return self.stop.is_set() or bool(server and server.should_exit)

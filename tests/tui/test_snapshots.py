@@ -1,0 +1,65 @@
+"""Snapshot tests (pytest-textual-snapshot): every screen at 80x24 and 160x48.
+
+What varies between runs is frozen: run ids (uuid4) come from a counter while the
+workspace is built, times are shown as one fixed time, the workspace lives at a fixed
+path, and the console does not follow a daemon. Update after a deliberate change of the
+screens with `pytest tests/tui/test_snapshots.py --snapshot-update` and look at the SVGs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from mlops_console.training.runner import train
+from mlops_console.tui import areas
+from mlops_console.tui.app import MlopsConsole
+from mlops_console.workspace import Workspace
+from tests.unit.test_pipeline import SPEC, make_data
+
+ROOT = Path(tempfile.gettempdir()) / "mlops-console-snapshots" / "ws"
+
+
+@pytest.fixture(scope="module")
+def sws():
+    shutil.rmtree(ROOT.parent, ignore_errors=True)
+    counter = itertools.count(1)
+    with mock.patch("uuid.uuid4", lambda: uuid.UUID(int=next(counter))):
+        ws = Workspace.init(ROOT)
+        make_data().to_parquet(ws.root / "data" / "d.parquet")
+        ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
+        ws.data.ingest("d")
+        (ws.root / "pipelines" / "p.toml").write_text(
+            SPEC.format(auto="true", extra="").replace('method = "random"', 'method = "none"')
+        )
+        train(ws, "p")
+        train(ws, "p", overrides={"model.params": {"C": 0.3, "max_iter": 500}})
+        ws.jobs.submit("chain", "p")
+    yield ws
+    ws.close()
+    shutil.rmtree(ROOT.parent, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch):
+    monkeypatch.setattr(areas, "_when", lambda ts: "-" if ts is None else "2026-01-01 12:00")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+@pytest.mark.parametrize("area", [a.name for a in areas.AREAS])
+def test_screen(sws, snap_compare, area, size):
+    app = MlopsConsole(sws, poll_seconds=3600, live=False)
+
+    async def go(pilot):
+        await pilot.press("colon", *area, "enter")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=go)
