@@ -312,3 +312,42 @@ def test_cli_monitor_alerts_and_clear_errors(served, tmp_path):
         check=True,
     )
     assert "report.html" in rep.stdout
+
+
+def test_error_rate_alert_rolls_the_deployment_back(served):
+    ws, endpoint = served
+    ws.deployments.deploy("m/2", name="m")  # a hot swap: m/1 -> m/2
+    assert httpx.get(endpoint + "/version").json()["version"] == 2
+    (ws.root / "mlops.toml").write_text(
+        (ws.root / "mlops.toml").read_text().split("\n[monitoring]")[0]
+        + """
+[[alerts]]
+name = "errors"
+measure = "error_rate"
+above = 0.2
+window = "3s"
+action = "rollback"
+notify = ["log"]
+"""
+    )
+    mine = Workspace.open(ws.root)
+    from mlops_console.monitoring.alerts import Alerts
+
+    alerts = Alerts(mine, backoff=0.05)
+    try:
+        time.sleep(3.2)
+        for _ in range(10):  # bad requests: 10 of 11 fail
+            assert httpx.post(endpoint + "/invocations", content=b"{").status_code == 400
+        send(endpoint, make_data(20, seed=61), "ok", chunk=20)
+        wait_collected(mine, "ok", 20)
+        changes = alerts.evaluate(["m"])
+        assert [c["state"] for c in changes] == ["open"], changes
+        alert = alerts.get(changes[0]["alert"])
+        assert alert["action_result"] == "rolled m back"
+        assert httpx.get(endpoint + "/version").json()["version"] == 1
+        assert mine.deployments.get("m")["version"] == 1
+        assert mine.deployments.history("m")[-1]["action"] == "rollback"
+    finally:
+        alerts.wait()
+        alerts.close()
+        mine.close()

@@ -119,3 +119,45 @@ async def test_cancel_a_job_and_help(cws):
         await pilot.press("question_mark")
         await pilot.pause()
         assert "job: cancel" in str(app.query_one("#detail").render())
+
+
+async def test_compare_marked_runs_and_sort_by_a_column(cws):
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("colon", *"runs", "enter")
+        await settle(app, pilot)
+        table = app.query_one("#table")
+        assert table.row_count == 2
+        table.move_cursor(row=0)
+        await pilot.press("space")
+        table.move_cursor(row=1)
+        await pilot.press("space", "v")
+        await settle(app, pilot)
+        text = str(app.query_one("#detail").render())
+        assert "Comparing 2 runs" in text and "model.C" in text and "holdout_roc_auc" in text
+        before = [table.get_row_at(i)[0] for i in range(2)]
+        await pilot.click("#table", offset=(3, 0))  # the header of the first column
+        await pilot.pause()
+        await pilot.click("#table", offset=(3, 0))  # again: the other way round
+        await pilot.pause()
+        after = [table.get_row_at(i)[0] for i in range(2)]
+        assert sorted(before) == sorted(after) and app._sorted[1] is True
+
+
+async def test_data_screen_shows_histograms_and_feature_views(cws):
+    (cws.root / "features" / "f.toml").write_text(
+        'name = "f"\nentities = ["id"]\ntimestamp = "ts"\nsource = "d"\nfeatures = ["x1"]\n'
+    )
+    make_data(900, seed=3).to_parquet(cws.root / "data" / "d.parquet")
+    cws.data.ingest("d")
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("colon", *"data", "enter")
+        await settle(app, pilot)
+        keys = [k.value for k in app.query_one("#table").rows]
+        assert "view:f" in keys and "d/2" in keys
+        app.query_one("#table").move_cursor(row=keys.index("d/2"))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        text = str(app.query_one("#detail").render())
+        assert "Diff with v1" in text and any(b in text for b in "▁▂▃▄▅▆▇█")

@@ -162,13 +162,18 @@ class JobStore:
         if not any(s["kind"] == "deploy" for s in steps):
             return
         for d in self.ws.deployments.list():
-            if d["canary_version"] is not None:
-                try:
+            try:
+                if d["canary_version"] is not None:
                     self.ws.deployments.rollback(
                         d["name"], reason=f"chain {chain['id']} was interrupted"
                     )
-                except Exception:  # a stopped server has no canary left to drop
-                    pass
+                    continue
+                # killed between loading the canary and recording it: the server knows
+                target = self.ws.deployments.target(d["target"])
+                if (target.status(d["name"], d["config"]) or {}).get("canary"):
+                    target.rollback(d["name"], d["config"])
+            except Exception:  # a stopped server has no canary left to drop
+                pass
 
     def recover(self) -> list[dict[str, Any]]:
         """After a crash: jobs left running are failed; chains that may retry are queued again."""

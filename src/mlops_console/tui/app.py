@@ -74,6 +74,8 @@ class MlopsConsole(App):
         Binding("r", "refresh", "Refresh", id="refresh"),
         Binding("question_mark,f1", "help", "Help", id="help"),
         Binding("l", "logs", "Logs", id="logs"),
+        Binding("space", "mark", "Mark", show=False, id="mark"),
+        Binding("v", "compare", "Compare marked", show=False, id="compare"),
         Binding("U", "start_daemon", "Start daemon", show=False, id="start-daemon"),
         Binding("escape", "close_prompt", "Back", show=False, id="back"),
     ]
@@ -95,6 +97,7 @@ class MlopsConsole(App):
         self.daemon_running = False
         self.events_seen = 0
         self._reload_pending = False
+        self.marked: list[str] = []  # runs marked for comparison
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
         self.area = AREAS[0]
         self.listing: Listing | None = None
@@ -363,8 +366,7 @@ class MlopsConsole(App):
         if prompt.has_class("visible"):
             prompt.remove_class("visible")
             if self.prompt_mode == "filter":
-                self.filter_text = ""
-                self.load()
+                self.apply_filter("")
             self.query_one("#table", DataTable).focus()
 
     @on(Input.Submitted, "#prompt")
@@ -378,14 +380,60 @@ class MlopsConsole(App):
             else:
                 self.notify(f"No screen {value!r}.", severity="warning")
         else:
-            self.filter_text = value
-            self.load()
+            self.apply_filter(value)
         self.query_one("#table", DataTable).focus()
+
+    def apply_filter(self, text: str) -> None:
+        """Narrow the rows already loaded (no reload: filtering stays instant)."""
+        self.filter_text = text
+        if self.listing is not None:
+            self.fill(self.area, self.listing)
+        else:
+            self.load()
 
     # --- actions ---------------------------------------------------------------------------------
 
     def action_refresh(self) -> None:
         self.load()
+
+    def action_mark(self) -> None:
+        key = self.selected_key()
+        if self.area.name != "runs" or key is None:
+            return
+        if key in self.marked:
+            self.marked.remove(key)
+        else:
+            self.marked.append(key)
+        self.notify(f"{len(self.marked)} run(s) marked; v compares them.", timeout=2)
+
+    def action_compare(self) -> None:
+        if self.area.name != "runs":
+            return
+        ids = list(self.marked)
+        if len(ids) < 2:
+            key = self.selected_key()
+            ids = ids + [k for k in [key] if k and k not in ids]
+        if len(ids) < 2:
+            self.notify("Mark two or more runs with space first.", severity="warning")
+            return
+        self.show_compare(ids)
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def show_compare(self, ids: list[str]) -> None:
+        from mlops_console.tui.areas import compare_runs
+
+        text = compare_runs(self.ws, ids)
+        self.call_from_thread(self.query_one("#detail", Static).update, text)
+
+    @on(DataTable.HeaderSelected, "#table")
+    def sort_by(self, event: DataTable.HeaderSelected) -> None:
+        """A click on a column header sorts by it; again reverses."""
+        reverse = getattr(self, "_sorted", None) == (event.column_key, False)
+        try:
+            event.data_table.sort(event.column_key, reverse=reverse)
+        except TypeError:
+            return
+        self._sorted = (event.column_key, reverse)
 
     def action_logs(self) -> None:
         """`l`: the selected job's or deployment's log in the detail pane."""
@@ -451,6 +499,7 @@ class MlopsConsole(App):
 
     @work(thread=True, group="action", exit_on_error=False)
     def perform(self, action: Action, key: str) -> None:
+        self.call_from_thread(self.notify, f"{action.name} on {key}...", timeout=2)
         try:
             message = action.run(self.ws, key)
         except Exception as exc:  # a failed action is a notification, never a crash

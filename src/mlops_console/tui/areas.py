@@ -108,6 +108,35 @@ def _run_detail(ws, key: str) -> str:
     return "\n".join(lines)
 
 
+def compare_runs(ws, ids: list[str]) -> str:
+    """Runs side by side: every param and metric, one column per run."""
+    runs = [ws.runs.get(i) for i in ids]
+    keys_p = sorted({k for r in runs for k in r.params})
+    keys_m = sorted({k for r in runs for k in r.metrics})
+    width = 14
+    head = f"{'':24}" + "".join(f"{r.id[:8]:>{width}}" for r in runs)
+    lines = [f"Comparing {len(runs)} runs", head, "Params:"]
+    for k in keys_p:
+        lines.append(
+            f"  {k[:22]:22}" + "".join(f"{str(r.params.get(k, '-'))[:12]:>{width}}" for r in runs)
+        )
+    lines.append("Metrics:")
+    for k in keys_m:
+        values = [r.metrics.get(k) for r in runs]
+        known = [v for v in values if v is not None]
+        best = max(known) if known else None
+        cells = "".join(
+            (
+                f"[b]{_num(v):>{width}}[/b]"
+                if v == best and len(known) > 1
+                else f"{_num(v):>{width}}"
+            )
+            for v in values
+        )
+        lines.append(f"  {k[:22]:22}" + cells)
+    return "\n".join(lines)
+
+
 def _models(ws) -> Listing:
     rows = []
     for m in ws.models.list():
@@ -161,10 +190,30 @@ def _data(ws) -> Listing:
                     ],
                 )
             )
+    try:
+        views = ws.features.views()
+    except Exception:  # a broken view file is shown in its detail, never breaks the list
+        views = {}
+    for name, view in views.items():
+        rows.append(
+            (
+                f"view:{name}",
+                [
+                    name,
+                    "feature view",
+                    "sql" if view.sql else (view.source or "-"),
+                    str(len(view.features) or "-"),
+                    "-",
+                    "-",
+                ],
+            )
+        )
     return Listing(["dataset", "version", "status", "rows", "failed rules", "ingested"], rows)
 
 
 def _data_detail(ws, key: str) -> str:
+    if key.startswith("view:"):
+        return json.dumps(ws.features.describe(key[5:]), indent=2, default=str)
     name, version = key.split("/")
     v = ws.data.version(name, int(version))
     lines = [
@@ -177,14 +226,33 @@ def _data_detail(ws, key: str) -> str:
         lines += [f"  {r['rule']} {r['column'] or ''}: {r['detail']}" for r in v.failed_rules]
         lines.append("")
     prof = ws.data.profile(name, int(version))
-    lines.append("Profile:")
+    lines.append("Profile (histogram of 20 bins, min to max):")
     for col, p in prof.get("columns", {}).items():
+        hist = (p.get("histogram") or {}).get("counts")
         extra = (
-            f"min {_num(p.get('min'))} median {_num(p.get('quantiles', {}).get('0.5'))} max {_num(p.get('max'))}"
+            f"{spark(hist) if hist else '':20} min {_num(p.get('min'))} median "
+            f"{_num(p.get('quantiles', {}).get('0.5'))} max {_num(p.get('max'))}"
             if "quantiles" in p
             else ", ".join(f"{t['value']}:{t['count']}" for t in p.get("top", [])[:3])
         )
-        lines.append(f"  {col:18} {p['type']:9} nulls {p['nulls']:<6} {extra}")
+        lines.append(f"  {col[:18]:18} {p['type']:9} nulls {p['nulls']:<6} {extra}")
+    if int(version) > 1:
+        try:
+            d = ws.data.diff(name, int(version) - 1, int(version))
+        except Exception as exc:  # e.g. the earlier version was quarantined and removed
+            lines += ["", f"Diff with v{int(version) - 1}: not available ({exc})"]
+        else:
+            lines += ["", f"Diff with v{d['from']}: rows {d['rows'][0]} -> {d['rows'][1]}"]
+            sch = d["schema"]
+            if sch["added"] or sch["removed"] or sch["type_changed"]:
+                lines.append(
+                    f"  schema: added {sch['added']}, removed {sch['removed']}, "
+                    f"type changed {sch['type_changed']}"
+                )
+            for col, e in d["columns"].items():
+                if e.get("psi") is not None:
+                    c = severity(e["psi"] >= 0.2, e["psi"])
+                    lines.append(f"  {col[:18]:18} [{c}]psi {_num(e['psi'])}[/]")
     return "\n".join(lines)
 
 
@@ -280,7 +348,42 @@ def _jobs(ws) -> Listing:
     )
 
 
+def _automation(ws) -> Listing:
+    listing = _jobs(ws)
+    schedules = daemon_state(ws)[2]
+    rows = [
+        (
+            f"schedule:{sc['id']}",
+            [
+                "schedule",
+                sc["pipeline"],
+                "paused" if sc["paused"] else "active",
+                sc["trigger"][:30],
+                "-" if sc["paused"] else _when(sc["next_run"]),
+                sc["name"][:50],
+            ],
+        )
+        for sc in schedules
+    ]
+    return Listing(listing.columns, rows + listing.rows)
+
+
+def _schedule(verb: str):
+    def run(ws, key: str) -> str:
+        from mlops_console.automation.client import DaemonClient
+
+        kind, _, ident = key.partition(":")
+        if kind != "schedule":
+            raise ValueError("select a schedule row (shown while a daemon runs)")
+        DaemonClient(ws, timeout=10).call("POST", f"/schedules/{ident}/{verb}")
+        return f"schedule {ident}: {verb}d" if verb != "trigger" else f"schedule {ident}: triggered"
+
+    return run
+
+
 def _job_detail(ws, key: str) -> str:
+    if key.startswith("schedule:"):
+        return f"Schedule {key[9:]}: z pauses, u resumes, n runs it now (the daemon must run)."
     j = ws.jobs.get(int(key))
     steps = sorted(ws.jobs.list(chain_id=j["id"]), key=lambda s: s["id"])
     lines = [
@@ -574,6 +677,8 @@ def _dep_stop(ws, key: str) -> str:
 
 
 def _run_now(ws, key: str) -> str:
+    if key.startswith("schedule:"):
+        return _schedule("trigger")(ws, key)
     j = ws.jobs.get(int(key))
     new = ws.jobs.submit("chain", j["pipeline"], trigger="console")
     return f"queued chain {new['id']} of {j['pipeline']}"
@@ -585,6 +690,8 @@ def _archive(ws, key: str) -> str:
 
 
 def _cancel(ws, key: str) -> str:
+    if not key.isdigit():
+        raise ValueError("select a job row to cancel (z pauses a schedule)")
     j = ws.jobs.cancel(int(key))
     return f"job {key}: {j['status']}" + (" (cancel requested)" if j["cancel_requested"] else "")
 
@@ -609,14 +716,16 @@ AREAS = [
     Area(
         "data",
         "Data",
-        "Dataset versions: status, contract reports of quarantined versions, profiles.",
+        "Dataset versions: status, contract reports of quarantined versions, profiles with "
+        "histograms, the diff with the version before; feature views.",
         _data,
         _data_detail,
     ),
     Area(
         "runs",
         "Runs",
-        "Tracked runs with params, metrics and the data they read.",
+        "Tracked runs with params, metrics and the data they read. space marks runs, v "
+        "compares the marked ones side by side; a column header sorts.",
         _runs,
         _run_detail,
     ),
@@ -647,12 +756,18 @@ AREAS = [
     Area(
         "automation",
         "Automation",
-        "Chains of the daemon: state, steps, logs.",
-        _jobs,
+        "Schedules and chains of the daemon: state, steps, logs.",
+        _automation,
         _job_detail,
         [
             Action("c", "job: cancel", "Cancel the selected job", _cancel),
-            Action("n", "job: run now", "Queue the selected job's pipeline again", _run_now),
+            Action(
+                "n", "job: run now", "Run the selected job's pipeline (or schedule) now", _run_now
+            ),
+            Action("z", "schedule: pause", "Pause the selected schedule", _schedule("pause")),
+            Action(
+                "u", "schedule: resume", "Resume the selected schedule", _schedule("resume"), False
+            ),
         ],
     ),
     Area(
