@@ -30,7 +30,7 @@ from textual.worker import get_current_worker
 
 from mlops_console.tui.areas import AREAS, BY_NAME, Action, Listing
 
-PAGE = 300  # rows on screen at once; a table with thousands stays instant
+PAGE = 100  # rows in the table at once (two screens at 160x48); `/` narrows the rest
 
 
 class Confirm(ModalScreen[bool]):
@@ -148,9 +148,6 @@ class MlopsConsole(App):
     def listen(self) -> None:
         """Follow the daemon's `/events` stream; reconnect when it comes back. Every read
         times out within a second, so the worker ends promptly when the console exits."""
-        import httpx
-        import orjson
-
         worker = get_current_worker()
         sock = self.ws.state / "daemon.sock"
 
@@ -163,6 +160,9 @@ class MlopsConsole(App):
                 if self._stop_listening.wait(1.0):
                     return
                 continue
+            import httpx  # only once a daemon runs: it costs a tenth of a second
+            import orjson
+
             try:
                 with (
                     httpx.Client(

@@ -138,22 +138,34 @@ def compare_runs(ws, ids: list[str]) -> str:
 
 
 def _models(ws) -> Listing:
+    """Every version in two queries (the light columns only: this is the first page of a
+    registry with thousands of versions)."""
+    with ws.db.read() as conn:
+        aliases: dict[tuple[str, int], list[str]] = {}
+        for name, alias, version in conn.exec_driver_sql(
+            "SELECT model_name, alias, version FROM model_alias ORDER BY alias"
+        ):
+            aliases.setdefault((name, version), []).append(alias)
+        versions = conn.exec_driver_sql(
+            "SELECT model_name, version, status, metrics, gates_passed, created_at "
+            "FROM model_version ORDER BY model_name, version"
+        ).fetchall()
     rows = []
-    for m in ws.models.list():
-        for v in ws.models.versions(m["name"]):
-            rows.append(
-                (
-                    v.ref,
-                    [
-                        v.ref,
-                        v.status,
-                        ", ".join("@" + a for a in v.aliases) or "-",
-                        "pass" if v.gates_passed else ("FAIL" if v.gates_passed is False else "-"),
-                        _num(v.metrics.get("holdout_roc_auc", v.metrics.get("holdout_rmse"))),
-                        _when(v.created_at),
-                    ],
-                )
+    for name, version, status, metrics, gates, created in versions:
+        m = json.loads(metrics or "{}")
+        rows.append(
+            (
+                f"{name}/{version}",
+                [
+                    f"{name}/{version}",
+                    status,
+                    ", ".join("@" + a for a in aliases.get((name, version), [])) or "-",
+                    "pass" if gates else ("FAIL" if gates is not None and not gates else "-"),
+                    _num(m.get("holdout_roc_auc", m.get("holdout_rmse"))),
+                    _when(created),
+                ],
             )
+        )
     return Listing(["version", "status", "aliases", "gates", "metric", "registered"], rows)
 
 
@@ -419,6 +431,8 @@ def _plugins(ws) -> Listing:
 
 def daemon_state(ws) -> tuple[bool, str, list[dict[str, Any]]]:
     """(running, one line, schedules) of the workspace's daemon."""
+    if not (ws.state / "daemon.sock").exists():  # no daemon: do not even import httpx
+        return False, "not running: press U to start one (or `mlops up`)", []
     from mlops_console.automation.client import DaemonClient
 
     client = DaemonClient(ws, timeout=2.0)
