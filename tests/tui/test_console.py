@@ -161,3 +161,31 @@ async def test_data_screen_shows_histograms_and_feature_views(cws):
         await settle(app, pilot)
         text = str(app.query_one("#detail").render())
         assert "Diff with v1" in text and any(b in text for b in "▁▂▃▄▅▆▇█")
+
+
+async def test_archive_a_version_and_run_a_pipeline_now(cws):
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        table = app.query_one("#table")
+        table.move_cursor(row=[k.value for k in table.rows].index("m/1"))
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert cws.models.get_version("m", 1).status == "archived"
+        await pilot.press("colon", *"automation", "enter")
+        await settle(app, pilot)
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert "queued already" in app.last_message  # one queued chain per pipeline
+        cws.jobs.cancel(cws.jobs.list()[0]["id"])
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert "queued chain" in app.last_message
+        assert any(j["trigger"] == "console" for j in cws.jobs.list())

@@ -148,3 +148,28 @@ async def test_live_updates_come_from_the_daemon(mws):
             d.stop()
             for j in mws.jobs.list(status="running") + mws.jobs.list(status="queued"):
                 mws.jobs.cancel(j["id"])
+
+
+async def test_deployment_actions_canary_rollback_and_stop(mws):
+    app = MlopsConsole(mws, poll_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"deployments", "enter")
+        await settle(app, pilot)
+        assert [k.value for k in app.query_one("#table").rows] == ["m"]
+        await pilot.press("d", *"m/2 30", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("y")
+        await settle(app, pilot)
+        rec = mws.deployments.get("m")
+        assert rec["canary_version"] == 2 and rec["canary_percent"] == 30, app.last_message
+        await pilot.press("b")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert mws.deployments.get("m")["canary_version"] is None
+        await pilot.press("s")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert mws.deployments.get("m")["status"] == "stopped", app.last_message

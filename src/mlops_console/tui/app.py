@@ -98,6 +98,7 @@ class MlopsConsole(App):
         self.events_seen = 0
         self._reload_pending = False
         self.marked: list[str] = []  # runs marked for comparison
+        self.pending: tuple[Action, str] | None = None  # an action waiting for its answer
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
         self.area = AREAS[0]
         self.listing: Listing | None = None
@@ -373,6 +374,15 @@ class MlopsConsole(App):
     def prompt_done(self, event: Input.Submitted) -> None:
         value = event.value.strip()
         event.input.remove_class("visible")
+        if self.prompt_mode == "ask":
+            action, key = self.pending
+            if value:
+                self.push_screen(
+                    Confirm(f"{action.name} on {key}: {value}?"),
+                    lambda ok: ok and self.perform(action, key, value),
+                )
+            self.query_one("#table", DataTable).focus()
+            return
         if self.prompt_mode == "goto":
             match = [a.name for a in AREAS if a.name.startswith(value.lower())]
             if match:
@@ -488,6 +498,11 @@ class MlopsConsole(App):
             self.notify("Select a row first.", severity="warning")
             return
 
+        if action.ask:
+            self.pending = (action, key)
+            self._open_prompt("ask", f"{action.name} on {key}: {action.ask}")
+            return
+
         def confirmed(ok: bool | None) -> None:
             if ok:
                 self.perform(action, key)
@@ -498,10 +513,10 @@ class MlopsConsole(App):
         self.push_screen(Confirm(f"{action.name} on {key}?"), confirmed)
 
     @work(thread=True, group="action", exit_on_error=False)
-    def perform(self, action: Action, key: str) -> None:
+    def perform(self, action: Action, key: str, answer: str | None = None) -> None:
         self.call_from_thread(self.notify, f"{action.name} on {key}...", timeout=2)
         try:
-            message = action.run(self.ws, key)
+            message = action.run(self.ws, key, answer) if action.ask else action.run(self.ws, key)
         except Exception as exc:  # a failed action is a notification, never a crash
             self.call_from_thread(self.notify, f"{action.name} failed: {exc}", severity="error")
             self.last_message = f"failed: {exc}"

@@ -56,6 +56,7 @@ class Action:
     description: str
     run: Callable[[Any, str], str]  # (ws, row key) -> message
     destructive: bool = True  # asks for confirmation first
+    ask: str = ""  # a question typed in the prompt; run gets (ws, key, answer)
 
     @property
     def id(self) -> str:
@@ -98,7 +99,14 @@ def _run_detail(ws, key: str) -> str:
     r = ws.runs.get(key)
     lines = [f"Run {r.id}", f"{r.experiment} / {r.name}: {r.status}", "", "Params:"]
     lines += [f"  {k} = {v}" for k, v in sorted(r.params.items())]
-    lines += ["", "Metrics:"] + [f"  {k} = {_num(v)}" for k, v in sorted(r.metrics.items())]
+    lines += ["", "Metrics (a chart where a metric has several steps):"]
+    for k, v in sorted(r.metrics.items()):
+        line = f"  {k} = {_num(v)}"
+        history = ws.runs.metric_history(r.id, k)
+        if len(history) > 2:
+            values = [h[1] for h in history][-40:]
+            line += f"  {spark(values)}  ({len(history)} steps, min {_num(min(values))}, max {_num(max(values))})"
+        lines.append(line)
     lines += ["", "Data read:"] + [
         f"  {i['name']} {i['version']} ({i['rows']} rows)" + (" FORCED" if i.get("forced") else "")
         for i in r.inputs
@@ -685,6 +693,23 @@ def _ack(ws, key: str) -> str:
     return f"alert #{a['id']} acknowledged"
 
 
+def _dep_deploy(ws, key: str, answer: str) -> str:
+    """`MODEL[@alias|/version] [PERCENT]`: hot-swap, or start a canary at PERCENT."""
+    parts = answer.split()
+    if not parts:
+        raise ValueError("type a model reference, e.g. churn@challenger 10")
+    percent = float(parts[1]) if len(parts) > 1 else None
+    rec = ws.deployments.deploy(
+        parts[0],
+        name=key,
+        strategy="canary" if percent else "replace",
+        canary_percent=percent or 10.0,
+    )
+    if rec["canary_version"]:
+        return f"{key}: canary v{rec['canary_version']} at {rec['canary_percent']:.0f}%"
+    return f"{key}: serving v{rec['version']}"
+
+
 def _dep_stop(ws, key: str) -> str:
     ws.deployments.stop(key)
     return f"{key}: stopped"
@@ -695,6 +720,8 @@ def _run_now(ws, key: str) -> str:
         return _schedule("trigger")(ws, key)
     j = ws.jobs.get(int(key))
     new = ws.jobs.submit("chain", j["pipeline"], trigger="console")
+    if new["trigger"] != "console":  # one queued chain per pipeline: it runs soon anyway
+        return f"chain {new['id']} of {j['pipeline']} is queued already"
     return f"queued chain {new['id']} of {j['pipeline']}"
 
 
@@ -765,6 +792,13 @@ AREAS = [
             Action("p", "deployment: promote", "Promote the canary", _dep_promote),
             Action("b", "deployment: rollback", "Drop the canary / go back", _dep_rollback),
             Action("s", "deployment: stop", "Stop the selected deployment", _dep_stop),
+            Action(
+                "d",
+                "deployment: deploy",
+                "Deploy a version here, or a canary at a percent",
+                _dep_deploy,
+                ask="MODEL[@alias|/version] [CANARY PERCENT], e.g. churn@challenger 10",
+            ),
         ],
     ),
     Area(
