@@ -230,6 +230,7 @@ def test_cancel_and_the_event_stream(tmp_path):
     )
     d = DaemonProc(ws)
     events = []
+    connected = threading.Event()
 
     def listen():
         transport = httpx.HTTPTransport(uds=str(ws.state / "daemon.sock"))
@@ -238,6 +239,7 @@ def test_cancel_and_the_event_stream(tmp_path):
             c.stream("GET", "/events") as r,
         ):
             for line in r.iter_lines():
+                connected.set()  # ": connected" comes first
                 if line.startswith("event: "):
                     events.append(line[7:])
                 if "ended" in events:
@@ -245,6 +247,7 @@ def test_cancel_and_the_event_stream(tmp_path):
 
     t = threading.Thread(target=listen, daemon=True)
     t.start()
+    assert connected.wait(30)  # events after this point reach the stream
     try:
         job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
         wait_for(lambda: ws.jobs.get(job["id"])["status"] == "running")
