@@ -189,3 +189,23 @@ async def test_archive_a_version_and_run_a_pipeline_now(cws):
         await settle(app, pilot)
         assert "queued chain" in app.last_message
         assert any(j["trigger"] == "console" for j in cws.jobs.list())
+
+
+async def test_a_run_with_stepped_metrics_gets_a_chart(cws):
+    with cws.runs.start(experiment="curves") as run:
+        for step in range(20):
+            run.log_metric("loss", 1.0 / (step + 1), step=step)
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("colon", *"runs", "enter")
+        await settle(app, pilot)
+        table = app.query_one("#table")
+        table.move_cursor(row=[k.value for k in table.rows].index(run.id))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert app.chart_shown and list(app.chart_shown["series"]) == ["loss"]
+        assert app.query_one("#chart").has_class("visible")
+        assert "20 steps" in str(app.query_one("#detail").render())
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        assert not app.query_one("#chart").has_class("visible")

@@ -84,6 +84,7 @@ async def test_monitoring_screen_shows_drift_and_acknowledges_an_alert(mws, size
         await settle(app, pilot)
         detail = str(app.query_one("#detail").render())
         assert "x1" in detail and "DRIFT" in detail and "req/s" in detail
+        assert set(app.chart_shown["series"]) == {"p99 ms", "req/s"}
         alert_key = next(k for k in keys if k.startswith("alert:"))
         table.move_cursor(row=keys.index(alert_key))
         await pilot.press("a")  # acknowledging is not destructive: no confirmation

@@ -62,6 +62,8 @@ class MlopsConsole(App):
     #main { width: 1fr; }
     #table { height: 1fr; }
     #detail-scroll { height: 1fr; border-top: solid $primary; }
+    #chart { height: 14; display: none; }
+    #chart.visible { display: block; }
     #prompt { display: none; }
     #prompt.visible { display: block; }
     #confirm { width: 60; height: auto; border: thick $error; background: $surface; padding: 1 2; }
@@ -99,6 +101,7 @@ class MlopsConsole(App):
         self._reload_pending = False
         self.marked: list[str] = []  # runs marked for comparison
         self.pending: tuple[Action, str] | None = None  # an action waiting for its answer
+        self.chart_shown: dict | None = None
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
         self.area = AREAS[0]
         self.listing: Listing | None = None
@@ -118,6 +121,7 @@ class MlopsConsole(App):
                 yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="detail-scroll"):
                     yield Static("", id="detail")
+                    yield Vertical(id="chart")  # a plotext chart is mounted here when needed
         yield Footer()
 
     def on_mount(self) -> None:
@@ -273,6 +277,7 @@ class MlopsConsole(App):
         self.filter_text = ""
         self.query_one("#areas", ListView).index = AREAS.index(self.area)
         self.query_one("#detail", Static).update(self.area.help + self._keys_text())
+        self.query_one("#chart", Vertical).remove_class("visible")
         self.load()
 
     def action_key(self, action: Action) -> str:
@@ -337,8 +342,40 @@ class MlopsConsole(App):
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def show_detail(self, key: str) -> None:
-        text = self.area.detail(self.ws, key)
+        area = self.area
+        text = area.detail(self.ws, key)
+        chart = None
+        if area.chart is not None:
+            try:
+                chart = area.chart(self.ws, key)
+            except Exception as exc:  # a chart is a bonus: say why it is missing
+                text += f"\n\n(no chart: {exc})"
         self.call_from_thread(self.query_one("#detail", Static).update, text)
+        self.call_from_thread(self.draw_chart, chart)
+
+    def draw_chart(self, chart: dict | None) -> None:
+        """Show a plotext chart under the detail text, or hide the chart area."""
+        box = self.query_one("#chart", Vertical)
+        if not chart:
+            box.remove_class("visible")
+            return
+        from textual_plotext import PlotextPlot  # imported on first use: the start stays fast
+
+        plots = box.query(PlotextPlot)
+        plot = plots.first() if plots else None
+        if plot is None:
+            plot = PlotextPlot()
+            box.mount(plot)
+        plt = plot.plt
+        plt.clear_data()
+        plt.clear_figure()
+        for label, (xs, ys) in chart["series"].items():
+            plt.plot(xs, ys, label=label, marker="braille")
+        plt.title(chart["title"])
+        plt.ylabel(chart.get("ylabel", ""))
+        box.add_class("visible")
+        plot.refresh()
+        self.chart_shown = chart
 
     def selected_key(self) -> str | None:
         table = self.query_one("#table", DataTable)

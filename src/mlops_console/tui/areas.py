@@ -72,6 +72,9 @@ class Area:
     load: Callable[[Any], Listing]
     detail: Callable[[Any, str], str]
     actions: list[Action] = field(default_factory=list)
+    # (ws, key) -> {"title", "ylabel", "series": {label: (xs, ys)}} or None: a chart under
+    # the detail (plotext), computed in the same worker as the detail text
+    chart: Callable[[Any, str], dict[str, Any] | None] | None = None
 
 
 def _runs(ws) -> Listing:
@@ -114,6 +117,33 @@ def _run_detail(ws, key: str) -> str:
     git = r.lineage.get("git")
     lines += ["", f"Code: {(git or {}).get('commit', 'not under git')}"]
     return "\n".join(lines)
+
+
+def _run_chart(ws, key: str) -> dict[str, Any] | None:
+    r = ws.runs.get(key)
+    series = {}
+    for k in sorted(r.metrics):
+        history = ws.runs.metric_history(r.id, k)
+        if len(history) > 2:
+            series[k] = ([h[0] for h in history], [h[1] for h in history])
+    if not series:
+        return None
+    return {"title": f"run {r.id[:8]}: metrics by step", "ylabel": "value", "series": series}
+
+
+def _monitoring_chart(ws, key: str) -> dict[str, Any] | None:
+    kind, _, ident = key.partition(":")
+    if kind != "dep":
+        return None
+    series = ws.monitor.performance_series(ident, "5m", 12)
+    xs = list(range(-len(series) + 1, 1))
+    p99 = [p["p99_ms"] if p["p99_ms"] is not None else 0.0 for p in series]
+    rps = [p["rps"] for p in series]
+    return {
+        "title": f"{ident}: last hour in 5-minute windows (0 = now)",
+        "ylabel": "p99 ms / req/s",
+        "series": {"p99 ms": (xs, p99), "req/s": (xs, rps)},
+    }
 
 
 def compare_runs(ws, ids: list[str]) -> str:
@@ -769,6 +799,7 @@ AREAS = [
         "compares the marked ones side by side; a column header sorts.",
         _runs,
         _run_detail,
+        chart=_run_chart,
     ),
     Area(
         "models",
@@ -825,6 +856,7 @@ AREAS = [
         _monitoring,
         _monitoring_detail,
         [Action("a", "alert: acknowledge", "Acknowledge the selected alert", _ack, False)],
+        chart=_monitoring_chart,
     ),
     Area("plugins", "Plugins", "What is loaded, what failed and why.", _plugins, lambda ws, k: k),
 ]
