@@ -209,3 +209,38 @@ async def test_a_run_with_stepped_metrics_gets_a_chart(cws):
         await pilot.press("colon", *"models", "enter")
         await settle(app, pilot)
         assert not app.query_one("#chart").has_class("visible")
+
+
+@pytest.mark.slow
+async def test_schedules_and_watchers_of_a_running_daemon(cws):
+    from tests.integration.test_daemon import DaemonProc
+
+    spec = (cws.root / "pipelines" / "p.toml").read_text()
+    (cws.root / "pipelines" / "q.toml").write_text(
+        spec.replace('name = "p"', 'name = "q"')
+        + '\n[schedule]\ninterval = "1h"\non_data_change = true\n'
+    )
+    d = DaemonProc(cws)
+    try:
+        app = MlopsConsole(cws, poll_seconds=3600)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.press("colon", *"automation", "enter")
+            await settle(app, pilot)
+            rows = dict(app.listing.rows)
+            schedule = next(k for k in rows if k.startswith("schedule:") and "watch" not in k)
+            assert rows[schedule][1] == "q" and rows[schedule][2] == "active"
+            assert rows["schedule:watch-q"][0] == "watcher"
+            table = app.query_one("#table")
+            table.move_cursor(row=[k.value for k in table.rows].index(schedule))
+            await pilot.press("z")
+            await pilot.pause()
+            await pilot.press("y")
+            await settle(app, pilot)
+            paused = {s["id"]: s["paused"] for s in d.client.call("GET", "/schedules")["schedules"]}
+            assert paused[schedule.split(":", 1)[1]] is True, app.last_message
+            await pilot.press("u")  # resuming is not destructive: no confirmation
+            await settle(app, pilot)
+            paused = {s["id"]: s["paused"] for s in d.client.call("GET", "/schedules")["schedules"]}
+            assert paused[schedule.split(":", 1)[1]] is False, app.last_message
+    finally:
+        d.stop()

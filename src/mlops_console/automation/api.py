@@ -51,6 +51,7 @@ def build_api(d: Daemon) -> Starlette:
             "queued": len(d.ws.jobs.list(status="queued", limit=1000)),
             "schedules": len(d.schedules()),
             "watching": sorted(d.pending) if d.pending else [],
+            "watchers": d.watchers,
         }
 
     def jobs(request: Request):

@@ -58,6 +58,7 @@ class Daemon:
         self.pending_lock = threading.Lock()
         self.stop = threading.Event()
         self.events: list[dict[str, Any]] = []
+        self.watchers: list[dict[str, str]] = []  # what start_watchers watches
         self.event_seq = 0
         self._event_lock = threading.Lock()
         self.started = time.time()
@@ -276,6 +277,11 @@ class Daemon:
                             p["files"][path] = sig
 
         self.observer = Observer()
+        self.watchers = [
+            {"folder": folder, "pipeline": name, "pattern": pattern}
+            for folder, watches in sorted(targets.items())
+            for name, pattern in watches
+        ]
         for folder, watches in targets.items():
             self.observer.schedule(Handler(watches), folder, recursive=False)
             self.event(

@@ -405,11 +405,11 @@ def _automation(ws) -> Listing:
         (
             f"schedule:{sc['id']}",
             [
-                "schedule",
+                "watcher" if sc.get("watcher") else "schedule",
                 sc["pipeline"],
                 "paused" if sc["paused"] else "active",
                 sc["trigger"][:30],
-                "-" if sc["paused"] else _when(sc["next_run"]),
+                "-" if sc["paused"] or sc.get("watcher") else _when(sc["next_run"]),
                 sc["name"][:50],
             ],
         )
@@ -481,6 +481,18 @@ def daemon_state(ws) -> tuple[bool, str, list[dict[str, Any]]]:
         schedules = client.call("GET", "/schedules").get("schedules", [])
     except Exception as exc:  # the daemon went away meanwhile
         return False, f"not answering: {exc}", []
+    for w in st.get("watchers") or []:  # shown with the schedules: they trigger chains too
+        schedules.append(
+            {
+                "id": f"watch-{w['pipeline']}",
+                "pipeline": w["pipeline"],
+                "name": f"watch {w['pattern']}",
+                "trigger": "new files",
+                "next_run": None,
+                "paused": False,
+                "watcher": True,
+            }
+        )
     return True, f"running, pid {st.get('pid')}", schedules
 
 
@@ -531,7 +543,9 @@ def _overview(ws) -> Listing:
                     "schedule",
                     sc["pipeline"],
                     sc["trigger"][:40],
-                    "paused" if sc["paused"] else f"next {_when(sc['next_run'])}",
+                    "on new files"
+                    if sc.get("watcher")
+                    else ("paused" if sc["paused"] else f"next {_when(sc['next_run'])}"),
                 ],
             )
         )
