@@ -351,3 +351,45 @@ notify = ["log"]
         alerts.wait()
         alerts.close()
         mine.close()
+
+
+def test_labels_matched_by_entity_key_and_time(served, tmp_path):
+    ws, endpoint = served
+    frame = make_data(40, seed=71)
+    frame["customer"] = [f"c{i}" for i in range(40)]  # not a model input: logged as a key
+    before = time.time()
+    for i in range(0, 40, 10):
+        part = frame.iloc[i : i + 10][[*FEATURES, "customer"]]
+        r = httpx.post(
+            endpoint + "/invocations",
+            json={"dataframe_records": part.to_dict("records")},
+            headers={"x-request-id": f"ent-{i}"},
+        )
+        assert r.status_code == 200
+    wait_collected(ws, "ent", 40)
+    after = time.time() + 5
+    lines = [f"c{i},{after},{int(frame['label'][i])}" for i in range(40)]
+    lines += [
+        "c0,yesterday,1",  # not a time
+        f"c1,{before - 3600},1",  # before any prediction for c1
+        f"nobody,{after},0",  # no such entity
+    ]
+    path = tmp_path / "by_entity.csv"
+    path.write_text("customer,at,label\n" + "\n".join(lines) + "\n")
+    rep = ws.monitor.import_labels(
+        "m", path, entity_column="customer", time_column="at", row_column=None
+    )
+    assert rep["rows"] == 43 and rep["accepted"] == 40 and rep["matched"] == 40
+    assert rep["rejected"] == 3, rep
+    reasons = " | ".join(rep["rejected_reasons"])
+    assert "is not a time" in reasons and "no prediction for customer 'c1'" in reasons
+    assert "'nobody'" in reasons
+    stored = pd.concat(
+        pd.read_parquet(p) for p in (col.monitor_dir(ws, "m") / "feedback").glob("labels-*.parquet")
+    )
+    mine = stored[stored["request_id"].str.startswith("ent-")]
+    assert len(mine) == 40 and set(mine["row"]) == set(range(10))
+    other = tmp_path / "by_account.csv"
+    other.write_text("account,label\na1,1\n")
+    with pytest.raises(Exception, match="No prediction of m carries 'account'"):
+        ws.monitor.import_labels("m", other, entity_column="account", row_column=None)

@@ -216,12 +216,26 @@ def report(ctx, deployment, window, windows, out) -> None:
     show_default=True,
     help="Row within the request (optional column).",
 )
+@click.option(
+    "--entity-column",
+    help="Match by an entity key sent with the requests instead of request ids.",
+)
+@click.option(
+    "--time-column", help="With --entity-column: the latest prediction at or before this time."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def labels(ctx, deployment, file, id_column, label_column, row_column, as_json) -> None:
-    """Import ground truth for DEPLOYMENT's predictions from a CSV/Parquet FILE."""
+def labels(
+    ctx, deployment, file, id_column, label_column, row_column, entity_column, time_column, as_json
+) -> None:
+    """Import ground truth for DEPLOYMENT's predictions from a CSV/Parquet FILE.
+
+    Rows name a prediction by request id (and row in the request), or by an entity key
+    and a time (--entity-column, --time-column) when the requests carried that key."""
     with _ws(ctx) as ws:
-        rep = ws.monitor.import_labels(deployment, file, id_column, label_column, row_column)
+        rep = ws.monitor.import_labels(
+            deployment, file, id_column, label_column, row_column, entity_column, time_column
+        )
     if as_json:
         emit_json(rep)
         return

@@ -5,7 +5,8 @@ processes directly, Docker containers through a mounted folder). A closed segmen
 (`*.jsonl`) becomes three Parquet files under `.mlops/monitoring/DEPLOYMENT/`:
 
 - `rows/SEGMENT.parquet`: one row per scored row (time, request id, row number, version,
-  role, the request's latency and size, every input column, the prediction);
+  role, the request's latency and size, every input column as `in.NAME`, columns sent
+  but not used by the model as `key.NAME` (entity keys, for labels), the prediction);
 - `requests/SEGMENT.parquet`: one row per request, failed ones included (status);
 - `feedback/SEGMENT.parquet`: labels sent to `POST /feedback`.
 
@@ -100,11 +101,12 @@ def rows_table(records: list[dict]):
             cols["proba"].extend(p[1] if len(p) == 2 else max(p) for p in proba)
         else:
             cols["proba"].extend([None] * n)
-        for name, values in (rec.get("inputs") or {}).items():
-            col = inputs.get(name)
-            if col is None:
-                col = inputs[name] = [None] * total
-            col.extend(values if len(values) == n else [None] * n)
+        for prefix, group in (("in.", rec.get("inputs")), ("key.", rec.get("keys"))):
+            for name, values in (group or {}).items():
+                col = inputs.get(prefix + name)
+                if col is None:
+                    col = inputs[prefix + name] = [None] * total
+                col.extend(values if len(values) == n else [None] * n)
         total += n
         for col in inputs.values():
             if len(col) < total:
@@ -113,7 +115,10 @@ def rows_table(records: list[dict]):
     arrays["ts"] = pa.array(cols["ts"], pa.float64())
     arrays["proba"] = pa.array(cols["proba"], pa.float64())
     for name, col in inputs.items():
-        arrays[f"in.{name}"] = _input_array(col)
+        if name.startswith("key."):  # entity keys are matched as text
+            arrays[name] = pa.array([None if v is None else str(v) for v in col], pa.string())
+        else:
+            arrays[name] = _input_array(col)
     return pa.table(arrays)
 
 

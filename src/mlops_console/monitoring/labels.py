@@ -76,14 +76,16 @@ def import_labels(
 ) -> dict[str, Any]:
     import pandas as pd
 
-    if entity_column or time_column:
-        raise MlopsError(
-            "Matching labels by entity key and time needs the entity in the prediction log; "
-            "this version logs model inputs only. Send request ids (the x-request-id header "
-            "of each prediction) in the label file."
-        )
+    if time_column and not entity_column:
+        raise MlopsError("--time-column goes with --entity-column (label rows by entity and time).")
     labels = _model_labels(mon, deployment)
     frame = _read(path)
+    overrides: dict[int, str] = {}  # row index -> why it has no request id
+    if entity_column:
+        frame, overrides = _match_entities(
+            mon, deployment, frame, entity_column, time_column, label_column
+        )
+        id_column, row_column = "__request_id", "__row"
     missing = [c for c in (id_column, label_column) if c not in frame.columns]
     if missing:
         raise MlopsError(
@@ -107,10 +109,16 @@ def import_labels(
         raw = rec.get(label_column)
 
         def reject(reason: str, rec=rec, line=line) -> None:
-            rejected.append({"line": line, "reason": reason, **{k: str(v) for k, v in rec.items()}})
+            rejected.append(
+                {
+                    "line": line,
+                    "reason": reason,
+                    **{k: str(v) for k, v in rec.items() if not k.startswith("__")},
+                }
+            )
 
         if rid is None or str(rid).strip() in ("", "nan", "None"):
-            reject(f"no {id_column}")
+            reject(overrides.get(i, f"no {id_column}"))
             continue
         if raw is None or str(raw).strip() in ("", "nan", "None"):
             reject(f"no {label_column}")
@@ -192,6 +200,62 @@ def import_labels(
     }
 
 
+def _match_entities(mon, deployment, frame, entity: str, at: str | None, label_column: str):
+    """Give each label row the request id and row of the latest prediction for its entity
+    made at or before its time (or the latest at all, without a time column)."""
+    import pandas as pd
+
+    for name in (entity, at, label_column):
+        if name and name not in frame.columns:
+            raise MlopsError(
+                f"The label file has no column {name!r}; it has {list(frame.columns)}."
+            )
+    rows, _, _ = mon._frames(deployment, 0.0, time.time() + 1, kinds=("rows",))
+    key = next(
+        (c for c in (f"key.{entity}", f"in.{entity}") if rows is not None and c in rows.columns),
+        None,
+    )
+    if key is None:
+        raise MlopsError(
+            f"No prediction of {deployment} carries {entity!r}. Send it with each request "
+            "(columns the model does not use are logged as keys), or label by request id."
+        )
+    preds = rows[rows[key].notna() & (rows["role"] != "shadow")][[key, "ts", "request_id", "row"]]
+    preds = preds.assign(__e=preds[key].astype(str)).sort_values("ts")
+    left = frame.reset_index(drop=True).copy()
+    left["__i"] = range(len(left))
+    left["__e"] = left[entity].astype(str).str.strip()
+    overrides: dict[int, str] = {}
+    if at:
+        numeric = pd.to_numeric(left[at], errors="coerce")  # epoch seconds
+        text = left[at].where(numeric.isna())
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")  # ISO 8601 etc.
+        seconds = parsed.astype("int64") / 1e9
+        left["__t"] = numeric.where(numeric.notna(), seconds.where(parsed.notna()))
+        for i in left.index[left["__t"].isna()]:
+            overrides[int(i)] = f"{at} {left.at[i, at]!r} is not a time"
+        ok = left[left["__t"].notna()].sort_values("__t")
+        matched = pd.merge_asof(
+            ok, preds, left_on="__t", right_on="ts", by="__e", direction="backward"
+        )
+    else:
+        last = preds.groupby("__e").tail(1)
+        matched = left.merge(last, on="__e", how="left")
+    found = matched.set_index("__i")[["request_id", "row"]]
+    left["__request_id"] = found["request_id"].reindex(left["__i"]).to_numpy()
+    left["__row"] = found["row"].reindex(left["__i"]).to_numpy()
+    for i in left.index[left["__request_id"].isna()]:
+        overrides.setdefault(
+            int(i),
+            f"no prediction for {entity} {left.at[i, entity]!r}"
+            + (f" at or before {left.at[i, at]}" if at else ""),
+        )
+    left["__row"] = left["__row"].astype("Int64").astype(str).replace("<NA>", "")
+    left["__request_id"] = left["__request_id"].astype(object)
+    left = left.where(left.notna(), None)
+    return left.drop(columns=["__i", "__e"] + (["__t"] if at else [])), overrides
+
+
 def export_dataset(mon, deployment: str, name: str | None = None) -> dict[str, Any]:
     """Labelled predictions as a versioned dataset (`mlops data`), for pipelines to train on."""
     import pandas as pd
@@ -223,6 +287,9 @@ def export_dataset(mon, deployment: str, name: str | None = None) -> dict[str, A
     if not len(joined):
         raise MlopsError(f"None of the labels of {deployment} match a collected prediction yet.")
     out = pd.DataFrame({c[3:]: joined[c] for c in joined.columns if c.startswith("in.")})
+    for c in joined.columns:
+        if c.startswith("key.") and c[4:] not in out:  # entity keys sent with the requests
+            out[c[4:]] = joined[c]
     out[target] = [json.loads(v) for v in joined["label"]]
     out[time_col] = pd.to_datetime(joined["ts"], unit="s")
     out["request_id"] = joined["request_id"].to_numpy()

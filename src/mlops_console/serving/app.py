@@ -172,6 +172,14 @@ class Server:
         (self.canary_metrics if role == "canary" else self.metrics).observe(
             route, 200, latency, n, role
         )
+        if len(columns) > len(arrays):  # columns the model does not use (an entity key, say)
+            extra = {
+                k: v
+                for k, v in list(columns.items())[:64]
+                if k not in arrays and isinstance(v, list) and len(v) == n
+            }
+        else:
+            extra = None
         record = {
             "ts": time.time(),
             "request_id": request_id,
@@ -183,6 +191,8 @@ class Server:
             "inputs": {k: v for k, v in arrays.items()},
             "outputs": out,
         }
+        if extra:
+            record["keys"] = dict(list(extra.items())[:8])  # logged for label matching
         self.log.append(record)
         shadow = self.shadow
         if shadow is not None:
