@@ -3,24 +3,15 @@ registry after confirmation; read-only refuses them; a failing action is a notif
 
 import pytest
 
-from mlops_console.training.runner import train
 from mlops_console.tui.app import Confirm, MlopsConsole
 from mlops_console.tui.areas import AREAS
-from tests.unit.test_pipeline import SPEC, make_data
+from tests.tui.helpers import small_workspace
+from tests.unit.test_pipeline import make_data
 
 
 @pytest.fixture
 def cws(ws):
-    make_data().to_parquet(ws.root / "data" / "d.parquet")
-    ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
-    ws.data.ingest("d")
-    (ws.root / "pipelines" / "p.toml").write_text(
-        SPEC.format(auto="false", extra="").replace('method = "random"', 'method = "none"')
-    )
-    train(ws, "p")
-    train(ws, "p", overrides={"model.params": {"C": 0.3, "max_iter": 500}})
-    ws.jobs.submit("chain", "p")
-    return ws
+    return small_workspace(ws)
 
 
 async def settle(app, pilot):

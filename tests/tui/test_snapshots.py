@@ -17,11 +17,10 @@ from unittest import mock
 
 import pytest
 
-from mlops_console.training.runner import train
 from mlops_console.tui import areas
 from mlops_console.tui.app import MlopsConsole
 from mlops_console.workspace import Workspace
-from tests.unit.test_pipeline import SPEC, make_data
+from tests.tui.helpers import small_workspace
 
 ROOT = Path(tempfile.gettempdir()) / "mlops-console-snapshots" / "ws"
 
@@ -31,16 +30,7 @@ def sws():
     shutil.rmtree(ROOT.parent, ignore_errors=True)
     counter = itertools.count(1)
     with mock.patch("uuid.uuid4", lambda: uuid.UUID(int=next(counter))):
-        ws = Workspace.init(ROOT)
-        make_data().to_parquet(ws.root / "data" / "d.parquet")
-        ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
-        ws.data.ingest("d")
-        (ws.root / "pipelines" / "p.toml").write_text(
-            SPEC.format(auto="true", extra="").replace('method = "random"', 'method = "none"')
-        )
-        train(ws, "p")
-        train(ws, "p", overrides={"model.params": {"C": 0.3, "max_iter": 500}})
-        ws.jobs.submit("chain", "p")
+        ws = small_workspace(Workspace.init(ROOT), auto=True)
     yield ws
     ws.close()
     shutil.rmtree(ROOT.parent, ignore_errors=True)

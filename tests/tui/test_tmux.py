@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_console.training.runner import train
-from tests.unit.test_pipeline import SPEC, make_data
+from tests.tui.helpers import small_workspace
 
 
 def ensure_tmux() -> str:
@@ -34,13 +33,7 @@ def screen(tmux, session) -> str:
 
 def test_console_in_tmux(ws):
     tmux = ensure_tmux()
-    make_data().to_parquet(ws.root / "data" / "d.parquet")
-    ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
-    ws.data.ingest("d")
-    (ws.root / "pipelines" / "p.toml").write_text(
-        SPEC.format(auto="true", extra="").replace('method = "random"', 'method = "none"')
-    )
-    train(ws, "p")
+    small_workspace(ws, auto=True, versions=1, job=False)
     session = f"mlops-test-{int(time.time() * 1000)}"
     cmd = f"{Path(sys.executable).parent / 'mlops'} -w {ws.root} console"
     subprocess.run(
