@@ -235,3 +235,20 @@ async def test_schedules_and_watchers_of_a_running_daemon(cws):
             assert paused[schedule.split(":", 1)[1]] is False, app.last_message
     finally:
         d.stop()
+
+
+async def test_roll_the_champion_back(cws):
+    cws.models.set_alias("m", "challenger", 1)
+    cws.models.promote("m/1")
+    cws.models.set_alias("m", "challenger", 2)
+    cws.models.promote("m/2")
+    app = MlopsConsole(cws, poll_seconds=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        await pilot.press("b")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert cws.models.resolve("m@champion").version == 1, app.last_message
+        assert "v2 -> v1" in app.last_message

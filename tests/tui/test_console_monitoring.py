@@ -164,6 +164,17 @@ async def test_deployment_actions_canary_rollback_and_stop(mws):
         await settle(app, pilot)
         rec = mws.deployments.get("m")
         assert rec["canary_version"] == 2 and rec["canary_percent"] == 30, app.last_message
+        await pilot.press("p")  # promote the canary
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        rec = mws.deployments.get("m")
+        assert rec["version"] == 2 and rec["canary_version"] is None, app.last_message
+        await pilot.press("d", *"m/1 30", "enter")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(app, pilot)
+        assert mws.deployments.get("m")["canary_version"] == 1
         await pilot.press("b")
         await pilot.pause()
         await pilot.press("y")
