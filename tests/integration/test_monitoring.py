@@ -91,6 +91,12 @@ def test_drift_stability_performance_and_decay_per_window(served):
     bad = httpx.post(endpoint + "/feedback", json=[{"request_id": "x", "label": 1}, {"row": 0}])
     assert bad.status_code == 400 and "Item 1" in bad.json()["message"]
     wait_collected(ws, "shifted", 400)
+    deadline = time.time() + 20  # the feedback is written off the request path too
+    while time.time() < deadline:
+        fb = ws.monitor._frames("m", 0, time.time() + 1, kinds=("feedback",))[2]
+        if fb is not None and fb["request_id"].str.startswith("shifted-").sum() == 400:
+            break
+        time.sleep(0.3)
     end = time.time()
 
     calm = ws.monitor.measure("m", window=f"{mid - t0:.3f}s", end=mid)
