@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +45,13 @@ def train_two_versions(root: Path):
 
 
 class ServerProcess:
-    def __init__(self, bundle: Path, log_dir: Path | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        bundle: Path,
+        log_dir: Path | None = None,
+        env: dict | None = None,
+        cwd: Path | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [
@@ -57,14 +64,16 @@ class ServerProcess:
         ]
         if log_dir:
             cmd += ["--log-dir", str(log_dir)]
+        # a file, not a pipe: a server that logs a lot must never block on a full pipe
+        self.log = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
             cmd,
             env={**os.environ, "MLOPS_ADMIN_TOKEN": TOKEN, **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            cwd=cwd,
         )
-        deadline = time.time() + 60
+        deadline = time.time() + 180  # a busy machine imports slowly
         while time.time() < deadline:
             try:
                 if httpx.get(self.url + "/ping", timeout=1).status_code == 200:
@@ -72,13 +81,16 @@ class ServerProcess:
             except httpx.HTTPError:
                 time.sleep(0.1)
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read())
+                raise RuntimeError(self.output())
         raise RuntimeError("the server did not start")
 
+    def output(self) -> str:
+        """What the server wrote to stderr so far."""
+        return Path(self.log.name).read_text(errors="replace")
+
     def admin(self, method: str, path: str, **kw):
-        return httpx.request(
-            method, self.url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30, **kw
-        )
+        headers = {"Authorization": f"Bearer {TOKEN}", **kw.pop("headers", {})}
+        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -101,7 +101,7 @@ def test_health_metadata_metrics_openapi(server):
         json={"instances": json.loads(rows(2).to_json(orient="records"))},
     )
     text = httpx.get(server.url + "/metrics").text
-    assert 'mlops_requests_total{route="invocations",status="200"}' in text
+    assert 'mlops_requests_total{route="invocations",status="200",role="primary"}' in text
     assert 'mlops_model_info{model="m",version="1"' in text
     assert "/invocations" in httpx.get(server.url + "/openapi.json").json()["paths"]
 

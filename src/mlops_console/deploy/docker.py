@@ -30,6 +30,7 @@ RUNTIME = (
     "starlette",
     "uvicorn",
     "orjson",
+    "pyarrow",  # CSV and Parquet request bodies, parsed to typed columns
 )
 DEFAULT_BASE = "python:3.11-slim"
 

@@ -318,19 +318,34 @@ class Deployments:
         st = self.status(name)
         if st["canary_version"] is None:
             raise Conflict(f"{name} has no canary to judge.")
-        c = (st.get("stats") or {}).get("canary_stats") or {}
+        stats = st.get("stats") or {}
+        c, p = stats.get("canary_stats") or {}, stats.get("primary_stats") or {}
         n, errors, p99 = c.get("requests", 0), c.get("errors", 0), c.get("p99_ms")
+        # requests the canary refused that the primary would have taken (a signature that
+        # no longer fits the traffic) count against it, beyond the primary's own rate
+        refused = c.get("client_errors", 0)
+        primary_refused = p.get("client_errors", 0) / p["requests"] if p.get("requests") else 0.0
+        excess = max(0.0, refused / n - primary_refused) if n else 0.0
         verdict = {
             "requests": n,
             "errors": errors,
+            "client_errors": refused,
             "p99_ms": p99,
             "max_error_rate": max_error_rate,
             "max_p99_ms": max_p99_ms,
         }
-        if n and (errors / n > max_error_rate or (p99 is not None and p99 > max_p99_ms)):
-            self.rollback(name, reason=f"canary unhealthy: {errors}/{n} errors, p99 {p99:.1f} ms")
+        p99_text = f"{p99:.1f} ms" if p99 is not None else "n/a"
+        if n and (
+            errors / n > max_error_rate
+            or excess > max_error_rate
+            or (p99 is not None and p99 > max_p99_ms)
+        ):
+            self.rollback(
+                name,
+                reason=f"canary unhealthy: {errors}/{n} errors, {refused} refused, p99 {p99_text}",
+            )
             return {**verdict, "decision": "rollback"}
         if n < min_requests:
             return {**verdict, "decision": "wait"}
-        self.promote(name, reason=f"canary healthy: {errors}/{n} errors, p99 {p99:.1f} ms")
+        self.promote(name, reason=f"canary healthy: {errors}/{n} errors, p99 {p99_text}")
         return {**verdict, "decision": "promote"}

@@ -51,11 +51,12 @@ def parse_segment(path: Path, task_labels: dict[str, Any] | None = None) -> dict
                 continue
             if rec.get("kind") == "feedback":
                 out["feedback"].append(rec)
-            elif rec.get("role") == "error":
-                out["requests"].append(rec)
+            elif rec.get("role") == "error" or int(rec.get("status") or 200) >= 400:
+                out["requests"].append(rec)  # a failed request (older servers: role "error")
             elif rec.get("role") in ("primary", "canary", "shadow") and "outputs" in rec:
                 out["rows"].append(rec)
-                out["requests"].append(rec)
+                if not rec.get("row_offset"):  # a large request is logged in parts
+                    out["requests"].append(rec)
     out["unreadable"] = bad  # type: ignore[assignment]
     return out
 
@@ -90,11 +91,12 @@ def rows_table(records: list[dict]):
             continue
         cols["ts"].extend([rec["ts"]] * n)
         cols["request_id"].extend([str(rec.get("request_id", ""))] * n)
-        cols["row"].extend(range(n))
+        offset = int(rec.get("row_offset") or 0)
+        cols["row"].extend(range(offset, offset + n))
         cols["version"].extend([int(rec.get("version") or 0)] * n)
         cols["role"].extend([rec.get("role", "primary")] * n)
         cols["latency_ms"].extend([float(rec.get("latency_ms") or 0.0)] * n)
-        cols["request_rows"].extend([n] * n)
+        cols["request_rows"].extend([int(rec.get("request_rows") or n)] * n)
         cols["predict"].extend(str(p) for p in pred)
         if proba is not None and len(proba) == n and proba and isinstance(proba[0], list):
             # the positive class of a binary classifier; the top class's otherwise
@@ -146,7 +148,7 @@ def requests_table(records: list[dict]):
             "latency_ms": pa.array(
                 [float(r.get("latency_ms") or 0) for r in records], pa.float64()
             ),
-            "rows": [int(r.get("rows") or 0) for r in records],
+            "rows": [int(r.get("request_rows") or r.get("rows") or 0) for r in records],
         }
     )
 

@@ -281,7 +281,10 @@ def export_dataset(mon, deployment: str, name: str | None = None) -> dict[str, A
             f"{deployment} has no labelled predictions yet: send labels with "
             f"`mlops monitor labels {deployment} FILE` or POST /feedback."
         )
-    fb = feedback.drop_duplicates(["request_id", "row"], keep="last")
+    # the first label for a row wins: a later one cannot rewrite the ground truth
+    fb = feedback.sort_values("ts", kind="stable").drop_duplicates(
+        ["request_id", "row"], keep="first"
+    )
     rows = rows[rows["role"] != "shadow"].drop_duplicates(["request_id", "row"], keep="last")
     joined = rows.merge(fb[["request_id", "row", "label"]], on=["request_id", "row"])
     if not len(joined):

@@ -148,7 +148,10 @@ def decay(rows, feedback, ref: Reference, trained: dict[str, float]) -> dict[str
     """Metrics on the rows whose labels arrived, against the same metrics at training time."""
     if feedback is None or len(feedback) == 0 or len(rows) == 0:
         return {"labelled": 0}
-    fb = feedback.drop_duplicates(["request_id", "row"], keep="last")
+    # the first label for a row wins: a later one cannot rewrite the ground truth
+    fb = feedback.sort_values("ts", kind="stable").drop_duplicates(
+        ["request_id", "row"], keep="first"
+    )
     joined = rows.merge(fb[["request_id", "row", "label"]], on=["request_id", "row"], how="inner")
     out: dict[str, Any] = {"labelled": len(joined)}
     if len(joined) < 10:

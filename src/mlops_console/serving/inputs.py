@@ -1,37 +1,120 @@
-"""Request bodies to per-column arrays, checked against the bundle's signature.
+"""Request bodies to typed column arrays, checked cell by cell against the signature.
 
 Accepted, as MLflow's scoring server does: `dataframe_split`, `dataframe_records`,
-`instances`, `inputs` and text/csv; and Open Inference Protocol v2 `inputs` tensors.
+`instances`, `inputs`, text/csv and Parquet; and Open Inference Protocol v2 tensors.
+Every request is validated to its declared shape here, before it joins a batch, so a bad
+request gets its own 400 and can never break the batch it would have joined.
 No pandas on this path: it is the hot one.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 NUMERIC = {"integer", "float", "long", "double", "boolean"}
+MAX_KEYS = 8  # columns a request sends that the model does not use, logged for label matching
+V2_TYPES = {
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+}
 
 
 class BadInput(ValueError):
     """The request does not fit; the message names the problem (answered with a 4xx)."""
 
+    status = 400
 
-def _rows_to_columns(rows: list, names: list[str]) -> dict[str, list]:
+
+class TooManyRows(BadInput):
+    status = 413
+
+
+@dataclass
+class Batch:
+    """A validated request: typed arrays in signature order, its row count, extra columns."""
+
+    arrays: dict[str, np.ndarray]
+    n: int
+    keys: dict[str, list] = field(default_factory=dict)
+
+
+def _what(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    if v is None:
+        return "null"
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def loads(body: bytes) -> Any:
+    """JSON as MLflow reads it: NaN and Infinity literals (Python's json.dumps writes them)
+    are accepted; a body nested too deeply is refused."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        first = exc
+    if b"NaN" in body or b"Infinity" in body:
+        try:
+            return json.loads(body)
+        except RecursionError:
+            raise BadInput("The JSON body is nested too deeply.") from None
+        except (ValueError, UnicodeDecodeError):
+            pass
+    raise BadInput(f"The body is not valid JSON: {first}") from None
+
+
+def _records(rows: list, names: list[str], where: str) -> dict[str, list]:
     if not rows:
         return {n: [] for n in names}
     if isinstance(rows[0], dict):
-        return {n: [r.get(n) for r in rows] for n in {k for r in rows for k in r}}
+        keys: dict[str, None] = {}
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise BadInput(f"{where} row {i} is {_what(r)}; every row must be an object.")
+            for k in r:
+                keys[k] = None
+        return {k: [r.get(k) for r in rows] for k in keys}
     if isinstance(rows[0], list | tuple):
-        if any(len(r) != len(names) for r in rows):
+        return _positional(rows, names, where)
+    raise BadInput(f"{where} rows must be objects (column: value) or lists of values.")
+
+
+def _positional(rows: list, columns: list[str], where: str) -> dict[str, list]:
+    width = len(columns)
+    for i, r in enumerate(rows):
+        if not isinstance(r, list | tuple) or len(r) != width:
             raise BadInput(
-                f"Each row must have {len(names)} values, in the order {', '.join(names)}."
+                f"{where} row {i} is {_what(r) if not isinstance(r, list) else 'a list of ' + str(len(r))}; "
+                f"each row must be a list of {width} values, in the order {', '.join(columns)}."
             )
-        return {n: [r[i] for r in rows] for i, n in enumerate(names)}
-    raise BadInput("Rows must be objects (column: value) or lists of values.")
+    return {c: [r[i] for r in rows] for i, c in enumerate(columns)}
 
 
 def parse_json(body: Any, names: list[str]) -> dict[str, list]:
@@ -45,64 +128,108 @@ def parse_json(body: Any, names: list[str]) -> dict[str, list]:
     if len(keys) != 1:
         raise BadInput(
             "Give exactly one of dataframe_split, dataframe_records, instances, inputs "
-            f"(got {', '.join(body) or 'none'})."
+            f"(got {', '.join(map(str, body)) or 'none'})."
         )
     key, data = keys[0], body[keys[0]]
     if key == "dataframe_split":
         if not isinstance(data, dict) or "data" not in data:
             raise BadInput('dataframe_split needs {"columns": [...], "data": [[...], ...]}.')
-        cols = data.get("columns") or names
+        cols = data.get("columns")
+        if cols is None:
+            cols = names
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise BadInput("dataframe_split.columns must be a list of column names (strings).")
+        if len(set(cols)) != len(cols):
+            raise BadInput("dataframe_split.columns names a column twice.")
         rows = data["data"]
         if not isinstance(rows, list):
             raise BadInput("dataframe_split.data must be a list of rows.")
-        return _rows_to_columns(rows, list(cols))
+        return _positional(rows, cols, "dataframe_split.data")
     if key in ("dataframe_records", "instances") or (key == "inputs" and isinstance(data, list)):
         if not isinstance(data, list):
             raise BadInput(f"{key} must be a list of records.")
-        return _rows_to_columns(data, names)
+        return _records(data, names, key)
     if isinstance(data, dict):  # inputs as {column: [values]}
-        out = {}
-        for k, v in data.items():
-            out[k] = v if isinstance(v, list) else [v]
-        return out
+        return {k: v if isinstance(v, list) else [v] for k, v in data.items()}
     raise BadInput("inputs must be a list of records or an object of columns.")
 
 
-def parse_csv(text: str) -> dict[str, list]:
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise BadInput("The CSV body is empty; send a header line and rows.") from None
-    rows = [r for r in reader if r]
-    for i, r in enumerate(rows, 2):
-        if len(r) != len(header):
-            raise BadInput(f"CSV line {i} has {len(r)} fields; the header has {len(header)}.")
-    return {h: [(None if r[i] == "" else r[i]) for r in rows] for i, h in enumerate(header)}
+# --- typed arrays -------------------------------------------------------------------------
 
 
-def parse_v2(body: Any) -> tuple[dict[str, list], list[str] | None]:
-    """Open Inference Protocol v2 request: one tensor per column (shape [n] or [n, 1])."""
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-        raise BadInput('A v2 inference request needs "inputs": [{name, shape, datatype, data}].')
-    out = {}
-    for t in body["inputs"]:
-        if not isinstance(t, dict) or "name" not in t or "data" not in t:
-            raise BadInput("Each v2 input needs name, shape, datatype and data.")
-        data = t["data"]
-        if data and isinstance(data[0], list):
-            data = [x[0] if isinstance(x, list) and len(x) == 1 else x for x in data]
-        out[t["name"]] = data
-    wanted = None
-    if isinstance(body.get("outputs"), list):
-        wanted = [o.get("name") for o in body["outputs"] if isinstance(o, dict)]
-    return out, wanted
+def _null(name: str, i: int, allowed: bool) -> None:
+    if not allowed:
+        raise BadInput(
+            f"Column {name!r} may not be null (row {i} has no value); the model was trained "
+            "without missing values there. Send a value (or start the server with "
+            "MLOPS_IMPUTE_MISSING=1 to let the model impute it)."
+        )
 
 
-def to_arrays(
-    columns: dict[str, list], signature: dict[str, Any]
-) -> tuple[dict[str, np.ndarray], int]:
-    """Check the columns against the signature; return typed arrays (extra columns dropped)."""
+def _numeric(name: str, values: list, nulls: bool, bools: bool = False) -> np.ndarray:
+    kinds = set(map(type, values))
+    if kinds <= {float, int}:  # the fast path: JSON numbers (NaN and Infinity are floats)
+        try:
+            return np.array(values, dtype=np.float64)
+        except OverflowError:
+            pass
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is float or t is int:
+            try:
+                out[i] = v
+                continue
+            except OverflowError:
+                raise BadInput(f"Column {name!r} row {i}: {_what(v)} is too large.") from None
+        if v is None:
+            _null(name, i, nulls)
+            out[i] = np.nan
+            continue
+        if t is bool and bools:
+            out[i] = float(v)
+            continue
+        if t is str:
+            s = v.strip()
+            if s == "":
+                _null(name, i, nulls)
+                out[i] = np.nan
+                continue
+            try:
+                out[i] = float(s)
+                continue
+            except ValueError:
+                pass
+        raise BadInput(f"Column {name!r} must be numeric; row {i} has {_what(v)}.")
+    return out
+
+
+def _text(name: str, values: list, nulls: bool) -> np.ndarray:
+    kinds = set(map(type, values))
+    if kinds <= {str}:
+        return np.array(values, dtype=object)
+    out = []
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is str:
+            out.append(v)
+        elif v is None:
+            _null(name, i, nulls)
+            out.append("")  # how a missing category reaches the model (as in training)
+        elif t is int or (t is float and math.isfinite(v)):
+            out.append(str(v))
+        else:
+            raise BadInput(f"Column {name!r} must be text; row {i} has {_what(v)}.")
+    return np.array(out, dtype=object)
+
+
+def to_batch(
+    columns: dict[str, list],
+    signature: dict[str, Any],
+    max_rows: int,
+    impute: bool = False,
+) -> Batch:
+    """Check every cell against the signature; typed 1-D arrays, one per model input."""
     inputs = signature["inputs"]
     missing = [c["name"] for c in inputs if c["name"] not in columns]
     if missing:
@@ -114,31 +241,250 @@ def to_arrays(
     if len(lengths) != 1:
         raise BadInput("All input columns must have the same number of values.")
     n = lengths.pop()
-    out = {}
+    if n == 0:
+        raise BadInput("The request has no rows; send at least one.")
+    if n > max_rows:
+        raise TooManyRows(
+            f"The request has {n} rows; this server takes at most {max_rows} per request "
+            "(MLOPS_MAX_ROWS). Split it into smaller requests."
+        )
+    arrays = {}
     for col in inputs:
-        name, values = col["name"], columns[col["name"]]
-        if col["type"] in NUMERIC:
-            try:
-                arr = np.array(
-                    [np.nan if v is None or v == "" else v for v in values], dtype=np.float64
-                )
-            except (TypeError, ValueError):
-                bad = next(v for v in values if not _is_number(v))
-                raise BadInput(f"Column {name!r} must be numeric; got {bad!r}.") from None
-            if any(isinstance(v, bool) for v in values):
-                raise BadInput(f"Column {name!r} must be numeric, not true/false.")
-            out[name] = arr
+        name = col["name"]
+        nulls = impute or col.get("nullable", True)
+        values = columns[name]
+        if isinstance(values, np.ndarray):  # already typed and checked (CSV, Parquet)
+            arrays[name] = values
+        elif col["type"] in NUMERIC:
+            if col["type"] != "boolean" and bool in set(map(type, values)):
+                i = next(i for i, v in enumerate(values) if isinstance(v, bool))
+                raise BadInput(f"Column {name!r} must be numeric; row {i} has true/false.")
+            arrays[name] = _numeric(name, values, nulls, bools=col["type"] == "boolean")
         else:
-            out[name] = np.array(
-                ["" if v is None else (v if isinstance(v, str) else str(v)) for v in values],
-                dtype=object,
-            )
-    return out, n
+            arrays[name] = _text(name, values, nulls)
+    keys = {}
+    if len(columns) > len(arrays):  # columns the model does not use (an entity key, say)
+        for k, v in columns.items():
+            if k in arrays or len(v) != n:
+                continue
+            keys[k] = v.tolist() if isinstance(v, np.ndarray) else v
+            if len(keys) == MAX_KEYS:
+                break
+    return Batch(arrays, n, keys)
 
 
-def _is_number(v) -> bool:
+# --- CSV and Parquet (through Arrow: typed columns without a Python object per cell) ------
+
+
+def _arrow_columns(table, signature: dict[str, Any], impute: bool, what: str) -> dict:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: dict[str, Any] = {}
+    for col in signature["inputs"]:
+        name = col["name"]
+        if name not in table.column_names:
+            continue  # reported as missing by to_batch
+        arr = table.column(name)
+        if arr.null_count and not (impute or col.get("nullable", True)):
+            first = int(pc.index(pc.is_null(arr), True).as_py())
+            _null(name, first, False)
+        try:
+            if col["type"] in NUMERIC:
+                if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+                    raise BadInput(f"Column {name!r} must be numeric in the {what}.")
+                out[name] = pc.cast(arr, pa.float64()).to_numpy()
+            else:
+                text = arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
+                out[name] = np.array(
+                    pc.fill_null(text, "").to_numpy(zero_copy_only=False), dtype=object
+                )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise BadInput(f"Column {name!r} in the {what}: {exc}") from None
+    for name in table.column_names:
+        if name not in out:
+            out[name] = table.column(name).to_pylist()
+    return out
+
+
+def parse_csv(data: bytes, signature: dict[str, Any], impute: bool = False) -> dict:
+    """A CSV body (header line first; a UTF-8 BOM is fine) to typed columns."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    if not data.strip():
+        raise BadInput("The CSV body is empty; send a header line and rows.")
     try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"The CSV body is not UTF-8 text (byte {exc.start}); send UTF-8.") from None
+    types = {
+        c["name"]: (
+            pa.bool_()
+            if c["type"] == "boolean"
+            else pa.float64()
+            if c["type"] in NUMERIC
+            else pa.string()
+        )
+        for c in signature["inputs"]
+    }
+    bad_rows: list = []
+
+    def bad_row(row) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(data),
+            read_options=pa_csv.ReadOptions(use_threads=False, block_size=1 << 20),
+            parse_options=pa_csv.ParseOptions(
+                newlines_in_values=False, invalid_row_handler=bad_row
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if bad_rows:
+            row = bad_rows[0]
+            where = f"CSV line {row.number}" if row.number is not None else "A CSV line"
+            raise BadInput(
+                f"{where} has {row.actual_columns} fields; the header has "
+                f"{row.expected_columns}. (A bare carriage return ends a line: quote the field.)"
+            ) from None
+        m = re.search(r"column #(\d+): Row #(\d+): CSV conversion error to (\w+): (.*)", str(exc))
+        if m:
+            header = next(csv.reader([data[: data.find(b"\n")].decode("utf-8-sig")]), [])
+            i = int(m.group(1))
+            name = header[i] if i < len(header) else f"#{i}"
+            kind = "numeric" if m.group(3) in ("double", "float") else m.group(3)
+            raise BadInput(
+                f"Column {name!r} must be {kind}; CSV line {m.group(2)} has {m.group(4)}."
+            ) from None
+        raise BadInput(f"The CSV body cannot be read: {_arrow_message(exc)}") from None
+    return _arrow_columns(table, signature, impute, "CSV body")
+
+
+def parse_parquet(data: bytes, signature: dict[str, Any], impute: bool = False) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BadInput(f"The body is not a readable Parquet file: {_arrow_message(exc)}") from None
+    return _arrow_columns(table, signature, impute, "Parquet body")
+
+
+def _arrow_message(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+# --- Open Inference Protocol v2 -----------------------------------------------------------
+
+
+def _flatten(data: list, name: str) -> list:
+    flat: list = []
+    stack = [(data, 0)]
+    while stack:
+        items, depth = stack.pop()
+        if depth > 8:
+            raise BadInput(f"Input {name!r}: data is nested too deeply.")
+        for i in range(len(items) - 1, -1, -1):
+            v = items[i]
+            if isinstance(v, list):
+                stack.append((v, depth + 1))
+            elif isinstance(v, dict):
+                raise BadInput(f"Input {name!r}: data holds an object; send numbers or strings.")
+            else:
+                flat.append(v)
+    flat.reverse()
+    return flat
+
+
+def parse_v2(body: Any, signature: dict[str, Any]) -> tuple[dict[str, list], list[str] | None]:
+    """A v2 inference request: one tensor per column, shape [rows] or [rows, 1]."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise BadInput('A v2 inference request needs "inputs": [{name, shape, datatype, data}].')
+    if "id" in body and not isinstance(body["id"], str):
+        raise BadInput('"id" must be a string.')
+    kinds = {c["name"]: c["type"] for c in signature["inputs"]}
+    out: dict[str, list] = {}
+    for t in body["inputs"]:
+        if not isinstance(t, dict) or not all(k in t for k in ("name", "shape", "datatype")):
+            raise BadInput("Each v2 input needs name, shape, datatype and data.")
+        name, shape, dtype = t["name"], t["shape"], t["datatype"]
+        if not isinstance(name, str) or not name:
+            raise BadInput("An input's name must be a non-empty string.")
+        if name in out:
+            raise BadInput(f"Input {name!r} is given twice.")
+        params = t.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadInput(f"Input {name!r}: parameters must be an object.")
+        if "binary_data_size" in params:
+            raise BadInput(
+                "The binary tensor extension is not supported by this server; send the "
+                'tensor as JSON "data" (tritonclient: set_data_from_numpy(..., binary_data=False)).'
+            )
+        if "data" not in t:
+            raise BadInput(f"Input {name!r} has no data.")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise BadInput(f"Input {name!r}: shape must be a list of non-negative integers.")
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise BadInput(
+                f"Input {name!r}: shape {shape} is not one column; send shape [rows] or [rows, 1]."
+            )
+        if dtype not in V2_TYPES:
+            raise BadInput(
+                f"Input {name!r}: datatype {dtype!r} is not a v2 datatype "
+                f"({', '.join(sorted(V2_TYPES))})."
+            )
+        data = t["data"]
+        if not isinstance(data, list):
+            raise BadInput(f"Input {name!r}: data must be a list, not {_what(data)}.")
+        flat = _flatten(data, name)
+        if len(flat) != math.prod(shape):
+            raise BadInput(
+                f"Input {name!r}: shape {shape} holds {math.prod(shape)} values; data has {len(flat)}."
+            )
+        kind = kinds.get(name)
+        if dtype == "BYTES":
+            if kind is not None and kind in NUMERIC:
+                raise BadInput(f"Input {name!r} is numeric; send a numeric datatype, not BYTES.")
+            if not all(isinstance(v, str) for v in flat):
+                bad = next(v for v in flat if not isinstance(v, str))
+                raise BadInput(
+                    f"Input {name!r} is BYTES; every value must be a string, not {_what(bad)}."
+                )
+        else:
+            if kind is not None and kind not in NUMERIC:
+                raise BadInput(f"Input {name!r} holds text; send datatype BYTES.")
+            ok = (bool,) if dtype == "BOOL" else (int, float)
+            for v in flat:
+                if not isinstance(v, ok) or (dtype != "BOOL" and isinstance(v, bool)):
+                    raise BadInput(f"Input {name!r} is {dtype}; it holds {_what(v)}.")
+            if dtype == "BOOL":
+                flat = [float(v) for v in flat]
+        out[name] = flat
+    wanted = None
+    outputs = body.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise BadInput('"outputs" must be a list of {"name": ...}.')
+        for o in outputs:
+            if (o.get("parameters") or {}).get("binary_data"):
+                raise BadInput(
+                    "The binary tensor extension is not supported by this server; ask for JSON "
+                    "outputs (tritonclient: InferRequestedOutput(name, binary_data=False))."
+                )
+        wanted = [o["name"] for o in outputs]
+    return out, wanted

@@ -1,70 +1,102 @@
-"""Prometheus text-format metrics, kept in plain counters (no client library needed)."""
+"""Prometheus text-format metrics, kept in plain counters (no client library needed).
+
+Every answered request is counted once, by route, status and role (primary, canary,
+shadow), failures included. Beside the cumulative counters each role keeps a window
+(reset when a new canary is loaded) that the canary judge and the alerts read.
+"""
 
 from __future__ import annotations
 
 import bisect
 import threading
+from collections import deque
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+ROLES = ("primary", "canary", "shadow")
+
+
+class Window:
+    """Counts and recent latencies of one role since it was (re)loaded."""
+
+    def __init__(self):
+        self.requests = 0
+        self.server_errors = 0  # 5xx: the model or the server failed
+        self.client_errors = 0  # 4xx: the request did not fit (this version's signature)
+        self.recent: deque[float] = deque(maxlen=2000)
+
+    def add(self, status: int, seconds: float) -> None:
+        self.requests += 1
+        if status >= 500:
+            self.server_errors += 1
+        elif status >= 400:
+            self.client_errors += 1
+        self.recent.append(seconds)
+
+    def summary(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {
+            "requests": self.requests,
+            "errors": self.server_errors,
+            "client_errors": self.client_errors,
+        }
+        data = sorted(self.recent)
+        if data:
+            pick = lambda q: data[min(len(data) - 1, int(q * len(data)))]  # noqa: E731
+            out.update(p50_ms=pick(0.5) * 1000, p95_ms=pick(0.95) * 1000, p99_ms=pick(0.99) * 1000)
+        return out
 
 
 class Metrics:
     def __init__(self):
         self.lock = threading.Lock()
-        self.requests: dict[tuple[str, int], int] = {}
+        self.requests: dict[tuple[str, int, str], int] = {}
         self.rows: dict[str, int] = {}
-        self.latency_counts = [0] * (len(BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_n = 0
+        self.latency_counts = {r: [0] * (len(BUCKETS) + 1) for r in ROLES}
+        self.latency_sum = dict.fromkeys(ROLES, 0.0)
+        self.latency_n = dict.fromkeys(ROLES, 0)
+        self.windows = {r: Window() for r in ROLES}
         self.batches = 0
         self.batch_rows = 0
-        self.recent: list[float] = []  # latencies of the last requests, for p50/p95/p99
+        self.batcher_restarts = 0
+        self.rejected_busy = 0
 
     def observe(
         self, route: str, status: int, seconds: float, rows: int, role: str = "primary"
     ) -> None:
+        role = role if role in ROLES else "primary"
         with self.lock:
-            self.requests[(route, status)] = self.requests.get((route, status), 0) + 1
+            key = (route, status, role)
+            self.requests[key] = self.requests.get(key, 0) + 1
             if status < 400:
                 self.rows[role] = self.rows.get(role, 0) + rows
-            self.latency_counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-            self.latency_sum += seconds
-            self.latency_n += 1
-            self.recent.append(seconds)
-            if len(self.recent) > 5000:
-                del self.recent[:1000]
+            self.latency_counts[role][bisect.bisect_left(BUCKETS, seconds)] += 1
+            self.latency_sum[role] += seconds
+            self.latency_n[role] += 1
+            if route in ("invocations", "v2_infer"):
+                self.windows[role].add(status, seconds)
 
     def batch(self, rows: int) -> None:
         with self.lock:
             self.batches += 1
             self.batch_rows += rows
 
-    def quantiles(self) -> dict[str, float]:
+    def window(self, role: str) -> dict[str, float | int]:
         with self.lock:
-            data = sorted(self.recent[-2000:])
-        if not data:
-            return {}
-        pick = lambda q: data[min(len(data) - 1, int(q * len(data)))]  # noqa: E731
-        return {
-            "p50_ms": pick(0.5) * 1000,
-            "p95_ms": pick(0.95) * 1000,
-            "p99_ms": pick(0.99) * 1000,
-        }
+            return self.windows[role].summary()
 
-    def errors(self) -> tuple[int, int]:
+    def reset_window(self, role: str) -> None:
         with self.lock:
-            total = sum(self.requests.values())
-            bad = sum(n for (_, s), n in self.requests.items() if s >= 500)
-        return bad, total
+            self.windows[role] = Window()
 
     def render(self, model: str, version: int, canary: str | None) -> str:
         out = [
-            "# HELP mlops_requests_total Scoring requests by route and status.",
+            "# HELP mlops_requests_total Requests answered, by route, status and model role.",
             "# TYPE mlops_requests_total counter",
         ]
         with self.lock:
-            for (route, status), n in sorted(self.requests.items()):
-                out.append(f'mlops_requests_total{{route="{route}",status="{status}"}} {n}')
+            for (route, status, role), n in sorted(self.requests.items()):
+                out.append(
+                    f'mlops_requests_total{{route="{route}",status="{status}",role="{role}"}} {n}'
+                )
             out += [
                 "# HELP mlops_rows_total Rows predicted, by model role.",
                 "# TYPE mlops_rows_total counter",
@@ -72,22 +104,28 @@ class Metrics:
             for role, n in sorted(self.rows.items()):
                 out.append(f'mlops_rows_total{{role="{role}"}} {n}')
             out += [
-                "# HELP mlops_request_seconds Request latency.",
+                "# HELP mlops_request_seconds Request latency, by model role.",
                 "# TYPE mlops_request_seconds histogram",
             ]
-            cum = 0
-            for b, n in zip(BUCKETS, self.latency_counts, strict=False):
-                cum += n
-                out.append(f'mlops_request_seconds_bucket{{le="{b}"}} {cum}')
-            cum += self.latency_counts[-1]
-            out.append(f'mlops_request_seconds_bucket{{le="+Inf"}} {cum}')
-            out.append(f"mlops_request_seconds_sum {self.latency_sum}")
-            out.append(f"mlops_request_seconds_count {self.latency_n}")
+            for role in ROLES:
+                if not self.latency_n[role]:
+                    continue
+                cum = 0
+                for b, n in zip(BUCKETS, self.latency_counts[role], strict=False):
+                    cum += n
+                    out.append(f'mlops_request_seconds_bucket{{role="{role}",le="{b}"}} {cum}')
+                cum += self.latency_counts[role][-1]
+                out.append(f'mlops_request_seconds_bucket{{role="{role}",le="+Inf"}} {cum}')
+                out.append(f'mlops_request_seconds_sum{{role="{role}"}} {self.latency_sum[role]}')
+                out.append(f'mlops_request_seconds_count{{role="{role}"}} {self.latency_n[role]}')
             out += [
                 "# TYPE mlops_batches_total counter",
                 f"mlops_batches_total {self.batches}",
                 "# TYPE mlops_batch_rows_total counter",
                 f"mlops_batch_rows_total {self.batch_rows}",
+                "# HELP mlops_batcher_restarts_total Scoring loops that died and were restarted.",
+                "# TYPE mlops_batcher_restarts_total counter",
+                f"mlops_batcher_restarts_total {self.batcher_restarts}",
             ]
         out += [
             "# HELP mlops_model_info The model version being served.",

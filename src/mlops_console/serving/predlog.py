@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+PART_ROWS = 4096
+
 
 class PredictionLog:
     def __init__(
@@ -71,15 +73,6 @@ class PredictionLog:
             if self._segment and time.time() - self._opened > self.max_age:
                 self._close_segment()
             return
-        lines = []
-        for r in batch:
-            try:
-                lines.append(
-                    orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain) + b"\n"
-                )
-            except TypeError:
-                self.dropped += 1
-        data = b"".join(lines)
         if self._segment is None:
             self._seq += 1
             self._segment = (
@@ -88,7 +81,24 @@ class PredictionLog:
             )
             self._opened = time.time()
         with open(self._segment, "ab") as fh:
-            fh.write(data)
+            lines: list[bytes] = []
+            size = 0
+            for record in batch:
+                for part in _parts(record):
+                    try:
+                        line = (
+                            orjson.dumps(part, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain)
+                            + b"\n"
+                        )
+                    except TypeError:
+                        self.dropped += 1
+                        continue
+                    lines.append(line)
+                    size += len(line)
+                    if size > 1 << 20:  # write as we go: a large request is never held twice
+                        fh.write(b"".join(lines))
+                        lines, size = [], 0
+            fh.write(b"".join(lines))
         self.written += len(batch)
         if (
             self._segment.stat().st_size > self.max_bytes
@@ -105,6 +115,23 @@ class PredictionLog:
         if self.folder:
             self._stop.set()
             self._thread.join(timeout=10)
+
+
+def _parts(record: dict[str, Any]):
+    """A large request's record as records of at most PART_ROWS rows (`row_offset` says
+    where each starts), so no single line, nor its serialisation, is huge."""
+    n = int(record.get("rows") or 0)
+    if n <= PART_ROWS or "inputs" not in record:
+        yield record
+        return
+    for start in range(0, n, PART_ROWS):
+        stop = min(n, start + PART_ROWS)
+        part = {k: v for k, v in record.items() if k not in ("inputs", "outputs", "keys")}
+        part.update(rows=stop - start, row_offset=start, request_rows=n)
+        for group in ("inputs", "outputs", "keys"):
+            if group in record:
+                part[group] = {k: v[start:stop] for k, v in record[group].items()}
+        yield part
 
 
 def _plain(obj):

@@ -1,0 +1,202 @@
+"""HTTP plumbing shared by every route: JSON answers, the one failure path, bounded bodies.
+
+Every route is wrapped by `endpoint`: whatever it raises becomes a JSON error in the
+protocol's shape (MLflow's `{"error_code", "message"}`, v2's `{"error"}`), and every
+answer, failures included, is counted by route, status and role, and failed scoring
+requests are written to the prediction log, so the canary judge and the alerts see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from mlops_console.serving.batcher import Unavailable, say
+from mlops_console.serving.inputs import BadInput
+
+CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    421: "MISDIRECTED_REQUEST",
+    422: "LOAD_FAILED",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+SCORING = ("invocations", "v2_infer")
+
+
+class HttpError(Exception):
+    """A failure with its status and a message for the client."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _plain(obj):
+    if hasattr(obj, "tolist"):  # numpy arrays of strings, numpy scalars
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)
+
+
+def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_body(status: int, message: str, v2: bool) -> dict[str, str]:
+    if v2:
+        return {"error": message}
+    return {"error_code": CODES.get(status, "ERROR"), "message": message}
+
+
+@dataclass
+class Call:
+    """What the failure path needs to know about the request in hand."""
+
+    route: str
+    request_id: str
+    t0: float = field(default_factory=time.perf_counter)
+    role: str = "primary"
+    version: int | None = None
+    rows: int = 0
+
+
+def endpoint(
+    server, route: str, v2: bool = False
+) -> Callable[[Callable[[Request, Call], Awaitable[Response]]], Callable]:
+    def wrap(fn):
+        async def handler(request: Request) -> Response:
+            call = Call(route, request.headers.get("x-request-id") or uuid.uuid4().hex)
+            gate = route in SCORING
+            if gate:
+                if server.inflight >= server.settings.max_inflight:
+                    return failure(
+                        server,
+                        call,
+                        503,
+                        f"The server is at its limit of {server.settings.max_inflight} requests "
+                        "at once (MLOPS_MAX_INFLIGHT); retry shortly.",
+                        v2,
+                        {"retry-after": "1"},
+                    )
+                server.inflight += 1
+            try:
+                response = await fn(request, call)
+            except HttpError as exc:
+                return failure(server, call, exc.status, exc.message, v2, exc.headers)
+            except BadInput as exc:
+                return failure(server, call, exc.status, str(exc), v2)
+            except Unavailable as exc:
+                return failure(server, call, 503, str(exc), v2, {"retry-after": "1"})
+            except ClientDisconnect:
+                return failure(server, call, 400, "The client closed the connection.", v2)
+            except Exception as exc:
+                say(f"{route} failed: " + "".join(traceback.format_exception(exc)).strip())
+                return failure(
+                    server,
+                    call,
+                    500,
+                    f"The server failed on this request ({type(exc).__name__}); "
+                    "the details are in the server's log.",
+                    v2,
+                )
+            finally:
+                if gate:
+                    server.inflight -= 1
+            server.metrics.observe(
+                route, response.status_code, time.perf_counter() - call.t0, call.rows, call.role
+            )
+            return response
+
+        handler.__name__ = fn.__name__
+        return handler
+
+    return wrap
+
+
+def failure(
+    server, call: Call, status: int, message: str, v2: bool, headers: dict | None = None
+) -> Response:
+    """Count, log and answer one failed request."""
+    latency = time.perf_counter() - call.t0
+    server.metrics.observe(call.route, status, latency, 0, call.role)
+    if call.route in SCORING:
+        server.log.append(
+            {
+                "ts": time.time(),
+                "request_id": call.request_id,
+                "role": call.role,
+                "status": status,
+                "route": call.route,
+                "version": call.version if call.version is not None else server.primary.version,
+                "latency_ms": latency * 1000,
+                "rows": 0,
+                "error": message[:300],
+            }
+        )
+    return json_response(error_body(status, message, v2), status, headers)
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes | bytearray:
+    """The body, read as it streams in: refused once it passes `limit` bytes (413), or when
+    it does not arrive within `timeout` seconds (408); never held whole before the check."""
+    too_large = HttpError(
+        413,
+        f"The body is larger than {limit} bytes (MLOPS_MAX_BODY_BYTES); send fewer rows per "
+        "request.",
+    )
+    declared = request.headers.get("content-length")
+    size = None
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise HttpError(400, "The Content-Length header is not a number.") from None
+        if size > limit:
+            raise too_large
+    buf = bytearray()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise HttpError(
+                408, f"The body did not arrive within {timeout:g} s (MLOPS_BODY_TIMEOUT)."
+            ) from None
+        if len(buf) + len(chunk) > limit:
+            raise too_large
+        buf += chunk
+    return buf
+
+
+def content_type(request: Request, default: str = "application/json") -> str:
+    return request.headers.get("content-type", default).split(";")[0].strip().lower() or default

@@ -1,0 +1,180 @@
+"""Open Inference Protocol v2 routes (KServe, Triton clients): health, metadata, infer.
+
+Errors use the protocol's shape, `{"error": "..."}`. A version-specific route answers for
+a version this server holds (the primary or the canary) and scores with that very
+version; any other version is a 404.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mlops_console import __version__
+from mlops_console.serving.http import (
+    Call,
+    HttpError,
+    content_type,
+    endpoint,
+    json_response,
+    read_body,
+)
+from mlops_console.serving.inputs import BadInput, loads, parse_v2, to_batch
+
+DATATYPES = {"string": "BYTES", "integer": "FP64", "float": "FP64", "boolean": "BOOL"}
+
+
+def _outputs_of(model) -> list[str]:
+    return ["predict", "predict_proba"] if model.task == "classification" else ["predict"]
+
+
+def routes(server) -> list[Route]:
+    def model_for(request: Request) -> tuple:
+        """The version a v2 route addresses, and its role; 404 for anything not served."""
+        name = request.path_params["name"]
+        if name != server.primary.name:
+            raise HttpError(
+                404, f"No model {name!r} here; this server serves {server.primary.name!r}."
+            )
+        version = request.path_params.get("version")
+        if version is None:
+            return None, None
+        found = server.role_of_version(version)
+        if found is None:
+            held = [str(m.version) for m in (server.primary, server.canary) if m is not None]
+            raise HttpError(
+                404,
+                f"Version {version} of {name!r} is not served here (served: {', '.join(held)}).",
+            )
+        return found
+
+    @endpoint(server, "v2_server", v2=True)
+    async def metadata_server(request: Request, call: Call) -> Response:
+        return json_response({"name": "mlops-console", "version": __version__, "extensions": []})
+
+    @endpoint(server, "v2_live", v2=True)
+    async def live(request: Request, call: Call) -> Response:
+        return json_response({"live": True})
+
+    @endpoint(server, "v2_ready", v2=True)
+    async def ready(request: Request, call: Call) -> Response:
+        ok, _ = server.ready()
+        return json_response({"ready": ok}, 200 if ok else 503)
+
+    @endpoint(server, "v2_metadata", v2=True)
+    async def metadata(request: Request, call: Call) -> Response:
+        model, _ = model_for(request)
+        m = model or server.primary
+        versions = (
+            [str(m.version)]
+            if model
+            else [str(x.version) for x in (server.primary, server.canary) if x is not None]
+        )
+        outputs = [
+            {
+                "name": "predict",
+                "datatype": "INT64"
+                if m.task == "classification" and _int_labels(m)
+                else ("BYTES" if m.task == "classification" else "FP64"),
+                "shape": [-1],
+            }
+        ]
+        if m.task == "classification":
+            outputs.append(
+                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.labels or [])]}
+            )
+        return json_response(
+            {
+                "name": m.name,
+                "versions": versions,
+                "platform": f"mlops-console-{m.runtime}",
+                "inputs": [
+                    {"name": c["name"], "datatype": DATATYPES.get(c["type"], "FP64"), "shape": [-1]}
+                    for c in m.signature["inputs"]
+                ],
+                "outputs": outputs,
+            }
+        )
+
+    @endpoint(server, "v2_model_ready", v2=True)
+    async def model_ready(request: Request, call: Call) -> Response:
+        model_for(request)
+        ok, _ = server.ready()
+        return json_response({"name": request.path_params["name"], "ready": ok})
+
+    @endpoint(server, "v2_infer", v2=True)
+    async def infer(request: Request, call: Call) -> Response:
+        model, role = model_for(request)
+        if model is None:
+            model, role = server.pick()
+        call.role, call.version = role, model.version
+        if request.headers.get("inference-header-content-length") is not None:
+            raise BadInput(
+                "The binary tensor extension is not supported by this server; send JSON tensors "
+                "(tritonclient: binary_data=False)."
+            )
+        ctype = content_type(request)
+        if ctype != "application/json":
+            raise HttpError(415, f"Content type {ctype!r} is not supported; send application/json.")
+        body = await read_body(
+            request, server.settings.max_body_bytes, server.settings.body_timeout
+        )
+        parsed = loads(body)
+        del body
+        columns, wanted = parse_v2(parsed, model.signature)
+        if parsed.get("id"):
+            call.request_id = parsed["id"]
+        names = wanted or _outputs_of(model)
+        unknown = [w for w in names if w not in _outputs_of(model)]
+        if unknown:
+            raise BadInput(f"Unknown output(s) {unknown}; this model has {_outputs_of(model)}.")
+        batch = to_batch(
+            columns, model.signature, server.settings.max_rows, server.settings.impute_missing
+        )
+        call.rows = batch.n
+        out = await server.score(model, role, call, batch)
+        outputs = []
+        for w in names:
+            arr = np.asarray(out[w])
+            if arr.dtype == object or arr.dtype.kind in "US":
+                dtype = "BYTES"
+            elif arr.dtype.kind == "f":
+                dtype = "FP64"
+            elif arr.dtype.kind == "b":
+                dtype = "BOOL"
+            else:
+                dtype = "INT64"
+            outputs.append(
+                {
+                    "name": w,
+                    "shape": list(arr.shape),
+                    "datatype": dtype,
+                    "data": arr.reshape(-1).tolist(),
+                }
+            )
+        return json_response(
+            {
+                "model_name": model.name,
+                "model_version": str(model.version),
+                "id": call.request_id,
+                "outputs": outputs,
+            }
+        )
+
+    return [
+        Route("/v2", metadata_server, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/models/{name}", metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+    ]
+
+
+def _int_labels(model) -> bool:
+    return all(isinstance(x, int) and not isinstance(x, bool) for x in (model.labels or []))
