@@ -40,6 +40,25 @@ class RegistrySection(Strict):
 class ServingSection(Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # the limits and switches of the servers this workspace starts (MLOPS_* in their env)
+    max_body_bytes: int = Field(default=32 << 20, ge=1)
+    max_rows: int = Field(default=100_000, ge=1)
+    impute_missing: bool = False  # let nulls in non-nullable columns reach the imputer
+    max_inflight: int = Field(default=256, ge=1)
+    allowed_hosts: list[str] = Field(default_factory=list)  # names clients use beside loopback
+    feedback_token: bool = False  # POST /feedback needs a per-deployment token
+    feedback_rate: float = Field(default=200.0, gt=0)
+
+    def server_env(self) -> dict[str, str]:
+        """The environment that gives a model server these settings."""
+        return {
+            "MLOPS_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "MLOPS_MAX_ROWS": str(self.max_rows),
+            "MLOPS_IMPUTE_MISSING": "1" if self.impute_missing else "0",
+            "MLOPS_MAX_INFLIGHT": str(self.max_inflight),
+            "MLOPS_ALLOWED_HOSTS": ",".join(self.allowed_hosts),
+            "MLOPS_FEEDBACK_RATE": str(self.feedback_rate),
+        }
 
 
 class StoreSection(Strict):

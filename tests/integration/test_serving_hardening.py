@@ -415,3 +415,23 @@ def test_a_crashing_canary_is_counted_logged_and_rolled_back(trained):
     assert len(errors) == len(failed) and {r["role"] for r in errors} == {"canary"}
     assert {r["version"] for r in errors} == {3}
     ws.deployments.stop("crashy")
+
+
+def test_serving_settings_of_the_workspace_reach_its_servers(trained):
+    ws, _, _ = trained
+    before = ws.config.serving
+    ws.config.serving = before.model_copy(update={"max_rows": 5, "feedback_token": True})
+    try:
+        ws.deployments.deploy("m/1", name="capped", port=free_port())
+        endpoint = ws.deployments.get("capped")["endpoint"]
+        r = httpx.post(endpoint + "/invocations", json={"instances": [GOOD] * 6})
+        assert r.status_code == 413 and "at most 5" in r.json()["message"]
+        fb = {"request_id": "x", "label": 1}
+        assert httpx.post(endpoint + "/feedback", json=fb).status_code == 401
+        token_file = ws.state / "deployments" / "capped" / "feedback-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        auth = {"authorization": f"Bearer {token_file.read_text().strip()}"}
+        assert httpx.post(endpoint + "/feedback", json=fb, headers=auth).status_code == 202
+    finally:
+        ws.config.serving = before
+        ws.deployments.stop("capped")

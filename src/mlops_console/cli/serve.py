@@ -8,6 +8,16 @@ import secrets
 import click
 
 
+def _secret(path) -> str:
+    """A token kept in a 0600 file, made on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def register(cli: click.Group) -> None:
     @cli.command("serve")
     @click.argument("ref")
@@ -45,12 +55,13 @@ def register(cli: click.Group) -> None:
                 export_bundle(ws.artifacts, mv.artifact_hash, folder)
             log_dir = None if no_log else ws.state / "logs" / "predictions" / mv.name
             token_file = ws.state / "serving" / f"{mv.name}.admin-token"
-            if not token_file.exists():
-                token_file.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(secrets.token_urlsafe(32))
-            token = token_file.read_text().strip()
+            token = _secret(token_file)
+            # [serving] settings reach the server as its environment (a set variable wins)
+            for key, value in ws.config.serving.server_env().items():
+                os.environ.setdefault(key, value)
+            if ws.config.serving.feedback_token and "MLOPS_FEEDBACK_TOKEN" not in os.environ:
+                fb_file = ws.state / "serving" / f"{mv.name}.feedback-token"
+                os.environ["MLOPS_FEEDBACK_TOKEN"] = _secret(fb_file)
             host = host or ws.config.serving.host
             port = port or ws.config.serving.port
         click.echo(

@@ -219,8 +219,11 @@ class DockerTarget(ServerTarget):
                 labels={LABEL: name},
                 ports={"8080/tcp": (config.get("host", "127.0.0.1"), int(config["port"]))},
                 environment={
-                    "MLOPS_ADMIN_TOKEN": self._token(name),
-                    **{k: os.environ[k] for k in ("MLOPS_PREDLOG_ROTATE",) if k in os.environ},
+                    **self._server_env(name),
+                    # clients reach the container through the published port on this host
+                    "MLOPS_ALLOWED_HOSTS": ",".join(
+                        [*self.ws.config.serving.allowed_hosts, config.get("host", "127.0.0.1")]
+                    ),
                 },
                 volumes={
                     str(bundles): {"bind": "/bundles", "mode": "ro"},

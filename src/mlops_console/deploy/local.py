@@ -54,7 +54,7 @@ class LocalTarget(ServerTarget):
         ]
         if config.get("runtime"):
             cmd += ["--runtime", config["runtime"]]
-        env = {**os.environ, "MLOPS_ADMIN_TOKEN": self._token(name)}
+        env = {**os.environ, **self._server_env(name)}
         proc = subprocess.Popen(
             cmd,
             stdout=log,

@@ -29,13 +29,24 @@ class ServerTarget(DeployTarget):
         d.mkdir(parents=True, exist_ok=True)
         return d
 
-    def _token(self, name: str) -> str:
-        f = self._dir(name) / "admin-token"
+    def _token(self, name: str, kind: str = "admin") -> str:
+        f = self._dir(name) / f"{kind}-token"
         if not f.exists():
             fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(32))
         return f.read_text().strip()
+
+    def _server_env(self, name: str) -> dict[str, str]:
+        """The server's settings ([serving] of mlops.toml) and tokens, as its environment."""
+        serving = self.ws.config.serving
+        env = {**serving.server_env(), "MLOPS_ADMIN_TOKEN": self._token(name)}
+        if serving.feedback_token:
+            env["MLOPS_FEEDBACK_TOKEN"] = self._token(name, "feedback")
+        for k in ("MLOPS_PREDLOG_ROTATE",):
+            if k in os.environ:
+                env[k] = os.environ[k]
+        return env
 
     def _url(self, config: dict[str, Any]) -> str:
         return f"http://{config.get('host', '127.0.0.1')}:{config['port']}"

@@ -80,6 +80,7 @@ class Server:
         self.swaps = 0
         self.inflight = 0
         self.watchdog: asyncio.Task | None = None
+        self.watch_every = 0.5  # seconds between the watchdog's looks at the scoring loops
         # one large request is parsed and predicted at a time, beside the micro-batches
         self.bulk = ThreadPoolExecutor(1, thread_name_prefix="bulk")
         self.parsing = ThreadPoolExecutor(2, thread_name_prefix="parse")
@@ -130,9 +131,9 @@ class Server:
         return True, ""
 
     async def _watch(self) -> None:
-        """Restart any scoring loop that died, within half a second."""
+        """Restart any scoring loop that died, within `watch_every` seconds."""
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(self.watch_every)
             for model in self.served():
                 b = self.batchers.get(id(model))
                 if b is not None and not b.alive:
