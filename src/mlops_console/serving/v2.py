@@ -7,7 +7,7 @@ version; any other version is a 404.
 
 from __future__ import annotations
 
-import numpy as np
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +21,8 @@ from mlops_console.serving.http import (
     json_response,
     read_body,
 )
-from mlops_console.serving.inputs import BadInput, loads, parse_v2, to_batch
+from mlops_console.serving.inputs import BadInput, loads, to_batch
+from mlops_console.serving.tensors import encode_outputs, parse_v2
 
 DATATYPES = {"string": "BYTES", "integer": "FP64", "float": "FP64", "boolean": "BOOL"}
 
@@ -110,57 +111,59 @@ def routes(server) -> list[Route]:
         if model is None:
             model, role = server.pick()
         call.role, call.version = role, model.version
-        if request.headers.get("inference-header-content-length") is not None:
-            raise BadInput(
-                "The binary tensor extension is not supported by this server; send JSON tensors "
-                "(tritonclient: binary_data=False)."
-            )
         ctype = content_type(request)
-        if ctype != "application/json":
-            raise HttpError(415, f"Content type {ctype!r} is not supported; send application/json.")
+        header_length = request.headers.get("inference-header-content-length")
+        if ctype not in ("application/json", "application/octet-stream") or (
+            ctype == "application/octet-stream" and header_length is None
+        ):
+            raise HttpError(
+                415,
+                f"Content type {ctype!r} is not supported; send application/json (or the binary "
+                "tensor extension with Inference-Header-Content-Length).",
+            )
         body = await read_body(
             request, server.settings.max_body_bytes, server.settings.body_timeout
         )
+        blobs = None
+        if header_length is not None:
+            try:
+                cut = int(header_length)
+            except ValueError:
+                raise BadInput("Inference-Header-Content-Length is not a number.") from None
+            if not 0 <= cut <= len(body):
+                raise BadInput(
+                    f"Inference-Header-Content-Length is {cut}; the body has {len(body)} bytes."
+                )
+            body, blobs = body[:cut], bytes(body[cut:])
         parsed = loads(body)
         del body
-        columns, wanted = parse_v2(parsed, model.signature)
+        v2req = parse_v2(parsed, model.signature, blobs)
         if parsed.get("id"):
             call.request_id = parsed["id"]
-        names = wanted or _outputs_of(model)
+        names = v2req.wanted or _outputs_of(model)
         unknown = [w for w in names if w not in _outputs_of(model)]
         if unknown:
             raise BadInput(f"Unknown output(s) {unknown}; this model has {_outputs_of(model)}.")
         batch = to_batch(
-            columns, model.signature, server.settings.max_rows, server.settings.impute_missing
+            v2req.columns, model.signature, server.settings.max_rows, server.settings.impute_missing
         )
         call.rows = batch.n
         out = await server.score(model, role, call, batch)
-        outputs = []
-        for w in names:
-            arr = np.asarray(out[w])
-            if arr.dtype == object or arr.dtype.kind in "US":
-                dtype = "BYTES"
-            elif arr.dtype.kind == "f":
-                dtype = "FP64"
-            elif arr.dtype.kind == "b":
-                dtype = "BOOL"
-            else:
-                dtype = "INT64"
-            outputs.append(
-                {
-                    "name": w,
-                    "shape": list(arr.shape),
-                    "datatype": dtype,
-                    "data": arr.reshape(-1).tolist(),
-                }
-            )
-        return json_response(
-            {
-                "model_name": model.name,
-                "model_version": str(model.version),
-                "id": call.request_id,
-                "outputs": outputs,
-            }
+        binary = set(names) if v2req.binary_all else v2req.binary
+        tensors, raw = encode_outputs(out, names, binary)
+        answer = {
+            "model_name": model.name,
+            "model_version": str(model.version),
+            "id": call.request_id,
+            "outputs": tensors,
+        }
+        if not raw:
+            return json_response(answer)
+        head = orjson.dumps(answer)
+        return Response(
+            head + raw,
+            media_type="application/octet-stream",
+            headers={"inference-header-content-length": str(len(head))},
         )
 
     return [
