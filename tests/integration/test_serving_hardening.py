@@ -297,6 +297,29 @@ def test_row_cap_slow_clients_and_the_concurrency_bound(trained):
         s.stop()
 
 
+def test_requests_beyond_the_in_flight_bound_get_a_503(trained):
+    _, folders, _ = trained
+    s = ServerProcess(folders[0], env={"MLOPS_MAX_INFLIGHT": "1"})
+    try:
+        held = socket.create_connection(("127.0.0.1", s.port))  # a body still on its way
+        held.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: 1000\r\n\r\n{"
+        )
+        deadline = time.time() + 30
+        while (r := post(s, {"instances": [GOOD]})).status_code != 503:
+            assert time.time() < deadline, "the in-flight bound was never reached"
+            time.sleep(0.1)
+        assert "MLOPS_MAX_INFLIGHT" in r.json()["message"] and r.headers["retry-after"] == "1"
+        held.close()
+        deadline = time.time() + 30
+        while post(s, {"instances": [GOOD]}).status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.1)
+    finally:
+        s.stop()
+
+
 def test_v2_routes_honour_versions_and_answer_json_everywhere(trained, server):
     _, folders, _ = trained
     assert httpx.get(server.url + "/v2/models/m/versions/1/ready").json()["ready"] is True
