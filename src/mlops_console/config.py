@@ -43,6 +43,7 @@ class ServingSection(Strict):
     # the limits and switches of the servers this workspace starts (MLOPS_* in their env)
     max_body_bytes: int = Field(default=32 << 20, ge=1)
     max_rows: int = Field(default=100_000, ge=1)
+    max_body_memory: int = Field(default=128 << 20, ge=1)  # bodies held at once, all requests
     impute_missing: bool = False  # let nulls in non-nullable columns reach the imputer
     max_inflight: int = Field(default=256, ge=1)
     allowed_hosts: list[str] = Field(default_factory=list)  # names clients use beside loopback
@@ -54,6 +55,7 @@ class ServingSection(Strict):
         return {
             "MLOPS_MAX_BODY_BYTES": str(self.max_body_bytes),
             "MLOPS_MAX_ROWS": str(self.max_rows),
+            "MLOPS_MAX_BODY_MEMORY": str(self.max_body_memory),
             "MLOPS_IMPUTE_MISSING": "1" if self.impute_missing else "0",
             "MLOPS_MAX_INFLIGHT": str(self.max_inflight),
             "MLOPS_ALLOWED_HOSTS": ",".join(self.allowed_hosts),

@@ -164,6 +164,17 @@ CSV_HEADER = b"x1,x2,plan\n"
             "/v2/models/m/infer",
             "numeric",
         ),
+        ({"json": {"instances": [{**GOOD, "x1": 1e308}]}}, None, "must be finite"),
+        (
+            {"content": '{"instances": [{"x1": Infinity, "x2": 1, "plan": "pro"}]}'},
+            None,
+            "must be finite",
+        ),
+        (
+            {"json": {**v2_body(), "outputs": [{"name": "predict", "parameters": [None]}]}},
+            "/v2/models/m/infer",
+            "must be a list of",
+        ),
         (
             {"json": v2_body(x1={"parameters": {"binary_data_size": 8}})},
             "/v2/models/m/infer",
@@ -316,6 +327,45 @@ def test_requests_beyond_the_in_flight_bound_get_a_503(trained):
         while post(s, {"instances": [GOOD]}).status_code != 200:
             assert time.time() < deadline
             time.sleep(0.1)
+    finally:
+        s.stop()
+
+
+def test_bodies_held_at_once_stay_within_the_memory_budget(trained):
+    _, folders, _ = trained
+    env = {"MLOPS_MAX_BODY_BYTES": "1000", "MLOPS_MAX_BODY_MEMORY": "1200"}
+    s = ServerProcess(folders[0], env=env)
+    try:
+        body = json.dumps({"instances": [GOOD] * 14}).encode()
+        assert 200 < len(body) < 1000
+        held = socket.create_connection(("127.0.0.1", s.port))  # holds 1000 of the 1200 bytes
+        held.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: 1000\r\n\r\n{"
+        )
+        # a body sent without a length cannot wait for room: refused at once
+        deadline = time.time() + 30
+        while (
+            r := post(s, content=iter([body]), headers={"content-type": "application/json"})
+        ).status_code != 503:
+            assert time.time() < deadline, r.text
+            time.sleep(0.1)
+        assert "MLOPS_MAX_BODY_MEMORY" in r.json()["message"]
+        # one with a length waits for room, and gets it when the held body goes away
+        answer = {}
+
+        def waiting():
+            t0 = time.time()
+            answer["r"] = post(s, content=body, headers={"content-type": "application/json"})
+            answer["waited"] = time.time() - t0
+
+        t = threading.Thread(target=waiting)
+        t.start()
+        time.sleep(1.0)
+        assert "r" not in answer  # still waiting
+        held.close()
+        t.join(30)
+        assert answer["r"].status_code == 200 and answer["waited"] >= 0.9, answer
     finally:
         s.stop()
 

@@ -118,7 +118,7 @@ def routes(server) -> list[Route]:
         authorized(server, request)
         if content_type(request) != "application/json":
             raise HttpError(415, "Send the load request as application/json.")
-        raw = await read_body(request, 64 << 10, server.settings.body_timeout)
+        raw = await read_body(server, request, call, 64 << 10)
         path, role, percent, runtime = _load_request(loads(raw))
         try:
             new = await asyncio.get_running_loop().run_in_executor(

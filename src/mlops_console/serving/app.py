@@ -31,6 +31,7 @@ from mlops_console import __version__
 from mlops_console.serving import admin, feedback, v2
 from mlops_console.serving.batcher import MAX_BATCH_ROWS, Batcher, Unavailable, predict_checked, say
 from mlops_console.serving.http import (
+    BodyBudget,
     Call,
     HttpError,
     content_type,
@@ -85,6 +86,7 @@ class Server:
         self.bulk = ThreadPoolExecutor(1, thread_name_prefix="bulk")
         self.parsing = ThreadPoolExecutor(2, thread_name_prefix="parse")
         self.feedback = feedback.FeedbackGuard(self)
+        self.budget = BodyBudget(self.settings.max_body_memory)
 
     # --- roles and versions ---------------------------------------------------------------
 
@@ -139,20 +141,22 @@ class Server:
                 if b is not None and not b.alive:
                     self.batcher(model)
 
-    async def parse(self, model: ServedModel, call: Call, body, ctype: str) -> Batch:
+    async def parse(self, model: ServedModel, call: Call, box: list, ctype: str) -> Batch:
+        """The body (alone in `box`, so it is freed as soon as it is parsed) to a batch."""
         s = self.settings
         names = [c["name"] for c in model.signature["inputs"]]
+        size = len(box[0])
 
         def work() -> Batch:
             if ctype == "text/csv":
-                columns = parse_csv(body, model.signature, s.impute_missing)
+                columns = parse_csv(box, model.signature, s.impute_missing)
             elif ctype in PARQUET:
-                columns = parse_parquet(body, model.signature, s.impute_missing)
+                columns = parse_parquet(box, model.signature, s.impute_missing)
             else:
-                columns = parse_json(loads(body), names)
+                columns = parse_json(loads(box.pop()), names)
             return to_batch(columns, model.signature, s.max_rows, s.impute_missing)
 
-        if len(body) < s.bulk_bytes:
+        if size < s.bulk_bytes:
             batch = work()
         else:  # parsing a large body would stall every other request on the loop
             batch = await asyncio.get_running_loop().run_in_executor(self.parsing, work)
@@ -283,11 +287,8 @@ def build_app(server: Server) -> Starlette:
                 f"Content type {ctype!r} is not supported; send application/json, text/csv "
                 "or application/vnd.apache.parquet.",
             )
-        body = await read_body(
-            request, server.settings.max_body_bytes, server.settings.body_timeout
-        )
-        batch = await server.parse(model, call, body, ctype)
-        del body
+        box = [await read_body(server, request, call)]
+        batch = await server.parse(model, call, box, ctype)
         out = await server.score(model, role, call, batch)
         return json_response(
             {"predictions": out[wanted]},
@@ -406,6 +407,7 @@ def run(
     runtime: str | None = None,
 ) -> None:
     """Start the server (blocking)."""
+    os.umask(0o077)  # prediction logs hold request inputs and entity keys: owner only
     import uvicorn
 
     from mlops_console.serving.guard import GuardedH11Protocol

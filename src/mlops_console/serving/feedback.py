@@ -108,9 +108,7 @@ def routes(server) -> list[Route]:
             )
         if content_type(request, "") != "application/json":
             raise HttpError(415, "Send feedback as application/json.")
-        body = await read_body(
-            request, server.settings.max_body_bytes, server.settings.body_timeout
-        )
+        body = await read_body(server, request, call)
         items = _items(loads(body))
         now = time.time()
         source = f"feedback:{client}" + (":token" if token else "")

@@ -73,6 +73,40 @@ def error_body(status: int, message: str, v2: bool) -> dict[str, str]:
     return {"error_code": CODES.get(status, "ERROR"), "message": message}
 
 
+class BodyBudget:
+    """Bytes of request bodies held at once, across requests: a body that would pass the
+    budget waits for others to finish (or, sent without a length, is refused with a 503),
+    so four large requests at once cannot take the machine's memory."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._freed: asyncio.Event | None = None
+
+    def try_take(self, n: int) -> bool:
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    async def take(self, n: int, deadline: float) -> bool:
+        while not self.try_take(n):
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._freed.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+        if self._freed is not None and n:
+            self._freed.set()
+            self._freed = None
+
+
 @dataclass
 class Call:
     """What the failure path needs to know about the request in hand."""
@@ -83,6 +117,7 @@ class Call:
     role: str = "primary"
     version: int | None = None
     rows: int = 0
+    held: int = 0  # bytes of the body budget this request holds
 
 
 def endpoint(
@@ -127,6 +162,9 @@ def endpoint(
             finally:
                 if gate:
                     server.inflight -= 1
+                if call.held:
+                    server.budget.give(call.held)
+                    call.held = 0
             server.metrics.observe(
                 route, response.status_code, time.perf_counter() - call.t0, call.rows, call.role
             )
@@ -161,16 +199,26 @@ def failure(
     return json_response(error_body(status, message, v2), status, headers)
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes | bytearray:
+async def read_body(server, request: Request, call: Call, limit: int | None = None):
     """The body, read as it streams in: refused once it passes `limit` bytes (413), or when
-    it does not arrive within `timeout` seconds (408); never held whole before the check."""
+    it does not arrive within the body timeout (408); never held whole before the check.
+    The bytes held count against the server's body budget until the request ends."""
+    limit = server.settings.max_body_bytes if limit is None else limit
+    timeout = server.settings.body_timeout
     too_large = HttpError(
         413,
         f"The body is larger than {limit} bytes (MLOPS_MAX_BODY_BYTES); send fewer rows per "
         "request.",
     )
+    busy = HttpError(
+        503,
+        "The server holds as many request bodies as its memory budget allows "
+        "(MLOPS_MAX_BODY_MEMORY); retry shortly.",
+        {"retry-after": "1"},
+    )
     declared = request.headers.get("content-length")
-    size = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     if declared is not None:
         try:
             size = int(declared)
@@ -178,9 +226,10 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes | byt
             raise HttpError(400, "The Content-Length header is not a number.") from None
         if size > limit:
             raise too_large
+        if not await server.budget.take(size, deadline):
+            raise busy
+        call.held += size
     buf = bytearray()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     stream = request.stream().__aiter__()
     while True:
         try:
@@ -195,6 +244,11 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes | byt
         if len(buf) + len(chunk) > limit:
             raise too_large
         buf += chunk
+        if len(buf) > call.held:  # no length was sent, or more came than it said
+            extra = len(buf) - call.held
+            if not server.budget.try_take(extra):
+                raise busy
+            call.held += extra
     return buf
 
 

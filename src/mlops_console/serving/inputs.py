@@ -9,6 +9,7 @@ No pandas on this path: it is the hot one.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import math
@@ -20,6 +21,7 @@ import numpy as np
 import orjson
 
 NUMERIC = {"integer", "float", "long", "double", "boolean"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_KEYS = 8  # columns a request sends that the model does not use, logged for label matching
 
 
@@ -247,6 +249,18 @@ def to_batch(
             arrays[name] = _numeric(name, values, nulls, bools=col["type"] == "boolean")
         else:
             arrays[name] = _text(name, values, nulls)
+    for col in inputs:
+        arr = arrays[col["name"]]
+        if arr.dtype.kind == "f":
+            # ONNX computes in float32 and scikit-learn refuses infinity: a value beyond
+            # float32's range would come back as a NaN prediction or a failure
+            over = np.abs(arr) > FLOAT32_MAX
+            if over.any():
+                i = int(np.flatnonzero(over)[0])
+                raise BadInput(
+                    f"Column {col['name']!r} row {i} holds {arr[i]!r}; values must be finite "
+                    f"and within ±{FLOAT32_MAX:.3g}."
+                )
     keys = {}
     if len(columns) > len(arrays):  # columns the model does not use (an entity key, say)
         for k, v in columns.items():
@@ -261,10 +275,13 @@ def to_batch(
 # --- CSV and Parquet (through Arrow: typed columns without a Python object per cell) ------
 
 
-def _arrow_columns(table, signature: dict[str, Any], impute: bool, what: str) -> dict:
+def _arrow_columns(holder: list, signature: dict[str, Any], impute: bool, what: str) -> dict:
+    """Typed arrays of the table in `holder` (taken out of it, so that each column's Arrow
+    buffers are freed as soon as it is converted: the peak is one column, not two tables)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    table = holder.pop()
     out: dict[str, Any] = {}
     for col in signature["inputs"]:
         name = col["name"]
@@ -286,23 +303,41 @@ def _arrow_columns(table, signature: dict[str, Any], impute: bool, what: str) ->
                 )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise BadInput(f"Column {name!r} in the {what}: {exc}") from None
-    for name in table.column_names:
-        if name not in out:
-            out[name] = table.column(name).to_pylist()
+        del arr
+        table = table.drop_columns([name])
+    for name in table.column_names[:MAX_KEYS]:  # kept only as keys for label matching
+        out[name] = table.column(name).to_pylist()
     return out
 
 
-def parse_csv(data: bytes, signature: dict[str, Any], impute: bool = False) -> dict:
+def _take(box) -> bytes | bytearray:
+    """The body, out of its one-item list when given one (so the caller holds no copy)."""
+    return box.pop() if isinstance(box, list) else box
+
+
+def _check_utf8(data) -> None:
+    """Without decoding the whole body at once (that would be a second copy of it)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    step = 1 << 20
+    for start in range(0, len(view), step):
+        try:
+            decoder.decode(view[start : start + step], final=start + step >= len(view))
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"The CSV body is not UTF-8 text (byte {start + exc.start}); send UTF-8."
+            ) from None
+
+
+def parse_csv(box, signature: dict[str, Any], impute: bool = False) -> dict:
     """A CSV body (header line first; a UTF-8 BOM is fine) to typed columns."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
-    if not data.strip():
+    data = _take(box)
+    if len(data) < 4096 and not data.strip():
         raise BadInput("The CSV body is empty; send a header line and rows.")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"The CSV body is not UTF-8 text (byte {exc.start}); send UTF-8.") from None
+    _check_utf8(data)
     types = {
         c["name"]: (
             pa.bool_()
@@ -351,18 +386,24 @@ def parse_csv(data: bytes, signature: dict[str, Any], impute: bool = False) -> d
                 f"Column {name!r} must be {kind}; CSV line {m.group(2)} has {m.group(4)}."
             ) from None
         raise BadInput(f"The CSV body cannot be read: {_arrow_message(exc)}") from None
-    return _arrow_columns(table, signature, impute, "CSV body")
+    holder = [table]
+    del table, data
+    return _arrow_columns(holder, signature, impute, "CSV body")
 
 
-def parse_parquet(data: bytes, signature: dict[str, Any], impute: bool = False) -> dict:
+def parse_parquet(box, signature: dict[str, Any], impute: bool = False) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    data = _take(box)
 
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as exc:
         raise BadInput(f"The body is not a readable Parquet file: {_arrow_message(exc)}") from None
-    return _arrow_columns(table, signature, impute, "Parquet body")
+    holder = [table]
+    del table, data
+    return _arrow_columns(holder, signature, impute, "Parquet body")
 
 
 def _arrow_message(exc: Exception) -> str:

@@ -43,6 +43,7 @@ def _flag(env, name: str, default: bool = False) -> bool:
 class ServerSettings:
     max_body_bytes: int = 32 << 20  # MLOPS_MAX_BODY_BYTES
     max_rows: int = 100_000  # MLOPS_MAX_ROWS: rows per request
+    max_body_memory: int = 128 << 20  # MLOPS_MAX_BODY_MEMORY: bytes of bodies held at once
     impute_missing: bool = False  # MLOPS_IMPUTE_MISSING: let nulls reach the model's imputer
     max_inflight: int = 256  # MLOPS_MAX_INFLIGHT: scoring requests at once, then 503
     header_timeout: float = 10.0  # MLOPS_HEADER_TIMEOUT: seconds to send the request head
@@ -52,12 +53,17 @@ class ServerSettings:
     allowed_hosts: list[str] = field(default_factory=list)  # MLOPS_ALLOWED_HOSTS, comma-separated
     bulk_bytes: int = 256 << 10  # bodies at least this big are parsed off the event loop
 
+    def __post_init__(self):
+        # one body at the cap always fits
+        self.max_body_memory = max(self.max_body_memory, self.max_body_bytes)
+
     @classmethod
     def from_env(cls, env=None) -> ServerSettings:
         env = os.environ if env is None else env
         return cls(
             max_body_bytes=_number(env, "MLOPS_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1),
             max_rows=_number(env, "MLOPS_MAX_ROWS", cls.max_rows, minimum=1),
+            max_body_memory=_number(env, "MLOPS_MAX_BODY_MEMORY", cls.max_body_memory, minimum=1),
             impute_missing=_flag(env, "MLOPS_IMPUTE_MISSING"),
             max_inflight=_number(env, "MLOPS_MAX_INFLIGHT", cls.max_inflight, minimum=1),
             header_timeout=_number(env, "MLOPS_HEADER_TIMEOUT", cls.header_timeout, float, 0.1),

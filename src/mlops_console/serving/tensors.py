@@ -186,9 +186,12 @@ def parse_v2(body: Any, signature: dict[str, Any], blobs: bytes | None = None) -
     outputs = body.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+            isinstance(o, dict)
+            and isinstance(o.get("name"), str)
+            and isinstance(o.get("parameters") or {}, dict)
+            for o in outputs
         ):
-            raise BadInput('"outputs" must be a list of {"name": ...}.')
+            raise BadInput('"outputs" must be a list of {"name": ..., "parameters": {...}}.')
         request.wanted = [o["name"] for o in outputs]
         request.binary = {
             o["name"] for o in outputs if (o.get("parameters") or {}).get("binary_data")

@@ -121,9 +121,7 @@ def routes(server) -> list[Route]:
                 f"Content type {ctype!r} is not supported; send application/json (or the binary "
                 "tensor extension with Inference-Header-Content-Length).",
             )
-        body = await read_body(
-            request, server.settings.max_body_bytes, server.settings.body_timeout
-        )
+        body = await read_body(server, request, call)
         blobs = None
         if header_length is not None:
             try:
