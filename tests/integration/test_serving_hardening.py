@@ -498,3 +498,67 @@ def test_serving_settings_of_the_workspace_reach_its_servers(trained):
     finally:
         ws.config.serving = before
         ws.deployments.stop("capped")
+
+
+def tamper(folder: Path, dest: Path) -> Path:
+    """A copy of a bundle folder with a replaced pickle and a bundle.json rewritten to match
+    (ONNX removed to force the pickle path): consistent with itself, not with the registry."""
+    import hashlib
+    import shutil
+
+    shutil.copytree(folder, dest)
+    (dest / "model.onnx").unlink(missing_ok=True)
+    (dest / "model.joblib").write_bytes((dest / "model.joblib").read_bytes() + b"\0")
+    manifest = json.loads((dest / "bundle.json").read_text())
+    manifest["files"].pop("model.onnx", None)
+    manifest["runtimes"] = ["sklearn"]
+    data = (dest / "model.joblib").read_bytes()
+    manifest["files"]["model.joblib"] = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    (dest / "bundle.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_only_the_bundle_the_registry_vouches_for_is_loaded(trained, tmp_path):
+    import subprocess
+    import sys
+
+    ws, folders, _ = trained
+    digest = ws.models.resolve("m/1").artifact_hash
+    bad = tamper(folders[0], tmp_path / "tampered")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops_console.serving.app",
+            str(bad),
+            "--port",
+            str(free_port()),
+            "--digest",
+            digest,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "not the bundle the registry vouches for" in out.stderr
+    assert "Traceback" not in out.stderr
+    s = ServerProcess(folders[0], env={"MLOPS_BUNDLE_DIGEST": digest})
+    try:
+        assert s.admin("GET", "/admin/status").json()["primary"]["bundle_digest"] == digest
+        r = s.admin(
+            "POST", "/admin/load", json={"path": str(bad), "role": "canary", "digest": digest}
+        )
+        assert r.status_code == 422 and "vouches for" in r.json()["message"]
+        r = s.admin("POST", "/admin/load", json={"path": str(bad), "role": "canary"})
+        assert r.status_code == 400 and "digest" in r.json()["message"]
+        v2 = ws.models.resolve("m/2").artifact_hash
+        r = s.admin(
+            "POST", "/admin/load", json={"path": str(folders[1]), "role": "canary", "digest": v2}
+        )
+        assert r.status_code == 200
+        assert httpx.get(s.url + "/version").json()["canary"]["version"] == 2
+    finally:
+        s.stop()

@@ -142,10 +142,26 @@ def export_bundle(store, digest: str, dest: Path) -> Path:
     return dest
 
 
-def load_bundle_dir(folder: Path, runtime: str | None = None) -> LoadedBundle:
-    """Load an exported bundle folder, refusing any file whose hash does not match."""
+def load_bundle_dir(
+    folder: Path, runtime: str | None = None, digest: str | None = None
+) -> LoadedBundle:
+    """Load an exported bundle folder, refusing any file whose hash does not match.
+
+    With `digest` (the registry's hash of the bundle, which is the sha256 of its
+    `bundle.json`), the manifest itself is checked first, before anything is read from it:
+    a folder whose files and manifest were both rewritten is refused.
+    """
     folder = Path(folder)
-    manifest = json.loads((folder / "bundle.json").read_text())
+    raw = (folder / "bundle.json").read_bytes()
+    if digest is not None:
+        actual = hashlib.sha256(raw).hexdigest()
+        if actual != digest:
+            raise ArtifactIntegrityError(
+                f"{folder / 'bundle.json'} is not the bundle the registry vouches for "
+                f"({actual[:12]} instead of {digest[:12]}); nothing was loaded. Deploy the "
+                "version again to re-export it."
+            )
+    manifest = json.loads(raw)
     if manifest.get("format") != FORMAT:
         raise MlopsError(f"{folder} does not hold an {FORMAT} bundle.")
     files = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,7 +27,8 @@ from mlops_console.serving.inputs import loads
 from mlops_console.serving.model import ServedModel
 
 ROLES = ("primary", "canary", "shadow")
-LOAD_FIELDS = {"path", "role", "percent", "runtime"}
+LOAD_FIELDS = {"path", "role", "percent", "runtime", "digest"}
+DIGEST = re.compile(r"[0-9a-f]{64}")
 LOAD_SHAPE = 'Send {"path": BUNDLE_FOLDER, "role": "primary"|"canary"|"shadow", "percent": N}.'
 
 
@@ -58,7 +60,7 @@ def authorized(server, request: Request) -> None:
         raise HttpError(401, "A valid admin token is required (Authorization: Bearer TOKEN).")
 
 
-def _load_request(body) -> tuple[str, str, float, str | None]:
+def _load_request(body) -> tuple[str, str, float, str | None, str | None]:
     if not isinstance(body, dict):
         raise HttpError(400, LOAD_SHAPE)
     unknown = sorted(set(body) - LOAD_FIELDS)
@@ -79,7 +81,10 @@ def _load_request(body) -> tuple[str, str, float, str | None]:
     runtime = body.get("runtime")
     if runtime not in (None, "onnx", "sklearn"):
         raise HttpError(400, f"runtime must be onnx or sklearn, not {runtime!r}.")
-    return path, role, float(percent), runtime
+    digest = body.get("digest")
+    if digest is not None and not (isinstance(digest, str) and DIGEST.fullmatch(digest)):
+        raise HttpError(400, "digest must be the bundle's sha256 (64 hex digits).")
+    return path, role, float(percent), runtime, digest
 
 
 def routes(server) -> list[Route]:
@@ -119,10 +124,16 @@ def routes(server) -> list[Route]:
         if content_type(request) != "application/json":
             raise HttpError(415, "Send the load request as application/json.")
         raw = await read_body(server, request, call, 64 << 10)
-        path, role, percent, runtime = _load_request(loads(raw))
+        path, role, percent, runtime, digest = _load_request(loads(raw))
+        if digest is None and server.require_digest:
+            raise HttpError(
+                400,
+                "This server loads only bundles the registry vouches for: send their digest "
+                "(the version's artifact hash).",
+            )
         try:
             new = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: ServedModel.from_folder(path, runtime)
+                None, lambda: ServedModel.from_folder(path, runtime, digest)
             )
         except Exception as exc:  # the old version keeps serving
             say(f"load of {path} failed: {exc}")

@@ -86,6 +86,8 @@ class Server:
         self.bulk = ThreadPoolExecutor(1, thread_name_prefix="bulk")
         self.parsing = ThreadPoolExecutor(2, thread_name_prefix="parse")
         self.feedback = feedback.FeedbackGuard(self)
+        # started from a registry-vouched bundle: every later load must be vouched for too
+        self.require_digest = model.bundle_digest is not None
         self.budget = BodyBudget(self.settings.max_body_memory)
 
     # --- roles and versions ---------------------------------------------------------------
@@ -405,8 +407,10 @@ def run(
     log_dir: str | None = None,
     admin_token: str | None = None,
     runtime: str | None = None,
+    digest: str | None = None,
 ) -> None:
-    """Start the server (blocking)."""
+    """Start the server (blocking). `digest` (or MLOPS_BUNDLE_DIGEST): the registry's hash
+    of the bundle; bundle.json is checked against it before anything is read from it."""
     os.umask(0o077)  # prediction logs hold request inputs and entity keys: owner only
     import uvicorn
 
@@ -417,7 +421,11 @@ def run(
         settings = ServerSettings.from_env()
     except SettingError as exc:
         sys.exit(f"mlops-console server: {exc}")
-    model = ServedModel.from_folder(bundle_dir, runtime)
+    digest = digest or os.environ.get("MLOPS_BUNDLE_DIGEST") or None
+    try:
+        model = ServedModel.from_folder(bundle_dir, runtime, digest)
+    except Exception as exc:  # a clear line in the deployment's log, not a traceback
+        sys.exit(f"mlops-console server: the bundle at {bundle_dir} cannot be served: {exc}")
     server = Server(
         model,
         Path(log_dir) if log_dir else None,
@@ -457,5 +465,8 @@ if __name__ == "__main__":
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--log-dir")
     ap.add_argument("--runtime", choices=["onnx", "sklearn"])
+    ap.add_argument(
+        "--digest", help="the registry's sha256 of bundle.json (or MLOPS_BUNDLE_DIGEST)"
+    )
     a = ap.parse_args()
-    run(a.bundle, a.host, a.port, a.log_dir, runtime=a.runtime)
+    run(a.bundle, a.host, a.port, a.log_dir, runtime=a.runtime, digest=a.digest)

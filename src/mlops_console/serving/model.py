@@ -25,6 +25,7 @@ class ServedModel:
         self.runtime = bundle.runtime
         self.source = source
         self.loaded_at = time.time()
+        self.bundle_digest: str | None = None  # the registry's hash, when it was checked
         self.digest = hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()
         self._numeric = [c["name"] for c in self.signature["inputs"] if c["type"] != "string"]
         if self.runtime == "onnx":
@@ -41,8 +42,12 @@ class ServedModel:
         )  # warm up before taking traffic
 
     @classmethod
-    def from_folder(cls, folder: Path | str, runtime: str | None = None) -> ServedModel:
-        return cls(load_bundle_dir(Path(folder), runtime), str(folder))
+    def from_folder(
+        cls, folder: Path | str, runtime: str | None = None, digest: str | None = None
+    ) -> ServedModel:
+        model = cls(load_bundle_dir(Path(folder), runtime, digest), str(folder))
+        model.bundle_digest = digest
+        return model
 
     @property
     def ref(self) -> str:
@@ -80,6 +85,7 @@ class ServedModel:
             "task": self.task,
             "labels": self.labels,
             "digest": self.digest,
+            "bundle_digest": self.bundle_digest,
             "loaded_at": self.loaded_at,
             "inputs": self.signature["inputs"],
             "outputs": self.signature.get("outputs", []),
