@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import threading
@@ -374,7 +375,9 @@ def test_labels_matched_by_entity_key_and_time(served, tmp_path):
         assert r.status_code == 200
     wait_collected(ws, "ent", 40)
     after = time.time() + 5
-    lines = [f"c{i},{after},{int(frame['label'][i])}" for i in range(40)]
+    iso = datetime.datetime.fromtimestamp(after, tz=datetime.UTC).isoformat()
+    # epoch seconds and ISO 8601 times (pandas 3 parses those at microsecond resolution)
+    lines = [f"c{i},{iso if i % 2 else after},{int(frame['label'][i])}" for i in range(40)]
     lines += [
         "c0,yesterday,1",  # not a time
         f"c1,{before - 3600},1",  # before any prediction for c1

@@ -253,8 +253,12 @@ def labels(
             ("rejected", rep["rejected"]),
         ]
     )
-    for reason, n in rep["rejected_reasons"].items():
+    common = sorted(rep["rejected_reasons"].items(), key=lambda kv: -kv[1])
+    for reason, n in common[:5]:  # a summary: every row's reason is in the rejected file
         click.echo(f"  {n} x {reason}")
+    if len(common) > 5:
+        rest = sum(n for _, n in common[5:])
+        click.echo(f"  {rest} more rows, {len(common) - 5} other reasons")
     if rep["rejected_file"]:
         click.echo(f"Rejected rows, with their reasons: {rep['rejected_file']}")
 

@@ -230,7 +230,8 @@ def _match_entities(mon, deployment, frame, entity: str, at: str | None, label_c
         numeric = pd.to_numeric(left[at], errors="coerce")  # epoch seconds
         text = left[at].where(numeric.isna())
         parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")  # ISO 8601 etc.
-        seconds = parsed.astype("int64") / 1e9
+        # by unit, not by assuming nanoseconds: pandas 3 parses to datetime64[us]
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
         left["__t"] = numeric.where(numeric.notna(), seconds.where(parsed.notna()))
         for i in left.index[left["__t"].isna()]:
             overrides[int(i)] = f"{at} {left.at[i, at]!r} is not a time"
