@@ -196,3 +196,36 @@ def test_logging_after_end_is_an_error(ws):
     run.end()
     with pytest.raises(Exception, match="has ended"):
         run.log_metric("x", 1)
+
+
+def test_git_lineage_runs_none_of_the_repositorys_own_programs(tmp_path):
+    """A copied workspace's .git/config can name programs git would run on status and diff."""
+    import subprocess
+
+    from mlops_console.tracking.lineage import git_state
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    marker = tmp_path / "ran"
+    run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    run("config", "user.email", "t@example.com")
+    run("config", "user.name", "t")
+    (repo / "a.txt").write_text("one\n")
+    (repo / ".gitattributes").write_text("*.txt filter=evil diff=evil\n")
+    run("add", "a.txt")
+    run("-c", "filter.evil.clean=cat", "commit", "-qm", "first")
+    hostile = f"sh -c 'echo $0 >> {marker}'"
+    for key, value in (
+        ("core.fsmonitor", hostile),
+        ("filter.evil.clean", hostile),
+        ("filter.evil.process", hostile),
+        ("filter.evil.required", "true"),
+        ("diff.evil.textconv", hostile),
+        ("diff.external", hostile),
+    ):
+        run("config", key, value)
+    (repo / "a.txt").write_text("two\n")  # dirty: status and diff have work to do
+    state = git_state(repo)
+    assert state is not None and state["dirty"] is True and state["commit"]
+    assert not marker.exists(), marker.read_text()

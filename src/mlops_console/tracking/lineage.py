@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import subprocess
 import sys
@@ -51,19 +52,61 @@ def find_git_root(start: Path) -> Path | None:
     return None
 
 
+# A repository's own config can name programs git runs on `status` and `diff` (an
+# fsmonitor hook, filters, diff drivers): a copied workspace must not run them for us.
+_SAFE = {
+    "core.fsmonitor": "false",
+    "core.hooksPath": "/dev/null",
+    "core.pager": "cat",
+    "core.untrackedCache": "false",
+    "diff.external": "",
+}
+_DRIVERS = ("clean", "smudge", "process", "textconv", "command", "driver")
+_GIT_ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+def _neutralised(root: Path) -> list[str]:
+    """`-c` options that switch off every program the repository's config names."""
+    options = dict(_SAFE)
+    try:
+        names = subprocess.run(
+            ["git", "-C", str(root), "config", "--local", "--name-only", "--list"],
+            capture_output=True,
+            timeout=10,
+            env=_GIT_ENV,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        names = ""
+    for name in names.split():
+        section, _, key = name.rpartition(".")
+        if section.split(".")[0] in ("filter", "diff", "merge") and key in _DRIVERS:
+            options[name] = ""
+        if section.split(".")[0] == "filter" and key == "required":
+            options[name] = "false"
+    return [arg for k, v in options.items() for arg in ("-c", f"{k}={v}")]
+
+
 def git_state(workspace: Path) -> dict[str, Any] | None:
     """Commit, branch, dirty flag and a hash of the uncommitted diff; None outside git."""
     root = find_git_root(workspace.resolve())
     if root is None:
         return None
 
+    safe = _neutralised(root)
+
     def git(*args: str) -> str | None:
         try:
             out = subprocess.run(
-                ["git", "-C", str(root), *args],
+                ["git", "-C", str(root), *safe, *args],
                 capture_output=True,
                 timeout=20,
                 check=True,
+                env=_GIT_ENV,
             )
         except (OSError, subprocess.SubprocessError):
             return None
@@ -73,7 +116,7 @@ def git_state(workspace: Path) -> dict[str, Any] | None:
     status = git("status", "--porcelain", "--untracked-files=normal")
     if status is None:
         return None
-    diff = git("diff", "HEAD", "--binary") if commit else ""
+    diff = git("diff", "--no-ext-diff", "--no-textconv", "HEAD", "--binary") if commit else ""
     dirty = bool(status.strip())
     return {
         "root": str(root),
