@@ -71,3 +71,15 @@ def test_a_cloned_workspace_without_state_gets_a_fresh_store(tmp_path):
     (root / "mlops.toml").write_text("")
     with Workspace.open(root) as ws:
         assert ws.runs.search() == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.example/T0/SECRET-TOKEN\x00", "ht!tp://SECRET-TOKEN", "http://[SECRET-TOKEN/"],
+)
+def test_a_malformed_webhook_url_never_reaches_the_message(url):
+    from mlops_console.monitoring.notifiers import webhook_notifier
+
+    with pytest.raises(RuntimeError) as info:
+        webhook_notifier({"text": "t", "kind": "opened", "alert": {}, "settings": {"url": url}})
+    assert "SECRET" not in str(info.value) and "webhook not reached" in str(info.value)

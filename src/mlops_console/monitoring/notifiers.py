@@ -49,7 +49,7 @@ def webhook_notifier(event: dict[str, Any]) -> None:
     )
     try:
         r = httpx.post(url, json=body, timeout=float(settings.get("timeout") or 5.0))
-    except httpx.HTTPError as exc:  # the URL may hold a secret: never put it in a message
+    except Exception as exc:  # the URL may hold a secret: never put it (or its error) in a message
         raise RuntimeError(f"webhook not reached ({type(exc).__name__})") from None
     if r.status_code >= 300:
         raise RuntimeError(f"webhook answered HTTP {r.status_code}")
