@@ -146,3 +146,15 @@ def test_run_with_overrides(tmp_path):
     assert runs[0]["params"]["model.max_iter"] == "20"
     proc = run_cli("-w", str(ws), "run", "churn", "--set", "model.nonsense=1")
     assert proc.returncode == 1 and "model.nonsense" in proc.stderr
+
+
+def test_init_sample_is_ready_to_run_as_printed(tmp_path):
+    root = tmp_path / "fresh"
+    proc = run_cli("init", str(root), "--sample", check=True)
+    assert f"Next: cd {root} && mlops run churn" in proc.stdout
+    versions = json.loads(
+        run_cli("-w", str(root), "data", "versions", "churn", "--json", check=True).stdout
+    )
+    assert versions, versions  # the dataset the sample pipeline reads is there
+    proc = run_cli("-w", str(root), "run", "churn", "--set", "search.method=none")
+    assert proc.returncode == 0, proc.stderr

@@ -42,6 +42,18 @@ def _parse_sets(values: tuple[str, ...]) -> dict:
 
 
 def register(cli: click.Group) -> None:
+    def _add_sample_dataset(ws):
+        """The sample's dataset, registered and ingested, so the sample pipeline runs as is."""
+        if "churn" not in {d["name"] for d in ws.data.list()}:
+            ws.data.add(
+                "churn",
+                "data/churn.csv",
+                timestamp="event_time",
+                entities=["customer_id"],
+                description="Monthly customer snapshots",
+            )
+        return ws.data.ingest("churn")
+
     @cli.command()
     @click.argument("directory", default=".", type=click.Path(file_okay=False))
     @click.option("--sample", is_flag=True, help="Copy the sample data and a sample pipeline in.")
@@ -55,9 +67,10 @@ def register(cli: click.Group) -> None:
             for sub in ("mlops.toml", "pipelines/", "features/", "data/", ".mlops/"):
                 click.echo(f"  {sub}")
             if sample:
+                result = _add_sample_dataset(ws)
                 click.echo(
-                    f"Sample data in data/, a pipeline in pipelines/churn.toml. "
-                    f"Next: cd {directory} && mlops run churn"
+                    f"Sample data in data/ ({result.message}), a pipeline in "
+                    f"pipelines/churn.toml. Next: cd {directory} && mlops run churn"
                 )
 
     @cli.command()
@@ -75,16 +88,7 @@ def register(cli: click.Group) -> None:
         progress(f"create workspace {directory}")
         with Workspace.init(directory, sample=True) as ws:
             progress("ingest data/churn.csv as dataset churn (contract, profile, snapshot)")
-            if "churn" not in {d["name"] for d in ws.data.list()}:
-                ws.data.add(
-                    "churn",
-                    "data/churn.csv",
-                    timestamp="event_time",
-                    entities=["customer_id"],
-                    description="Monthly customer snapshots",
-                )
-            ingested = ws.data.ingest("churn")
-            click.echo(ingested.message, err=True)
+            click.echo(_add_sample_dataset(ws).message, err=True)
             result = train(ws, "churn", stage=progress)
             progress("materialize feature views for online lookups")
             ws.features.materialize()
