@@ -53,17 +53,32 @@ class Plugins:
     pm: pluggy.PluginManager
     info: list[PluginInfo]
 
-    def notifiers(self) -> dict[str, Any]:
+    def _collect(self, hook: str) -> dict[str, Any]:
+        """Each plugin's answer to a hook, called one by one: a plugin whose hook raises
+        (or answers something other than a dict) is reported and left out, never the end
+        of the command that asked."""
         out: dict[str, Any] = {}
-        for result in self.pm.hook.mlops_notifiers():
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                result = impl.function()
+                if result is not None and not isinstance(result, dict):
+                    raise TypeError(f"{hook} returned {type(result).__name__}, not a dict")
+            except Exception as exc:
+                self._failed(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
+                continue
             out.update(result or {})
         return out
 
+    def _failed(self, plugin: str, error: str) -> None:
+        for p in self.info:
+            if p.name == plugin and p.loaded:
+                p.loaded, p.error = False, error
+
+    def notifiers(self) -> dict[str, Any]:
+        return self._collect("mlops_notifiers")
+
     def deploy_targets(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for result in self.pm.hook.mlops_deploy_targets():
-            out.update(result or {})
-        return out
+        return self._collect("mlops_deploy_targets")
 
 
 @cache
@@ -77,7 +92,8 @@ def load_plugins() -> Plugins:
         try:
             mod = importlib.import_module(module_name)
             pm.register(mod, name=module_name)
-            info.append(PluginInfo(module_name, "builtin", True, provides=_provides(mod)))
+            provides, error = _provides(mod)
+            info.append(PluginInfo(module_name, "builtin", not error, error, provides))
         except Exception as exc:  # a broken built-in is reported like any plugin
             info.append(PluginInfo(module_name, "builtin", False, f"{type(exc).__name__}: {exc}"))
     wanted = os.environ.get("MLOPS_PLUGINS")
@@ -89,7 +105,8 @@ def load_plugins() -> Plugins:
         try:
             mod = ep.load()
             pm.register(mod, name=ep.name)
-            info.append(PluginInfo(ep.name, source, True, provides=_provides(mod)))
+            provides, error = _provides(mod)
+            info.append(PluginInfo(ep.name, source, not error, error, provides))
         except Exception as exc:
             info.append(
                 PluginInfo(
@@ -102,13 +119,14 @@ def load_plugins() -> Plugins:
     return Plugins(pm, info)
 
 
-def _provides(mod) -> list[str]:
-    out = []
+def _provides(mod) -> tuple[list[str], str]:
+    """What a plugin module's hooks offer, and the first hook failure ("" when none)."""
+    out, error = [], ""
     for hook in ("mlops_deploy_targets", "mlops_notifiers"):
         fn = getattr(mod, hook, None)
         if fn is not None:
             try:
                 out += [f"{hook.removeprefix('mlops_')}:{k}" for k in (fn() or {})]
             except Exception as exc:
-                out.append(f"{hook}: error {exc}")
-    return out
+                error = error or f"{hook} raised {type(exc).__name__}: {exc}"
+    return out, error

@@ -143,3 +143,31 @@ def test_a_broken_plugin_is_reported_and_the_cli_keeps_working(tmp_path):
         ).returncode
         == 0
     )
+
+
+def test_a_plugin_whose_hook_raises_is_reported_and_left_out(dws, tmp_path):
+    site = tmp_path / "site"
+    dist = site / "raising_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: raising-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[mlops_console]\nraising = raising_plugin\n")
+    (site / "raising_plugin.py").write_text(
+        "import pluggy\nhookimpl = pluggy.HookimplMarker('mlops_console')\n"
+        "@hookimpl\ndef mlops_deploy_targets():\n    raise RuntimeError('no cluster configured')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "mlops_console.cli.main", "-w", str(dws.root), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    listed = cli("plugins", "list", "--json")
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+    assert plugins["raising"]["loaded"] is False
+    assert "no cluster configured" in plugins["raising"]["error"]
+    proc = cli("deployments", "list")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
