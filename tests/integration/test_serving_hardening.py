@@ -477,6 +477,8 @@ def test_a_crashing_canary_is_counted_logged_and_rolled_back(trained):
     errors = [r for r in recs if r.get("status") == 500]
     assert len(errors) == len(failed) and {r["role"] for r in errors} == {"canary"}
     assert {r["version"] for r in errors} == {3}
+    perf = ws.monitor.measure("crashy", window="1h")["performance"]
+    assert perf["requests"] == 60 and perf["errors"] == len(failed)  # what error_rate alerts read
     ws.deployments.stop("crashy")
 
 
