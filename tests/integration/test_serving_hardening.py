@@ -210,6 +210,21 @@ def test_what_mlflow_accepts_is_accepted(server):
     assert r.status_code == 400 and "output='nonsense'" in r.json()["message"]
 
 
+def test_a_large_json_body_is_parsed_aside_and_checked_the_same(server):
+    rows = [{**GOOD, "x1": i / 1000} for i in range(30_000)]  # ~1.3 MB: parsed in a child
+    body = json.dumps({"dataframe_records": rows})
+    assert len(body) > 1 << 20
+    r = post(server, content=body, headers={"content-type": "application/json"}, timeout=120)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 30_000, r.text[:300]
+    rows[29_000]["x2"] = [1]
+    body = json.dumps({"dataframe_records": rows})
+    r = post(server, content=body, headers={"content-type": "application/json"}, timeout=120)
+    assert (
+        r.status_code == 400 and "'x2' must be numeric; row 29000 has a list" in r.json()["message"]
+    )
+    assert post(server, {"instances": [GOOD]}).status_code == 200
+
+
 def test_nulls_are_imputed_only_when_the_server_says_so(trained, tmp_path):
     _, folders, _ = trained
     s = ServerProcess(folders[0], env={"MLOPS_IMPUTE_MISSING": "1"})

@@ -17,7 +17,7 @@ import os
 import random
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from starlette.routing import Route
 from mlops_console import __version__
 from mlops_console.serving import admin, feedback, v2
 from mlops_console.serving.batcher import MAX_BATCH_ROWS, Batcher, Unavailable, predict_checked, say
+from mlops_console.serving.bulk import PROCESS_BYTES, JsonParsers, bulk_threads
 from mlops_console.serving.http import (
     BodyBudget,
     Call,
@@ -83,8 +84,9 @@ class Server:
         self.watchdog: asyncio.Task | None = None
         self.watch_every = 0.5  # seconds between the watchdog's looks at the scoring loops
         # one large request is parsed and predicted at a time, beside the micro-batches
-        self.bulk = ThreadPoolExecutor(1, thread_name_prefix="bulk")
-        self.parsing = ThreadPoolExecutor(2, thread_name_prefix="parse")
+        self.bulk = bulk_threads(1, "bulk")
+        self.parsing = bulk_threads(2, "parse")
+        self.json_parsers = JsonParsers()
         self.feedback = feedback.FeedbackGuard(self)
         # started from a registry-vouched bundle: every later load must be vouched for too
         self.require_digest = model.bundle_digest is not None
@@ -158,10 +160,21 @@ class Server:
                 columns = parse_json(loads(box.pop()), names)
             return to_batch(columns, model.signature, s.max_rows, s.impute_missing)
 
+        loop = asyncio.get_running_loop()
         if size < s.bulk_bytes:
             batch = work()
+        elif ctype not in ("text/csv", *PARQUET) and size >= PROCESS_BYTES:
+            # a large JSON parse holds the GIL for seconds: in a child process
+            future = self.json_parsers.submit(
+                box.pop(), model.signature, s.max_rows, s.impute_missing
+            )
+            try:
+                batch = await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                self.json_parsers.reset()
+                raise RuntimeError("the JSON parser process died") from None
         else:  # parsing a large body would stall every other request on the loop
-            batch = await asyncio.get_running_loop().run_in_executor(self.parsing, work)
+            batch = await loop.run_in_executor(self.parsing, work)
         call.rows = batch.n
         return batch
 
@@ -256,6 +269,7 @@ class Server:
         for b in list(self.batchers.values()):
             b.fail_queued(Unavailable("The server is stopping."))
             b.close()
+        self.json_parsers.close()
         self.bulk.shutdown(wait=False, cancel_futures=True)
         self.parsing.shutdown(wait=False, cancel_futures=True)
         self.log.close()
@@ -415,10 +429,11 @@ def run(
     import uvicorn
 
     from mlops_console.serving.guard import GuardedH11Protocol
-    from mlops_console.serving.settings import SettingError
+    from mlops_console.serving.settings import SettingError, secret
 
     try:
         settings = ServerSettings.from_env()
+        admin_token = admin_token or secret(os.environ, "MLOPS_ADMIN_TOKEN")
     except SettingError as exc:
         sys.exit(f"mlops-console server: {exc}")
     digest = digest or os.environ.get("MLOPS_BUNDLE_DIGEST") or None
@@ -429,7 +444,7 @@ def run(
     server = Server(
         model,
         Path(log_dir) if log_dir else None,
-        admin_token or os.environ.get("MLOPS_ADMIN_TOKEN"),
+        admin_token,
         settings,
         host,
     )

@@ -28,6 +28,19 @@ def _number(env, name: str, default, kind=int, minimum=0):
     return value
 
 
+def secret(env, name: str) -> str | None:
+    """A token from NAME, or from the file NAME_FILE names (a mounted secret, which, unlike
+    the environment, `docker inspect` does not show)."""
+    path = env.get(name + "_FILE")
+    if path:
+        try:
+            with open(path) as fh:
+                return fh.read().strip() or None
+        except OSError as exc:
+            raise SettingError(f"{name}_FILE={path!r} cannot be read: {exc.strerror}.") from None
+    return env.get(name) or None
+
+
 def _flag(env, name: str, default: bool = False) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -68,7 +81,7 @@ class ServerSettings:
             max_inflight=_number(env, "MLOPS_MAX_INFLIGHT", cls.max_inflight, minimum=1),
             header_timeout=_number(env, "MLOPS_HEADER_TIMEOUT", cls.header_timeout, float, 0.1),
             body_timeout=_number(env, "MLOPS_BODY_TIMEOUT", cls.body_timeout, float, 0.1),
-            feedback_token=env.get("MLOPS_FEEDBACK_TOKEN") or None,
+            feedback_token=secret(env, "MLOPS_FEEDBACK_TOKEN"),
             feedback_rate=_number(env, "MLOPS_FEEDBACK_RATE", cls.feedback_rate, float, 0.1),
             allowed_hosts=[
                 h.strip().lower()
