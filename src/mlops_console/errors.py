@@ -27,3 +27,7 @@ class NotFound(MlopsError):
 
 class Conflict(MlopsError):
     """The operation contradicts the current state (e.g. deleting an aliased version)."""
+
+
+class InvalidName(MlopsError):
+    """A name a user gave (dataset, model, deployment, ...) is not allowed as it is."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlops_console.config import WorkspaceConfig, load_workspace_config
 from mlops_console.errors import MlopsError, WorkspaceNotFound
+from mlops_console.names import check_name, inside
 
 CONFIG_FILE = "mlops.toml"
 STATE_DIR = ".mlops"
@@ -146,10 +147,14 @@ class Workspace:
         return collect_garbage(self, dry_run=dry_run, grace_seconds=grace)
 
     def pipeline_path(self, name: str) -> Path:
-        p = Path(name)
-        if p.suffix == ".toml" and (self.root / p).exists():
-            return self.root / p
-        candidate = self.root / "pipelines" / f"{name}.toml"
+        """`pipelines/NAME.toml`, or (given on the command line) a `.toml` file inside
+        the workspace. The daemon's API takes names only (`names.check_name`)."""
+        if name.endswith(".toml"):
+            p = inside(self.root, name)
+            if p.is_file():
+                return p
+            raise MlopsError(f"No pipeline file {p}; give a pipeline name or an existing file.")
+        candidate = inside(self.root / "pipelines", f"{check_name('pipeline', name)}.toml")
         if candidate.exists():
             return candidate
         known = ", ".join(sorted(x.stem for x in (self.root / "pipelines").glob("*.toml")))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,12 +20,12 @@ from mlops_console.data import contract as contracts
 from mlops_console.data.reading import DataError, _stat_hash, expand, read_file
 from mlops_console.data.types import logical_type
 from mlops_console.errors import Conflict, MlopsError, NotFound
+from mlops_console.names import check_name, inside
 from mlops_console.tracking.runs import current_user
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 ACCEPTED = ("accepted", "forced")
 
 
@@ -106,11 +105,7 @@ class DatasetStore:
         description: str = "",
     ) -> dict[str, Any]:
         """Register a dataset (its files are read by `ingest`)."""
-        if not _NAME.match(name):
-            raise MlopsError(
-                f"Dataset name {name!r} is not allowed: start with a letter, then letters, digits "
-                "or '_' (it is also the table name in feature SQL)."
-            )
+        check_name("dataset", name)
         expand(source, self.ws.root)  # fail now if the glob matches nothing
         with self.ws.db.write() as conn:
             if conn.exec_driver_sql("SELECT 1 FROM dataset WHERE name = ?", (name,)).first():
@@ -168,7 +163,7 @@ class DatasetStore:
         return [self.get(n) for n in names]
 
     def contract_path(self, name: str) -> Path:
-        return self.contract_dir / f"{name}.toml"
+        return inside(self.contract_dir, f"{check_name('dataset', name)}.toml")
 
     def contract(self, name: str) -> contracts.Contract | None:
         path = self.contract_path(name)
@@ -216,7 +211,7 @@ class DatasetStore:
         status = "accepted" if not failed else ("forced" if force else "quarantined")
 
         stage("write the Parquet snapshot")
-        version_dir = self.lake / name
+        version_dir = inside(self.lake, check_name("dataset", name))
         version_dir.mkdir(parents=True, exist_ok=True)
         snapshot, snap_sha = _write_parquet(table, version_dir, digest)
         profile_hash = self.ws.artifacts.put_bytes(json.dumps(profile).encode())
@@ -416,7 +411,7 @@ class DatasetStore:
                 f"{name} v{dv.version} is quarantined and is not used; accept it with "
                 f"`mlops data ingest {name} --force` if you must."
             )
-        return self.ws.state / "lake" / dv.lake_path
+        return inside(self.ws.state / "lake", dv.lake_path)
 
     def read(
         self, name: str, version: int | None = None, run=None, columns: list[str] | None = None

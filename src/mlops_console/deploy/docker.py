@@ -19,6 +19,7 @@ import httpx
 
 from mlops_console.deploy.base import DeployError
 from mlops_console.deploy.server import ServerTarget
+from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
 
 RUNTIME = (
@@ -208,7 +209,7 @@ class DockerTarget(ServerTarget):
             c.remove(force=True)
         tag = self.build(name, bundle, config)
         bundles = self._dir(name) / "bundles"
-        logs = self.ws.state / "logs" / "predictions" / name
+        logs = inside(self.ws.state / "logs" / "predictions", check_name("deployment", name))
         logs.mkdir(parents=True, exist_ok=True)
         try:
             self.client.containers.run(

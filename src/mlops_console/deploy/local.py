@@ -14,6 +14,7 @@ import httpx
 
 from mlops_console.deploy.base import DeployError
 from mlops_console.deploy.server import ServerTarget
+from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
 
 
@@ -50,7 +51,7 @@ class LocalTarget(ServerTarget):
             "--port",
             str(config["port"]),
             "--log-dir",
-            str(self.ws.state / "logs" / "predictions" / name),
+            str(inside(self.ws.state / "logs" / "predictions", check_name("deployment", name))),
         ]
         if config.get("runtime"):
             cmd += ["--runtime", config["runtime"]]

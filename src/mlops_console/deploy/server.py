@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from mlops_console.deploy.base import DeployError, DeployTarget
+from mlops_console.names import check_name, inside
 
 
 class ServerTarget(DeployTarget):
@@ -25,7 +26,7 @@ class ServerTarget(DeployTarget):
         return str(bundle)
 
     def _dir(self, name: str) -> Path:
-        d = self.ws.state / "deployments" / name
+        d = inside(self.ws.state / "deployments", check_name("deployment", name))
         d.mkdir(parents=True, exist_ok=True)
         return d
 

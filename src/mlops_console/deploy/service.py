@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_console.deploy.base import DeployError
 from mlops_console.errors import Conflict, MlopsError, NotFound
+from mlops_console.names import check_name, inside
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
@@ -87,12 +88,11 @@ class Deployments:
     def _bundle_dir(self, name: str, mv) -> Path:
         from mlops_console.registry.bundle import export_bundle
 
-        folder = (
-            self.ws.state
-            / "deployments"
-            / name
-            / "bundles"
-            / f"v{mv.version}-{mv.artifact_hash[:12]}"
+        folder = inside(
+            self.ws.state / "deployments",
+            check_name("deployment", name),
+            "bundles",
+            f"v{mv.version}-{mv.artifact_hash[:12]}",
         )
         if not (folder / "bundle.json").exists():
             export_bundle(self.ws.artifacts, mv.artifact_hash, folder)
@@ -111,7 +111,7 @@ class Deployments:
     ) -> dict[str, Any]:
         """Deploy a version: create the deployment, hot-swap it, or start it as a canary."""
         mv = self.ws.models.resolve(ref)
-        name = name or mv.name
+        name = check_name("deployment", mv.name if name is None else name)
         rec = self._record(name)
         target = target or (rec["target"] if rec else "local")
         if rec is not None and rec["target"] != target:

@@ -9,8 +9,9 @@ from pydantic import Field, field_validator, model_validator
 
 from mlops_console.config import Strict, load_toml, parse
 from mlops_console.errors import ConfigError
+from mlops_console.names import RULES, is_name
 
-_TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_TTL = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -18,7 +19,7 @@ def parse_ttl(value: str | int | float) -> float:
     """'90d', '12h', '3600' or 0 (no limit) to seconds."""
     if isinstance(value, int | float):
         return float(value)
-    m = _TTL.match(value)
+    m = _TTL.fullmatch(value)
     if not m:
         raise ValueError(
             f"{value!r} is not a duration; use e.g. '90d', '12h', '30m' or 0 (no limit)"
@@ -27,7 +28,7 @@ def parse_ttl(value: str | int | float) -> float:
 
 
 class FeatureViewSpec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+    name: str
     entities: list[str] = Field(min_length=1)
     timestamp: str
     created_timestamp: str | None = None
@@ -36,6 +37,13 @@ class FeatureViewSpec(Strict):
     features: list[str] = Field(default_factory=list)
     sql: str | None = None  # a SELECT over datasets, each visible as a table by its name
     description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v):
+        if not is_name("feature view", v):
+            raise ValueError(RULES["feature view"].allowed)
+        return v
 
     @field_validator("ttl")
     @classmethod

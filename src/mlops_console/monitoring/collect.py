@@ -26,16 +26,18 @@ from typing import Any
 
 import orjson
 
+from mlops_console.names import check_name, inside
+
 STALE_SECONDS = 600.0
 KINDS = ("rows", "requests", "feedback")
 
 
 def log_dir(ws, deployment: str) -> Path:
-    return ws.state / "logs" / "predictions" / deployment
+    return inside(ws.state / "logs" / "predictions", check_name("deployment", deployment))
 
 
 def monitor_dir(ws, deployment: str) -> Path:
-    return ws.state / "monitoring" / deployment
+    return inside(ws.state / "monitoring", check_name("deployment", deployment))
 
 
 def parse_segment(path: Path, task_labels: dict[str, Any] | None = None) -> dict[str, list[dict]]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import MlopsError, NotFound
 from mlops_console.monitoring import collect as col
+from mlops_console.names import is_name
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
@@ -43,7 +44,9 @@ class Monitor:
         names = {d["name"] for d in self.ws.deployments.list()}
         folder = self.ws.state / "logs" / "predictions"
         if folder.is_dir():
-            names |= {p.name for p in folder.iterdir() if p.is_dir()}
+            names |= {
+                p.name for p in folder.iterdir() if p.is_dir() and is_name("deployment", p.name)
+            }
         return sorted(names)
 
     def collect(self, deployment: str | None = None) -> dict[str, dict[str, int]]:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import Conflict, MlopsError, NotFound
+from mlops_console.names import check_name
 from mlops_console.tracking.runs import current_user
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_REF = re.compile(r"^(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?$")
+_REF = re.compile(r"(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?")
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _run_snapshot(conn, run_id: str) -> tuple[dict[str, Any], dict[str, float]]:
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
-    m = _REF.match(ref.strip())
+    m = _REF.fullmatch(ref.strip())
     if not m:
         raise MlopsError(
             f"{ref!r} is not a model reference; use NAME, NAME/VERSION or NAME@ALIAS "
@@ -175,11 +175,7 @@ class ModelRegistry:
         `artifact` is an artifact hash, a path, bytes, or None for the run's artifact
         named "model" (or its only artifact). Metrics default to the run's latest metrics.
         """
-        if not _NAME.match(name):
-            raise MlopsError(
-                f"Model name {name!r} is not allowed: use letters, digits, '_', '-' or '.', "
-                "starting with a letter or digit."
-            )
+        check_name("model", name)
         run_id = None if run is None else (run if isinstance(run, str) else run.id)
         if run_id is not None:
             if hasattr(run, "flush"):
@@ -413,8 +409,7 @@ class ModelRegistry:
         kind: str = "set",
     ) -> AliasMove:
         """Point `alias` at `version`, recording the move in the history."""
-        if not _NAME.match(alias) or alias.isdigit():
-            raise MlopsError(f"Alias {alias!r} is not allowed: use a name like 'champion'.")
+        check_name("alias", alias)
         now, actor = time.time(), actor or current_user()
         with self.ws.db.write() as conn:
             status = conn.exec_driver_sql(

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 from mlops_console.errors import ArtifactIntegrityError, NotFound
 
 CHUNK = 1 << 20
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
@@ -37,7 +37,7 @@ class ArtifactStore:
         self.tmp = self.root / "tmp"
 
     def path_of(self, digest: str) -> Path:
-        if not _HEX64.match(digest):
+        if not _HEX64.fullmatch(digest):
             raise NotFound(f"{digest!r} is not a sha256 artifact id (64 hex digits).")
         return self.root / digest[:2] / digest[2:]
 
@@ -142,7 +142,7 @@ class ArtifactStore:
                 continue
             for obj in sorted(sub.iterdir()):
                 digest = sub.name + obj.name
-                if _HEX64.match(digest):
+                if _HEX64.fullmatch(digest):
                     yield digest, obj
 
     def stale_temp_files(self, older_than: float) -> list[Path]:
