@@ -32,8 +32,7 @@ class Workspace:
         self.state = self.root / STATE_DIR
         self.config: WorkspaceConfig = load_workspace_config(self.config_path)
         self.config_sha256 = hashlib.sha256(self.config_path.read_bytes()).hexdigest()
-        for sub in STATE_LAYOUT:
-            (self.state / sub).mkdir(parents=True, exist_ok=True)
+        _private_state(self.state)
         from mlops_console.store.db import Database
 
         self.db = Database(self.state / "registry.db")
@@ -176,6 +175,21 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"<Workspace {self.root}>"
+
+
+def _private_state(state: Path) -> None:
+    """Create `.mlops` and its folders 0700, and tighten them in a workspace made before:
+    the registry, the lake, the models and the prediction logs (request inputs, entity
+    keys) are for the workspace's owner only, and the daemon's socket is inside."""
+    state.mkdir(mode=0o700, exist_ok=True)
+    for sub in STATE_LAYOUT:
+        (state / sub).mkdir(mode=0o700, exist_ok=True)
+    for folder in (state, *(p for p in state.iterdir() if p.is_dir() and not p.is_symlink())):
+        try:
+            if folder.stat().st_mode & 0o077:
+                folder.chmod(0o700)
+        except PermissionError:  # not ours: we can use it as its owner allows, never change it
+            pass
 
 
 def is_workspace(folder: Path) -> bool:

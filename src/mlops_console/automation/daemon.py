@@ -90,6 +90,7 @@ class Daemon:
     def run(self) -> None:
         """Run in the foreground until SIGTERM/SIGINT or POST /shutdown."""
         global _CURRENT
+        os.umask(0o077)  # state the daemon writes is its owner's alone
         self.acquire()
         _CURRENT = self
         recovered = self.ws.jobs.recover()

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 the operation failed (the message says why), 2 wrong us
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -84,6 +85,8 @@ _register()
 
 
 def main() -> None:
+    # what the CLI writes (registry, lake, models, logs, tokens) is for its user alone
+    os.umask(0o077)
     try:
         cli(prog_name="mlops")
     except KeyboardInterrupt:

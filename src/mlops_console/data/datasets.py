@@ -467,7 +467,7 @@ def _write_parquet(table, folder: Path, digest: str) -> tuple[Path, str]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
             sha = hashlib.file_digest(fh, "sha256").hexdigest()
-        os.chmod(tmp, 0o444)
+        os.chmod(tmp, 0o400)  # immutable, and the owner's alone
         os.replace(tmp, final)
     except BaseException:
         if os.path.exists(tmp):

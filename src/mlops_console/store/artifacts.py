@@ -71,7 +71,7 @@ class ArtifactStore:
                 os.utime(final)  # fresh mtime: gc's grace period protects it again
                 return digest
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp_name, 0o444)
+            os.chmod(tmp_name, 0o400)  # immutable, and the owner's alone
             os.replace(tmp_name, final)
             _fsync_dir(final.parent)
             return digest
