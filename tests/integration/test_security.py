@@ -1,4 +1,4 @@
-"""Another local user against the workspace (issue 13, security 5 and 6).
+"""Another local user against the workspace and its daemon (issue 13, security 1, 5, 6).
 
 The attacker is a forked child that became `nobody` (uid 65534): no exec, because root's
 Python is not reachable by nobody, and nothing imported after the fork. Every workspace
@@ -13,15 +13,17 @@ import json
 import os
 import select
 import shutil
+import socket
 import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.conftest import run_cli
-from tests.integration.test_daemon import wait_for
+from tests.integration.test_daemon import DaemonProc, make_ws, wait_for
 from tests.unit.test_pipeline import SPEC, make_data
 
 from mlops_console.errors import InvalidName, MlopsError
@@ -99,6 +101,53 @@ def stopped(stop_fd) -> bool:
 # --- what nobody does (in the child: socket, os and time only) -------------------------
 
 
+def connect_loop(stop_fd, path):
+    """Connect to `path` as fast as possible until told to stop; send a request on any
+    connection that opens."""
+    tries, errors, answers = 0, {}, []
+    while not stopped(stop_fd) or tries == 0:
+        tries += 1
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+        except OSError as exc:
+            name = errno.errorcode.get(exc.errno, str(exc.errno))
+            errors[name] = errors.get(name, 0) + 1
+            s.close()
+            continue
+        try:
+            s.settimeout(5)
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+            answers.append(s.recv(200).decode(errors="replace"))
+        except OSError as exc:
+            answers.append(f"error {exc}")
+        finally:
+            s.close()
+    return {"tries": tries, "errors": errors, "answers": answers}
+
+
+def http_as_nobody(stop_fd, path, requests):
+    """Send each raw request on its own connection; what came back within 5 s."""
+    out = []
+    for raw in requests:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1)
+        s.connect(path)
+        s.sendall(raw.encode())
+        data, deadline = b"", time.time() + 5  # an event stream never ends by itself
+        while time.time() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        out.append(data.decode(errors="replace"))
+    return out
+
+
 def try_to_read(stop_fd, paths):
     out = {}
     for p in paths:
@@ -114,6 +163,150 @@ def try_to_read(stop_fd, paths):
     except OSError as exc:
         out["listdir"] = errno.errorcode.get(exc.errno, str(exc.errno))
     return out
+
+
+# --- 1. the daemon's socket ---------------------------------------------------------------
+
+
+@as_root
+def test_nobody_never_connects_while_the_daemon_starts(shared_tmp):
+    """A tight connect() loop as nobody across daemon starts never gets in; an observer
+    that stats the socket as fast as it can never sees it any mode but 0600."""
+    ws = make_ws(shared_tmp / "ws", schedule="on_data_change = false")
+    sock = str(ws.state / "daemon.sock")
+    modes: set[int] = set()
+    watching = threading.Event()
+    watching.set()
+
+    def observe():
+        while watching.is_set():
+            try:
+                modes.add(stat.S_IMODE(os.lstat(sock).st_mode))
+            except FileNotFoundError:
+                pass
+
+    observer = threading.Thread(target=observe, daemon=True)
+    observer.start()
+    attacker = Nobody(connect_loop, sock)
+    try:
+        for _ in range(3):
+            d = DaemonProc(ws)
+            try:
+                assert d.client.call("GET", "/status")["pid"] == d.proc.pid
+                assert stat.S_IMODE((ws.state / "daemon.pid").stat().st_mode) == 0o600
+            finally:
+                d.stop()
+    finally:
+        seen = attacker.result()
+        watching.clear()
+        observer.join()
+        ws.close()
+    assert seen["answers"] == [] and sum(seen["errors"].values()) == seen["tries"], seen
+    assert seen["tries"] > 1000 and set(seen["errors"]) == {"EACCES"}, seen
+    assert modes == {0o600}, {oct(m) for m in modes}
+    assert stat.S_IMODE(ws.state.stat().st_mode) == 0o700
+
+
+@pytest.fixture(scope="module")
+def daemon_ws():
+    folder = open_dir()
+    ws = make_ws(folder / "ws", schedule="on_data_change = false")
+    d = DaemonProc(ws)
+    yield ws, d
+    d.stop()
+    ws.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@as_root
+def test_a_connection_from_another_uid_is_refused_by_the_peer_check(daemon_ws):
+    """With the folder and the socket opened up on purpose, nobody reaches the daemon,
+    and the peer-uid check answers 403 to every request and runs nothing."""
+    ws, d = daemon_ws
+    sock = ws.state / "daemon.sock"
+    ws.state.chmod(0o711)  # traversable, as a careless chmod would leave it
+    sock.chmod(0o666)
+    try:
+        body = json.dumps({"pipeline": "p"})
+        answers = run_as_nobody(
+            http_as_nobody,
+            str(sock),
+            [
+                "GET /status HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+                f"POST /jobs HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}",
+                "GET /events HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+            ],
+        )
+    finally:
+        ws.state.chmod(0o700)
+        sock.chmod(0o600)
+    for answer in answers:
+        assert answer.startswith("HTTP/1.1 403"), answer
+        assert "answers only its owner (uid 0), not uid 65534" in answer, answer
+    assert ws.jobs.list() == []  # nothing was queued
+    assert d.client.call("GET", "/status")["pid"] == d.proc.pid  # the owner still is served
+
+
+async def test_the_guard_fails_closed_without_peer_credentials():
+    """A scope without peer credentials (another server, another protocol) gets a 403;
+    the same request with the owner's credentials reaches the app."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from mlops_console.automation.api import OwnerOnly
+    from mlops_console.automation.peer import PeerCredentials
+
+    guard = OwnerOnly(
+        Starlette(routes=[Route("/status", lambda r: PlainTextResponse("in"))]), os.getuid()
+    )
+
+    async def call(extensions):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/status",
+            "raw_path": b"/status",
+            "query_string": b"",
+            "headers": [],
+            "extensions": extensions,
+        }
+        await guard(scope, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    status, body = await call({})
+    assert status == 403 and b"answers only its owner" in body
+    owner = PeerCredentials(os.getpid(), os.getuid(), os.getgid())
+    assert await call({"peer_credentials": owner}) == (200, b"in")
+    other = owner._replace(uid=os.getuid() + 1)
+    assert (await call({"peer_credentials": other}))[0] == 403
+
+
+@pytest.mark.parametrize("pipeline", ["/abs/evil.toml", "../x", "x.toml", "p\n", "", 7])
+def test_the_api_takes_pipeline_names_only(daemon_ws, pipeline):
+    ws, _ = daemon_ws
+    evil = ws.root.parent / "evil.toml"
+    evil.write_text(SPEC.format(auto="true", extra=""))
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(ws.state / "daemon.sock")), base_url="http://d"
+    ) as c:
+        r = c.post("/jobs", json={"pipeline": pipeline})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert "not allowed" in error or "Give the pipeline" in error, error
+        assert ws.jobs.list() == []
+        if pipeline == "../x":  # a path that exists is refused the same way
+            r = c.post("/jobs", json={"pipeline": str(evil)})
+            assert r.status_code == 400 and ws.jobs.list() == []
 
 
 # --- 5 and 6: names and modes, on a workspace the CLI made ---------------------------------

@@ -1,4 +1,8 @@
-"""The daemon's control API (Starlette on the daemon's Unix socket)."""
+"""The daemon's control API (Starlette on the daemon's Unix socket).
+
+Only the daemon's owner is served: every request's peer uid (read by
+`automation.peer.PeerCredProtocol`) must be the daemon's own, or it gets a 403.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from mlops_console.errors import MlopsError, NotFound
+from mlops_console.errors import InvalidName, MlopsError, NotFound
+from mlops_console.names import check_name
 
 if TYPE_CHECKING:
     from mlops_console.automation.daemon import Daemon
@@ -25,7 +30,32 @@ def _json(data, status: int = 200) -> Response:
     )
 
 
-def build_api(d: Daemon) -> Starlette:
+class OwnerOnly:
+    """ASGI middleware: refuse a request unless its peer's uid is `uid` (fails closed: a
+    request without peer credentials in its scope is refused too)."""
+
+    def __init__(self, app, uid: int, on_refused=lambda creds: None):
+        self.app, self.uid, self.on_refused = app, uid, on_refused
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, send)
+        creds = (scope.get("extensions") or {}).get("peer_credentials")
+        if creds is not None and creds.uid == self.uid:
+            return await self.app(scope, receive, send)
+        self.on_refused(creds)
+        who = f"uid {creds.uid}" if creds is not None else "a peer the kernel cannot name"
+        response = _json(
+            {
+                "error": f"This daemon answers only its owner (uid {self.uid}), not {who}. "
+                "Run the command as the user who started the daemon."
+            },
+            403,
+        )
+        await response(scope, receive, send)
+
+
+def build_api(d: Daemon) -> OwnerOnly:
     def guarded(fn):
         async def wrapper(request: Request) -> Response:
             try:
@@ -35,6 +65,8 @@ def build_api(d: Daemon) -> Starlette:
                 return out if isinstance(out, Response) else _json(out)
             except NotFound as exc:
                 return _json({"error": str(exc)}, 404)
+            except InvalidName as exc:
+                return _json({"error": str(exc)}, 400)
             except MlopsError as exc:
                 return _json({"error": str(exc)}, 409)
 
@@ -75,11 +107,16 @@ def build_api(d: Daemon) -> Starlette:
         }
 
     async def submit(request: Request):
-        body = orjson.loads(await request.body() or b"{}")
-        pipeline = body.get("pipeline")
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            body = None
+        pipeline = body.get("pipeline") if isinstance(body, dict) else None
         if not pipeline:
             return _json({"error": 'Give the pipeline to run: {"pipeline": NAME}.'}, 400)
-        d.ws.pipeline_path(pipeline)  # NotFound-like error if it does not exist
+        # a name only, never a path: the spec says what code runs (estimator = "module:fn")
+        check_name("pipeline", pipeline)
+        d.ws.pipeline_path(pipeline)  # an error if pipelines/NAME.toml does not exist
         j = d.ws.jobs.submit("chain", pipeline, trigger="manual", max_attempts=d.max_attempts)
         d.event({"event": "triggered", "pipeline": pipeline, "by": "api", "job": j["id"]})
         return j
@@ -161,4 +198,9 @@ def build_api(d: Daemon) -> Starlette:
         Route("/events", events),
         Route("/shutdown", guarded(shutdown), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+
+    def refused(creds) -> None:
+        d.event({"event": "refused", "peer": creds._asdict() if creds else None})
+
+    app = Starlette(routes=routes)
+    return OwnerOnly(app, os.getuid(), on_refused=refused)

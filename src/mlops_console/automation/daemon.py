@@ -2,7 +2,8 @@
 
 One daemon per workspace, guarded by an exclusive lock on `.mlops/daemon.lock`. Chains
 run as child processes (at most `concurrency` at a time); the control API listens on the
-Unix socket `.mlops/daemon.sock`, whose file permissions are the access control.
+Unix socket `.mlops/daemon.sock`, created 0600 inside the 0700 `.mlops`, and answers only
+connections whose peer uid is the daemon's own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import fnmatch
 import glob
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlops_console.errors import MlopsError
+from mlops_console.names import RULES, is_name
 
 _CURRENT: Daemon | None = None
 
@@ -92,6 +95,8 @@ class Daemon:
         global _CURRENT
         os.umask(0o077)  # state the daemon writes is its owner's alone
         self.acquire()
+        # before any thread or child starts: the umask the socket needs is process-wide
+        sock = self.bind()
         _CURRENT = self
         recovered = self.ws.jobs.recover()
         for job in recovered:
@@ -104,8 +109,9 @@ class Daemon:
         watcher = threading.Thread(target=self.monitor, name="monitoring", daemon=True)
         watcher.start()
         try:
-            self.serve()
+            self.serve(sock)
         finally:
+            sock.close()
             self.stop.set()
             worker.join(timeout=10)
             for proc in self.procs.values():
@@ -147,6 +153,15 @@ class Daemon:
 
         out = {}
         for path in sorted((self.ws.root / "pipelines").glob("*.toml")):
+            if not is_name("pipeline", path.stem):
+                self.event(
+                    {
+                        "event": "pipeline_invalid",
+                        "pipeline": path.stem,
+                        "detail": f"{path.name}: {RULES['pipeline'].allowed}",
+                    }
+                )
+                continue
             try:
                 out[path.stem] = load_pipeline(path)
             except MlopsError as exc:
@@ -448,31 +463,41 @@ class Daemon:
 
     # --- control API ------------------------------------------------------------------------------
 
-    def serve(self) -> None:
+    def bind(self) -> socket.socket:
+        """Create the control socket 0600 from its first moment (uvicorn's own would be
+        0666 until chmodded: a window in which anyone on the machine could connect)."""
+        self.sock_path.unlink(missing_ok=True)  # a dead daemon's; we hold the lock
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.sock_path))
+        except OSError as exc:
+            sock.close()
+            raise MlopsError(
+                f"The daemon cannot create its control socket {self.sock_path} ({exc}); a "
+                "Unix socket path must be under 108 bytes, so try a workspace with a shorter path."
+            ) from None
+        finally:
+            os.umask(old)
+        return sock
+
+    def serve(self, sock: socket.socket) -> None:
         import uvicorn
 
         from mlops_console.automation.api import build_api
+        from mlops_console.automation.peer import PeerCredProtocol
 
-        self.sock_path.unlink(missing_ok=True)
         config = uvicorn.Config(
             build_api(self),
-            uds=str(self.sock_path),
+            http=PeerCredProtocol,
+            lifespan="off",
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         self._server = server
-
-        async def main():
-            task = asyncio.create_task(server.serve())
-            while not server.started and not task.done():
-                await asyncio.sleep(0.05)
-            if self.sock_path.exists():
-                os.chmod(self.sock_path, 0o600)  # the socket's permissions are the access control
-            await task
-
-        asyncio.run(main())
+        asyncio.run(server.serve(sockets=[sock]))
 
     def shutdown(self) -> None:
         self._server.should_exit = True
