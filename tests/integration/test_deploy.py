@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
@@ -47,26 +48,35 @@ def test_deploy_canary_judge_rollback_and_failed_deploy(dws):
     assert dws.deployments.get("svc")["version"] == 2
     assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 2
 
-    # a broken bundle: the deploy fails, the previous version keeps serving
+    # a bundle the store cannot vouch for: the deploy fails, the previous version keeps serving
     mv = dws.models.resolve("m/1")
     folder = dws.state / "deployments" / "svc" / "bundles" / f"v1-{mv.artifact_hash[:12]}"
-    (folder / "model.joblib").write_bytes(b"corrupt")
-    if (folder / "model.onnx").exists():
-        (folder / "model.onnx").write_bytes(b"corrupt")
-    with pytest.raises(MlopsError, match="previous version keeps serving"):
-        dws.deployments.deploy("m/1", name="svc")
+    if folder.exists():
+        import shutil
+
+        folder.chmod(0o700)
+        shutil.rmtree(folder)
+    manifest = json.loads(dws.artifacts.get_bytes(mv.artifact_hash))
+    obj = dws.artifacts.path_of(manifest["files"]["model.joblib"]["sha256"])
+    good = obj.read_bytes()
+    obj.chmod(0o600)
+    obj.write_bytes(b"corrupt")
+    try:
+        with pytest.raises(MlopsError, match="previous version keeps serving"):
+            dws.deployments.deploy("m/1", name="svc")
+    finally:
+        obj.write_bytes(good)
     assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 2
     assert dws.deployments.history("svc")[-1]["action"] == "failed"
-    import shutil
-
-    shutil.rmtree(folder)  # re-exported (verified) on the next deploy
 
     assert dws.deployments.rollback("svc", reason="back")["version"] == 1
     assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 1
     actions = [e["action"] for e in dws.deployments.history("svc")]
     assert actions[:3] == ["create", "canary", "promote"] and actions[-1] == "rollback"
     log = dws.deployments.logs("svc")
-    assert "serving m/1" in log and "load of" in log and "failed" in log, log
+    assert "serving m/1" in log and "loaded m/1" in log, log
+    failed = next(e for e in dws.deployments.history("svc") if e["action"] == "failed")
+    assert "does not match" in failed["detail"] or "hash" in failed["detail"], failed
     dws.deployments.stop("svc")
     assert dws.deployments.status("svc")["live"]["status"] == "stopped"
     with pytest.raises(httpx.HTTPError):
@@ -171,3 +181,33 @@ def test_a_plugin_whose_hook_raises_is_reported_and_left_out(dws, tmp_path):
     assert "no cluster configured" in plugins["raising"]["error"]
     proc = cli("deployments", "list")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_an_edited_bundle_folder_is_exported_again_and_verified_by_the_server(dws, tmp_path):
+    from tests.integration.test_serving_hardening import tamper
+
+    port = free_port()
+    dws.deployments.deploy("m/1", name="svc4", port=port)
+    mv = dws.models.resolve("m/1")
+    folder = dws.state / "deployments" / "svc4" / "bundles" / f"v1-{mv.artifact_hash[:12]}"
+    assert folder.stat().st_mode & 0o777 == 0o500  # read-only
+    assert all(f.stat().st_mode & 0o777 == 0o400 for f in folder.iterdir())
+    dws.deployments.stop("svc4")
+    # edited while stopped: a new pickle and a bundle.json rewritten to match it
+    edited = tamper(folder, tmp_path / "edited")
+    folder.chmod(0o700)
+    for f in folder.iterdir():
+        f.unlink()
+    for f in edited.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    dws.deployments.deploy("m/1", name="svc4")
+    st = dws.deployments.status("svc4")["stats"]
+    assert st["primary"]["bundle_digest"] == mv.artifact_hash  # checked by the server
+    assert st["primary"]["runtime"] == "onnx"  # the registered bundle, not the edited one
+    from mlops_console.registry.bundle import bundle_dir_matches
+
+    assert bundle_dir_matches(folder, mv.artifact_hash)
+    pid = dws.deployments.target("local")._pid("svc4")
+    cmdline = Path(f"/proc/{pid}/cmdline").read_text()
+    assert mv.artifact_hash in cmdline
+    dws.deployments.stop("svc4")

@@ -133,12 +133,14 @@ class Daemon:
             live = self.ws.deployments.target("local").get(d["name"], d["config"])
             if live["status"] != "running":
                 try:
+                    mv = self.ws.models.resolve(f"{d['model']}/{d['version']}")
                     self.ws.deployments.target("local").create(
                         d["name"],
                         self.ws.deployments._bundle_dir(
-                            d["name"], self.ws.models.resolve(f"{d['model']}/{d['version']}")
-                        ),
+                            d["name"], mv
+                        ),  # verified, or exported again
                         d["config"],
+                        digest=mv.artifact_hash,
                     )
                     self.event({"event": "resupervised", "deployment": d["name"]})
                 except Exception as exc:

@@ -23,7 +23,11 @@ class DeployTarget:
     def __init__(self, ws: Workspace):
         self.ws = ws
 
-    def create(self, name: str, bundle: Path, config: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, name: str, bundle: Path, config: dict[str, Any], digest: str | None = None
+    ) -> dict[str, Any]:
+        """Start serving `bundle`; `digest` is the registry's hash of it (the sha256 of its
+        bundle.json), which the server checks before it reads anything else."""
         raise NotImplementedError
 
     def update(
@@ -33,6 +37,7 @@ class DeployTarget:
         config: dict[str, Any],
         role: str = "primary",
         percent: float = 0.0,
+        digest: str | None = None,
     ) -> dict[str, Any]:
         raise NotImplementedError
 

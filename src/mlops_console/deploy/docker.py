@@ -168,7 +168,9 @@ class DockerTarget(ServerTarget):
         except docker.errors.NotFound:
             return None
 
-    def build(self, name: str, bundle: Path, config: dict[str, Any]) -> str:
+    def build(
+        self, name: str, bundle: Path, config: dict[str, Any], digest: str | None = None
+    ) -> str:
         """Build the serving image for a bundle; cached layers make a rebuild take seconds."""
         ctx = self._dir(name) / "build"
         shutil.rmtree(ctx, ignore_errors=True)
@@ -176,7 +178,7 @@ class DockerTarget(ServerTarget):
         shutil.copy(packaging_dir() / "Dockerfile", ctx / "Dockerfile")
         shutil.copytree(wheelhouse(), ctx / "wheelhouse")
         own_wheel(ctx / "app")
-        shutil.copytree(bundle, ctx / "bundle")
+        shutil.copytree(bundle, ctx / "bundle", copy_function=shutil.copyfile)
         tag = f"mlops-serve-{name}:{bundle.name}".lower()
         base = base_image(config)
         try:
@@ -185,7 +187,7 @@ class DockerTarget(ServerTarget):
                 tag=tag,
                 rm=True,
                 labels={LABEL: name},
-                buildargs={"BASE_IMAGE": base},
+                buildargs={"BASE_IMAGE": base, "BUNDLE_DIGEST": digest or ""},
             )
         except Exception as exc:
             hint = ""
@@ -201,16 +203,29 @@ class DockerTarget(ServerTarget):
             shutil.rmtree(ctx, ignore_errors=True)
         return tag
 
-    def create(self, name: str, bundle: Path, config: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, name: str, bundle: Path, config: dict[str, Any], digest: str | None = None
+    ) -> dict[str, Any]:
         c = self._container(name)
         if c is not None and c.status == "running" and self._healthy(config):
             return self.get(name, config)
         if c is not None:
             c.remove(force=True)
-        tag = self.build(name, bundle, config)
+        tag = self.build(name, bundle, config, digest)
         bundles = self._dir(name) / "bundles"
         logs = inside(self.ws.state / "logs" / "predictions", check_name("deployment", name))
         logs.mkdir(parents=True, exist_ok=True)
+        env = self._server_env(name)
+        # tokens reach the server as mounted files, not variables `docker inspect` shows
+        secrets = {}
+        for kind in ("admin", "feedback"):
+            variable = f"MLOPS_{kind.upper()}_TOKEN"
+            if env.pop(variable, None) is not None:
+                secrets[str(self._dir(name) / f"{kind}-token")] = {
+                    "bind": f"/run/secrets/{kind}-token",
+                    "mode": "ro",
+                }
+                env[variable + "_FILE"] = f"/run/secrets/{kind}-token"
         try:
             self.client.containers.run(
                 tag,
@@ -220,7 +235,8 @@ class DockerTarget(ServerTarget):
                 labels={LABEL: name},
                 ports={"8080/tcp": (config.get("host", "127.0.0.1"), int(config["port"]))},
                 environment={
-                    **self._server_env(name),
+                    **env,
+                    **({"MLOPS_BUNDLE_DIGEST": digest} if digest else {}),
                     # clients reach the container through the published port on this host
                     "MLOPS_ALLOWED_HOSTS": ",".join(
                         [*self.ws.config.serving.allowed_hosts, config.get("host", "127.0.0.1")]
@@ -229,7 +245,16 @@ class DockerTarget(ServerTarget):
                 volumes={
                     str(bundles): {"bind": "/bundles", "mode": "ro"},
                     str(logs): {"bind": "/logs", "mode": "rw"},
+                    **secrets,
                 },
+                # the workspace owner's uid, so the 0700 state it mounts is readable; with
+                # no capabilities even uid 0 cannot read what its owner could not
+                user=f"{os.getuid()}:{os.getgid()}",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                read_only=True,
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                pids_limit=256,
                 mem_limit=config.get("memory", "1g"),
                 nano_cpus=int(float(config.get("cpus", 1.0)) * 1e9),
             )
@@ -288,9 +313,16 @@ class DockerTarget(ServerTarget):
         c = self._container(name)
         return "" if c is None else c.logs(tail=tail).decode(errors="replace")
 
-    def export(self, name: str, bundle: Path, config: dict[str, Any], dest: Path) -> Path:
+    def export(
+        self,
+        name: str,
+        bundle: Path,
+        config: dict[str, Any],
+        dest: Path,
+        digest: str | None = None,
+    ) -> Path:
         """Write the image serving `bundle` as a tar, for `docker load` where no registry is."""
-        tag = self.build(name, bundle, config)
+        tag = self.build(name, bundle, config, digest)
         image = self.client.images.get(tag)
         dest = Path(dest)
         with open(dest, "wb") as fh:

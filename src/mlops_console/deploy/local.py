@@ -35,7 +35,9 @@ class LocalTarget(ServerTarget):
         except (ValueError, ProcessLookupError, PermissionError):
             return None
 
-    def create(self, name: str, bundle: Path, config: dict[str, Any]) -> dict[str, Any]:
+    def create(
+        self, name: str, bundle: Path, config: dict[str, Any], digest: str | None = None
+    ) -> dict[str, Any]:
         """Start the server (idempotent: a running server is left as it is)."""
         if self._pid(name) is not None and self._healthy(config):
             return self.get(name, config)
@@ -55,6 +57,8 @@ class LocalTarget(ServerTarget):
         ]
         if config.get("runtime"):
             cmd += ["--runtime", config["runtime"]]
+        if digest:
+            cmd += ["--digest", digest]
         env = {**os.environ, **self._server_env(name)}
         proc = subprocess.Popen(
             cmd,

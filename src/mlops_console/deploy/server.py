@@ -76,12 +76,13 @@ class ServerTarget(DeployTarget):
         config: dict[str, Any],
         role: str = "primary",
         percent: float = 0.0,
+        digest: str | None = None,
     ) -> dict[str, Any]:
         """Hot-swap (primary), or load a canary or shadow beside the running version."""
         if not self._running(name) or not self._healthy(config):
             if role != "primary":
                 raise DeployError(f"{name} is not running; deploy a primary version first.")
-            return self.create(name, bundle, config)
+            return self.create(name, bundle, config, digest=digest)
         r = self._admin(
             name,
             config,
@@ -92,6 +93,7 @@ class ServerTarget(DeployTarget):
                 "role": role,
                 "percent": percent,
                 "runtime": config.get("runtime"),
+                **({"digest": digest} if digest else {}),
             },
         )
         if r.status_code != 200:

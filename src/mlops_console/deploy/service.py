@@ -7,6 +7,7 @@ so a failed deploy is visible and the previous version keeps serving.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ class Deployments:
         )
 
     def _bundle_dir(self, name: str, mv) -> Path:
-        from mlops_console.registry.bundle import export_bundle
+        from mlops_console.registry.bundle import bundle_dir_matches, export_bundle
 
         folder = inside(
             self.ws.state / "deployments",
@@ -94,8 +95,14 @@ class Deployments:
             "bundles",
             f"v{mv.version}-{mv.artifact_hash[:12]}",
         )
-        if not (folder / "bundle.json").exists():
-            export_bundle(self.ws.artifacts, mv.artifact_hash, folder)
+        if folder.exists() and not bundle_dir_matches(folder, mv.artifact_hash):
+            # edited, or half written: what the registry vouches for is exported again
+            _remove_tree(folder)
+        if not folder.exists():
+            tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+            _remove_tree(tmp)
+            export_bundle(self.ws.artifacts, mv.artifact_hash, tmp, read_only=True)
+            os.replace(tmp, folder)
         return folder
 
     def deploy(
@@ -119,7 +126,14 @@ class Deployments:
                 f"Deployment {name!r} runs on {rec['target']}; stop it first or pick --name."
             )
         tgt = self.target(target)
-        bundle = self._bundle_dir(name, mv)
+        try:
+            bundle = self._bundle_dir(name, mv)
+        except MlopsError as exc:  # the store cannot vouch for it: nothing changes
+            self._failed(name, rec, mv, str(exc))
+            keeps = (
+                " The previous version keeps serving." if rec and rec["status"] == "running" else ""
+            )
+            raise MlopsError(f"{exc}{keeps}") from None
         now = time.time()
         if rec is None or rec["status"] != "running":
             if strategy == "canary" and rec is None:
@@ -133,7 +147,7 @@ class Deployments:
                 "runtime": runtime or config.get("runtime"),
             }
             try:
-                info = tgt.create(name, bundle, config)
+                info = tgt.create(name, bundle, config, digest=mv.artifact_hash)
             except DeployError as exc:
                 self._failed(name, rec, mv, str(exc))
                 raise MlopsError(str(exc)) from None
@@ -168,9 +182,16 @@ class Deployments:
             return rec  # already serving exactly this: nothing to do
         try:
             if strategy == "canary":
-                tgt.update(name, bundle, config, role="canary", percent=canary_percent)
+                tgt.update(
+                    name,
+                    bundle,
+                    config,
+                    role="canary",
+                    percent=canary_percent,
+                    digest=mv.artifact_hash,
+                )
             else:
-                tgt.update(name, bundle, config, role="primary")
+                tgt.update(name, bundle, config, role="primary", digest=mv.artifact_hash)
         except DeployError as exc:
             self._failed(name, rec, mv, str(exc))
             raise MlopsError(str(exc)) from None
@@ -292,7 +313,9 @@ class Deployments:
             )
         mv = self.ws.models.resolve(f"{rec['model']}/{rec['version']}")
         try:
-            return tgt.export(name, self._bundle_dir(name, mv), rec["config"], dest)
+            return tgt.export(
+                name, self._bundle_dir(name, mv), rec["config"], dest, digest=mv.artifact_hash
+            )
         except DeployError as exc:
             raise MlopsError(str(exc)) from None
 
@@ -349,3 +372,13 @@ class Deployments:
             return {**verdict, "decision": "wait"}
         self.promote(name, reason=f"canary healthy: {errors}/{n} errors, p99 {p99_text}")
         return {**verdict, "decision": "promote"}
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a (read-only) bundle folder."""
+    if not path.exists():
+        return
+    for f in path.iterdir():
+        f.unlink()
+    path.chmod(0o700)
+    path.rmdir()

@@ -131,15 +131,39 @@ def load_bundle(store, digest: str, runtime: str | None = None) -> LoadedBundle:
     return LoadedBundle(manifest, files, runtime)
 
 
-def export_bundle(store, digest: str, dest: Path) -> Path:
-    """Write a bundle to a folder (bundle.json + files), verified, for a deploy target."""
+def export_bundle(store, digest: str, dest: Path, read_only: bool = False) -> Path:
+    """Write a bundle to a folder (bundle.json + files), verified, for a deploy target.
+    `read_only`: files 0400 and the folder 0500 once written (a deployment's copy)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     manifest = json.loads(store.get_bytes(digest))
     for name, meta in manifest["files"].items():
         store.export(meta["sha256"], dest / name)
     store.export(digest, dest / "bundle.json")
+    if read_only:
+        for f in dest.iterdir():
+            f.chmod(0o400)
+        dest.chmod(0o500)
     return dest
+
+
+def bundle_dir_matches(folder: Path, digest: str) -> bool:
+    """Whether an exported folder is exactly the registered bundle: bundle.json hashes to
+    the registry's digest and every file it lists to its own hash, with nothing else."""
+    folder = Path(folder)
+    try:
+        raw = (folder / "bundle.json").read_bytes()
+        if hashlib.sha256(raw).hexdigest() != digest:
+            return False
+        files = json.loads(raw)["files"]
+        if {p.name for p in folder.iterdir()} != {*files, "bundle.json"}:
+            return False
+        return all(
+            hashlib.sha256((folder / name).read_bytes()).hexdigest() == meta["sha256"]
+            for name, meta in files.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def load_bundle_dir(
