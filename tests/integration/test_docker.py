@@ -50,6 +50,14 @@ def test_docker_build_run_predict_swap_export_stop(engine, tmp_path_factory):
         )
         there = ws.deployments.predict("dk", rows, output="predict_proba")
         assert abs(here - there).max() < 1e-4
+        # hardened: no capabilities, no new privileges, read-only root, tokens not in the env
+        attrs = ws.deployments.target("docker")._container("dk").attrs
+        host = attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+        assert host["ReadonlyRootfs"] is True and host["PidsLimit"] == 256
+        env = dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+        assert "MLOPS_ADMIN_TOKEN" not in env and env["MLOPS_ADMIN_TOKEN_FILE"]
+        assert env["MLOPS_BUNDLE_DIGEST"] == ws.models.resolve("m/1").artifact_hash
         # hot swap inside the running container, then a canary and its rollback
         ws.deployments.deploy("m/2", name="dk")
         assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 2
