@@ -124,16 +124,21 @@ def test_zero_failed_requests_while_deploying(dws):
     dws.deployments.stop("svc3")
 
 
-def test_a_broken_plugin_is_reported_and_the_cli_keeps_working(tmp_path):
+def installed_plugin(tmp_path, name: str, source: str) -> dict:
+    """An environment in which a plugin `name` (module `name`_plugin) is installed."""
     site = tmp_path / "site"
-    dist = site / "broken_plugin-0.1.dist-info"
+    dist = site / f"{name}_plugin-0.1.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[mlops_console]\nbroken = broken_plugin\n")
-    (site / "broken_plugin.py").write_text(
-        "raise ImportError('this plugin needs a library that is missing')\n"
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[mlops_console]\n{name} = {name}_plugin\n")
+    (site / f"{name}_plugin.py").write_text(source)
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
+def test_a_broken_plugin_is_reported_and_the_cli_keeps_working(tmp_path):
+    env = installed_plugin(
+        tmp_path, "broken", "raise ImportError('this plugin needs a library that is missing')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
     proc = subprocess.run(
         [sys.executable, "-m", "mlops_console.cli.main", "plugins", "list", "--json"],
         capture_output=True,
@@ -156,16 +161,12 @@ def test_a_broken_plugin_is_reported_and_the_cli_keeps_working(tmp_path):
 
 
 def test_a_plugin_whose_hook_raises_is_reported_and_left_out(dws, tmp_path):
-    site = tmp_path / "site"
-    dist = site / "raising_plugin-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: raising-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[mlops_console]\nraising = raising_plugin\n")
-    (site / "raising_plugin.py").write_text(
+    env = installed_plugin(
+        tmp_path,
+        "raising",
         "import pluggy\nhookimpl = pluggy.HookimplMarker('mlops_console')\n"
-        "@hookimpl\ndef mlops_deploy_targets():\n    raise RuntimeError('no cluster configured')\n"
+        "@hookimpl\ndef mlops_deploy_targets():\n    raise RuntimeError('no cluster configured')\n",
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
 
     def cli(*args):
         return subprocess.run(
