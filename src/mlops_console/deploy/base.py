@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_console.errors import MlopsError
+
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
 
 
-class DeployError(Exception):
-    pass
+class DeployError(MlopsError):
+    """A target could not do what was asked (a server that did not start, a load it refused).
+    Targets raise it (plugins' too); every surface reports it like any other MlopsError."""
 
 
 class DeployTarget:

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.deploy.base import DeployError
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.names import check_name, inside
 
@@ -148,9 +147,9 @@ class Deployments:
             }
             try:
                 info = tgt.create(name, bundle, config, digest=mv.artifact_hash)
-            except DeployError as exc:
+            except MlopsError as exc:  # DeployError among them: recorded, then reported once
                 self._failed(name, rec, mv, str(exc))
-                raise MlopsError(str(exc)) from None
+                raise
             with self.ws.db.write() as conn:
                 conn.exec_driver_sql(
                     "INSERT INTO deployment (name, target, model_name, version, canary_version, canary_percent, "
@@ -192,9 +191,9 @@ class Deployments:
                 )
             else:
                 tgt.update(name, bundle, config, role="primary", digest=mv.artifact_hash)
-        except DeployError as exc:
+        except MlopsError as exc:
             self._failed(name, rec, mv, str(exc))
-            raise MlopsError(str(exc)) from None
+            raise
         with self.ws.db.write() as conn:
             if strategy == "canary":
                 conn.exec_driver_sql(
@@ -229,10 +228,7 @@ class Deployments:
         rec = self.get(name)
         if rec["canary_version"] is None:
             raise Conflict(f"{name} has no canary to promote.")
-        try:
-            self.target(rec["target"]).promote(name, rec["config"])
-        except DeployError as exc:
-            raise MlopsError(str(exc)) from None
+        self.target(rec["target"]).promote(name, rec["config"])
         with self.ws.db.write() as conn:
             conn.exec_driver_sql(
                 "UPDATE deployment SET version = canary_version, canary_version = NULL, "
@@ -246,10 +242,7 @@ class Deployments:
         """Drop the canary; without one, go back to the version served before the last update."""
         rec = self.get(name)
         if rec["canary_version"] is not None:
-            try:
-                self.target(rec["target"]).rollback(name, rec["config"])
-            except DeployError as exc:
-                raise MlopsError(str(exc)) from None
+            self.target(rec["target"]).rollback(name, rec["config"])
             with self.ws.db.write() as conn:
                 conn.exec_driver_sql(
                     "UPDATE deployment SET canary_version = NULL, canary_percent = 0, "
@@ -312,12 +305,9 @@ class Deployments:
                 f"Target {rec['target']!r} has no image to export; use --target docker."
             )
         mv = self.ws.models.resolve(f"{rec['model']}/{rec['version']}")
-        try:
-            return tgt.export(
-                name, self._bundle_dir(name, mv), rec["config"], dest, digest=mv.artifact_hash
-            )
-        except DeployError as exc:
-            raise MlopsError(str(exc)) from None
+        return tgt.export(
+            name, self._bundle_dir(name, mv), rec["config"], dest, digest=mv.artifact_hash
+        )
 
     def history(self, name: str) -> list[dict[str, Any]]:
         with self.ws.db.read() as conn:
