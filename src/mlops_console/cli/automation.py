@@ -72,6 +72,7 @@ def register(cli: click.Group) -> None:
         subprocess.Popen(
             [
                 sys.executable,
+                "-P",  # the workspace is not on the daemon's sys.path (its own click.py, ...)
                 "-m",
                 "mlops_console.cli.main",
                 "-w",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,6 +19,16 @@ from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
 
 
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # field 2 (the command name, in parentheses) may hold spaces: count after its ")"
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 class LocalTarget(ServerTarget):
     name = "local"
 
@@ -25,15 +36,30 @@ class LocalTarget(ServerTarget):
         return self._pid(name) is not None
 
     def _pid(self, name: str) -> int | None:
+        """The server's pid, only if the pid file names that very process: the file holds
+        the pid and its start time, so a pid reused by another process (or a file someone
+        wrote) is never signalled."""
         f = self._dir(name) / "pid"
         if not f.exists():
             return None
         try:
-            pid = int(f.read_text())
+            fields = f.read_text().split()
+            pid = int(fields[0])
+            recorded = int(fields[1]) if len(fields) > 1 else None
             os.kill(pid, 0)
-            return pid
-        except (ValueError, ProcessLookupError, PermissionError):
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
             return None
+        if not Path("/proc/self/stat").exists():
+            return pid  # no /proc to ask (not Linux): the pid is all there is
+        started = process_start_time(pid)
+        if recorded is None:
+            # a file from before start times were kept: trust it only for a model server
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return None
+            return pid if b"mlops_console.serving.app" in cmdline else None
+        return pid if started == recorded else None
 
     def create(
         self, name: str, bundle: Path, config: dict[str, Any], digest: str | None = None
@@ -45,6 +71,7 @@ class LocalTarget(ServerTarget):
         log = open(d / "server.log", "ab")  # noqa: SIM115 (handed to the child process)
         cmd = [
             sys.executable,
+            "-P",  # the workspace (cwd) is not on sys.path: its numpy.py is not imported
             "-m",
             "mlops_console.serving.app",
             str(bundle),
@@ -69,7 +96,7 @@ class LocalTarget(ServerTarget):
             cwd=self.ws.root,
         )
         log.close()
-        (d / "pid").write_text(str(proc.pid))
+        (d / "pid").write_text(f"{proc.pid} {process_start_time(proc.pid) or 0}\n")
         deadline = time.time() + 90
         while time.time() < deadline:
             if proc.poll() is not None:
@@ -89,6 +116,8 @@ class LocalTarget(ServerTarget):
 
     def _stop_pid(self, pid: int) -> None:
         try:
+            if os.getpgid(pid) != pid:  # the server leads its own group; anything else is not it
+                return
             os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             return
@@ -103,7 +132,8 @@ class LocalTarget(ServerTarget):
             except ProcessLookupError:
                 return
             time.sleep(0.05)
-        os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
     def get(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
         pid = self._pid(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import sys
@@ -17,11 +18,16 @@ TREE_HINTS = ("Tree", "Forest", "Boosting", "XGB", "LGBM", "CatBoost")
 
 
 def import_object(path: str, root: Path, key: str):
-    """`pkg.mod.Name` or `module:function` (a module in the workspace's own code)."""
+    """`pkg.mod.Name` or `module:function` (a module in the workspace's own code).
+
+    Only `module:function` puts the workspace on sys.path, and only while it imports: a
+    `numpy.py` a cloned workspace carries must not shadow a library anywhere else."""
+    added = False
     if ":" in path:
         module_name, attr = path.split(":", 1)
         if str(root) not in sys.path:
             sys.path.insert(0, str(root))
+            added = True
     else:
         module_name, _, attr = path.rpartition(".")
     try:
@@ -32,6 +38,10 @@ def import_object(path: str, root: Path, key: str):
             "'sklearn.ensemble.HistGradientBoostingClassifier', or 'module:function' for a "
             "function in a .py file of the workspace."
         ) from None
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(root))
 
 
 def build_estimator(spec: PipelineSpec, root: Path):

@@ -242,7 +242,8 @@ class MlopsConsole(App):
 
         self.call_from_thread(self.notify, "Starting the daemon...")
         proc = subprocess.run(
-            [sys.executable, "-m", "mlops_console.cli.main", "-w", str(self.ws.root), "up"],
+            # -P: a workspace's own click.py (or any module) is not what `mlops up` imports
+            [sys.executable, "-P", "-m", "mlops_console.cli.main", "-w", str(self.ws.root), "up"],
             capture_output=True,
             text=True,
             timeout=90,
