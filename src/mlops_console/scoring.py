@@ -64,6 +64,7 @@ def _write(frame, output: str) -> str:
         path, sep, table = rest.rpartition("#")
         if not sep or not table.isidentifier():
             raise MlopsError(f"{output!r}: give the table as {kind}:PATH#TABLE (a plain name).")
+        _make_parent(path)
         if kind == "sqlite":
             import sqlite3
 
@@ -79,12 +80,24 @@ def _write(frame, output: str) -> str:
             finally:
                 con.close()
         return output
-    if output.endswith((".parquet", ".pq")):
-        frame.to_parquet(output, index=False)
-    elif output.endswith(".csv"):
-        frame.to_csv(output, index=False)
-    else:
+    if not output.endswith((".parquet", ".pq", ".csv")):
         raise MlopsError(
             f"{output!r}: write .parquet, .csv, sqlite:PATH#TABLE or duckdb:PATH#TABLE."
         )
+    _make_parent(output)
+    if output.endswith(".csv"):
+        frame.to_csv(output, index=False)
+    else:
+        frame.to_parquet(output, index=False)
     return str(Path(output).resolve())
+
+
+def _make_parent(path: str) -> None:
+    """A [score] output in a folder that does not exist yet: the folder is created."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MlopsError(
+            f"Cannot create the output folder {folder} ({exc.strerror}); pick another output."
+        ) from None

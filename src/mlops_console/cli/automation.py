@@ -164,7 +164,8 @@ def register(cli: click.Group) -> None:
             found = [
                 j
                 for j in ws.jobs.list(status=status, pipeline=pipeline, limit=limit * 8)
-                if steps or j["kind"] == "chain"
+                # top-level jobs (chains and scheduled score jobs); steps only when asked
+                if steps or j["chain_id"] is None
             ][:limit]
         if as_json:
             emit_json({"jobs": found})
@@ -174,7 +175,7 @@ def register(cli: click.Group) -> None:
             [
                 (
                     j["id"],
-                    j["kind"] if j["kind"] == "chain" else f"  {j['kind']}",
+                    j["kind"] if j["chain_id"] is None else f"  {j['kind']}",
                     j["pipeline"],
                     j["status"],
                     j["trigger"],

@@ -53,8 +53,8 @@ def _known_ids(mon, deployment: str) -> set[str]:
             ids = {
                 r[0]
                 for r in con.execute(
-                    f"SELECT DISTINCT request_id FROM read_parquet('{base}/*.parquet', "
-                    "union_by_name = true)"
+                    "SELECT DISTINCT request_id FROM read_parquet(?, union_by_name = true)",
+                    [f"{base}/*.parquet"],
                 ).fetchall()
             }
         finally:

@@ -102,11 +102,16 @@ class Monitor:
             for kind in kinds:
                 parts = []
                 if any((base / kind).glob("*.parquet")):
-                    where = "" if kind == "feedback" else f" WHERE ts >= {start!r} AND ts < {end!r}"
+                    # paths and bounds are bound, never pasted: a workspace may live in o'brien/
+                    where, bounds = (
+                        ("", [])
+                        if kind == "feedback"
+                        else (" WHERE ts >= ? AND ts < ?", [start, end])
+                    )
                     parts.append(
                         con.execute(
-                            f"SELECT * FROM read_parquet('{base / kind}/*.parquet', "
-                            f"union_by_name = true){where}"
+                            f"SELECT * FROM read_parquet(?, union_by_name = true){where}",
+                            [f"{base / kind}/*.parquet", *bounds],
                         ).df()
                     )
                 if live[kind]:
