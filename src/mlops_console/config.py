@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops_console.errors import ConfigError
+from mlops_console.events import DEFAULT_EVENTS, LIFECYCLE
 
 
 class Strict(BaseModel):
@@ -151,6 +152,25 @@ class NotifierSettings(Strict):
     )
 
 
+class NotifySection(Strict):
+    """Which life-cycle events (chains, deployments) reach which notifiers; alert rules
+    name their own notifiers in `[[alerts]] notify`."""
+
+    events: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EVENTS), description="event kinds to send"
+    )
+    notifiers: list[str] = Field(
+        default_factory=lambda: ["log"], description="names from [notifiers.NAME] or plugins"
+    )
+
+    @model_validator(mode="after")
+    def _known_kinds(self):
+        unknown = [k for k in self.events if k not in LIFECYCLE]
+        if unknown:
+            raise ValueError(f"unknown event kind(s) {unknown}; known: {list(LIFECYCLE)}")
+        return self
+
+
 class ConsoleSection(Strict):
     """`mlops console`: key remapping by binding id (see `?` in the console) and polling."""
 
@@ -169,6 +189,7 @@ class WorkspaceConfig(Strict):
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
     alerts: list[AlertRule] = Field(default_factory=list)
     notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
+    notify: NotifySection = Field(default_factory=NotifySection)
     console: ConsoleSection = Field(default_factory=ConsoleSection)
 
     @model_validator(mode="after")
@@ -304,11 +325,55 @@ class PipelineSchedule(Strict):
 
 
 class PipelineDeploy(Strict):
+    """How a chain deploys a new version: as a canary, judged step by step by its health."""
+
     target: str | None = None
     alias: str = "champion"
-    canary_percent: float = Field(default=10.0, ge=0, le=100)
-    canary_minutes: float = Field(default=10.0, ge=0)
+    canary_percent: float = Field(
+        default=10.0, gt=0, le=100, description="the canary's share of traffic (one step)"
+    )
+    canary_steps: list[float] = Field(
+        default_factory=list,
+        description="or shares in steps, e.g. [10, 50, 100]: each judged before the next",
+    )
+    canary_minutes: float = Field(
+        default=10.0, ge=0, description="longest a step waits for min_requests: then rollback"
+    )
+    min_requests: int = Field(default=20, ge=1, description="canary requests a step needs")
+    min_minutes: float = Field(default=0.0, ge=0, description="shortest a step lasts")
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="errors (and refusals beyond the primary's)"
+    )
+    max_p99_ms: float = Field(default=250.0, gt=0, description="the canary's p99 latency")
     auto: bool = False
+
+    @model_validator(mode="after")
+    def _steps_ok(self):
+        steps = self.canary_steps
+        if steps and "canary_percent" in self.model_fields_set:
+            raise ValueError(
+                "give `canary_percent` (one step) or `canary_steps` (several), not both"
+            )
+        bad = [p for p in steps if not 0 < p <= 100]
+        if bad:
+            raise ValueError(f"canary_steps {steps}: each step is a percent above 0, up to 100")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(
+                f"canary_steps {steps}: each step must give the canary more traffic than the "
+                "one before, e.g. [10, 50, 100]"
+            )
+        if self.min_minutes > self.canary_minutes:
+            raise ValueError(
+                f"min_minutes ({self.min_minutes:g}) is longer than canary_minutes "
+                f"({self.canary_minutes:g}), the longest a step may wait: every canary would "
+                "be rolled back; shorten min_minutes or lengthen canary_minutes"
+            )
+        return self
+
+    @property
+    def steps(self) -> list[float]:
+        """The canary's share of traffic at each step."""
+        return list(self.canary_steps) or [self.canary_percent]
 
 
 class PipelineScore(Strict):

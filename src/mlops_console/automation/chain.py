@@ -190,15 +190,28 @@ def score_step(ws, chain: dict[str, Any], spec) -> dict[str, Any]:
 
 
 def notify(ws, event: dict[str, Any]) -> None:
-    """Pass an event to every notifier plugin; a failing notifier never fails the chain."""
-    from mlops_console.plugins import load_plugins
+    """Send how the chain ended to the notifiers `[notify]` names, as one typed Event of
+    the most specific kind it lists (quarantined or gates_failed before chain_failed); a
+    failing notifier is logged (in the job's log) and never fails the chain."""
+    from mlops_console.events import Event, publish
 
-    for hook_result in load_plugins().pm.hook.mlops_notifiers():
-        for _name, fn in (hook_result or {}).items():
-            try:
-                fn(event)
-            except Exception:
-                pass
+    job = ws.jobs.get(event["job"])
+    kind, outcome = event["event"], str(job.get("outcome") or "")
+    kinds = [outcome, kind] if outcome in ("quarantined", "gates_failed") else [kind]
+    kind = next((k for k in kinds if k in ws.config.notify.events), kinds[-1])
+    detail = event.get("detail") or job["detail"]
+    said = {"chain_succeeded": "succeeded", "chain_cancelled": "was cancelled"}.get(kind, "stopped")
+    publish(
+        ws,
+        Event(
+            kind,
+            f"chain {job['id']} of pipeline {job['pipeline']} {said}: {detail}",
+            severity="info" if kind in ("chain_succeeded", "chain_cancelled") else "warning",
+            pipeline=job["pipeline"],
+            job=job["id"],
+            detail=detail,
+        ),
+    )
 
 
 def main() -> None:

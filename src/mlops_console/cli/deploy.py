@@ -61,7 +61,7 @@ def register(cli: click.Group) -> None:
 
     @click.group()
     def deployments() -> None:
-        """Deployments: status, logs, canary promote/rollback, stop."""
+        """Deployments: status, logs, canary promote/rollback, stop, delete."""
 
     cli.add_command(deployments)
 
@@ -240,8 +240,11 @@ def register(cli: click.Group) -> None:
 
         with _ws(ctx) as ws:
             path = ws.deployments.export(name, Path(output))
+            base = ws.deployments.get(name)["config"].get("base_image")
         click.echo(
-            f"Wrote {path} ({path.stat().st_size / 1e6:.0f} MB). Load it with: docker load -i {path.name}"
+            f"Wrote {path} ({path.stat().st_size / 1e6:.0f} MB"
+            + (f", built on {base}" if base else "")
+            + f"). Load it with: docker load -i {path.name}"
         )
 
     @deployments.command("stop")
@@ -252,6 +255,23 @@ def register(cli: click.Group) -> None:
         with _ws(ctx) as ws:
             ws.deployments.stop(name)
         click.echo(f"{name}: stopped.")
+
+    @deployments.command("delete")
+    @click.argument("name")
+    @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+    @click.pass_context
+    def delete(ctx, name, yes) -> None:
+        """Stop a deployment and remove its folder and prediction logs (its history stays)."""
+        with _ws(ctx) as ws:
+            rec = ws.deployments.get(name)
+            if not yes and not click.confirm(
+                f"Delete {name} ({rec['model']} v{rec['version']} on {rec['target']}, "
+                f"{rec['status']}): stop it and remove its bundles and prediction logs?",
+                default=False,
+            ):
+                raise click.exceptions.Exit(1)
+            ws.deployments.delete(name)
+        click.echo(f"{name}: deleted; `mlops deployments history {name}` still shows its history.")
 
     @click.group()
     def plugins() -> None:

@@ -211,6 +211,9 @@ class DockerTarget(ServerTarget):
             return self.get(name, config)
         if c is not None:
             c.remove(force=True)
+        # recorded with the deployment, so `deployments export` builds from the same base
+        # even once MLOPS_DOCKER_BASE_IMAGE says something else
+        config["base_image"] = base_image(config)
         tag = self.build(name, bundle, config, digest)
         bundles = self._dir(name) / "bundles"
         logs = inside(self.ws.state / "logs" / "predictions", check_name("deployment", name))
@@ -321,7 +324,8 @@ class DockerTarget(ServerTarget):
         dest: Path,
         digest: str | None = None,
     ) -> Path:
-        """Write the image serving `bundle` as a tar, for `docker load` where no registry is."""
+        """Write the image serving `bundle` as a tar, for `docker load` where no registry is;
+        built on the base image the deployment was created from (`config["base_image"]`)."""
         tag = self.build(name, bundle, config, digest)
         image = self.client.images.get(tag)
         dest = Path(dest)

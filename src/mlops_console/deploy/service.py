@@ -120,9 +120,11 @@ class Deployments:
         name = check_name("deployment", mv.name if name is None else name)
         rec = self._record(name)
         target = target or (rec["target"] if rec else "local")
-        if rec is not None and rec["target"] != target:
+        moving = rec is not None and rec["target"] != target
+        if moving and rec["status"] == "running":
             raise Conflict(
-                f"Deployment {name!r} runs on {rec['target']}; stop it first or pick --name."
+                f"Deployment {name!r} runs on {rec['target']}; stop it first "
+                f"(`mlops deployments stop {name}`) to move it to {target}, or pick --name."
             )
         tgt = self.target(target)
         try:
@@ -140,6 +142,8 @@ class Deployments:
                     f"{name} is not deployed yet: a canary needs a primary version to split with."
                 )
             config = (rec or {}).get("config") or {}
+            # a target records what it built from (docker: base_image) into config itself;
+            # a new start builds afresh, so only where and how to serve carries over
             config = {
                 "host": host or config.get("host") or self.ws.config.serving.host,
                 "port": port or config.get("port") or _free_port(self.ws.config.serving.port),
@@ -154,7 +158,8 @@ class Deployments:
                 conn.exec_driver_sql(
                     "INSERT INTO deployment (name, target, model_name, version, canary_version, canary_percent, "
                     "status, endpoint, config, created_at, updated_at) VALUES (?, ?, ?, ?, NULL, 0, 'running', ?, ?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET model_name = excluded.model_name, version = excluded.version, "
+                    "ON CONFLICT(name) DO UPDATE SET target = excluded.target, "
+                    "model_name = excluded.model_name, version = excluded.version, "
                     "canary_version = NULL, canary_percent = 0, status = 'running', endpoint = excluded.endpoint, "
                     "config = excluded.config, updated_at = excluded.updated_at",
                     (
@@ -168,7 +173,14 @@ class Deployments:
                         now,
                     ),
                 )
-                self._event(conn, name, "create", rec["version"] if rec else None, mv.version)
+                self._event(
+                    conn,
+                    name,
+                    "create",
+                    rec["version"] if rec else None,
+                    mv.version,
+                    f"moved from {rec['target']} to {target}" if moving else "",
+                )
             return self.get(name)
         config = rec["config"]
         if (
@@ -223,6 +235,32 @@ class Deployments:
             self._event(
                 conn, name, "failed", rec["version"] if rec else None, mv.version, detail[:2000]
             )
+        self._publish(
+            "deploy_failed",
+            f"deploying {mv.ref} to {name} failed: {detail}",
+            name,
+            mv.name,
+            mv.version,
+            detail,
+            severity="warning",
+        )
+
+    def _publish(self, kind, text, name, model, version, detail="", severity="info") -> None:
+        """A life-cycle event for the notifiers `[notify]` names (mlops_console.events)."""
+        from mlops_console.events import Event, publish
+
+        publish(
+            self.ws,
+            Event(
+                kind,
+                text,
+                severity=severity,
+                deployment=name,
+                model=model,
+                version=version,
+                detail=detail,
+            ),
+        )
 
     def promote(self, name: str, reason: str = "") -> dict[str, Any]:
         rec = self.get(name)
@@ -236,6 +274,15 @@ class Deployments:
                 (time.time(), name),
             )
             self._event(conn, name, "promote", rec["version"], rec["canary_version"], reason)
+        self._publish(
+            "promoted",
+            f"{name}: canary v{rec['canary_version']} of {rec['model']} promoted over "
+            f"v{rec['version']}" + (f" ({reason})" if reason else ""),
+            name,
+            rec["model"],
+            rec["canary_version"],
+            reason,
+        )
         return self.get(name)
 
     def rollback(self, name: str, reason: str = "") -> dict[str, Any]:
@@ -250,6 +297,16 @@ class Deployments:
                     (time.time(), name),
                 )
                 self._event(conn, name, "rollback", rec["canary_version"], rec["version"], reason)
+            self._publish(
+                "rolled_back",
+                f"{name}: canary v{rec['canary_version']} of {rec['model']} rolled back; "
+                f"v{rec['version']} serves" + (f" ({reason})" if reason else ""),
+                name,
+                rec["model"],
+                rec["version"],
+                reason,
+                severity="warning",
+            )
             return self.get(name)
         previous = None
         for e in reversed(self.history(name)):
@@ -261,6 +318,16 @@ class Deployments:
         out = self.deploy(f"{rec['model']}/{previous}", target=rec["target"], name=name)
         with self.ws.db.write() as conn:
             self._event(conn, name, "rollback", rec["version"], previous, reason)
+        self._publish(
+            "rolled_back",
+            f"{name}: rolled back from v{rec['version']} to v{previous} of {rec['model']}"
+            + (f" ({reason})" if reason else ""),
+            name,
+            rec["model"],
+            previous,
+            reason,
+            severity="warning",
+        )
         return out
 
     def stop(self, name: str) -> dict[str, Any]:
@@ -273,6 +340,38 @@ class Deployments:
             )
             self._event(conn, name, "stop", rec["version"], None)
         return self.get(name)
+
+    def delete(self, name: str) -> None:
+        """Stop the deployment and remove its folder (bundles, tokens, pid, server log),
+        its prediction logs and what monitoring collected from them; its history
+        (deployment_event) stays in the database."""
+        import shutil
+
+        rec = self.get(name)
+        self.target(rec["target"]).delete(name, rec["config"])
+        from mlops_console.monitoring.collect import monitor_dir
+
+        state = self.ws.state
+        for folder in (
+            inside(state / "deployments", check_name("deployment", name)),
+            inside(state / "logs" / "predictions", name),
+            monitor_dir(self.ws, name),
+        ):
+            if folder.exists():
+                for sub in folder.rglob("*"):  # bundle folders are read-only (0500)
+                    if sub.is_dir() and not sub.is_symlink():
+                        sub.chmod(0o700)
+                shutil.rmtree(folder)
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql("DELETE FROM deployment WHERE name = ?", (name,))
+            self._event(conn, name, "delete", rec["version"], None, f"on {rec['target']}")
+        self._publish(
+            "deleted",
+            f"{name}: deleted (it served v{rec['version']} of {rec['model']} on {rec['target']})",
+            name,
+            rec["model"],
+            rec["version"],
+        )
 
     def list(self) -> list[dict[str, Any]]:
         with self.ws.db.read() as conn:

@@ -15,15 +15,19 @@ failing webhook never holds up the daemon's loop; every try's outcome is an even
 from __future__ import annotations
 
 import fnmatch
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import Conflict, MlopsError, NotFound
+from mlops_console.events import Event
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 COLS = (
     "id, rule, deployment, measure, severity, state, value, threshold, window, detail, action, "
@@ -266,6 +270,14 @@ class Alerts:
             f"[{alert['severity']}] alert {alert['id']} {kind}: {rule.name} on "
             f"{alert['deployment']}: {alert['detail']}"
         )
+        shaped = Event(
+            kind,
+            text,
+            severity=alert["severity"],
+            deployment=alert["deployment"],
+            detail=alert["detail"],
+            alert=alert,
+        )
         for name in rule.notify:
             if name == "console":
                 continue  # the event stream above
@@ -276,13 +288,7 @@ class Alerts:
                 )
                 continue
             settings = self.ws.config.notifiers.get(name)
-            event = {
-                "kind": kind,
-                "text": text,
-                "alert": alert,
-                "settings": settings.model_dump() if settings else {},
-                "state": str(self.ws.state),
-            }
+            event = shaped.notice(settings.model_dump() if settings else {}, str(self.ws.state))
             with self._lock:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="notify")
@@ -296,6 +302,7 @@ class Alerts:
                 self._event(alert_id, "notified", f"{name} ({event['kind']})")
                 return
             except Exception as exc:  # a notifier's failure is reported, never raised
+                log.info("notifier %s, try %d: %s", name, attempt, exc)
                 if attempt == TRIES:
                     self._event(
                         alert_id,

@@ -1,11 +1,13 @@
 """Built-in notifiers, registered through the `mlops_notifiers` hook like any plugin's.
 
 A notifier is `callable(event: dict) -> None` that raises on failure; the dispatcher
-retries it and records the outcome. `event` holds the alert (`alert`), what happened
-(`kind`: opened, resolved, acknowledged, action), a one-line `text`, the notifier's
-`[notifiers.NAME]` settings from mlops.toml (`settings`) and the workspace state folder
-(`state`). "console" is not here: the daemon's event stream carries every alert event to
-the console.
+records the outcome (and, for alerts, retries). `event` is `Event.notice(...)` (see
+mlops_console.events): what happened (`kind`: an alert's opened, resolved, acknowledged,
+action, or a life-cycle kind such as quarantined, rolled_back, promoted, chain_failed), a
+one-line `text`, `severity`, what it happened to (`deployment`, `pipeline`, `job`, `model`,
+`version`; `alert` for alert events, else None), `at`, the notifier's `[notifiers.NAME]`
+settings from mlops.toml (`settings`) and the workspace state folder (`state`).
+"console" is not here: the daemon's event stream carries alert events to the console.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def webhook_notifier(event: dict[str, Any]) -> None:
     body = (
         {"text": event["text"]}
         if settings.get("format", "slack") == "slack"
-        else {"kind": event["kind"], "text": event["text"], "alert": event["alert"]}
+        else {k: v for k, v in event.items() if k not in ("settings", "state")}
     )
     try:
         r = httpx.post(url, json=body, timeout=float(settings.get("timeout") or 5.0))
@@ -60,9 +62,7 @@ def desktop_notifier(event: dict[str, Any]) -> None:
     exe = shutil.which("notify-send")
     if exe is None or not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise RuntimeError("no desktop here (notify-send and a display are needed)")
-    urgency = {"critical": "critical", "warning": "normal"}.get(
-        (event.get("alert") or {}).get("severity", ""), "low"
-    )
+    urgency = {"critical": "critical", "warning": "normal"}.get(event.get("severity", ""), "low")
     subprocess.run([exe, "-u", urgency, "mlops-console", event["text"]], check=True, timeout=10)
 
 
