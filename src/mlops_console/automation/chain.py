@@ -11,16 +11,23 @@ no alias, and a canary that is not promoted is rolled back.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
 from typing import Any
 
+from mlops_console.automation.jobs import Outcome
+from mlops_console.automation.process import start_time
 from mlops_console.errors import MlopsError
 
 
 class ChainStopped(Exception):
-    pass
+    """The chain stops here, and `outcome` says why (the message is for people)."""
+
+    def __init__(self, message: str, outcome: Outcome):
+        super().__init__(message)
+        self.outcome = outcome
 
 
 class Step:
@@ -47,7 +54,7 @@ class Step:
         if exc_type is None:
             self.ws.jobs.finish(
                 self.job["id"],
-                "succeeded",
+                Outcome.SUCCEEDED,
                 self.detail if hasattr(self, "detail") else "done",
                 getattr(self, "result", {}),
             )
@@ -60,7 +67,8 @@ class Step:
             )
             if not isinstance(exc, MlopsError | ChainStopped):
                 self.log(traceback.format_exc())
-            self.ws.jobs.finish(self.job["id"], "failed", detail)
+            outcome = exc.outcome if isinstance(exc, ChainStopped) else Outcome.ERROR
+            self.ws.jobs.finish(self.job["id"], outcome, detail)
             self.log(f"{self.kind}: FAILED - {detail}")
         self.fh.close()
         return False
@@ -74,8 +82,15 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
     result: dict[str, Any] = {"steps": []}
 
     def check_cancel():
-        if ws.jobs.get(job_id)["cancel_requested"]:
-            raise ChainStopped("cancelled on request")
+        """Stop if cancelled, or if this chain is no longer the daemon's to run (it ended
+        the job, or its lease ran out: the daemon died, and a new one may retry it)."""
+        job = ws.jobs.get(job_id)
+        if job["cancel_requested"]:
+            raise ChainStopped("cancelled on request", Outcome.CANCELLED)
+        if job["status"] != "running" or (job["lease_until"] and job["lease_until"] < time.time()):
+            raise ChainStopped(
+                "interrupted: the daemon that ran this chain is gone", Outcome.INTERRUPTED
+            )
 
     if spec.data.dataset:
         with Step(ws, chain, "ingest") as s:
@@ -89,7 +104,8 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
             if r.version.status == "quarantined":
                 raise ChainStopped(
                     f"{spec.data.dataset} v{r.version.version} broke its data contract and is "
-                    "quarantined; the chain stops and the champion keeps serving."
+                    "quarantined; the chain stops and the champion keeps serving.",
+                    Outcome.QUARANTINED,
                 )
             s.detail = r.message
         result["steps"].append("ingest")
@@ -103,7 +119,13 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
     with Step(ws, chain, "train") as s:
         # With an automatic deploy, the champion alias moves only once the canary is promoted.
         deploys = bool(spec.deploy.target and spec.deploy.auto)
-        t = train(ws, chain["pipeline"], stage=s.log, promote=not deploys)
+        t = train(
+            ws,
+            chain["pipeline"],
+            stage=s.log,
+            promote=not deploys,
+            run_tags={"job": str(job_id)},  # so a stopped chain's run can be ended KILLED
+        )
         s.result = {
             "run_id": t.run_id,
             "version": t.version.ref if t.version else None,
@@ -116,7 +138,8 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
             failed = [g["name"] for g in t.gates["results"] if not g["passed"]]
             raise ChainStopped(
                 f"{t.version.ref} failed its gates ({', '.join(failed)}); it takes no alias "
-                "and is not deployed."
+                "and is not deployed.",
+                Outcome.GATES_FAILED,
             )
         else:
             s.detail = f"registered {t.version.ref} as @{', @'.join(t.aliases)}"
@@ -225,6 +248,21 @@ def main() -> None:
             time.strftime("%H:%M:%S ") + f"chain {job_id} for pipeline {job['pipeline']} "
             f"(trigger: {job['trigger']}, attempt {job['attempt']})\n"
         )
+
+        def finish(outcome: Outcome, detail: str, result: dict | None = None) -> None:
+            # once: a daemon that ended this job (cancel, timeout, recovery) has the last word
+            if not ws.jobs.finish(job_id, outcome, detail, result):
+                fh.write(
+                    time.strftime("%H:%M:%S ") + f"the daemon had already ended this job; "
+                    f"{outcome.value} is not recorded\n"
+                )
+
+        # the daemon records this too; saying it here closes the gap in which a daemon
+        # killed right after starting us would leave a chain nobody can find
+        if not ws.jobs.claim_process(job_id, os.getpid(), start_time(os.getpid())):
+            fh.write(time.strftime("%H:%M:%S ") + "the job is no longer running; nothing to do\n")
+            ws.close()
+            return
         try:
             if job["kind"] == "score":
                 from mlops_console.training.runner import load_spec
@@ -234,17 +272,15 @@ def main() -> None:
                 result = {"steps": ["score"]}
             else:
                 result = run_chain(ws, job_id)
-            ws.jobs.finish(
-                job_id, "succeeded", "chain done: " + " -> ".join(result["steps"]), result
-            )
+            finish(Outcome.SUCCEEDED, "chain done: " + " -> ".join(result["steps"]), result)
             fh.write(time.strftime("%H:%M:%S ") + "chain succeeded\n")
             notify(
                 ws,
                 {"event": "chain_succeeded", "job": job_id, "pipeline": job["pipeline"], **result},
             )
         except ChainStopped as exc:
-            status = "cancelled" if "cancelled" in str(exc) else "failed"
-            ws.jobs.finish(job_id, status, str(exc))
+            status = exc.outcome.status
+            finish(exc.outcome, str(exc))
             fh.write(time.strftime("%H:%M:%S ") + f"chain {status}: {exc}\n")
             notify(
                 ws,
@@ -256,7 +292,7 @@ def main() -> None:
                 },
             )
         except Exception as exc:
-            ws.jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
+            finish(Outcome.ERROR, f"{type(exc).__name__}: {exc}")
             fh.write(traceback.format_exc())
             notify(
                 ws,

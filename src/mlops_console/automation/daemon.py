@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import fnmatch
 import glob
+import logging
 import os
 import signal
 import socket
@@ -23,8 +24,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mlops_console.automation import process
+from mlops_console.automation.jobs import Outcome
 from mlops_console.errors import MlopsError
 from mlops_console.names import RULES, is_name
+
+log = logging.getLogger(__name__)
+
+SUPERVISE_EVERY = 2.0  # seconds between looks at the local model servers
+RESTART_LIMIT = 5  # restarts of one server within RESTART_WINDOW, then the daemon gives up
+RESTART_WINDOW = 600.0
 
 _CURRENT: Daemon | None = None
 
@@ -68,6 +77,7 @@ class Daemon:
         self.scheduler = None
         self.observer = None
         self._lock_fh = None
+        self.supervision: dict[str, dict[str, Any]] = {}  # deployment -> restarts, backoff
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -98,9 +108,17 @@ class Daemon:
         # before any thread or child starts: the umask the socket needs is process-wide
         sock = self.bind()
         _CURRENT = self
+        self.end_orphans()  # before any retry is queued: a chain never runs twice at once
         recovered = self.ws.jobs.recover()
         for job in recovered:
-            self.event({"event": "recovered", "job": job["id"], "status": "failed"})
+            self.event(
+                {
+                    "event": "recovered",
+                    "job": job["id"],
+                    "status": "failed",
+                    "outcome": Outcome.INTERRUPTED.value,
+                }
+            )
         self.resupervise()
         self.start_scheduler()
         self.start_watchers()
@@ -108,6 +126,8 @@ class Daemon:
         worker.start()
         watcher = threading.Thread(target=self.monitor, name="monitoring", daemon=True)
         watcher.start()
+        supervisor = threading.Thread(target=self.supervise, name="supervision", daemon=True)
+        supervisor.start()
         try:
             self.serve(sock)
         finally:
@@ -125,6 +145,15 @@ class Daemon:
             self.pid_path.unlink(missing_ok=True)
             _CURRENT = None
 
+    def end_orphans(self) -> None:
+        """End the chain processes a killed daemon left running (each in its own process
+        group), verified by pid and start time, and wait until each group is gone."""
+        for job in self.ws.jobs.running():
+            if job["pid"] is None or job["kind"] not in ("chain", "score"):
+                continue
+            if process.end_group(job["pid"], job["pid_start"]):
+                self.event({"event": "orphan_ended", "job": job["id"], "pid": job["pid"]})
+
     def resupervise(self) -> None:
         """Restart local deployments that should run but do not (after a crash or reboot)."""
         for d in self.ws.deployments.list():
@@ -132,21 +161,95 @@ class Daemon:
                 continue
             live = self.ws.deployments.target("local").get(d["name"], d["config"])
             if live["status"] != "running":
-                try:
-                    mv = self.ws.models.resolve(f"{d['model']}/{d['version']}")
-                    self.ws.deployments.target("local").create(
-                        d["name"],
-                        self.ws.deployments._bundle_dir(
-                            d["name"], mv
-                        ),  # verified, or exported again
-                        d["config"],
-                        digest=mv.artifact_hash,
-                    )
-                    self.event({"event": "resupervised", "deployment": d["name"]})
-                except Exception as exc:
-                    self.event(
-                        {"event": "resupervise_failed", "deployment": d["name"], "detail": str(exc)}
-                    )
+                self._restart(d)
+
+    def _restart(self, d: dict[str, Any], **about: Any) -> bool:
+        """Start deployment `d`'s server again with its bundle re-verified against the
+        registry's digest (or exported again) and that digest passed to the server."""
+        try:
+            mv = self.ws.models.resolve(f"{d['model']}/{d['version']}")
+            self.ws.deployments.target("local").create(
+                d["name"],
+                self.ws.deployments._bundle_dir(d["name"], mv),  # verified, or exported again
+                d["config"],
+                digest=mv.artifact_hash,
+            )
+        except Exception as exc:  # reported as an event; the next look tries again
+            log.warning("restarting deployment %s failed: %s", d["name"], exc)
+            self.event(
+                {
+                    "event": "resupervise_failed",
+                    "deployment": d["name"],
+                    "detail": str(exc),
+                    **about,
+                }
+            )
+            return False
+        self.event({"event": "resupervised", "deployment": d["name"], **about})
+        return True
+
+    def supervise(self) -> None:
+        """Every SUPERVISE_EVERY seconds, restart a local server that died while the daemon
+        runs: with backoff, at most RESTART_LIMIT times in RESTART_WINDOW, then give up."""
+        while not self.stop.wait(SUPERVISE_EVERY):
+            try:
+                self.supervise_once()
+            except Exception as exc:  # supervision must never take the daemon down
+                log.warning("supervision: %s", exc)
+                self.event({"event": "supervision_error", "detail": str(exc)})
+
+    def supervise_once(self) -> None:
+        now = time.monotonic()
+        target = self.ws.deployments.target("local")
+        for d in self.ws.deployments.list():
+            if d["status"] != "running" or d["target"] != "local":
+                self.supervision.pop(d["name"], None)
+                continue
+            state = self.supervision.get(d["name"])
+            if state is None or state["updated_at"] != d["updated_at"]:
+                # new, or deployed again since: a fresh restart budget
+                state = {"updated_at": d["updated_at"], "restarts": [], "next": 0.0}
+                state.update(dead_since=None, gave_up=False)
+                self.supervision[d["name"]] = state
+            live = target.get(d["name"], d["config"])
+            pid = live.get("pid")
+            if pid is not None:
+                with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
+                    os.waitpid(pid, os.WNOHANG)  # a server this daemon started, now a zombie
+            if live["status"] == "running" or (pid is not None and process.is_alive(pid)):
+                state["dead_since"] = None  # serving, or alive and starting (or hung: its
+                continue  # own watchdog fails readiness and restarts its scoring loop)
+            if state["dead_since"] is None:
+                # seen dead once: look again before acting, so a `deployments stop` that
+                # is between ending the server and recording it is not undone
+                state["dead_since"] = now
+                continue
+            if state["gave_up"] or now < state["next"]:
+                continue
+            state["restarts"] = [t for t in state["restarts"] if now - t < RESTART_WINDOW]
+            if len(state["restarts"]) >= RESTART_LIMIT:
+                state["gave_up"] = True
+                self.event(
+                    {
+                        "event": "supervision_gave_up",
+                        "deployment": d["name"],
+                        "detail": f"{d['name']} died {RESTART_LIMIT + 1} times within "
+                        f"{RESTART_WINDOW / 60:.0f} minutes; the daemon no longer restarts it. "
+                        f"`mlops deployments logs {d['name']}` shows why; deploying it again "
+                        "resumes supervision.",
+                    }
+                )
+                continue
+            fresh = self.ws.deployments.get(d["name"])
+            if fresh["status"] != "running" or fresh["updated_at"] != d["updated_at"]:
+                continue  # stopped or redeployed meanwhile
+            state["restarts"].append(now)
+            attempt = len(state["restarts"])
+            if self._restart(d, attempt=attempt):
+                state["dead_since"] = None
+            # the next restart waits 1, 2, 4, 8 ... s (at most 60): a server that dies at
+            # once does not spin
+            state["next"] = time.monotonic() + min(2 ** (attempt - 1), 60)
 
     # --- schedules ------------------------------------------------------------------------
 
@@ -347,8 +450,12 @@ class Daemon:
     # --- the job queue ------------------------------------------------------------------------
 
     def work(self) -> None:
+        renewed = 0.0
         while not self.stop.is_set():
             try:
+                if time.monotonic() - renewed > 5:
+                    self.ws.jobs.renew_leases(list(self.procs))
+                    renewed = time.monotonic()
                 self.settle_pending()
                 self.reap()
                 while len(self.procs) < self.concurrency:
@@ -377,7 +484,7 @@ class Daemon:
         )
         log.close()
         self.procs[job["id"]] = proc
-        self.ws.jobs.update(job["id"], pid=proc.pid)
+        self.ws.jobs.claim_process(job["id"], proc.pid, process.start_time(proc.pid))
         self.event({"event": "started", "job": job["id"], "pipeline": job["pipeline"]})
 
     def reap(self) -> None:
@@ -394,42 +501,47 @@ class Daemon:
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
-                    cancelled = job["cancel_requested"]
-                    why = (
-                        "cancelled on request"
-                        if cancelled
-                        else f"timed out after {self.job_timeout:.0f} s"
-                    )
-                    self._close_children(job_id, why)
-                    self.ws.jobs.finish(job_id, "cancelled" if cancelled else "failed", why)
+                    if job["cancel_requested"]:
+                        self._ended(job, Outcome.CANCELLED, "cancelled on request")
+                    else:
+                        why = f"timed out after {self.job_timeout:.0f} s"
+                        self._ended(job, Outcome.TIMED_OUT, why)
                     self.procs.pop(job_id)
-                    if not cancelled:
-                        self._maybe_retry(self.ws.jobs.get(job_id))
-                    self.event(
-                        {
-                            "event": "ended",
-                            "job": job_id,
-                            "status": "cancelled" if cancelled else "failed",
-                        }
-                    )
                 continue
             self.procs.pop(job_id)
-            job = self.ws.jobs.get(job_id)
-            if job["status"] == "running":  # the process died without saying how it ended
-                self._close_children(job_id, f"the chain process exited with code {code}")
-                self.ws.jobs.finish(job_id, "failed", f"the chain process exited with code {code}")
-                job = self.ws.jobs.get(job_id)
-            self._maybe_retry(job)
-            self.event(
-                {"event": "ended", "job": job_id, "status": job["status"], "detail": job["detail"]}
-            )
+            # a process that died without saying how it ended (its final state is not
+            # written yet) crashed; otherwise `_ended` finds the chain's own outcome
+            self._ended(job, Outcome.ERROR, f"the chain process exited with code {code}")
+
+    def _ended(self, job: dict[str, Any], outcome: Outcome, why: str) -> None:
+        """After a chain's process group is gone: its open steps and its tracking run end,
+        a canary it left half judged is dropped, and the job's final state is written
+        (unless the chain wrote it first); a retry follows if the outcome allows one."""
+        job_id = job["id"]
+        if self.ws.jobs.get(job_id)["status"] == "running":
+            self._close_children(job_id, why, outcome)
+            self.ws.jobs.kill_runs(job_id)
+            self.ws.jobs._undo_half_deploy(job)
+            self.ws.jobs.finish(job_id, outcome, why)
+        job = self.ws.jobs.get(job_id)
+        self._maybe_retry(job)
+        self.event(
+            {
+                "event": "ended",
+                "job": job_id,
+                "status": job["status"],
+                "outcome": job["outcome"],
+                "detail": job["detail"],
+            }
+        )
 
     def _maybe_retry(self, job: dict[str, Any]) -> None:
-        """Failures that may pass on another try are retried with exponential backoff; a
-        broken data contract or failed gates are not (the same input fails the same way)."""
-        if job["status"] != "failed" or job["attempt"] >= job["max_attempts"]:
+        """Failures that may pass on another try (a crash, a timeout) are retried with
+        exponential backoff; quarantined data or failed gates are not (the same input
+        fails the same way), nor is a cancel."""
+        if job["attempt"] >= job["max_attempts"] or job["outcome"] not in set(Outcome):
             return
-        if "gates" in job["detail"] or "contract" in job["detail"]:
+        if not Outcome(job["outcome"]).retryable:
             return
         delay = 2 ** job["attempt"]
         retry = self.ws.jobs.submit(
@@ -437,9 +549,9 @@ class Daemon:
         )
         self.ws.jobs.update(retry["id"], attempt=job["attempt"] + 1, created_at=time.time() + delay)
 
-    def _close_children(self, chain_id: int, why: str) -> None:
+    def _close_children(self, chain_id: int, why: str, outcome: Outcome) -> None:
         for step in self.ws.jobs.list(chain_id=chain_id, status="running"):
-            self.ws.jobs.finish(step["id"], "failed", why)
+            self.ws.jobs.finish(step["id"], outcome, why)
 
     # --- monitoring -----------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import Conflict, NotFound
@@ -11,12 +13,40 @@ from mlops_console.errors import Conflict, NotFound
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
 
+log = logging.getLogger(__name__)
+
 COLS = (
     "id, kind, pipeline, chain_id, status, trigger, attempt, max_attempts, cancel_requested, "
-    "detail, result, log_path, pid, created_at, started_at, ended_at"
+    "detail, result, log_path, pid, created_at, started_at, ended_at, outcome, pid_start, "
+    "lease_until"
 )
 KEYS = [c.strip() for c in COLS.split(",")]
 FINAL = ("succeeded", "failed", "cancelled")
+LEASE_SECONDS = 60.0  # a chain whose daemon has not renewed its lease for this long stops
+
+
+class Outcome(StrEnum):
+    """How a job ended, said by whoever knows: the chain (quarantine, gates) or the daemon
+    (cancel, timeout, a crash). The retry decision reads this, never the detail text."""
+
+    SUCCEEDED = "succeeded"
+    QUARANTINED = "quarantined"  # the data broke its contract: the same input fails again
+    GATES_FAILED = "gates_failed"  # the model failed its gates: the same input fails again
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"  # the daemon died while it ran; its chain was ended
+    ERROR = "error"  # anything else: a crash, an exception, a server that would not start
+
+    @property
+    def status(self) -> str:
+        if self is Outcome.SUCCEEDED:
+            return "succeeded"
+        return "cancelled" if self is Outcome.CANCELLED else "failed"
+
+    @property
+    def retryable(self) -> bool:
+        """Another try may pass: the cause was the moment, not the input."""
+        return self in (Outcome.TIMED_OUT, Outcome.INTERRUPTED, Outcome.ERROR)
 
 
 def _row(row) -> dict[str, Any]:
@@ -120,11 +150,56 @@ class JobStore:
             conn.exec_driver_sql(f"UPDATE job SET {sets} WHERE id = ?", (*fields.values(), job_id))
 
     def finish(
-        self, job_id: int, status: str, detail: str = "", result: dict | None = None
-    ) -> None:
-        self.update(
-            job_id, status=status, detail=detail[:4000], ended_at=time.time(), result=result or {}
-        )
+        self, job_id: int, outcome: Outcome, detail: str = "", result: dict | None = None
+    ) -> bool:
+        """Write the job's final state, once: False (and nothing written) if the chain or
+        the daemon has already ended it."""
+        outcome = Outcome(outcome)
+        with self.ws.db.write() as conn:
+            done = conn.exec_driver_sql(
+                "UPDATE job SET status = ?, outcome = ?, detail = ?, ended_at = ?, result = ?, "
+                f"lease_until = NULL WHERE id = ? AND status NOT IN {FINAL!r}",
+                (
+                    outcome.status,
+                    outcome.value,
+                    detail[:4000],
+                    time.time(),
+                    json.dumps(result or {}, default=str),
+                    job_id,
+                ),
+            ).rowcount
+        return done == 1
+
+    def claim_process(self, job_id: int, pid: int, pid_start: int | None) -> bool:
+        """Record the process that runs a job; False if the job no longer runs."""
+        with self.ws.db.write() as conn:
+            return (
+                conn.exec_driver_sql(
+                    "UPDATE job SET pid = ?, pid_start = ?, lease_until = ? "
+                    "WHERE id = ? AND status = 'running'",
+                    (pid, pid_start, time.time() + LEASE_SECONDS, job_id),
+                ).rowcount
+                == 1
+            )
+
+    def renew_leases(self, job_ids: list[int]) -> None:
+        if not job_ids:
+            return
+        marks = ", ".join("?" for _ in job_ids)
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE job SET lease_until = ? WHERE status = 'running' AND id IN ({marks})",
+                (time.time() + LEASE_SECONDS, *job_ids),
+            )
+
+    def kill_runs(self, chain_id: int) -> int:
+        """End the tracking runs a stopped chain left RUNNING as KILLED."""
+        with self.ws.db.write() as conn:
+            return conn.exec_driver_sql(
+                "UPDATE run SET status = 'KILLED', end_time = ? WHERE status = 'RUNNING' AND "
+                "id IN (SELECT run_id FROM tag WHERE key = 'job' AND value = ?)",
+                (time.time(), str(chain_id)),
+            ).rowcount
 
     def cancel(self, job_id: int) -> dict[str, Any]:
         job = self.get(job_id)
@@ -133,8 +208,8 @@ class JobStore:
         with self.ws.db.write() as conn:
             if job["status"] == "queued":
                 conn.exec_driver_sql(
-                    "UPDATE job SET status = 'cancelled', ended_at = ?, detail = "
-                    "'cancelled before it started' WHERE id = ?",
+                    "UPDATE job SET status = 'cancelled', outcome = 'cancelled', ended_at = ?, "
+                    "detail = 'cancelled before it started' WHERE id = ? AND status = 'queued'",
                     (time.time(), job_id),
                 )
             else:
@@ -172,29 +247,31 @@ class JobStore:
                 target = self.ws.deployments.target(d["target"])
                 if (target.status(d["name"], d["config"]) or {}).get("canary"):
                     target.rollback(d["name"], d["config"])
-            except Exception:  # a stopped server has no canary left to drop
-                pass
+            except Exception as exc:  # a stopped server has no canary left to drop
+                log.warning(
+                    "chain %s: could not drop the canary of %s: %s", chain["id"], d["name"], exc
+                )
 
-    def recover(self) -> list[dict[str, Any]]:
-        """After a crash: jobs left running are failed; chains that may retry are queued again."""
-        out = []
+    def running(self) -> list[dict[str, Any]]:
         with self.ws.db.read() as conn:
-            rows = [
+            return [
                 _row(r)
                 for r in conn.exec_driver_sql(f"SELECT {COLS} FROM job WHERE status = 'running'")
             ]
-        for job in rows:
-            self.finish(job["id"], "failed", "interrupted: the daemon stopped while this job ran")
+
+    def recover(self) -> list[dict[str, Any]]:
+        """After a crash: jobs left running are failed; chains that may retry are queued
+        again. The daemon ends their orphaned processes first (`Daemon.end_orphans`), so a
+        chain and its retry never run at the same time."""
+        out = []
+        for job in self.running():
+            if not self.finish(
+                job["id"], Outcome.INTERRUPTED, "interrupted: the daemon stopped while this job ran"
+            ):
+                continue  # it ended meanwhile, and said how
             out.append(job)
-            if job["kind"] == "chain" and job["started_at"]:
-                # the tracking run the chain was writing ends too, marked KILLED
-                with self.ws.db.write() as conn:
-                    conn.exec_driver_sql(
-                        "UPDATE run SET status = 'KILLED', end_time = ? WHERE status = 'RUNNING' AND "
-                        "start_time >= ? AND id IN (SELECT run_id FROM tag WHERE key = 'pipeline' AND value = ?)",
-                        (time.time(), job["started_at"], job["pipeline"]),
-                    )
             if job["kind"] == "chain":
+                self.kill_runs(job["id"])  # the tracking run it was writing ends KILLED
                 self._undo_half_deploy(job)
             if job["kind"] == "chain" and job["attempt"] < job["max_attempts"]:
                 retry = self.submit(

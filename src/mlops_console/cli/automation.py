@@ -171,13 +171,25 @@ def register(cli: click.Group) -> None:
             emit_json({"jobs": found})
             return
         table(
-            ["job", "kind", "pipeline", "status", "trigger", "try", "created", "took", "outcome"],
+            [
+                "job",
+                "kind",
+                "pipeline",
+                "status",
+                "outcome",
+                "trigger",
+                "try",
+                "created",
+                "took",
+                "detail",
+            ],
             [
                 (
                     j["id"],
                     j["kind"] if j["chain_id"] is None else f"  {j['kind']}",
                     j["pipeline"],
                     j["status"],
+                    j["outcome"] or "-",
                     j["trigger"],
                     f"{j['attempt']}/{j['max_attempts']}",
                     when(j["created_at"]),
@@ -206,20 +218,27 @@ def register(cli: click.Group) -> None:
                 ("job", j["id"]),
                 ("pipeline", j["pipeline"]),
                 ("status", j["status"]),
+                ("outcome", j["outcome"] or "-"),
                 ("trigger", j["trigger"]),
                 ("attempt", f"{j['attempt']}/{j['max_attempts']}"),
                 ("created", when(j["created_at"])),
                 ("took", duration(j.get("seconds"))),
-                ("outcome", j["detail"] or "-"),
+                ("detail", j["detail"] or "-"),
                 ("log", j["log_path"]),
             ]
         )
         if j["steps"]:
             click.echo("")
             table(
-                ["step", "status", "took", "outcome"],
+                ["step", "status", "outcome", "took", "detail"],
                 [
-                    (s["kind"], s["status"], duration(s.get("seconds")), s["detail"][:90])
+                    (
+                        s["kind"],
+                        s["status"],
+                        s["outcome"] or "-",
+                        duration(s.get("seconds")),
+                        s["detail"][:80],
+                    )
                     for s in j["steps"]
                 ],
             )

@@ -35,6 +35,7 @@ REVISIONS: tuple[str, ...] = (
     "0004_deployments",
     "0005_jobs",
     "0006_monitoring",
+    "0007_job_lease_outcome",
 )
 HEAD = REVISIONS[-1]
 

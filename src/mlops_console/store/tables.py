@@ -239,6 +239,9 @@ class Job(SQLModel, table=True):
     result: str = "{}"  # JSON
     log_path: str = ""
     pid: int | None = None
+    pid_start: int | None = None  # the process's start time, so a reused pid is not it
+    lease_until: float | None = None  # renewed by the daemon; a chain past it stops
+    outcome: str = ""  # succeeded, quarantined, gates_failed, cancelled, timed_out, ...
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None

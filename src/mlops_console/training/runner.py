@@ -228,8 +228,9 @@ def train(
     spec: PipelineSpec | None = None,
     dataset_version: int | None = None,
     promote: bool = True,
+    run_tags: dict[str, str] | None = None,
 ) -> TrainResult:
-    """Run a pipeline end to end; see the module doc."""
+    """Run a pipeline end to end; see the module doc. `run_tags` are added to its run."""
     import joblib
     import numpy as np
     import pandas as pd
@@ -276,7 +277,7 @@ def train(
         params=params,
         seed=spec.seed,
         spec=spec_path,
-        tags={"pipeline": spec.name, "task": spec.task},
+        tags={"pipeline": spec.name, "task": spec.task, **(run_tags or {})},
     ) as run:
         if p.dataset_version is not None:
             ws.data.record_use(run, p.dataset_version)
