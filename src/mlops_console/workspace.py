@@ -13,8 +13,8 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
-from mlops_console.config import WorkspaceConfig, load_workspace_config
-from mlops_console.errors import MlopsError, WorkspaceNotFound
+from mlops_console.config import WorkspaceConfig, load_workspace_config, parse_workspace_config
+from mlops_console.errors import ConfigError, MlopsError, WorkspaceNotFound
 from mlops_console.names import check_name, inside
 
 CONFIG_FILE = "mlops.toml"
@@ -160,6 +160,24 @@ class Workspace:
         raise MlopsError(
             f"No pipeline {name!r} in {self.root / 'pipelines'} (known: {known or 'none'})."
         )
+
+    def reload_config(self) -> bool:
+        """Read mlops.toml again if its bytes changed; True if the settings were replaced.
+
+        An invalid file raises ConfigError and leaves the current settings in force."""
+        try:
+            raw = self.config_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.config_path} cannot be read ({exc.strerror}); the previous settings "
+                "stay in force."
+            ) from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == self.config_sha256:
+            return False
+        self.config = parse_workspace_config(raw, self.config_path)
+        self.config_sha256 = digest
+        return True
 
     def close(self) -> None:
         features = self.__dict__.get("features")

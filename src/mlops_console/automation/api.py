@@ -129,22 +129,22 @@ def build_api(d: Daemon) -> OwnerOnly:
 
     def schedule_action(request: Request):
         sid, action = request.path_params["id"], request.path_params["action"]
-        job = d.scheduler.get_job(sid)
-        if job is None:
-            raise NotFound(f"No schedule {sid!r}; `mlops schedules list` shows them.")
+        schedule = d.scheduler.get(sid)  # NotFound: a 404
         if action == "pause":
-            d.scheduler.pause_job(sid)
+            d.scheduler.pause(sid)  # kept in schedule_state: it survives a restart
         elif action == "resume":
-            d.scheduler.resume_job(sid)
+            d.scheduler.resume(sid)
         elif action == "trigger":
             j = d.ws.jobs.submit(
-                job.args[2] if len(job.args) > 2 else "chain",
-                job.args[1],
-                trigger="manual",
-                max_attempts=d.max_attempts,
+                schedule.kind, schedule.pipeline, trigger="manual", max_attempts=d.max_attempts
             )
             d.event(
-                {"event": "triggered", "pipeline": job.args[1], "by": "trigger-now", "job": j["id"]}
+                {
+                    "event": "triggered",
+                    "pipeline": schedule.pipeline,
+                    "by": "trigger-now",
+                    "job": j["id"],
+                }
             )
             return {"schedule": sid, "job": j}
         else:

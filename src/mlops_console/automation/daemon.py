@@ -26,7 +26,7 @@ from typing import Any
 
 from mlops_console.automation import process
 from mlops_console.automation.jobs import Outcome
-from mlops_console.errors import MlopsError
+from mlops_console.errors import ConfigError, MlopsError
 from mlops_console.names import RULES, is_name
 
 log = logging.getLogger(__name__)
@@ -34,16 +34,7 @@ log = logging.getLogger(__name__)
 SUPERVISE_EVERY = 2.0  # seconds between looks at the local model servers
 RESTART_LIMIT = 5  # restarts of one server within RESTART_WINDOW, then the daemon gives up
 RESTART_WINDOW = 600.0
-
-_CURRENT: Daemon | None = None
-
-
-def scheduled_trigger(root: str, pipeline: str, kind: str = "chain") -> None:
-    """Called by APScheduler (stored by reference in its SQLite job store)."""
-    d = _CURRENT
-    if d is not None:
-        d.ws.jobs.submit(kind, pipeline, trigger="schedule", max_attempts=d.max_attempts)
-        d.event({"event": "triggered", "pipeline": pipeline, "by": "schedule", "kind": kind})
+CONFIG_POLL_S = 1.0  # how often the daemon looks for an edited mlops.toml
 
 
 class Daemon:
@@ -71,12 +62,14 @@ class Daemon:
         self.stop = threading.Event()
         self.events: list[dict[str, Any]] = []
         self.watchers: list[dict[str, str]] = []  # what start_watchers watches
+        self.watched_datasets: dict[str, str] = {}  # pipeline -> the dataset it watches
         self.event_seq = 0
         self._event_lock = threading.Lock()
         self.started = time.time()
         self.scheduler = None
         self.observer = None
         self._lock_fh = None
+        self._config_problem: str | None = None  # the last invalid mlops.toml reported
         self.supervision: dict[str, dict[str, Any]] = {}  # deployment -> restarts, backoff
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -102,12 +95,10 @@ class Daemon:
 
     def run(self) -> None:
         """Run in the foreground until SIGTERM/SIGINT or POST /shutdown."""
-        global _CURRENT
         os.umask(0o077)  # state the daemon writes is its owner's alone
         self.acquire()
         # before any thread or child starts: the umask the socket needs is process-wide
         sock = self.bind()
-        _CURRENT = self
         self.end_orphans()  # before any retry is queued: a chain never runs twice at once
         recovered = self.ws.jobs.recover()
         for job in recovered:
@@ -143,7 +134,6 @@ class Daemon:
                 self.observer.stop()
             self.sock_path.unlink(missing_ok=True)
             self.pid_path.unlink(missing_ok=True)
-            _CURRENT = None
 
     def end_orphans(self) -> None:
         """End the chain processes a killed daemon left running (each in its own process
@@ -274,80 +264,30 @@ class Daemon:
         return out
 
     def start_scheduler(self) -> None:
-        from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-        from apscheduler.schedulers.background import BackgroundScheduler
-        from apscheduler.triggers.cron import CronTrigger
-        from apscheduler.triggers.interval import IntervalTrigger
+        """APScheduler jobs rebuilt from the specs (never unpickled from the database)."""
+        from mlops_console.automation.schedules import Scheduler
 
-        from mlops_console.features.spec import parse_ttl
+        self.scheduler = Scheduler(self.ws, fire=self.scheduled, on_event=self.event)
+        self.scheduler.start(self.pipelines())
 
-        store = SQLAlchemyJobStore(
-            url=f"sqlite:///{self.ws.db.path}",
-            tablename="apscheduler_jobs",
-            engine_options={"connect_args": {"timeout": 60}},
+    def scheduled(self, schedule) -> None:
+        """A schedule fired: queue its pipeline's chain (or score job)."""
+        job = self.ws.jobs.submit(
+            schedule.kind, schedule.pipeline, trigger="schedule", max_attempts=self.max_attempts
         )
-        # coalesce + grace: after downtime a missed run happens once, not once per miss
-        self.scheduler = BackgroundScheduler(
-            jobstores={"default": store},
-            job_defaults={"coalesce": True, "misfire_grace_time": 3600, "max_instances": 1},
+        self.event(
+            {
+                "event": "triggered",
+                "pipeline": schedule.pipeline,
+                "by": "schedule",
+                "kind": schedule.kind,
+                "schedule": schedule.id,
+                "job": job["id"],
+            }
         )
-        self.scheduler.start()
-        wanted = set()
-        for name, spec in self.pipelines().items():
-            sch = spec.schedule
-            cadences = [
-                ("chain", "cron", sch.cron, sch.paused),
-                ("chain", "interval", sch.interval, sch.paused),
-                ("score", "cron", spec.score.cron, False),
-                ("score", "interval", spec.score.interval, False),
-            ]
-            for job_kind, kind, value, paused in cadences:
-                if not value:
-                    continue
-                job_id = f"{name}:{kind}" if job_kind == "chain" else f"{name}:score-{kind}"
-                wanted.add(job_id)
-                trigger = (
-                    CronTrigger.from_crontab(value)
-                    if kind == "cron"
-                    else IntervalTrigger(seconds=parse_ttl(value))
-                )
-                existing = self.scheduler.get_job(job_id)
-                if (
-                    existing is None
-                    or str(existing.trigger) != str(trigger)
-                    or list(existing.args) != [str(self.ws.root), name, job_kind]
-                ):
-                    what = "score" if job_kind == "score" else "retrain"
-                    self.scheduler.add_job(
-                        scheduled_trigger,
-                        trigger,
-                        args=[str(self.ws.root), name, job_kind],
-                        id=job_id,
-                        name=f"{what} {name} every {value}"
-                        if kind == "interval"
-                        else f"{what} {name} at '{value}'",
-                        replace_existing=True,
-                    )
-                if paused:
-                    self.scheduler.pause_job(job_id)
-        for job in self.scheduler.get_jobs():
-            if job.id not in wanted:
-                job.remove()
 
     def schedules(self) -> list[dict[str, Any]]:
-        out = []
-        for job in self.scheduler.get_jobs():
-            out.append(
-                {
-                    "id": job.id,
-                    "pipeline": job.args[1],
-                    "name": job.name,
-                    "trigger": str(job.trigger),
-                    "next_run": job.next_run_time.timestamp() if job.next_run_time else None,
-                    "paused": job.next_run_time is None,
-                }
-            )
-        return out
+        return self.scheduler.list() if self.scheduler else []
 
     # --- file watchers ----------------------------------------------------------------------
 
@@ -371,6 +311,7 @@ class Daemon:
             if folder.is_file() or not folder.exists():
                 folder = folder.parent
             targets.setdefault(str(folder), []).append((name, pattern))
+            self.watched_datasets[name] = spec.data.dataset
 
         class Handler(FileSystemEventHandler):
             def __init__(self, watches):
@@ -434,6 +375,18 @@ class Daemon:
                 continue
             with self.pending_lock:
                 self.pending.pop(pipeline, None)
+            same = self._unchanged_version(pipeline)
+            if same is not None:  # touched or saved again with the same bytes: nothing new
+                self.event(
+                    {
+                        "event": "watch_unchanged",
+                        "pipeline": pipeline,
+                        "dataset": same.dataset,
+                        "version": same.version,
+                        "files": sorted(p["files"]),
+                    }
+                )
+                continue
             job = self.ws.jobs.submit(
                 "chain", pipeline, trigger="watch", max_attempts=self.max_attempts
             )
@@ -446,6 +399,17 @@ class Daemon:
                     "files": sorted(p["files"]),
                 }
             )
+
+    def _unchanged_version(self, pipeline: str):
+        """The dataset version the watched files still hash to, or None if they changed."""
+        dataset = self.watched_datasets.get(pipeline)
+        if dataset is None:
+            return None
+        try:
+            return self.ws.data.unchanged_since(dataset)
+        except (MlopsError, OSError) as exc:  # gone or unreadable: the chain's ingest says why
+            self.event({"event": "watch_hash_failed", "pipeline": pipeline, "detail": str(exc)})
+            return None
 
     # --- the job queue ------------------------------------------------------------------------
 
@@ -556,14 +520,22 @@ class Daemon:
     # --- monitoring -----------------------------------------------------------------------------
 
     def monitor(self) -> None:
-        """Collect prediction logs and evaluate the alert rules every [monitoring].every."""
+        """Collect prediction logs and evaluate the alert rules every [monitoring].every;
+        take an edited mlops.toml within a second or so, without a restart."""
         from mlops_console.monitoring.alerts import Alerts
         from mlops_console.monitoring.service import seconds
 
-        every = seconds(self.ws.config.monitoring.every)
         alerts = Alerts(self.ws, on_event=self.event)
         self.alerts = alerts
-        while not self.stop.wait(every):
+        last = time.time()
+        while True:
+            due = last + seconds(self.ws.config.monitoring.every)
+            if self.stop.wait(max(0.0, min(CONFIG_POLL_S, due - time.time()))):
+                break
+            self.reload_config()
+            if time.time() < last + seconds(self.ws.config.monitoring.every):
+                continue
+            last = time.time()
             try:
                 if self.ws.config.alerts:
                     for change in alerts.evaluate():
@@ -574,6 +546,30 @@ class Daemon:
             except Exception as exc:  # monitoring must never take the daemon down
                 self.event({"event": "monitor_error", "detail": str(exc)})
         alerts.close()
+
+    def reload_config(self) -> None:
+        """Take an edited mlops.toml (alert rules, notifiers, monitoring); an invalid edit
+        keeps the previous settings and is reported once, with what is wrong."""
+        before = self.ws.config
+        try:
+            changed = self.ws.reload_config()
+        except ConfigError as exc:
+            if str(exc) != self._config_problem:
+                self._config_problem = str(exc)
+                self.event(
+                    {
+                        "event": "config_invalid",
+                        "detail": f"{exc} The previous settings stay in force.",
+                    }
+                )
+            return
+        self._config_problem = None
+        if changed:
+            after = self.ws.config
+            sections = [
+                k for k in type(after).model_fields if getattr(before, k) != getattr(after, k)
+            ]
+            self.event({"event": "config_reloaded", "changed": sections})
 
     # --- control API ------------------------------------------------------------------------------
 

@@ -181,9 +181,7 @@ class DatasetStore:
 
         ds = self.get(name)
         stage(f"hash the files of {ds['source']}")
-        paths = expand(ds["source"], self.ws.root)
-        hashed = [_stat_hash(p, self.ws.root) for p in paths]
-        digest = hashlib.sha256("\n".join(sorted(h.sha256 for h in hashed)).encode()).hexdigest()
+        paths, hashed, digest = self._hash_sources(ds)
         existing = self._by_digest(name, digest)
         if existing is not None:
             return self._reingest(existing, force)
@@ -334,6 +332,28 @@ class DatasetStore:
         missing = [e for e in ds["entities"] if e not in names]
         if missing:
             raise DataError(f"{files}: entity column(s) {', '.join(missing)} missing.")
+
+    def _hash_sources(self, ds: dict[str, Any]):
+        """(paths, [SourceFile], digest): the digest names a version by its files' bytes."""
+        paths = expand(ds["source"], self.ws.root)
+        hashed = [_stat_hash(p, self.ws.root) for p in paths]
+        digest = hashlib.sha256("\n".join(sorted(h.sha256 for h in hashed)).encode()).hexdigest()
+        return paths, hashed, digest
+
+    def unchanged_since(self, name: str) -> DatasetVersion | None:
+        """The newest version taken (accepted or quarantined) if the source files still hash
+        to it, as after a touch or a re-save of the same bytes; else None."""
+        ds = self.get(name)
+        with self.ws.db.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT {_COLS} FROM dataset_version WHERE dataset_name = ? "
+                "ORDER BY version DESC LIMIT 1",
+                (name,),
+            ).first()
+        if row is None:
+            return None
+        newest = _from_row(row)
+        return newest if self._hash_sources(ds)[2] == newest.digest else None
 
     def _reingest(self, existing: DatasetVersion, force: bool) -> IngestResult:
         name, v = existing.dataset, existing.version

@@ -36,7 +36,11 @@ def seconds(text: str | float) -> float:
 class Monitor:
     def __init__(self, ws: Workspace):
         self.ws = ws
-        self.cfg = ws.config.monitoring
+
+    @property
+    def cfg(self):
+        """[monitoring] as the workspace has it now (the daemon reloads an edited mlops.toml)."""
+        return self.ws.config.monitoring
 
     # --- collection ------------------------------------------------------------------
 

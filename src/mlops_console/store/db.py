@@ -36,6 +36,7 @@ REVISIONS: tuple[str, ...] = (
     "0005_jobs",
     "0006_monitoring",
     "0007_job_lease_outcome",
+    "0008_schedule_state",
 )
 HEAD = REVISIONS[-1]
 

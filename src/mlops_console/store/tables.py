@@ -281,3 +281,14 @@ class AlertEvent(SQLModel, table=True):
     at: float
     kind: str
     detail: str = ""
+
+
+class ScheduleState(SQLModel, table=True):
+    """What a schedule keeps across daemon restarts; the schedule itself is the spec's."""
+
+    __tablename__ = "schedule_state"
+    id: str = Field(primary_key=True)  # PIPELINE:cron, PIPELINE:interval, PIPELINE:score-...
+    last_run_at: float | None = None  # the fire time of the last run (or missed run)
+    paused: bool | None = None  # set by `mlops schedules pause|resume`; None: as the spec says
+    paused_spec: bool | None = None  # the spec's `paused` when that was set
+    updated_at: float
