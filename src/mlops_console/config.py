@@ -7,6 +7,7 @@ key and what was expected, instead of being silently ignored.
 from __future__ import annotations
 
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -350,16 +351,17 @@ class PipelineDeploy(Strict):
     @model_validator(mode="after")
     def _steps_ok(self):
         steps = self.canary_steps
+        shown = "[" + ", ".join(f"{p:g}" for p in steps) + "]"
         if steps and "canary_percent" in self.model_fields_set:
             raise ValueError(
                 "give `canary_percent` (one step) or `canary_steps` (several), not both"
             )
         bad = [p for p in steps if not 0 < p <= 100]
         if bad:
-            raise ValueError(f"canary_steps {steps}: each step is a percent above 0, up to 100")
-        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(f"canary_steps {shown}: each step is a percent above 0, up to 100")
+        if any(b <= a for a, b in pairwise(steps)):
             raise ValueError(
-                f"canary_steps {steps}: each step must give the canary more traffic than the "
+                f"canary_steps {shown}: each step must give the canary more traffic than the "
                 "one before, e.g. [10, 50, 100]"
             )
         if self.min_minutes > self.canary_minutes:
@@ -471,6 +473,17 @@ def load_toml(path: Path) -> dict[str, Any]:
 
 def load_workspace_config(path: Path) -> WorkspaceConfig:
     return parse(WorkspaceConfig, load_toml(path), path)
+
+
+def parse_workspace_config(raw: bytes, path: Path) -> WorkspaceConfig:
+    """mlops.toml's settings from its bytes (read once, so what is checked is what is used)."""
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text. Save it as UTF-8 and retry.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax and retry.") from None
+    return parse(WorkspaceConfig, data, path)
 
 
 def load_pipeline(path: Path) -> PipelineSpec:
