@@ -361,3 +361,51 @@ def test_a_chain_stopped_by_quarantined_data_notifies(ws, hook):
         assert not [b for b in hook.of_kind("chain_failed") if b["job"] == job_id]
     finally:
         d.stop()
+
+
+def test_mlops_up_does_not_import_the_workspaces_click_py(ws):
+    marker = ws.root / "planted-click-ran"
+    planted = ws.root / "click.py"
+    planted.write_text(f"open({str(marker)!r}, 'w').write('ran')\nraise ImportError('planted')\n")
+    mlops = str(Path(sys.executable).with_name("mlops"))  # as a user runs it, from the workspace
+    try:
+        up = subprocess.run(
+            [mlops, "-w", str(ws.root), "up", "--settle", "1"],
+            cwd=ws.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "Daemon started" in up.stdout
+        assert not marker.exists(), "the daemon imported the workspace's click.py"
+    finally:
+        planted.unlink()
+        subprocess.run([mlops, "-w", str(ws.root), "down"], capture_output=True, timeout=60)
+
+
+def test_score_output_folders_are_created_and_score_jobs_are_listed(ws):
+    from mlops_console.scoring import batch_score
+
+    out = ws.root / "scores" / "not" / "there" / "yet.parquet"
+    done = batch_score(ws, "m/1", "d", str(out))
+    assert out.exists() and done["rows"] > 0
+    job = ws.jobs.submit("score", "p", trigger="schedule")
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops_console.cli.main",
+            "-w",
+            str(ws.root),
+            "jobs",
+            "list",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)["jobs"]]
+    ws.jobs.cancel(job["id"])  # nothing runs it: no daemon
