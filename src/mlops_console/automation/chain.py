@@ -280,6 +280,12 @@ def main() -> None:
             )
         except ChainStopped as exc:
             status = exc.outcome.status
+            if exc.outcome is Outcome.INTERRUPTED:
+                # no daemon renews our lease: the job stays running, so the next daemon
+                # recovers it and queues its retry (a job ended here would not be retried)
+                fh.write(time.strftime("%H:%M:%S ") + f"chain stopped: {exc}\n")
+                ws.close()
+                return
             finish(exc.outcome, str(exc))
             fh.write(time.strftime("%H:%M:%S ") + f"chain {status}: {exc}\n")
             notify(
