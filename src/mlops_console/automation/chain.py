@@ -156,31 +156,12 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
                 s.detail = f"{name}: started with {t.version.ref} at {rec['endpoint']}"
                 decision = "first"
             else:
-                ws.deployments.deploy(
-                    t.version.ref,
-                    name=name,
-                    strategy="canary",
-                    canary_percent=spec.deploy.canary_percent,
-                )
-                s.log(f"{name}: canary {t.version.ref} at {spec.deploy.canary_percent}%")
-                deadline = time.time() + spec.deploy.canary_minutes * 60
-                while True:
-                    v = ws.deployments.judge_canary(name, min_requests=20)
-                    s.log(
-                        f"judge: {v['decision']} ({v['requests']} canary requests, {v['errors']} errors)"
-                    )
-                    if v["decision"] != "wait":
-                        decision = v["decision"]
-                        break
-                    if time.time() >= deadline:
-                        ws.deployments.rollback(
-                            name, reason="canary saw too few requests in its window"
-                        )
-                        decision = "rollback"
-                        break
-                    check_cancel()
-                    time.sleep(0.5)
-                s.detail = f"{name}: canary {t.version.ref} -> {decision}"
+                from mlops_console.automation.canary import canary_rollout
+
+                # [deploy]: steps, minimum requests and duration, thresholds
+                decision = canary_rollout(ws, name, t.version.ref, spec.deploy, s.log, check_cancel)
+                shown = " -> ".join(f"{p:g}%" for p in spec.deploy.steps)
+                s.detail = f"{name}: canary {t.version.ref} ({shown}) -> {decision}"
             if decision in ("promote", "first"):
                 champion = ws.config.registry.champion_alias
                 if champion not in ws.models.resolve(t.version.ref).aliases:

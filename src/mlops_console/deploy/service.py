@@ -425,8 +425,12 @@ class Deployments:
         max_error_rate: float = 0.01,
         max_p99_ms: float = 250.0,
         min_requests: int = 50,
+        promote: bool = True,
     ) -> dict[str, Any]:
-        """Promote or roll back a canary by its health; 'wait' while it has too few requests."""
+        """Promote or roll back a canary by its health; 'wait' while it has too few requests.
+
+        With `promote=False` a healthy canary is left as it is and judged 'healthy' (a step
+        of a staged rollout, whose caller moves it on); an unhealthy one is rolled back."""
         st = self.status(name)
         if st["canary_version"] is None:
             raise Conflict(f"{name} has no canary to judge.")
@@ -459,6 +463,8 @@ class Deployments:
             return {**verdict, "decision": "rollback"}
         if n < min_requests:
             return {**verdict, "decision": "wait"}
+        if not promote:
+            return {**verdict, "decision": "healthy"}
         self.promote(name, reason=f"canary healthy: {errors}/{n} errors, p99 {p99_text}")
         return {**verdict, "decision": "promote"}
 
