@@ -132,6 +132,12 @@ class Alerts:
             except OSError as exc:
                 changes.append({"deployment": name, "error": f"collect failed: {exc}"})
                 continue
+            rec = self.ws.deployments._record(name)
+            if rec is not None and rec["status"] != "running":
+                # a stopped deployment's last windows still hold its traffic: no new alert,
+                # and what was open is settled (nothing measures it any more)
+                changes += self._settle_stopped(name, rec["status"])
+                continue
             for rule in rules:
                 if not any(fnmatch.fnmatch(name, g) for g in rule.deployments):
                     continue
@@ -150,6 +156,27 @@ class Alerts:
                 change = self._apply(rule, name, values, results.get((rule.window, 0)) or {})
                 if change:
                     changes.append(change)
+        return changes
+
+    def _settle_stopped(self, deployment: str, status: str) -> list[dict[str, Any]]:
+        changes = []
+        rules = {r.name: r for r in self.ws.config.alerts}
+        for alert in self.list("active", deployment):
+            now = time.time()
+            with self.ws.db.write() as conn:
+                conn.exec_driver_sql(
+                    "UPDATE alert SET state = 'resolved', resolved_at = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (now, now, alert["id"]),
+                )
+            self._event(alert["id"], "resolved", f"the deployment is {status}")
+            alert = self.get(alert["id"])
+            rule = rules.get(alert["rule"])
+            if rule is not None:
+                self._notify(rule, alert, "resolved")
+            else:
+                self._emit(alert, "resolved")
+            changes.append({"alert": alert["id"], "state": "resolved", "deployment": deployment})
         return changes
 
     def _breach(self, rule, value: float) -> bool:
