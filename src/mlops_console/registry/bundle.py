@@ -81,6 +81,9 @@ class LoadedBundle:
         if self._sk is None:
             import joblib
 
+            from mlops_console.codefiles import install
+
+            install(self._files)  # workspace code the pickle refers to, from the bundle
             self._sk = joblib.load(io.BytesIO(self._files["model.joblib"]))
         return self._sk
 

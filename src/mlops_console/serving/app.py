@@ -38,6 +38,7 @@ from mlops_console.serving.http import (
     content_type,
     endpoint,
     error_body,
+    json_bytes,
     json_response,
     read_body,
 )
@@ -276,7 +277,10 @@ class Server:
 
 
 def _give_back_memory() -> None:
-    """Return the heap a large request used to the system (glibc keeps it otherwise)."""
+    """Return the heap a large request used to the system (glibc and Arrow keep it)."""
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -306,10 +310,14 @@ def build_app(server: Server) -> Starlette:
         box = [await read_body(server, request, call)]
         batch = await server.parse(model, call, box, ctype)
         out = await server.score(model, role, call, batch)
-        return json_response(
-            {"predictions": out[wanted]},
-            headers={"x-model-version": str(model.version), "x-request-id": call.request_id},
+        headers = {"x-model-version": str(model.version), "x-request-id": call.request_id}
+        if batch.n <= MAX_BATCH_ROWS:
+            return json_response({"predictions": out[wanted]}, headers=headers)
+        # serialising half a million predictions holds the GIL: not on the event loop
+        body = await asyncio.get_running_loop().run_in_executor(
+            server.bulk, json_bytes, {"predictions": out[wanted]}
         )
+        return Response(body, media_type="application/json", headers=headers)
 
     @endpoint(server, "ping")
     async def ping(request: Request, call: Call) -> Response:
@@ -425,6 +433,9 @@ def run(
 ) -> None:
     """Start the server (blocking). `digest` (or MLOPS_BUNDLE_DIGEST): the registry's hash
     of the bundle; bundle.json is checked against it before anything is read from it."""
+    # before anything imports pyarrow: Arrow's own allocator keeps the memory a large
+    # request used; the system's gives it back (malloc_trim after each large request)
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     os.umask(0o077)  # prediction logs hold request inputs and entity keys: owner only
     import uvicorn
 

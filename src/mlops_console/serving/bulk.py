@@ -75,4 +75,8 @@ class JsonParsers:
             self._pool = None
 
     def close(self) -> None:
-        self.reset()
+        """At shutdown: wait for the child, so nothing is left for the resource tracker."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

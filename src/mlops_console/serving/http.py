@@ -58,9 +58,13 @@ def _plain(obj):
     raise TypeError(type(obj).__name__)
 
 
+def json_bytes(data: Any) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain)
+
+
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
     return Response(
-        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY, default=_plain),
+        json_bytes(data),
         status_code=status,
         media_type="application/json",
         headers=headers,

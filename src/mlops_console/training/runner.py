@@ -323,6 +323,13 @@ def train(
         buf = io.BytesIO()
         joblib.dump(model, buf)
         files = {"model.joblib": buf.getvalue()}
+        # workspace code the model's pickle refers to travels with it (hash-checked)
+        from mlops_console.codefiles import CodeError, collect
+
+        try:
+            files.update(collect(spec.model.estimator, ws.root))
+        except CodeError as exc:
+            raise ConfigError(str(exc)) from None
         onnx_bytes, onnx_report = export(model, p.signature, spec.task, p.X_hold)
         if onnx_bytes is not None:
             files["model.onnx"] = onnx_bytes
