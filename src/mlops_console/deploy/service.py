@@ -354,7 +354,7 @@ class Deployments:
         state = self.ws.state
         for folder in (
             inside(state / "deployments", check_name("deployment", name)),
-            inside(state / "logs" / "predictions", name),
+            inside(state / "logs" / "predictions", check_name("deployment", name)),
             monitor_dir(self.ws, name),
         ):
             if folder.exists():
