@@ -8,6 +8,7 @@ primary by default) against that version's training reference.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from mlops_console.errors import MlopsError, NotFound
 from mlops_console.monitoring import collect as col
 from mlops_console.names import is_name
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
@@ -73,7 +76,8 @@ class Monitor:
             dest = col.log_dir(self.ws, name)
             dest.mkdir(parents=True, exist_ok=True)
             return int(target.fetch_prediction_logs(name, rec["config"], dest) or 0)
-        except Exception:  # an unreachable device is retried at the next collection
+        except Exception as exc:  # an unreachable device is retried at the next collection
+            log.warning("prediction logs of %s not fetched: %s: %s", name, type(exc).__name__, exc)
             return 0
 
     def prune(self) -> int:
