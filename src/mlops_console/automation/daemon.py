@@ -532,7 +532,10 @@ class Daemon:
             due = last + seconds(self.ws.config.monitoring.every)
             if self.stop.wait(max(0.0, min(CONFIG_POLL_S, due - time.time()))):
                 break
-            self.reload_config()
+            try:
+                self.reload_config()
+            except Exception as exc:  # the settings in force stay; say why the edit was not taken
+                self._config_invalid(f"{type(exc).__name__}: {exc}")
             if time.time() < last + seconds(self.ws.config.monitoring.every):
                 continue
             last = time.time()
@@ -554,14 +557,7 @@ class Daemon:
         try:
             changed = self.ws.reload_config()
         except ConfigError as exc:
-            if str(exc) != self._config_problem:
-                self._config_problem = str(exc)
-                self.event(
-                    {
-                        "event": "config_invalid",
-                        "detail": f"{exc} The previous settings stay in force.",
-                    }
-                )
+            self._config_invalid(str(exc))
             return
         self._config_problem = None
         if changed:
@@ -570,6 +566,18 @@ class Daemon:
                 k for k in type(after).model_fields if getattr(before, k) != getattr(after, k)
             ]
             self.event({"event": "config_reloaded", "changed": sections})
+
+    def _config_invalid(self, problem: str) -> None:
+        """Report a problem with mlops.toml once (it is looked at every second)."""
+        if problem != self._config_problem:
+            self._config_problem = problem
+            log.warning("mlops.toml not reloaded: %s", problem)
+            self.event(
+                {
+                    "event": "config_invalid",
+                    "detail": f"{problem} The previous settings stay in force.",
+                }
+            )
 
     # --- control API ------------------------------------------------------------------------------
 
