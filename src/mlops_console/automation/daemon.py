@@ -436,6 +436,7 @@ class Daemon:
         proc = subprocess.Popen(
             [
                 sys.executable,
+                "-P",  # the workspace (cwd) is not on sys.path: a planted numpy.py stays inert
                 "-m",
                 "mlops_console.automation.chain",
                 str(self.ws.root),
