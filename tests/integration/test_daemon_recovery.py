@@ -316,6 +316,35 @@ def test_a_killed_server_is_restarted_until_the_daemon_gives_up(tmp_path):
         ws.close()
 
 
+def test_a_restarted_server_gets_its_canary_back(tmp_path):
+    ws = quiet_ws(tmp_path / "ws")
+    from mlops_console.training.runner import train
+
+    train(ws, "p")
+    train(ws, "p", overrides={"model.params": {"C": 0.05, "max_iter": 500}})
+    ws.deployments.deploy("m/1", name="m")
+    ws.deployments.deploy("m/2", name="m", strategy="canary", canary_percent=30)
+    endpoint = ws.deployments.get("m")["endpoint"]
+    target = ws.deployments.target("local")
+    d = DaemonProc(ws)
+    try:
+        pid = target.get("m", ws.deployments.get("m")["config"])["pid"]
+        os.killpg(pid, signal.SIGKILL)
+
+        def canary_back():
+            try:
+                return httpx.get(endpoint + "/version", timeout=2).json()["canary"]
+            except httpx.HTTPError:
+                return None
+
+        assert wait_for(canary_back, seconds=60) == {"version": 2, "percent": 30.0}
+    finally:
+        for dp in ws.deployments.list():
+            ws.deployments.stop(dp["name"])
+        d.stop()
+        ws.close()
+
+
 def test_cancel_ends_the_run_killed_and_is_not_retried(tmp_path):
     ws = slow_ws(tmp_path / "ws", fit_seconds=60)
     use_estimator(ws, '"slowmodel:build"')

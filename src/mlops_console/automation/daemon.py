@@ -164,6 +164,16 @@ class Daemon:
                 d["config"],
                 digest=mv.artifact_hash,
             )
+            if d.get("canary_version") is not None:  # the canary it held comes back too
+                cv = self.ws.models.resolve(f"{d['model']}/{d['canary_version']}")
+                self.ws.deployments.target("local").update(
+                    d["name"],
+                    self.ws.deployments._bundle_dir(d["name"], cv),
+                    d["config"],
+                    role="canary",
+                    percent=float(d.get("canary_percent") or 0),
+                    digest=cv.artifact_hash,
+                )
         except Exception as exc:  # reported as an event; the next look tries again
             log.warning("restarting deployment %s failed: %s", d["name"], exc)
             self.event(
