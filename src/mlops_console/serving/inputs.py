@@ -153,13 +153,14 @@ def _null(name: str, i: int, allowed: bool) -> None:
         )
 
 
-def _numeric(name: str, values: list, nulls: bool, bools: bool = False) -> np.ndarray:
-    kinds = set(map(type, values))
-    if kinds <= {float, int}:  # the fast path: JSON numbers (NaN and Infinity are floats)
-        try:
-            return np.array(values, dtype=np.float64)
-        except OverflowError:
-            pass
+_PLAIN = frozenset((float, int))
+
+
+def _numeric(name: str, values: list, nulls: bool, bools: bool = False, kinds=None) -> np.ndarray:
+    kinds = set(map(type, values)) if kinds is None else kinds
+    # the fast path: JSON numbers (NaN and Infinity are floats), none beyond float32
+    if kinds <= _PLAIN and not any(v > FLOAT32_MAX or v < -FLOAT32_MAX for v in values):
+        return np.array(values, dtype=np.float64)
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         t = type(v)
@@ -188,6 +189,7 @@ def _numeric(name: str, values: list, nulls: bool, bools: bool = False) -> np.nd
             except ValueError:
                 pass
         raise BadInput(f"Column {name!r} must be numeric; row {i} has {_what(v)}.")
+    _check_range({name: out})
     return out
 
 
@@ -208,6 +210,21 @@ def _text(name: str, values: list, nulls: bool) -> np.ndarray:
         else:
             raise BadInput(f"Column {name!r} must be text; row {i} has {_what(v)}.")
     return np.array(out, dtype=object)
+
+
+def _check_range(arrays: dict[str, np.ndarray]) -> None:
+    """ONNX computes in float32 and scikit-learn refuses infinity: a value beyond float32's
+    range would come back as a NaN prediction or a failure. (NaN is a missing value.)"""
+    for name, arr in arrays.items():
+        if arr.dtype.kind != "f":
+            continue
+        over = np.abs(arr) > FLOAT32_MAX
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            raise BadInput(
+                f"Column {name!r} row {i} holds {arr[i]!r}; values must be finite "
+                f"and within ±{FLOAT32_MAX:.3g}."
+            )
 
 
 def to_batch(
@@ -243,24 +260,14 @@ def to_batch(
         if isinstance(values, np.ndarray):  # already typed and checked (CSV, Parquet)
             arrays[name] = values
         elif col["type"] in NUMERIC:
-            if col["type"] != "boolean" and bool in set(map(type, values)):
+            kinds = set(map(type, values))
+            if bool in kinds and col["type"] != "boolean":
                 i = next(i for i, v in enumerate(values) if isinstance(v, bool))
                 raise BadInput(f"Column {name!r} must be numeric; row {i} has true/false.")
-            arrays[name] = _numeric(name, values, nulls, bools=col["type"] == "boolean")
+            arrays[name] = _numeric(name, values, nulls, col["type"] == "boolean", kinds)
         else:
             arrays[name] = _text(name, values, nulls)
-    for col in inputs:
-        arr = arrays[col["name"]]
-        if arr.dtype.kind == "f":
-            # ONNX computes in float32 and scikit-learn refuses infinity: a value beyond
-            # float32's range would come back as a NaN prediction or a failure
-            over = np.abs(arr) > FLOAT32_MAX
-            if over.any():
-                i = int(np.flatnonzero(over)[0])
-                raise BadInput(
-                    f"Column {col['name']!r} row {i} holds {arr[i]!r}; values must be finite "
-                    f"and within ±{FLOAT32_MAX:.3g}."
-                )
+    _check_range({k: v for k, v in arrays.items() if isinstance(columns[k], np.ndarray)})
     keys = {}
     if len(columns) > len(arrays):  # columns the model does not use (an entity key, say)
         for k, v in columns.items():
