@@ -361,19 +361,25 @@ def test_kill_9_mid_deploy_then_restart(tmp_path):
         extra_spec='[deploy]\ntarget = "local"\nauto = true\ncanary_percent = 20\ncanary_minutes = 1\n',
     )
     d = DaemonProc(ws)
-    first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-    wait_for(lambda: ws.jobs.get(first["id"])["status"] == "succeeded")
-    endpoint = ws.deployments.get("m")["endpoint"]
-    second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-    wait_for(
-        lambda: httpx.get(endpoint + "/version").json()["canary"] is not None
-    )  # judging the canary
-    os.killpg(d.proc.pid, signal.SIGKILL)
-    os.killpg(ws.jobs.get(second["id"])["pid"], signal.SIGKILL)
-    d.proc.wait()
-    assert httpx.get(endpoint + "/ping").status_code == 200  # the server outlives the daemon
-    d2 = DaemonProc(ws)
+    d2 = None
     try:
+        first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+        wait_for(lambda: ws.jobs.get(first["id"])["status"] == "succeeded", seconds=240)
+        endpoint = ws.deployments.get("m")["endpoint"]
+        second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
+
+        def judging():
+            try:
+                return httpx.get(endpoint + "/version", timeout=5).json()["canary"] is not None
+            except httpx.HTTPError:
+                return False
+
+        wait_for(judging, seconds=240)  # judging the canary
+        os.killpg(d.proc.pid, signal.SIGKILL)
+        os.killpg(ws.jobs.get(second["id"])["pid"], signal.SIGKILL)
+        d.proc.wait()
+        assert httpx.get(endpoint + "/ping").status_code == 200  # the server outlives the daemon
+        d2 = DaemonProc(ws)
         assert ws.jobs.get(second["id"])["status"] == "failed"
         served = httpx.get(endpoint + "/version").json()
         assert served["version"] == 1 and served["canary"] is None
@@ -383,7 +389,10 @@ def test_kill_9_mid_deploy_then_restart(tmp_path):
     finally:
         for dp in ws.deployments.list():
             ws.deployments.stop(dp["name"])
-        d2.stop()
+        if d.proc.poll() is None:  # a failure above must not leave a daemon behind
+            os.killpg(d.proc.pid, signal.SIGKILL)
+        if d2 is not None:
+            d2.stop()
         ws.close()
 
 
