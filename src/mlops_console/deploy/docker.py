@@ -30,6 +30,7 @@ RUNTIME = (
     "joblib",
     "starlette",
     "uvicorn",
+    "httptools",
     "orjson",
     "pyarrow",  # CSV and Parquet request bodies, parsed to typed columns
 )

@@ -439,7 +439,7 @@ def run(
     os.umask(0o077)  # prediction logs hold request inputs and entity keys: owner only
     import uvicorn
 
-    from mlops_console.serving.guard import GuardedH11Protocol
+    from mlops_console.serving.guard import GuardedProtocol
     from mlops_console.serving.settings import SettingError, secret
 
     try:
@@ -467,14 +467,14 @@ def run(
         f"{'in ' + str(log_dir) if log_dir else 'off'}; body cap {settings.max_body_bytes} bytes, "
         f"row cap {settings.max_rows}"
     )
-    GuardedH11Protocol.header_timeout = settings.header_timeout
+    GuardedProtocol.header_timeout = settings.header_timeout
     config = uvicorn.Config(
         build_app(server),
         host=host,
         port=port,
         log_level="warning",
         access_log=False,
-        http=GuardedH11Protocol,
+        http=GuardedProtocol,
         timeout_graceful_shutdown=5,
         limit_concurrency=settings.max_inflight * 4,
         timeout_keep_alive=5,

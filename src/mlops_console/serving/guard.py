@@ -1,9 +1,10 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline on the request head.
+"""uvicorn's HTTP/1.1 protocols with a deadline on the request head.
 
 uvicorn closes idle keep-alive connections but waits forever for a client that opens a
-connection and sends its headers one byte at a time (or never). This protocol closes a
+connection and sends its headers one byte at a time (or never). These protocols close a
 connection whose request line and headers are not complete within `header_timeout`
-seconds of the connection opening, or of the previous response.
+seconds of the connection opening, or of the first byte of the next request on it.
+httptools (C, what `uvicorn[standard]` uses) when it is installed; h11 otherwise.
 """
 
 from __future__ import annotations
@@ -14,13 +15,9 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
-class GuardedH11Protocol(H11Protocol):
+class _HeadDeadline:
     header_timeout = 10.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._arm()
+    _head_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
         if self._head_timer is None:
@@ -33,8 +30,14 @@ class GuardedH11Protocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._head_timer = None
-        if self.conn.their_state in (h11.IDLE, h11.MUST_CLOSE) and not self.transport.is_closing():
+        if not self.transport.is_closing():
             self.transport.close()  # the request head never came
+
+
+class GuardedH11Protocol(_HeadDeadline, H11Protocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -51,3 +54,32 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools is not installed
+    HttpToolsProtocol = None
+
+if HttpToolsProtocol is not None:
+
+    class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()  # the first byte of a request: its head must follow in time
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    GuardedProtocol: type = GuardedHttpToolsProtocol
+else:
+    GuardedProtocol = GuardedH11Protocol
