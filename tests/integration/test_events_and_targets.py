@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.integration.serving_helpers import free_port, train_two_versions
+from tests.integration.test_daemon import wait_for
 from tests.unit.test_pipeline import make_data
 
 from mlops_console.config import load_workspace_config
@@ -52,16 +53,6 @@ class Receiver:
 
     def of_kind(self, kind: str) -> list[dict]:
         return [b for b in self.bodies if b.get("kind") == kind]
-
-
-def wait_for(fn, seconds=60.0, every=0.2):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        out = fn()
-        if out:
-            return out
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def records(n=4):
