@@ -37,6 +37,7 @@ REVISIONS: tuple[str, ...] = (
     "0006_monitoring",
     "0007_job_lease_outcome",
     "0008_schedule_state",
+    "0009_integrity",
 )
 HEAD = REVISIONS[-1]
 

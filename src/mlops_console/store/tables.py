@@ -30,6 +30,9 @@ class Run(SQLModel, table=True):
     seed: int | None = None
     user: str = ""
     lineage: str = "{}"  # JSON: git, config and spec hashes, environment, seed
+    pid: int | None = None  # the process running it, while RUNNING
+    pid_start: int | None = None  # that process's start time (/proc/PID/stat field 22)
+    heartbeat_at: float | None = None  # renewed while the run is alive
 
 
 class Param(SQLModel, table=True):
@@ -165,6 +168,7 @@ class Dataset(SQLModel, table=True):
     description: str = ""
     created_at: float
     current_version: int | None = None  # the latest accepted (or forced) version
+    read_options: str = "{}"  # JSON: delimiter, decimal, thousands, na_values, encoding, ...
 
 
 class DatasetVersion(SQLModel, table=True):
