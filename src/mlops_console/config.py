@@ -6,12 +6,13 @@ key and what was expected, instead of being silently ignored.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_console.errors import ConfigError
 from mlops_console.events import DEFAULT_EVENTS, LIFECYCLE
@@ -34,9 +35,60 @@ class TrackingSection(Strict):
     metric_flush_rows: int = Field(default=1000, ge=1)
 
 
+def _name(kind: str, value: str) -> str:
+    from mlops_console.errors import InvalidName
+    from mlops_console.names import check_name
+
+    try:
+        return check_name(kind, value)
+    except InvalidName as exc:
+        raise ValueError(str(exc).rstrip(".")) from None
+
+
+# Notifiers and deploy targets the package itself provides: naming one of these never
+# needs the plugins loaded (that costs an import of every plugin).
+BUILTIN_NOTIFIERS = ("console", "log", "webhook", "desktop")
+BUILTIN_TARGETS = ("local", "docker")
+
+
+def _check_provided(what: str, names: list[str], builtin: tuple[str, ...]) -> None:
+    """Refuse names no built-in and no loaded plugin provides. When a plugin failed to load
+    (or MLOPS_PLUGINS leaves some out) an unknown name may be one of its own: let it pass,
+    the point of use says what is missing."""
+    unknown = [n for n in names if n not in builtin]
+    if not unknown:
+        return
+    from mlops_console.plugins import load_plugins
+
+    plugins = load_plugins()
+    provided = plugins.notifiers() if what == "notifier" else plugins.deploy_targets()
+    known = set(builtin) | set(provided)
+    unknown = [n for n in unknown if n not in known]
+    if not unknown or not all(p.loaded for p in plugins.info) or os.environ.get("MLOPS_PLUGINS"):
+        return
+    raise ValueError(
+        f"unknown {what}(s) {unknown}; known: {sorted(known)} (plugins add more: "
+        "`mlops plugins list` shows what loaded)"
+    )
+
+
 class RegistrySection(Strict):
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
+
+    @field_validator("champion_alias", "challenger_alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        return _name("alias", value)
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.champion_alias == self.challenger_alias:
+            raise ValueError(
+                f"champion_alias and challenger_alias are both {self.champion_alias!r}; "
+                "give them different names"
+            )
+        return self
 
 
 class ServingSection(Strict):
@@ -87,6 +139,8 @@ MEASURES = (
     "data_age_days",
 )
 MEASURE_PREFIXES = ("psi:", "decay:", "metric:")  # psi:COLUMN, decay:METRIC, metric:METRIC
+# what monitoring/measures.py's decay() measures on labelled rows (decay:/metric: names)
+DECAY_METRICS = ("accuracy", "roc_auc", "log_loss", "rmse", "mae")
 
 
 def _duration(text: str, key: str) -> float:
@@ -139,7 +193,24 @@ class AlertRule(Strict):
                 f"alert {self.name!r}: unknown measure {self.measure!r}; known: "
                 f"{list(MEASURES)} or psi:COLUMN, decay:METRIC, metric:METRIC"
             )
+        prefix, _, arg = self.measure.partition(":")
+        if self.measure.startswith(MEASURE_PREFIXES) and not arg.strip():
+            what = "an input column" if prefix == "psi" else "a metric"
+            raise ValueError(
+                f"alert {self.name!r}: measure {self.measure!r} names no {what.split()[-1]}; "
+                f"write {prefix}:NAME with {what}"
+                + (f" ({', '.join(DECAY_METRICS)})" if prefix != "psi" else "")
+            )
+        if prefix in ("decay", "metric") and arg not in DECAY_METRICS:
+            raise ValueError(
+                f"alert {self.name!r}: measure {self.measure!r}: {arg!r} is not a metric "
+                f"monitoring measures on labelled rows; use one of {list(DECAY_METRICS)}"
+            )
         _duration(self.window, "window")
+        try:
+            _check_provided("notifier", self.notify, BUILTIN_NOTIFIERS)
+        except ValueError as exc:
+            raise ValueError(f"alert {self.name!r}: notify: {exc}") from None
         return self
 
 
@@ -169,6 +240,10 @@ class NotifySection(Strict):
         unknown = [k for k in self.events if k not in LIFECYCLE]
         if unknown:
             raise ValueError(f"unknown event kind(s) {unknown}; known: {list(LIFECYCLE)}")
+        try:
+            _check_provided("notifier", self.notifiers, BUILTIN_NOTIFIERS)
+        except ValueError as exc:
+            raise ValueError(f"notifiers: {exc}") from None
         return self
 
 
@@ -204,7 +279,16 @@ class WorkspaceConfig(Strict):
 
 # --- pipeline specs (pipelines/*.toml) -----------------------------------------------
 
-CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "log_loss", "f1", "accuracy", "calibration_error")
+CLASSIFICATION_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "f1",
+    "precision",
+    "recall",
+    "accuracy",
+    "calibration_error",
+)
 REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
 CHECK_NAMES = (
     "signature",
@@ -234,6 +318,10 @@ class PipelineData(Strict):
     feature_views: list[str] = Field(default_factory=list, description="VIEW:FEATURE refs")
     exclude: list[str] = Field(default_factory=list)
     sensitive: str | None = Field(default=None, description="Attribute for fairness checks")
+    positive_class: str | int | bool | None = Field(
+        default=None,
+        description="The class binary metrics describe (default: the minority class)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -271,7 +359,40 @@ class PipelineSearch(Strict):
     def _space_needed(self):
         if self.method != "none" and not self.space:
             raise ValueError("a search needs a `space` of parameters to try")
+        for name, value in self.space.items():
+            if isinstance(value, dict):
+                check_range(name, value)
+                if self.method == "grid":
+                    raise ValueError(
+                        f"space.{name}: a grid search tries lists of choices, e.g. "
+                        f"{name} = [0.1, 0.5]; a {{ low, high }} range is for random and "
+                        "halving search"
+                    )
         return self
+
+
+def check_range(name: str, value: dict[str, Any]) -> None:
+    """A `{ low, high, log, int }` range of [search.space] that a sampler can draw from."""
+    where = f"space.{name}"
+    unknown = sorted(set(value) - {"low", "high", "log", "int"})
+    if unknown or not {"low", "high"} <= set(value):
+        raise ValueError(
+            f"{where}: a range is {{ low = ..., high = ..., log = true|false, "
+            f"int = true|false }}" + (f"; unknown key(s) {unknown}" if unknown else "")
+        )
+    low, high = value["low"], value["high"]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+        raise ValueError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
+    if low > high or (low == high and not value.get("int")):
+        raise ValueError(
+            f"{where}: low ({low:g}) must be below high ({high:g}); for one value give a "
+            f"list, {name} = [{low:g}]"
+        )
+    if value.get("log") and low <= 0:
+        raise ValueError(
+            f"{where}: a log-scale range needs low above 0, got {low:g}; use e.g. "
+            f"low = 1e-4, or log = false"
+        )
 
 
 class PipelineValidation(Strict):
@@ -330,6 +451,7 @@ class PipelineDeploy(Strict):
 
     target: str | None = None
     alias: str = "champion"
+
     canary_percent: float = Field(
         default=10.0, gt=0, le=100, description="the canary's share of traffic (one step)"
     )
@@ -347,6 +469,18 @@ class PipelineDeploy(Strict):
     )
     max_p99_ms: float = Field(default=250.0, gt=0, description="the canary's p99 latency")
     auto: bool = False
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_provided("deploy target", [value], BUILTIN_TARGETS)
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        return _name("alias", value)
 
     @model_validator(mode="after")
     def _steps_ok(self):
@@ -421,8 +555,18 @@ class PipelineSpec(Strict):
     score: PipelineScore = PipelineScore()
     register_as: str | None = None
 
+    @field_validator("register_as")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        return None if value is None else _name("model", value)
+
     @model_validator(mode="after")
     def _metric_fits_task(self):
+        if self.task != "classification" and self.data.positive_class is not None:
+            raise ValueError(
+                "data.positive_class is for a classification task; remove it or set "
+                "task = 'classification'"
+            )
         known = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
         for where, names in (
             ("validation.primary_metric", [self.validation.primary_metric]),
@@ -448,7 +592,8 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"missing required key `{key}`"
     if kind == "value_error":
-        return f"{key}: {err['msg'].removeprefix('Value error, ')}"
+        msg = err["msg"].removeprefix("Value error, ")
+        return f"{key}: {msg}" if err["loc"] else msg  # a whole-file check names its keys
     got = err.get("input")
     return f"key `{key}`: {err['msg'].lower()}, got {got!r}"
 

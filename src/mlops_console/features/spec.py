@@ -63,6 +63,30 @@ class FeatureViewSpec(Strict):
     def ttl_seconds(self) -> float:
         return parse_ttl(self.ttl)
 
+    def timestamp_problem(self, duck_type: str, example: object = None) -> str | None:
+        """Why the view's timestamp column (of this DuckDB type) cannot be joined as of a
+        time, with how to fix it; None when it can. `example`: a text value that is not a
+        timestamp (text that is, ISO 8601, is cast as it is)."""
+        t = duck_type.upper()
+        col = self.timestamp
+        if t.startswith(("TIMESTAMP", "DATE")):
+            return None
+        where = "the view's SQL" if self.sql is not None else f"dataset {self.source}"
+        if any(x in t for x in ("CHAR", "STRING", "TEXT")):
+            if example is None:
+                return None
+            return (
+                f"Feature view {self.name!r}: its timestamp column {col!r} is text, and "
+                f"values such as {example!r} are not timestamps. Cast it in {where}, e.g. "
+                f"strptime({col}, '%d.%m.%Y') AS {col} (the format of your values), or "
+                f"CAST({col} AS TIMESTAMP) AS {col} for ISO text like '2025-01-31 12:00:00'."
+            )
+        return (
+            f"Feature view {self.name!r}: its timestamp column {col!r} is {duck_type}, not a "
+            f"timestamp. Convert it in {where}, e.g. to_timestamp({col}) AS {col} for "
+            f"seconds since 1970, or CAST({col} AS TIMESTAMP) AS {col}."
+        )
+
 
 def load_view(path: Path) -> FeatureViewSpec:
     data = load_toml(path)

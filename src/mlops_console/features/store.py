@@ -110,6 +110,7 @@ class FeatureStore:
                     f"Feature view {view.name!r}: dataset {view.source} v{dv.version} has "
                     f"no column(s) {', '.join(missing)}."
                 )
+            _check_timestamp(con, view, f"read_parquet('{_lit(path)}')")
             sql = (
                 f"SELECT {keys}, {q(view.timestamp)}::TIMESTAMP AS __ts, {created}, {cols} "
                 f"FROM read_parquet('{_lit(path)}')"
@@ -128,6 +129,7 @@ class FeatureStore:
             )
             used.append(dv)
         inner = f"({view.sql.strip().rstrip(';')})"
+        _check_timestamp(con, view, inner)
         sql = (
             f"SELECT * EXCLUDE ({q(view.timestamp)}{', ' + q(view.created_timestamp) if view.created_timestamp else ''}), "
             f"{q(view.timestamp)}::TIMESTAMP AS __ts, {created} FROM {inner} AS src"
@@ -491,6 +493,32 @@ def _parse_refs(features: list[str]) -> dict[str, list[str]]:
     if not out:
         raise MlopsError("Name at least one feature, as VIEW:FEATURE.")
     return out
+
+
+def _check_timestamp(con, view: FeatureViewSpec, inner: str) -> None:
+    """A view's timestamp must be a time (or ISO text): refuse anything else by name."""
+    try:
+        types = dict(
+            con.execute(
+                f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {inner} AS src)"
+            ).fetchall()
+        )
+    except Exception:
+        return  # the SQL itself does not run: the DESCRIBE after this says so
+    kind = types.get(view.timestamp)
+    if kind is None:
+        return
+    col = q(view.timestamp)
+    example = None
+    if _family(kind) == "string":
+        bad = con.execute(
+            f"SELECT {col} FROM {inner} AS src WHERE {col} IS NOT NULL "
+            f"AND TRY_CAST({col} AS TIMESTAMP) IS NULL LIMIT 1"
+        ).fetchone()
+        example = bad[0] if bad else None
+    problem = view.timestamp_problem(kind, example)
+    if problem:
+        raise DataError(problem)
 
 
 def _keys_of(ws, dataset: str) -> list[str]:

@@ -42,6 +42,26 @@ def _row(row) -> dict[str, Any]:
     return dict(zip(KEYS, row, strict=True))
 
 
+def unknown_column(ws: Workspace, rule, model: str | None, version: int | None) -> str | None:
+    """Why a `psi:COLUMN` rule cannot be measured on this model version (None: it can).
+
+    mlops.toml is read before any model is known, so the column is checked here, against
+    the inputs of the version a deployment serves."""
+    if not rule.measure.startswith("psi:") or model is None or version is None:
+        return None
+    try:
+        inputs = [c["name"] for c in ws.models.get_version(model, int(version)).signature["inputs"]]
+    except (MlopsError, KeyError, TypeError):
+        return None
+    column = rule.measure.removeprefix("psi:")
+    if column in inputs:
+        return None
+    return (
+        f"alert {rule.name!r}: measure {rule.measure!r} names no input of {model} v{version} "
+        f"(its inputs: {', '.join(inputs)}); fix the rule's measure in mlops.toml"
+    )
+
+
 class Alerts:
     def __init__(self, ws: Workspace, on_event=None, backoff: float = 1.0):
         self.ws = ws
@@ -50,6 +70,7 @@ class Alerts:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list = []
         self._lock = threading.Lock()
+        self._reported: set[tuple[str, str]] = set()  # (rule, deployment) with a bad measure
 
     # --- the store --------------------------------------------------------------------
 
@@ -153,6 +174,14 @@ class Alerts:
                         except (MlopsError, OSError) as exc:
                             results[key] = {"error": str(exc)}
                     values.append(measure_value(results[key], rule.measure))
+                latest = results.get((rule.window, 0)) or {}
+                problem = unknown_column(self.ws, rule, latest.get("model"), latest.get("version"))
+                if problem:
+                    if (rule.name, name) not in self._reported:  # once a process, not a minute
+                        self._reported.add((rule.name, name))
+                        log.warning("%s", problem)
+                    changes.append({"deployment": name, "rule": rule.name, "error": problem})
+                    continue
                 change = self._apply(rule, name, values, results.get((rule.window, 0)) or {})
                 if change:
                     changes.append(change)

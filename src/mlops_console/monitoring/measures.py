@@ -145,7 +145,9 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def decay(rows, feedback, ref: Reference, trained: dict[str, float]) -> dict[str, Any]:
-    """Metrics on the rows whose labels arrived, against the same metrics at training time."""
+    """Metrics on the rows whose labels arrived, against the same metrics at training time.
+
+    Its metric names are config.DECAY_METRICS: what alert rules may name as decay:/metric:."""
     if feedback is None or len(feedback) == 0 or len(rows) == 0:
         return {"labelled": 0}
     # the first label for a row wins: a later one cannot rewrite the ground truth

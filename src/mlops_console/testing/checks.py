@@ -39,6 +39,11 @@ def _finite(values) -> bool:
     return bool(np.isfinite(np.asarray(values, dtype=float)).all())
 
 
+def _positive(ctx: CheckContext):
+    """The class the binary metrics describe (None: not a binary classifier)."""
+    return getattr(ctx.prepared, "positive_class", None)
+
+
 def _predict(ctx: CheckContext, frame):
     b = ctx.bundle
     return b.predict_proba(frame) if b.task == "classification" else b.predict(frame)
@@ -156,7 +161,9 @@ def check_no_regression(ctx: CheckContext, metrics: dict[str, float]) -> dict[st
         from mlops_console.registry.signature import prepare_inputs
 
         X = prepare_inputs(raw[names], ctx.champion.signature)
-        old = evaluate(ctx.spec.task, ctx.champion.sklearn_model, X, ctx.prepared.y_hold).get(m)
+        old = evaluate(
+            ctx.spec.task, ctx.champion.sklearn_model, X, ctx.prepared.y_hold, _positive(ctx)
+        ).get(m)
     except Exception as exc:
         return result(
             "no_regression", False, f"the champion cannot be scored on this holdout: {exc}"
@@ -184,9 +191,11 @@ def check_fairness(ctx: CheckContext) -> dict[str, Any]:
         )
     if ctx.spec.task != "classification" or len(ctx.bundle.signature.get("labels") or []) != 2:
         return result("fairness", True, "measured for binary classifiers only")
-    labels = ctx.bundle.signature["labels"]
-    pred = (ctx.model.predict_proba(ctx.prepared.X_hold)[:, 1] >= 0.5).astype(int)
-    y = (np.asarray(ctx.prepared.y_hold) == labels[1]).astype(int)
+    from mlops_console.training.metrics import positive_column
+
+    col = positive_column(ctx.model.classes_, _positive(ctx))
+    pred = (ctx.model.predict_proba(ctx.prepared.X_hold)[:, col] >= 0.5).astype(int)
+    y = (np.asarray(ctx.prepared.y_hold) == ctx.model.classes_[col]).astype(int)
     rates, tprs = {}, {}
     for g in sorted({str(v) for v in groups}):
         mask = np.asarray([str(v) == g for v in groups])
@@ -217,7 +226,7 @@ def check_interpretability(ctx: CheckContext) -> dict[str, Any]:
 
     p = ctx.prepared
     n = min(len(p.X_hold), ctx.spec.checks.importance_rows)
-    scoring, _ = scorer(ctx.spec.validation.primary_metric)
+    scoring, _ = scorer(ctx.spec.validation.primary_metric, _positive(ctx))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         imp = permutation_importance(
@@ -322,7 +331,7 @@ def run_checks(
         metrics = {
             f"holdout_{k}": v
             for k, v in evaluate(
-                ctx.spec.task, ctx.model, ctx.prepared.X_hold, ctx.prepared.y_hold
+                ctx.spec.task, ctx.model, ctx.prepared.X_hold, ctx.prepared.y_hold, _positive(ctx)
             ).items()
         }
     runs = [

@@ -77,7 +77,10 @@ def retest_version(ws: Workspace, ref: str, stage=lambda s: None) -> dict[str, A
         model_bytes=len(ws.artifacts.get_bytes(bundle.manifest["files"]["model.joblib"]["sha256"])),
     )
     stage("model checks")
-    metrics = {f"holdout_{k}": v for k, v in evaluate(spec.task, model, p.X_hold, p.y_hold).items()}
+    metrics = {
+        f"holdout_{k}": v
+        for k, v in evaluate(spec.task, model, p.X_hold, p.y_hold, p.positive_class).items()
+    }
     checks = run_checks(ctx, stage, metrics)
     gates = evaluate_gates(spec, metrics, checks)
     ws.models.record_evaluation(mv.name, mv.version, checks, gates)

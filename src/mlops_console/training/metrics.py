@@ -23,7 +23,20 @@ def calibration_error(y_true, proba, bins: int = 10) -> float:
     return float(total)
 
 
-def classification_metrics(model, X, y) -> dict[str, float]:
+def positive_column(classes, positive) -> int:
+    """The column of `predict_proba` that holds the positive class (the last by default)."""
+    classes = list(classes)
+    if positive is None:
+        return len(classes) - 1
+    for i, c in enumerate(classes):
+        if c == positive or str(c) == str(positive):
+            return i
+    raise ValueError(f"the positive class {positive!r} is not one of the classes {classes}")
+
+
+def classification_metrics(model, X, y, positive=None) -> dict[str, float]:
+    """Holdout metrics; binary ones (roc_auc, pr_auc, f1, precision, recall, calibration)
+    describe `positive`, the class of interest."""
     import numpy as np
     from sklearn import metrics as m
 
@@ -35,12 +48,10 @@ def classification_metrics(model, X, y) -> dict[str, float]:
         "log_loss": m.log_loss(y, proba, labels=classes),
     }
     if len(classes) == 2:
-        pos = proba[:, 1]
-        y_bin = (np.asarray(y) == classes[1]).astype(int)
-        out["roc_auc"] = m.roc_auc_score(y_bin, pos) if len(set(y_bin)) == 2 else float("nan")
-        out["pr_auc"] = m.average_precision_score(y_bin, pos)
-        out["f1"] = m.f1_score(y_bin, (pos >= 0.5).astype(int))
-        out["calibration_error"] = calibration_error(y_bin, pos)
+        col = positive_column(classes, positive)
+        pos = proba[:, col]
+        y_bin = (np.asarray(y) == classes[col]).astype(int)
+        out.update({k: binary_metric(k, y_bin, pos) for k in BINARY_METRICS})
     else:
         out["roc_auc"] = m.roc_auc_score(y, proba, multi_class="ovr", labels=classes)
         out["f1"] = m.f1_score(y, pred, average="macro")
@@ -60,23 +71,37 @@ def regression_metrics(model, X, y) -> dict[str, float]:
     }
 
 
-def evaluate(task: str, model, X, y) -> dict[str, float]:
+def evaluate(task: str, model, X, y, positive=None) -> dict[str, float]:
     return (
-        classification_metrics(model, X, y)
+        classification_metrics(model, X, y, positive)
         if task == "classification"
         else regression_metrics(model, X, y)
     )
 
 
-def scorer(metric: str):
-    """(sklearn scoring, sign): the CV score is sign * sklearn's score."""
+def scorer(metric: str, positive=None):
+    """(sklearn scoring, sign): the CV score is sign * sklearn's score.
+
+    With `positive` (a binary target's class of interest) the binary metrics score that
+    class, as `classification_metrics` does; sklearn's own names would take the class that
+    sorts last, or the label 1."""
     from sklearn.metrics import make_scorer
 
+    if positive is not None and metric in BINARY_METRICS:
+        return make_scorer(
+            _binary_score,
+            response_method="predict_proba",  # the column of pos_label, as a 1-d array
+            greater_is_better=metric not in LOWER_IS_BETTER,
+            pos_label=positive,
+            metric=metric,
+        ), (-1 if metric in LOWER_IS_BETTER else 1)
     table = {
         "roc_auc": ("roc_auc", 1),
         "pr_auc": ("average_precision", 1),
         "log_loss": ("neg_log_loss", -1),
         "f1": ("f1", 1),
+        "precision": ("precision", 1),
+        "recall": ("recall", 1),
         "accuracy": ("accuracy", 1),
         "rmse": ("neg_root_mean_squared_error", -1),
         "mae": ("neg_mean_absolute_error", -1),
@@ -90,6 +115,34 @@ def scorer(metric: str):
 
         return make_scorer(_ece, greater_is_better=False, response_method="predict_proba"), -1
     return table[metric]
+
+
+BINARY_METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "calibration_error")
+
+
+def binary_metric(metric: str, y, proba) -> float:
+    """`metric` of the positive class: `y` is 1 for it, `proba` its probability; f1,
+    precision and recall flag a row at a probability of 0.5."""
+    from sklearn import metrics as m
+
+    flagged = (proba >= 0.5).astype(int)
+    if metric == "roc_auc":
+        return m.roc_auc_score(y, proba) if len(set(y)) == 2 else float("nan")
+    if metric == "pr_auc":
+        return m.average_precision_score(y, proba)
+    if metric == "f1":
+        return m.f1_score(y, flagged, zero_division=0)
+    if metric == "precision":
+        return m.precision_score(y, flagged, zero_division=0)
+    if metric == "recall":
+        return m.recall_score(y, flagged, zero_division=0)
+    return calibration_error(y, proba)
+
+
+def _binary_score(y, proba, pos_label, metric: str) -> float:
+    import numpy as np
+
+    return binary_metric(metric, (np.asarray(y) == pos_label).astype(int), np.asarray(proba))
 
 
 def better(metric: str, new: float | None, old: float | None, margin: float = 0.0) -> bool:

@@ -42,6 +42,9 @@ class Prepared:
     hold_frame: Any = None  # the raw holdout rows (all columns), for checks on raw input
     dataset_version: Any = None
     data_source: str = ""
+    # a binary target's class of interest (what roc_auc, f1, precision... describe)
+    positive_class: Any = None
+    positive_reason: str = ""  # how it was chosen, in the user's words
 
 
 @dataclass
@@ -166,6 +169,8 @@ def prepare(
         raise ConfigError(
             f"{where}: no feature columns are left; check [data].features and exclude."
         )
+    if spec.task == "classification":
+        check_class_count(frame[d.target], d.target, where)
     cut = int(len(frame) * (1 - spec.validation.holdout_fraction))
     train, hold = frame.iloc[:cut], frame.iloc[cut:]
     folds = spec.search.cv_folds if spec.search.method != "none" else spec.validation.cv_folds
@@ -194,10 +199,16 @@ def prepare(
     X_hold = prepare_inputs(hold[features], signature)
     numeric = [c["name"] for c in inputs if c["type"] in ("integer", "float", "boolean")]
     categorical = [c["name"] for c in inputs if c["name"] not in numeric]
+    positive, reason = None, ""
     if spec.task == "classification":
         signature["outputs"], signature["labels"] = classification_outputs(
             sorted(train[d.target].unique())
         )
+        positive, reason = positive_class(
+            train[d.target], signature["labels"], d.positive_class, d.target, where
+        )
+        if positive is not None:
+            signature["positive_class"] = positive
     else:
         signature["outputs"] = [{"name": "predict", "type": "float"}]
     return Prepared(
@@ -216,7 +227,53 @@ def prepare(
         hold.reset_index(drop=True),
         dv,
         source,
+        positive,
+        reason,
     )
+
+
+# A classifier's search scales with its classes; an id or a timestamp chosen as the target
+# by mistake has thousands and hangs the search, so it is refused before it starts.
+MAX_CLASSES = 100
+
+
+def check_class_count(y, target: str, where: str) -> None:
+    """Refuse a classification target with more classes than its rows can support."""
+    n = int(y.nunique())
+    limit = max(2, min(MAX_CLASSES, len(y) // 10))  # about ten rows a class at least
+    if n > limit:
+        raise ConfigError(
+            f"{where}: target {target!r} has {n:,} distinct values in {len(y):,} rows; a "
+            f"classification target needs few classes (at most {limit} here) — is it the "
+            "right column ([data].target), or should task = 'regression'?"
+        )
+
+
+def positive_class(y, labels: list[Any], given: Any, target: str, where: str) -> tuple[Any, str]:
+    """(the class binary metrics describe, how it was chosen); (None, "") unless binary.
+
+    Unset, it is the minority class: a rare event is what a binary model is usually for,
+    and sklearn's default (the class sorting last) would report a 94% class's f1."""
+    if given is not None:
+        match = [c for c in labels if c == given or str(c) == str(given)]
+        if not match:
+            raise ConfigError(
+                f"{where}: [data].positive_class {given!r} is not a class of the target "
+                f"{target!r} (its classes: {', '.join(repr(c) for c in labels)}); set it to "
+                "one of them."
+            )
+        if len(labels) != 2:
+            raise ConfigError(
+                f"{where}: [data].positive_class is for a binary target; {target!r} has "
+                f"{len(labels)} classes (metrics average over them). Remove it."
+            )
+        return match[0], "as [data].positive_class says"
+    if len(labels) != 2:
+        return None, ""
+    counts = y.value_counts()
+    share = {c: int(counts.get(c, 0)) / len(y) for c in labels}
+    rare = min(reversed(labels), key=lambda c: share[c])  # a tie: the class sorting last
+    return rare, f"the minority ({share[rare]:.1%} of rows); [data].positive_class changes it"
 
 
 def train(
@@ -260,6 +317,8 @@ def train(
     p = prepare(ws, spec, spec_path, dataset_version, stage)
     if p.dataset_version is not None and p.dataset_version.status == "forced":
         stage(f"WARNING: {p.data_source} broke its data contract and was accepted with --force")
+    if p.positive_class is not None:
+        stage(f"  positive class {p.positive_class!r}, {p.positive_reason}")
     timings["prepare"] = time.perf_counter() - mark[0]
     mark[0] = time.perf_counter()
 
@@ -271,13 +330,17 @@ def train(
         "holdout_fraction": spec.validation.holdout_fraction,
         "features": len(p.features),
     }
+    tags = {"pipeline": spec.name, "task": spec.task}
+    if p.positive_class is not None:
+        params["positive_class"] = p.positive_class
+        tags["positive_class"] = p.positive_reason
     spec_json = spec.model_dump_json(indent=2).encode()
     with ws.runs.start(
         experiment=experiment,
         params=params,
         seed=spec.seed,
         spec=spec_path,
-        tags={"pipeline": spec.name, "task": spec.task, **(run_tags or {})},
+        tags={**tags, **(run_tags or {})},
     ) as run:
         if p.dataset_version is not None:
             ws.data.record_use(run, p.dataset_version)
@@ -311,11 +374,16 @@ def train(
         step("search", f"fit the best candidate on {len(p.X_train)} rows")
         model = found.fit_best(p.X_train, p.y_train)
         step("fit", f"evaluate on the {len(p.X_hold)} most recent rows (out-of-time holdout)")
+        pos = p.positive_class
         metrics = {
-            f"holdout_{k}": v for k, v in evaluate(spec.task, model, p.X_hold, p.y_hold).items()
+            f"holdout_{k}": v
+            for k, v in evaluate(spec.task, model, p.X_hold, p.y_hold, pos).items()
         }
         metrics.update(
-            {f"train_{k}": v for k, v in evaluate(spec.task, model, p.X_train, p.y_train).items()}
+            {
+                f"train_{k}": v
+                for k, v in evaluate(spec.task, model, p.X_train, p.y_train, pos).items()
+            }
         )
         metrics[f"cv_{spec.validation.primary_metric}"] = found.best_score
         run.log_metrics(metrics)
@@ -333,6 +401,10 @@ def train(
         onnx_bytes, onnx_report = export(model, p.signature, spec.task, p.X_hold)
         if onnx_bytes is not None:
             files["model.onnx"] = onnx_bytes
+        run.set_tag(
+            "onnx",
+            "included" if onnx_bytes is not None else f"not included: {onnx_report['reason']}",
+        )
         for name, data in files.items():
             run.log_artifact(data, name)
         run.log_artifact(json.dumps(found.table, indent=2, default=str).encode(), "search.json")

@@ -103,7 +103,7 @@ def search(ws, p, run, stage) -> SearchResult:
     def make(params: dict[str, Any]):
         return clone(base).set_params(**params)
 
-    scoring, sign = scorer(spec.validation.primary_metric)
+    scoring, sign = scorer(spec.validation.primary_metric, p.positive_class)
     cv = cv_splitter(spec, p.y_train)
     method = spec.search.method
     if method == "halving":
