@@ -35,12 +35,17 @@ class Workspace:
         _private_state(self.state)
         from mlops_console.store.db import Database
 
-        self.db = Database(self.state / "registry.db")
+        self.db = Database(
+            self.state / "registry.db", holds=(self.state / "objects", self.state / "lake")
+        )
         try:
             self.db.ensure_schema()
         except BaseException:
             self.db.close()
             raise
+        from mlops_console.tracking.runs import end_abandoned_runs
+
+        end_abandoned_runs(self.db)
 
     # --- finding and creating ------------------------------------------------------
 
@@ -139,11 +144,16 @@ class Workspace:
 
         return ModelRegistry(self)
 
-    def gc(self, dry_run: bool = False, grace_seconds: int | None = None):
+    def gc(
+        self, dry_run: bool = False, grace_seconds: int | None = None, trust_registry: bool = False
+    ):
+        """Remove unreferenced artifacts; `trust_registry` even when that is most of them."""
         from mlops_console.store.gc import collect_garbage
 
         grace = self.config.store.gc_grace_seconds if grace_seconds is None else grace_seconds
-        return collect_garbage(self, dry_run=dry_run, grace_seconds=grace)
+        return collect_garbage(
+            self, dry_run=dry_run, grace_seconds=grace, trust_registry=trust_registry
+        )
 
     def pipeline_path(self, name: str) -> Path:
         """`pipelines/NAME.toml`, or (given on the command line) a `.toml` file inside

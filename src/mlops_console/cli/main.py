@@ -12,7 +12,7 @@ import traceback
 import click
 
 from mlops_console import __version__
-from mlops_console.errors import MlopsError
+from mlops_console.errors import MlopsError, storage_error
 
 
 class MlopsGroup(click.Group):
@@ -26,6 +26,26 @@ class MlopsGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
+        except Exception as exc:
+            # a full or read-only disk can surface anywhere (an artifact, a snapshot, the
+            # registry): here it becomes one sentence, whatever command hit it
+            problem = storage_error(exc, _state_dir(ctx))
+            if problem is None:
+                raise
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: {problem}", err=True)
+            ctx.exit(1)
+
+
+def _state_dir(ctx: click.Context):
+    """The `.mlops` folder of the workspace the command used (None if there is none)."""
+    from mlops_console.workspace import STATE_DIR, find_root
+
+    try:
+        return find_root((ctx.obj or {}).get("workspace")) / STATE_DIR
+    except MlopsError:
+        return None
 
 
 @click.group(cls=MlopsGroup, context_settings={"help_option_names": ["-h", "--help"]})

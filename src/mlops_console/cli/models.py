@@ -130,6 +130,9 @@ def _report_move(move, as_json: bool) -> None:
     if as_json:
         emit_json(move.to_dict())
         return
+    if move.kind == "unchanged":
+        click.echo(f"{move.model}@{move.alias} is already v{move.to_version}; nothing changed.")
+        return
     before = f"v{move.from_version}" if move.from_version else "nothing"
     click.echo(f"{move.model}@{move.alias}: {before} -> v{move.to_version} ({move.kind}).")
 

@@ -129,14 +129,22 @@ def register(cli: click.Group) -> None:
         help="Keep unreferenced objects younger than this many seconds "
         "(default: [store].gc_grace_seconds).",
     )
+    @click.option(
+        "--trust-registry",
+        is_flag=True,
+        help="Remove what the registry does not refer to even when that is more than half "
+        "of the store (gc refuses otherwise: the registry may be an old backup).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @click.pass_context
-    def gc(ctx: click.Context, dry_run: bool, grace: int | None, as_json: bool) -> None:
+    def gc(
+        ctx: click.Context, dry_run: bool, grace: int | None, trust_registry: bool, as_json: bool
+    ) -> None:
         """Remove artifacts and lake snapshots that nothing refers to."""
         from mlops_console.cli.main import open_workspace
 
         with open_workspace(ctx) as ws:
-            report = ws.gc(dry_run=dry_run, grace_seconds=grace)
+            report = ws.gc(dry_run=dry_run, grace_seconds=grace, trust_registry=trust_registry)
         if as_json:
             emit_json(report.to_dict())
             return

@@ -169,11 +169,15 @@ class ModelRegistry:
         intended_use: str = "",
         actor: str | None = None,
         bundle: Any = None,
+        checks: list[dict[str, Any]] | None = None,
+        gates: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Create the next version of `name` from a run's artifact.
 
         `artifact` is an artifact hash, a path, bytes, or None for the run's artifact
         named "model" (or its only artifact). Metrics default to the run's latest metrics.
+        `checks` and `gates` (a pipeline's evaluation) are written in the same transaction,
+        so no version exists, even after a crash, whose gates were never recorded.
         """
         check_name("model", name)
         run_id = None if run is None else (run if isinstance(run, str) else run.id)
@@ -188,10 +192,11 @@ class ModelRegistry:
             digest = ""
         else:
             digest = self._artifact_digest(run_id, artifact)
-        now = time.time()
         actor = actor or current_user()
         lineage: dict[str, Any] = {}
+        gates_passed = None if gates is None else bool(gates.get("passed"))
         with self.ws.db.write() as conn:
+            now = time.time()
             if run_id:
                 lineage, run_metrics = _run_snapshot(conn, run_id)
                 if metrics is None:
@@ -214,7 +219,7 @@ class ModelRegistry:
                 )
             conn.exec_driver_sql(
                 f"INSERT INTO model_version ({_VERSION_COLS}) "
-                "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, '[]', ?, ?, ?, ?, '{}', NULL)",
+                "VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     name,
                     version,
@@ -223,10 +228,13 @@ class ModelRegistry:
                     json.dumps(signature or {}),
                     json.dumps(metrics or {}),
                     json.dumps(lineage),
+                    json.dumps(checks or []),
                     description,
                     intended_use,
                     now,
                     actor,
+                    json.dumps(gates or {}),
+                    gates_passed,
                 ),
             )
             conn.exec_driver_sql(
@@ -242,11 +250,13 @@ class ModelRegistry:
             signature=signature or {},
             metrics=metrics or {},
             lineage=lineage,
-            checks=[],
+            checks=checks or [],
             description=description,
             intended_use=intended_use,
             created_at=now,
             created_by=actor,
+            gates=gates or {},
+            gates_passed=gates_passed,
         )
 
     def _artifact_digest(self, run_id: str | None, artifact: str | bytes | Path | None) -> str:
@@ -410,8 +420,11 @@ class ModelRegistry:
     ) -> AliasMove:
         """Point `alias` at `version`, recording the move in the history."""
         check_name("alias", alias)
-        now, actor = time.time(), actor or current_user()
+        actor = actor or current_user()
         with self.ws.db.write() as conn:
+            # the time is taken holding the write lock, so the history's times follow the
+            # order the moves were made in, even with several processes promoting at once
+            now = time.time()
             status = conn.exec_driver_sql(
                 "SELECT status FROM model_version WHERE model_name = ? AND version = ?",
                 (name, version),
@@ -419,6 +432,12 @@ class ModelRegistry:
             if status is None:
                 self._require_model(conn, name)
                 raise NotFound(f"Model {name!r} has no version {version}.")
+            previous = conn.exec_driver_sql(
+                "SELECT version FROM model_alias WHERE model_name = ? AND alias = ?",
+                (name, alias),
+            ).scalar()
+            if previous == version:  # not a move: nothing to record, nothing to undo
+                return AliasMove(name, alias, "unchanged", previous, version, now, actor, reason)
             if kind != "rollback":
                 self._check_gate_rules(conn, name, alias, version)
             if status != "ready":
@@ -426,10 +445,6 @@ class ModelRegistry:
                     f"{name}/{version} is {status}; only ready versions can take an alias. "
                     f"Restore it with `mlops models restore {name}/{version}` first."
                 )
-            previous = conn.exec_driver_sql(
-                "SELECT version FROM model_alias WHERE model_name = ? AND alias = ?",
-                (name, alias),
-            ).scalar()
             conn.exec_driver_sql(
                 "INSERT INTO model_alias (model_name, alias, version) VALUES (?, ?, ?) "
                 "ON CONFLICT(model_name, alias) DO UPDATE SET version = excluded.version",
@@ -444,16 +459,27 @@ class ModelRegistry:
 
     def _check_gate_rules(self, conn, name: str, alias: str, version: int) -> None:
         """Only a version that passed its gates may be challenger; only a challenger may
-        become champion. Versions registered without gates (None) are not restricted."""
+        become champion. Versions registered without gates (None, not by a pipeline) are
+        not restricted; a pipeline's version without gate results has not passed them."""
         reg = self.ws.config.registry
         if alias not in (reg.champion_alias, reg.challenger_alias):
             return
         row = conn.exec_driver_sql(
-            "SELECT gates_passed, gates FROM model_version WHERE model_name = ? AND version = ?",
+            "SELECT gates_passed, gates, lineage FROM model_version "
+            "WHERE model_name = ? AND version = ?",
             (name, version),
         ).first()
-        if row is None or row[0] is None:
+        if row is None:
             return
+        if row[0] is None:
+            if "spec" not in json.loads(row[2]):
+                return
+            # trained by a pipeline, so it has gates; none recorded (a crash between
+            # registering and evaluating, before both were one transaction) is not a pass
+            raise Conflict(
+                f"v{version} has no recorded gate results (its evaluation never finished), so "
+                f"it cannot be @{alias}; `mlops test {name}/{version}` evaluates it."
+            )
         if not row[0]:
             failed = [g for g in json.loads(row[1]).get("results", []) if not g.get("passed")]
             why = "; ".join(f"{g['name']}: {g['detail']}" for g in failed[:3])
@@ -498,8 +524,9 @@ class ModelRegistry:
     def remove_alias(
         self, name: str, alias: str, reason: str = "", actor: str | None = None
     ) -> AliasMove:
-        now, actor = time.time(), actor or current_user()
+        actor = actor or current_user()
         with self.ws.db.write() as conn:
+            now = time.time()
             previous = conn.exec_driver_sql(
                 "SELECT version FROM model_alias WHERE model_name = ? AND alias = ?", (name, alias)
             ).scalar()
@@ -560,7 +587,7 @@ class ModelRegistry:
         return stack
 
     def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
-        """Every alias move of a model (oldest first)."""
+        """Every alias move of a model, in the order they were made (oldest first)."""
         sql = (
             "SELECT model_name, alias, kind, from_version, to_version, at, actor, reason "
             "FROM alias_event WHERE model_name = ?"
@@ -572,8 +599,7 @@ class ModelRegistry:
         with self.ws.db.read() as conn:
             self._require_model(conn, name)
             return [
-                AliasMove(*row)
-                for row in conn.exec_driver_sql(sql + " ORDER BY at, id", tuple(args))
+                AliasMove(*row) for row in conn.exec_driver_sql(sql + " ORDER BY id", tuple(args))
             ]
 
     def alias_at(self, name: str, alias: str, when: float) -> int | None:
@@ -582,7 +608,7 @@ class ModelRegistry:
             self._require_model(conn, name)
             return conn.exec_driver_sql(
                 "SELECT to_version FROM alias_event WHERE model_name = ? AND alias = ? AND at <= ? "
-                "ORDER BY at DESC, id DESC LIMIT 1",
+                "ORDER BY id DESC LIMIT 1",
                 (name, alias, when),
             ).scalar()
 

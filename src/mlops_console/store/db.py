@@ -13,6 +13,7 @@ Why it is safe with several writers (daemon, console, CLI, servers):
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import Engine
 
-from mlops_console.errors import WorkspaceError
+from mlops_console.errors import WorkspaceError, storage_error
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -59,8 +60,11 @@ def _on_begin(conn: Connection) -> None:
 
 
 class Database:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, holds: tuple[Path, ...] = ()):
+        """`holds`: folders whose content only this registry knows about (the artifact
+        store, the lake); while any has files, an empty registry is never started here."""
         self.path = Path(path)
+        self.holds = tuple(Path(p) for p in holds)
         self.engine: Engine = create_engine(
             f"sqlite:///{self.path}",
             connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
@@ -101,6 +105,13 @@ class Database:
             try:
                 names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
                 if "alembic_version" not in names:
+                    if names and self._held():
+                        raise WorkspaceError(
+                            f"{self.path} is an SQLite database but not an mlops-console "
+                            f"one (it has no schema version) and {self._held_text()}; "
+                            f"restore {self.path} from a backup and run the command again "
+                            "(nothing was changed)."
+                        )
                     if names:
                         raise WorkspaceError(
                             f"{self.path} is an SQLite database but not an mlops-console "
@@ -113,10 +124,57 @@ class Database:
             finally:
                 con.close()
         except sqlite3.DatabaseError as exc:
+            full_or_read_only = storage_error(exc, self.path.parent)
+            if full_or_read_only is not None:
+                raise full_or_read_only from None
+            if self._held():
+                raise WorkspaceError(
+                    f"{self.path} is not a readable SQLite database ({exc}) and "
+                    f"{self._held_text()}; restore {self.path} from a backup and run the "
+                    "command again (nothing was changed)."
+                ) from None
             raise WorkspaceError(
                 f"{self.path} is not a readable SQLite database ({exc}). Restore it from a "
-                "backup, or move it away to start an empty registry; nothing was changed."
+                "backup, or (this workspace has no artifacts or snapshots yet) move it away "
+                "to start an empty registry; nothing was changed."
             ) from None
+
+    def _held(self) -> dict[Path, int]:
+        """Files in the `holds` folders (counted up to 1000 each: enough to say so)."""
+        out = {}
+        for folder in self.holds:
+            n = 0
+            for _dirpath, _dirs, files in os.walk(folder):
+                n += len(files)
+                if n >= 1000:
+                    break
+            if n:
+                out[folder] = n
+        return out
+
+    def _held_text(self) -> str:
+        held = ", ".join(
+            f"{folder} holds {n}{'+' if n >= 1000 else ''} file(s)"
+            for folder, n in self._held().items()
+        )
+        return held + " that only the registry knows about"
+
+    def _refuse_fresh(self) -> None:
+        """Starting an empty registry next to stored artifacts would forget every run,
+        model and dataset, and `gc` would then delete their bytes: refuse instead."""
+        if not self._held():
+            return
+        if not self.path.exists():
+            what = "is missing"
+        elif self.path.stat().st_size == 0:
+            what = "is empty (0 bytes)"
+        else:
+            what = "has no tables"
+        raise WorkspaceError(
+            f"{self.path} {what} but {self._held_text()}, so it is not a new workspace; "
+            f"restore {self.path} from a backup (with its -wal file, if there is one) and run "
+            "the command again. Nothing was changed; no empty registry was started."
+        )
 
     def ensure_schema(self) -> None:
         """Bring the schema to HEAD, once, even with many processes racing to do it."""
@@ -124,6 +182,8 @@ class Database:
         if current == HEAD:
             return
         self._refuse_unknown(current)
+        if current is None:
+            self._refuse_fresh()
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
 
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+HEARTBEAT_SECONDS = 30.0  # how often a running run says it is alive
+
+_log = logging.getLogger(__name__)
 
 
 def current_user() -> str:
@@ -114,10 +119,15 @@ class ActiveRun:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.end("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.end("KILLED")
-        else:
-            self.end("FAILED", error=f"{exc_type.__name__}: {exc}")
+            return
+        try:
+            if issubclass(exc_type, KeyboardInterrupt):
+                self.end("KILLED")
+            else:
+                self.end("FAILED", error=f"{exc_type.__name__}: {exc}")
+        except Exception:
+            # the error that stopped the run (often the same full disk) is the one to report
+            _log.warning("run %s could not record its end", self.id[:8], exc_info=True)
 
     def __repr__(self) -> str:
         return f"<ActiveRun {self.id[:8]} {self.name!r}>"
@@ -342,19 +352,32 @@ class ActiveRun:
             if self._ended:
                 return
             self._ended = True
-            with self._db.write() as conn:
-                clashes = self._flush_locked(conn)
-                conn.exec_driver_sql(
-                    "UPDATE run SET status = ?, end_time = ? WHERE id = ?",
-                    (status, time.time(), self.id),
-                )
-                if error:
-                    conn.exec_driver_sql(
-                        "INSERT INTO tag (run_id, key, value) VALUES (?, 'error', ?) "
-                        "ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
-                        (self.id, error[:2000]),
-                    )
+            _FLUSHER.forget(self)
+            try:
+                with self._db.write() as conn:
+                    clashes = self._flush_locked(conn)
+                    self._close(conn, status, error)
+            except Exception as exc:
+                # e.g. the disk filled: the buffered values are lost, but the run must not
+                # stay RUNNING, so its end alone (a few bytes) is tried once more
+                try:
+                    with self._db.write() as conn:
+                        self._close(conn, "FAILED", error or f"{type(exc).__name__}: {exc}")
+                except Exception:
+                    pass  # marked when the workspace is next opened (its process is gone)
+                raise
         self._report_clashes(clashes)
+
+    def _close(self, conn, status: str, error: str | None) -> None:
+        conn.exec_driver_sql(
+            "UPDATE run SET status = ?, end_time = ? WHERE id = ?", (status, time.time(), self.id)
+        )
+        if error:
+            conn.exec_driver_sql(
+                "INSERT INTO tag (run_id, key, value) VALUES (?, 'error', ?) "
+                "ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
+                (self.id, error[:2000]),
+            )
 
 
 class _Flusher:
@@ -363,6 +386,8 @@ class _Flusher:
 
     def __init__(self) -> None:
         self._runs: set[ActiveRun] = set()
+        self._beating: set[ActiveRun] = set()  # every run of this process not ended yet
+        self._last_beat = time.monotonic()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
@@ -370,14 +395,47 @@ class _Flusher:
     def watch(self, run: ActiveRun) -> None:
         with self._lock:
             self._runs.add(run)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="mlops-metric-flusher", daemon=True
-                )
-                self._thread.start()
+            self._start()
+
+    def beat(self, run: ActiveRun) -> None:
+        """Renew `run`'s heartbeat every HEARTBEAT_SECONDS until it ends."""
+        with self._lock:
+            self._beating.add(run)
+            self._start()
+
+    def forget(self, run: ActiveRun) -> None:
+        with self._lock:
+            self._beating.discard(run)
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._loop, name="mlops-metric-flusher", daemon=True
+            )
+            self._thread.start()
+
+    def _heartbeat(self) -> None:
+        """One small write per workspace for all of this process's running runs."""
+        if time.monotonic() - self._last_beat < HEARTBEAT_SECONDS:
+            return
+        self._last_beat = time.monotonic()
+        with self._lock:
+            by_db: dict[int, list[ActiveRun]] = {}
+            for run in self._beating:
+                by_db.setdefault(id(run._db), []).append(run)
+        for runs in by_db.values():
+            try:
+                with runs[0]._db.write() as conn:
+                    conn.exec_driver_sql(
+                        "UPDATE run SET heartbeat_at = ? WHERE id = ? AND status = 'RUNNING'",
+                        [(time.time(), r.id) for r in runs],
+                    )
+            except Exception:  # a missed beat only makes the run look older
+                _log.warning("could not renew the heartbeat of running runs", exc_info=True)
 
     def _loop(self) -> None:
         while True:
+            self._heartbeat()
             with self._lock:
                 runs = list(self._runs)
             if not runs:
@@ -404,6 +462,53 @@ class _Flusher:
 
 
 _FLUSHER = _Flusher()
+
+
+def _this_process() -> tuple[int, int | None]:
+    """This process's pid and start time (read each time: a forked child is another)."""
+    from mlops_console.automation.process import start_time
+
+    return os.getpid(), start_time(os.getpid())
+
+
+def end_abandoned_runs(db) -> list[str]:
+    """Mark KILLED the RUNNING runs whose process has ended (pid gone, or reused by
+    another program: its start time differs). Returns their ids.
+
+    Runs without a pid (recorded before pids were) are left alone: nothing tells whether
+    they still run. A run's pid is only meaningful on the host that started it, so a
+    workspace shared between machines should not hold runs of several at once.
+    """
+    from mlops_console.automation.process import is_alive
+
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, pid, pid_start FROM run WHERE status = 'RUNNING' AND pid IS NOT NULL"
+        ).all()
+    gone = [(rid, pid) for rid, pid, started in rows if not is_alive(pid, started)]
+    if not gone:
+        return []
+    try:
+        with db.write() as conn:
+            for rid, pid in gone:
+                # last seen alive: its last heartbeat or metric value (not now, which may
+                # be days later)
+                ended = conn.exec_driver_sql(
+                    "UPDATE run SET status = 'KILLED', end_time = max(coalesce(heartbeat_at, "
+                    "start_time), coalesce((SELECT max(timestamp) FROM latest_metric "
+                    "WHERE run_id = run.id), 0)) WHERE id = ? AND status = 'RUNNING'",
+                    (rid,),
+                ).rowcount
+                if ended:
+                    conn.exec_driver_sql(
+                        "INSERT INTO tag (run_id, key, value) VALUES (?, 'error', ?) "
+                        "ON CONFLICT(run_id, key) DO NOTHING",
+                        (rid, f"its process (pid {pid}) ended without finishing the run"),
+                    )
+    except Exception:  # a read-only or full workspace can still be read
+        _log.warning("could not mark runs whose process ended", exc_info=True)
+        return []
+    return [rid for rid, _ in gone]
 
 
 def _param_text(value: Any) -> str:
@@ -463,9 +568,20 @@ class RunTracker:
         with self.ws.db.write() as conn:
             exp_id = self._experiment_id(conn, experiment)
             conn.exec_driver_sql(
-                "INSERT INTO run (id, experiment_id, name, status, start_time, seed, user, lineage) "
-                "VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?)",
-                (run_id, exp_id, name, now, seed, _USER, json.dumps(lineage)),
+                "INSERT INTO run (id, experiment_id, name, status, start_time, seed, user, "
+                "lineage, pid, pid_start, heartbeat_at) "
+                "VALUES (?, ?, ?, 'RUNNING', ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    exp_id,
+                    name,
+                    now,
+                    seed,
+                    _USER,
+                    json.dumps(lineage),
+                    *_this_process(),
+                    now,
+                ),
             )
             if param_text:
                 conn.exec_driver_sql(
@@ -477,7 +593,9 @@ class RunTracker:
                     "INSERT INTO tag (run_id, key, value) VALUES (?, ?, ?)",
                     [(run_id, str(k), str(v)) for k, v in tags.items()],
                 )
-        return ActiveRun(self, run_id, name, seed, param_text)
+        run = ActiveRun(self, run_id, name, seed, param_text)
+        _FLUSHER.beat(run)
+        return run
 
     # --- reading ---------------------------------------------------------------------------
 

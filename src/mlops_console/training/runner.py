@@ -491,8 +491,9 @@ def train(
             description=spec.description or f"Trained by pipeline {spec.name}.",
             intended_use=spec.intended_use,
             bundle=draft,
+            checks=checks,
+            gates=gates,
         )
-        ws.models.record_evaluation(version.name, version.version, checks, gates)
         if gates["passed"]:
             ws.models.set_alias(
                 version.name, reg.challenger_alias, version.version, reason="passed every gate"
