@@ -1,4 +1,4 @@
-"""mlops data add | ingest | list | show | versions | diff."""
+"""mlops data add | ingest | list | show | versions | diff | rebuild | edit | remove."""
 
 from __future__ import annotations
 
@@ -37,13 +37,32 @@ def add(ctx, name, source, timestamp, entities, description, no_ingest, as_json)
         ds = ws.data.add(
             name, source, timestamp=timestamp, entities=list(entities), description=description
         )
-        result = None if no_ingest else ws.data.ingest(name, stage=None if as_json else _stage)
+        result = None if no_ingest else _first_ingest(ws, name, None if as_json else _stage)
         if as_json:
             emit_json({"dataset": ws.data.get(name), "ingest": _ingest_json(result)})
             return
         click.echo(f"Registered dataset {ds['name']} from {ds['source']}.")
         if result:
             _report_ingest(result)
+
+
+def _first_ingest(ws, name, stage):
+    """Ingest v1 of a dataset just registered; if that fails, nothing stays registered, so
+    the name can be used again once the file is fixed."""
+    from mlops_console.errors import MlopsError
+
+    try:
+        return ws.data.ingest(name, stage=stage or (lambda s: None))
+    except BaseException as exc:
+        if not ws.data.versions(name):
+            ws.data.remove(name)
+        if not isinstance(exc, MlopsError):
+            raise
+        try:
+            said = type(exc)(f"{exc} Nothing was registered; fix that and add it again.")
+        except TypeError:  # a subclass with another constructor: its own words will do
+            raise exc from None
+        raise said from None
 
 
 @data.command("ingest")
@@ -184,20 +203,26 @@ def show(ctx, name, version, as_json) -> None:
 
 @data.command("versions")
 @click.argument("name")
+@click.option("--verify", is_flag=True, help="Hash every snapshot (default: a quick look).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def versions(ctx, name, as_json) -> None:
-    """Every version of a dataset."""
+def versions(ctx, name, verify, as_json) -> None:
+    """Every version of a dataset, and whether its snapshot is intact."""
     with _ws(ctx) as ws:
         found = ws.data.versions(name)
         current = ws.data.get(name)["current_version"]
+        states = {v.version: ws.data.snapshot_state(v, full=verify) for v in found}
     if as_json:
         emit_json(
-            {"dataset": name, "current_version": current, "versions": [v.to_dict() for v in found]}
+            {
+                "dataset": name,
+                "current_version": current,
+                "versions": [{**v.to_dict(), "snapshot": states[v.version]} for v in found],
+            }
         )
         return
     table(
-        ["version", "status", "rows", "digest", "failed rules", "ingested"],
+        ["version", "status", "rows", "digest", "failed rules", "snapshot", "ingested"],
         [
             (
                 f"v{v.version}" + (" *" if v.version == current else ""),
@@ -205,11 +230,100 @@ def versions(ctx, name, as_json) -> None:
                 v.rows,
                 v.digest[:12],
                 len(v.failed_rules) or "-",
+                states[v.version]
+                if states[v.version] in ("ok", "verified")
+                else states[v.version].upper(),
                 when(v.created_at),
             )
             for v in found
         ],
         empty="No versions yet.",
+    )
+    bad = [v for v in found if states[v.version] not in ("ok", "verified")]
+    if bad:
+        which = str(bad[0].version) if len(bad) == 1 else "VERSION"
+        click.echo(
+            f"Snapshot(s) of {', '.join(f'v{v.version}' for v in bad)} cannot be read; "
+            f"`mlops data rebuild {name} {which}` rebuilds one from its source files."
+        )
+
+
+@data.command("rebuild")
+@click.argument("name")
+@click.argument("version", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def rebuild(ctx, name, version, as_json) -> None:
+    """Rebuild the Parquet snapshot of NAME's VERSION (default: the current one) from the
+    source files it was taken from, if they still hash as recorded."""
+    with _ws(ctx) as ws:
+        done = ws.data.rebuild(name, version)
+    if as_json:
+        emit_json(
+            {
+                "dataset": name,
+                "version": done.version.version,
+                "was": done.was,
+                "rewritten": done.rewritten,
+                "digest_changed": done.digest_changed,
+                "message": done.message,
+            }
+        )
+        return
+    click.echo(done.message)
+
+
+@data.command("edit")
+@click.argument("name")
+@click.option("--source", help="Another CSV/Parquet path or glob.")
+@click.option("--timestamp", help="The event-time column ('' for none).")
+@click.option("--entities", help="Entity key columns, comma-separated ('' for none).")
+@click.option("--description")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def edit(ctx, name, source, timestamp, entities, description, as_json) -> None:
+    """Change a dataset's source, timestamp, entities or description; versions taken
+    already stay as they are, the next ingest uses the new fields."""
+    keys = None if entities is None else [e.strip() for e in entities.split(",") if e.strip()]
+    with _ws(ctx) as ws:
+        ds, notes = ws.data.edit(
+            name, source=source, timestamp=timestamp, entities=keys, description=description
+        )
+    if as_json:
+        emit_json({"dataset": ds, "notes": notes})
+        return
+    click.echo(f"Dataset {name} updated; `mlops data ingest {name}` takes a version with it.")
+    for note in notes:
+        click.echo(f"Note: {note}")
+
+
+@data.command("remove")
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def remove(ctx, name, yes, as_json) -> None:
+    """Unregister dataset NAME and its versions (refused while a registered model was
+    trained on it). Its snapshots are left for `mlops gc`."""
+    with _ws(ctx) as ws:
+        ds = ws.data.get(name)
+        if not yes and not ws.data.models_using(name):  # in use: refused without asking
+            click.confirm(f"Remove dataset {name} and its {ds['versions']} version(s)?", abort=True)
+        done = ws.data.remove(name)
+    if as_json:
+        emit_json(done)
+        return
+    runs = done["runs_that_read_it"]
+    click.echo(
+        f"Removed dataset {name} and its {done['versions_removed']} version(s)"
+        + (f"; the {runs} run(s) that read it keep their records" if runs else "")
+        + f". The snapshots in {done['lake']} stay until `mlops gc` removes them."
+        + (
+            f" Its contract {done['contract']} is kept: delete it before adding {name} "
+            "again with other data."
+            if done["contract"]
+            else ""
+        )
     )
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.data import contract as contracts
-from mlops_console.data.reading import DataError, _stat_hash, expand, read_file
+from mlops_console.data import snapshots
+from mlops_console.data.reading import CSV_SUFFIXES, DataError, _stat_hash, expand, read_file
+from mlops_console.data.sniff_binary import describe_binary
 from mlops_console.data.types import logical_type
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.names import check_name, inside
@@ -169,6 +171,98 @@ class DatasetStore:
         path = self.contract_path(name)
         return contracts.load(path) if path.exists() else None
 
+    def edit(
+        self,
+        name: str,
+        source: str | None = None,
+        timestamp: str | None = None,
+        entities: list[str] | None = None,
+        description: str | None = None,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Change a dataset's fields (None: keep; '' or []: clear the timestamp, entities).
+
+        Returns the dataset and notes: columns the current version does not have, which
+        the next ingest will require. Versions taken already stay as they are.
+        """
+        ds = self.get(name)
+        changes: dict[str, Any] = {}
+        if source is not None:
+            expand(source, self.ws.root)  # fail now if it matches nothing
+            changes["source"] = source
+        if timestamp is not None:
+            changes["timestamp_column"] = timestamp or None
+        if entities is not None:
+            changes["entity_columns"] = json.dumps(list(entities))
+        if description is not None:
+            changes["description"] = description
+        if not changes:
+            raise MlopsError(
+                f"Nothing to change for {name}: give --source, --timestamp, --entities or "
+                "--description."
+            )
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE dataset SET {', '.join(f'{k} = ?' for k in changes)} WHERE name = ?",
+                (*changes.values(), name),
+            )
+        notes = []
+        if ds["current_version"] is not None:
+            have = {c["name"] for c in self.version(name).columns}
+            wanted = ([timestamp] if timestamp else []) + list(entities or [])
+            missing = [c for c in wanted if c not in have]
+            if missing:
+                notes.append(
+                    f"v{ds['current_version']} has no column(s) {', '.join(missing)}; the next "
+                    f"`mlops data ingest {name}` requires them."
+                )
+        return self.get(name), notes
+
+    def models_using(self, name: str) -> list[str]:
+        """Model versions trained on a version of the dataset ('churn/2 (churn v1)'), by
+        their lineage or their run's recorded inputs."""
+        with self.ws.db.read() as conn:
+            return _models_using(conn, name)
+
+    def remove(self, name: str) -> dict[str, Any]:
+        """Unregister a dataset and its versions, unless a registered model was trained on
+        one of them. Its snapshots stay in the lake until `mlops gc` sweeps them."""
+        ds = self.get(name)
+        with self.ws.db.write() as conn:
+            used = _models_using(conn, name)
+            if used:
+                more = f" and {len(used) - 5} more" if len(used) > 5 else ""
+                raise Conflict(
+                    f"Dataset {name!r} cannot be removed: registered model version(s) were "
+                    f"trained on it: {', '.join(used[:5])}{more}. Their lineage must stay "
+                    "reproducible; `mlops models delete` those versions first if they are "
+                    "no longer needed."
+                )
+            versions = [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT version FROM dataset_version WHERE dataset_name = ?", (name,)
+                )
+            ]
+            runs = conn.exec_driver_sql(
+                "SELECT count(DISTINCT run_id) FROM run_input WHERE name = ?", (name,)
+            ).scalar()
+            for v in versions:
+                conn.exec_driver_sql(
+                    "DELETE FROM object_ref WHERE kind = 'dataset_version' AND owner = ?",
+                    (f"{name}/{v}",),
+                )
+            conn.exec_driver_sql("DELETE FROM dataset_version WHERE dataset_name = ?", (name,))
+            conn.exec_driver_sql("DELETE FROM dataset WHERE name = ?", (name,))
+        contract = self.contract_path(name)
+        return {
+            "name": name,
+            "source": ds["source"],
+            "versions_removed": len(versions),
+            "runs_that_read_it": runs,
+            "lake": str(inside(self.lake, name).relative_to(self.ws.root)),
+            "contract": (str(contract.relative_to(self.ws.root)) if contract.exists() else None),
+        }
+
     # --- ingesting -------------------------------------------------------------------------
 
     def ingest(self, name: str, force: bool = False, stage=lambda s: None) -> IngestResult:
@@ -184,7 +278,7 @@ class DatasetStore:
         paths, hashed, digest = self._hash_sources(ds)
         existing = self._by_digest(name, digest)
         if existing is not None:
-            return self._reingest(existing, force)
+            return self._reingest(existing, force, self._repair(existing, stage))
 
         stage(f"read {len(paths)} file(s)")
         table = self._read(hashed)
@@ -215,8 +309,9 @@ class DatasetStore:
         profile_hash = self.ws.artifacts.put_bytes(json.dumps(profile).encode())
         if contract_note:
             self.contract_dir.mkdir(exist_ok=True)
-            self.contract_path(name).write_text(
-                contracts.dumps(contract, "Inferred from version 1.")
+            # atomically: a concurrent ingest may be reading it this moment
+            _write_text_atomic(
+                self.contract_path(name), contracts.dumps(contract, "Inferred from version 1.")
             )
         contract_sha = (
             hashlib.sha256(self.contract_path(name).read_bytes()).hexdigest()
@@ -226,38 +321,48 @@ class DatasetStore:
         columns = [{"name": f.name, "type": logical_type(f.type)} for f in table.schema]
         now = time.time()
         with self.ws.db.write() as conn:
-            version = conn.exec_driver_sql(
-                "SELECT coalesce(max(version), 0) + 1 FROM dataset_version WHERE dataset_name = ?",
-                (name,),
-            ).scalar()
-            conn.exec_driver_sql(
-                f"INSERT INTO dataset_version ({_COLS}, contract_sha256) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    version,
-                    digest,
-                    status,
-                    table.num_rows,
-                    json.dumps(columns),
-                    json.dumps([h.to_dict() for h in hashed]),
-                    snapshot.relative_to(self.ws.state / "lake").as_posix(),
-                    snap_sha,
-                    profile_hash,
-                    json.dumps(report),
-                    now,
-                    current_user(),
-                    contract_sha,
-                ),
-            )
-            conn.exec_driver_sql(
-                "INSERT OR IGNORE INTO object_ref (hash, kind, owner) VALUES (?, 'dataset_version', ?)",
-                (profile_hash, f"{name}/{version}"),
-            )
-            if status in ACCEPTED:
+            # Another ingest of the same files may have finished since this one looked:
+            # one version per digest, and this one answers as if the files were unchanged.
+            raced = conn.exec_driver_sql(
+                f"SELECT {_COLS} FROM dataset_version WHERE dataset_name = ? AND digest = ? "
+                "ORDER BY version DESC LIMIT 1",
+                (name, digest),
+            ).first()
+            if raced is None:
+                version = conn.exec_driver_sql(
+                    "SELECT coalesce(max(version), 0) + 1 FROM dataset_version WHERE dataset_name = ?",
+                    (name,),
+                ).scalar()
                 conn.exec_driver_sql(
-                    "UPDATE dataset SET current_version = ? WHERE name = ?", (version, name)
+                    f"INSERT INTO dataset_version ({_COLS}, contract_sha256) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        version,
+                        digest,
+                        status,
+                        table.num_rows,
+                        json.dumps(columns),
+                        json.dumps([h.to_dict() for h in hashed]),
+                        snapshot.relative_to(self.ws.state / "lake").as_posix(),
+                        snap_sha,
+                        profile_hash,
+                        json.dumps(report),
+                        now,
+                        current_user(),
+                        contract_sha,
+                    ),
                 )
+                conn.exec_driver_sql(
+                    "INSERT OR IGNORE INTO object_ref (hash, kind, owner) VALUES (?, 'dataset_version', ?)",
+                    (profile_hash, f"{name}/{version}"),
+                )
+                if status in ACCEPTED:
+                    conn.exec_driver_sql(
+                        "UPDATE dataset SET current_version = ? WHERE name = ?", (version, name)
+                    )
+        if raced is not None:
+            return self._reingest(_from_row(raced), force)
         dv = self.version(name, version)
         if status == "accepted":
             msg = f"{name} v{version}: {dv.rows} rows accepted" + (
@@ -336,39 +441,70 @@ class DatasetStore:
     def _hash_sources(self, ds: dict[str, Any]):
         """(paths, [SourceFile], digest): the digest names a version by its files' bytes."""
         paths = expand(ds["source"], self.ws.root)
+        for p in paths:  # before hashing: a 2 GB file of zeros is not worth reading twice
+            if p.suffix.lower() in CSV_SUFFIXES and (why := describe_binary(p, _shown(self, p))):
+                raise DataError(why)
         hashed = [_stat_hash(p, self.ws.root) for p in paths]
         digest = hashlib.sha256("\n".join(sorted(h.sha256 for h in hashed)).encode()).hexdigest()
         return paths, hashed, digest
 
     def unchanged_since(self, name: str) -> DatasetVersion | None:
-        """The newest version taken (accepted or quarantined) if the source files still hash
-        to it, as after a touch or a re-save of the same bytes; else None."""
+        """The version the source files still hash to if ingesting them would change
+        nothing (it is the current one, or the newest one taken), as after a touch or a
+        re-save of the same bytes; else None (new files, or files put back to an earlier
+        version, which an ingest makes current again)."""
         ds = self.get(name)
-        with self.ws.db.read() as conn:
-            row = conn.exec_driver_sql(
-                f"SELECT {_COLS} FROM dataset_version WHERE dataset_name = ? "
-                "ORDER BY version DESC LIMIT 1",
-                (name,),
-            ).first()
-        if row is None:
+        match = self._by_digest(name, self._hash_sources(ds)[2])
+        if match is None:
             return None
-        newest = _from_row(row)
-        return newest if self._hash_sources(ds)[2] == newest.digest else None
+        newest = self.versions(name)[-1].version
+        return match if match.version in (ds["current_version"], newest) else None
 
-    def _reingest(self, existing: DatasetVersion, force: bool) -> IngestResult:
+    def _repair(self, dv: DatasetVersion, stage=lambda s: None) -> str:
+        """Rebuild the snapshot of the version unchanged files hash to, if it is missing or
+        damaged (its files are those it was taken from); '' or what was done."""
+        if snapshots.check(self, dv, full=True) == "verified":
+            return ""
+        stage(f"rebuild the snapshot of {dv.dataset} v{dv.version}")
+        return snapshots.rebuild(self, dv).message + " "
+
+    def _reingest(self, existing: DatasetVersion, force: bool, note: str = "") -> IngestResult:
         name, v = existing.dataset, existing.version
         if existing.usable:
-            return IngestResult(existing, False, f"{name}: the files are unchanged; still v{v}.")
+            was = self.get(name)["current_version"]
+            if was != v:  # files put back as they were: their version is current again
+                with self.ws.db.write() as conn:
+                    was = conn.exec_driver_sql(
+                        "SELECT current_version FROM dataset WHERE name = ?", (name,)
+                    ).scalar()
+                    conn.exec_driver_sql(
+                        "UPDATE dataset SET current_version = ? WHERE name = ?", (v, name)
+                    )
+            if was is not None and was != v:
+                return IngestResult(
+                    existing,
+                    False,
+                    f"{note}{name}: the files match v{v} again; v{v} is current (was v{was}).",
+                )
+            return IngestResult(
+                existing, False, f"{note}{name}: the files are unchanged; still v{v}."
+            )
         if not force:
             rules = "; ".join(
                 f"{r['rule']}{'(' + r['column'] + ')' if r['column'] else ''}: {r['detail']}"
                 for r in existing.failed_rules[:3]
             )
+            current = self.get(name)["current_version"]
+            if v != self.versions(name)[-1].version:
+                said = f"the files match v{v} again, which stays in quarantine ({rules})"
+                said += f"; v{current} stays current" if current else ""
+            else:
+                said = f"the files are unchanged and v{v} is in quarantine ({rules})"
             return IngestResult(
                 existing,
                 False,
-                f"{name}: the files are unchanged and v{v} is in quarantine ({rules}). "
-                "Fix the data or the contract, or pass --force to accept it.",
+                f"{note}{name}: {said}. Fix the data or the contract, or pass --force to "
+                "accept it.",
             )
         with self.ws.db.write() as conn:
             conn.exec_driver_sql(
@@ -380,7 +516,8 @@ class DatasetStore:
         return IngestResult(
             self.version(name, v),
             False,
-            f"{name} v{v} ACCEPTED WITH --force out of quarantine; runs that use it will say so.",
+            f"{note}{name} v{v} ACCEPTED WITH --force out of quarantine; runs that use it will "
+            "say so.",
         )
 
     def _by_digest(self, name: str, digest: str) -> DatasetVersion | None:
@@ -431,7 +568,16 @@ class DatasetStore:
                 f"{name} v{dv.version} is quarantined and is not used; accept it with "
                 f"`mlops data ingest {name} --force` if you must."
             )
-        return inside(self.ws.state / "lake", dv.lake_path)
+        return snapshots.verified_path(self, dv)
+
+    def snapshot_state(self, dv: DatasetVersion, full: bool = False) -> str:
+        """'ok' (present and framed as Parquet; `full`: 'verified', hashed), 'missing',
+        'damaged' or 'unreadable'."""
+        return snapshots.check(self, dv, full=full)
+
+    def rebuild(self, name: str, version: int | None = None) -> snapshots.Rebuilt:
+        """Write a version's snapshot again from its source files (default: the current)."""
+        return snapshots.rebuild(self, self.version(name, version))
 
     def read(
         self, name: str, version: int | None = None, run=None, columns: list[str] | None = None
@@ -477,20 +623,46 @@ class DatasetStore:
 
 
 def _write_parquet(table, folder: Path, digest: str) -> tuple[Path, str]:
-    import pyarrow.parquet as pq
-
     final = folder / f"{digest[:16]}.parquet"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-", suffix=".parquet")
-    os.close(fd)
+    tmp, sha = snapshots.stage_parquet(table, folder)
     try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-            sha = hashlib.file_digest(fh, "sha256").hexdigest()
-        os.chmod(tmp, 0o400)  # immutable, and the owner's alone
         os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final, sha
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return final, sha
+
+
+def _shown(store: DatasetStore, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(store.ws.root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _models_using(conn, name: str) -> list[str]:
+    rows = conn.exec_driver_sql(
+        "SELECT mv.model_name, mv.version, ri.version FROM model_version mv "
+        "JOIN run_input ri ON ri.run_id = mv.run_id WHERE ri.name = ? "
+        "UNION SELECT mv.model_name, mv.version, json_extract(d.value, '$.version') "
+        "FROM model_version mv, json_each(mv.lineage, '$.datasets') d "
+        "WHERE json_valid(mv.lineage) AND json_extract(d.value, '$.name') = ? "
+        "ORDER BY 1, 2",
+        (name, name),
+    ).all()
+    found: dict[str, set[str]] = {}
+    for model, version, dv in rows:
+        found.setdefault(f"{model}/{version}", set()).add(str(dv))
+    return [f"{ref} ({name} {', '.join(sorted(vs))})" for ref, vs in found.items()]
