@@ -335,3 +335,44 @@ def test_edit_and_remove_a_dataset(plain):
     assert "No dataset named 't'" in failed(root, "data", "remove", "t", "--yes")
     gc = json.loads(mlops(root, "gc", "--grace", "0", "--trust-registry", "--json").stdout)
     assert not any(p.exists() for p in lake), gc
+
+
+def test_a_rebuild_with_other_bytes_is_accepted_only_for_the_same_data(ws, monkeypatch):
+    """Another pyarrow may encode the same table into other bytes; a rebuild then checks
+    the data against the version's record and updates the digest. Other data: refused."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from mlops_console.data import snapshots
+
+    (ws.root / "data").mkdir(exist_ok=True)
+    _csv(ws.root / "data" / "t.csv", [(i, i + 0.5) for i in range(1, 41)])
+    ws.data.add("t", "data/t.csv")
+    dv = ws.data.ingest("t").version
+    snap = ws.data.path("t")
+    snap.unlink()
+    staged = snapshots.stage_parquet
+
+    def other_writer(table, folder):  # as a pyarrow that encodes differently would
+        tmp, _ = staged(table, folder)
+        tmp.chmod(0o600)
+        pq.write_table(table, tmp, compression="snappy")
+        return tmp, hashlib.sha256(tmp.read_bytes()).hexdigest()
+
+    monkeypatch.setattr(snapshots, "stage_parquet", other_writer)
+    read = ws.data._read
+    other = read(snapshots.recorded_sources(ws.data, dv)[0])
+    other = other.set_column(1, "amount", [[i + 0.75 for i in range(1, 41)]])
+    with monkeypatch.context() as m:  # the same files read into other values
+        m.setattr(ws.data, "_read", lambda hashed: other)
+        with pytest.raises(snapshots.SnapshotError, match="now read into other data .*values"):
+            ws.data.rebuild("t")
+    assert not snap.exists() and not list(snap.parent.glob(".write-*"))
+    assert ws.data.version("t", 1).snapshot_sha256 == dv.snapshot_sha256
+    done = ws.data.rebuild("t")
+    assert done.digest_changed and "its recorded sha256 was updated" in done.message
+    after = ws.data.version("t", 1)
+    assert after.snapshot_sha256 != dv.snapshot_sha256
+    assert ws.data.snapshot_state(after, full=True) == "verified"
+    assert list(ws.data.read("t")["amount"]) == [i + 0.5 for i in range(1, 41)]
