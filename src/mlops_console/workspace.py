@@ -38,14 +38,14 @@ class Workspace:
         self.db = Database(
             self.state / "registry.db", holds=(self.state / "objects", self.state / "lake")
         )
+        from mlops_console.tracking.runs import end_abandoned_runs
+
         try:
             self.db.ensure_schema()
+            end_abandoned_runs(self.db)
         except BaseException:
             self.db.close()
             raise
-        from mlops_console.tracking.runs import end_abandoned_runs
-
-        end_abandoned_runs(self.db)
 
     # --- finding and creating ------------------------------------------------------
 

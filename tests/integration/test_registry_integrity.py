@@ -185,7 +185,6 @@ def test_a_run_that_fills_the_disk_ends_failed(sample_ws, small_disk):
     statuses = _statuses(root)
     new = {k: v for k, v in statuses.items() if k not in before}
     assert len(new) == 1 and set(new.values()) <= {"FAILED", "KILLED"}, new
-    print(line, new)
     assert _integrity(root / ".mlops" / "registry.db") == "ok"
 
 

@@ -72,7 +72,7 @@ class ModelVersion:
 class AliasMove:
     model: str
     alias: str
-    kind: str
+    kind: str  # set, rollback, remove; "unchanged" is returned, never recorded
     from_version: int | None
     to_version: int | None
     at: float
