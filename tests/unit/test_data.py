@@ -173,8 +173,8 @@ def test_file_changing_while_read_is_refused(dws, monkeypatch):
 
     real = datasets.read_file
 
-    def read_while_growing(path, rel):
-        table = real(path, rel)
+    def read_while_growing(path, rel, *how):
+        table = real(path, rel, *how)
         with open(path, "a") as fh:  # another program is still writing the file
             fh.write(rows(1, start=500))
         return table

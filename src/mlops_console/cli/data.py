@@ -29,14 +29,53 @@ def data() -> None:
 @click.option("--entity", "entities", multiple=True, help="An entity key column (repeatable).")
 @click.option("--description", default="")
 @click.option("--no-ingest", is_flag=True, help="Only register; ingest later.")
+@click.option("--delimiter", help="CSV field delimiter, e.g. ';' or '\\t' (default: sniffed).")
+@click.option("--decimal", type=click.Choice([".", ","]), help="Decimal mark (default: sniffed).")
+@click.option("--thousands", help="Thousands separator, e.g. '.' in 1.234,56.")
+@click.option(
+    "--na",
+    "na_values",
+    multiple=True,
+    help="A spelling of a missing value besides the empty field, NA, n/a, NULL, NaN "
+    "(repeatable), e.g. --na '-'.",
+)
+@click.option("--encoding", help="Text encoding, e.g. cp1252 or latin-1 (default: sniffed).")
+@click.option(
+    "--date-format",
+    "date_formats",
+    multiple=True,
+    help="strptime format of dates besides ISO 8601, e.g. '%d.%m.%Y' (repeatable: a value "
+    "may match any of them).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def add(ctx, name, source, timestamp, entities, description, no_ingest, as_json) -> None:
-    """Register dataset NAME from SOURCE (a CSV/Parquet path or glob) and ingest v1."""
+def add(ctx, name, source, timestamp, entities, description, no_ingest, as_json, **how) -> None:
+    """Register dataset NAME from SOURCE (a CSV/Parquet path or glob) and ingest v1.
+
+    How CSV files are read is sniffed from the first file unless given; it is stored
+    with the dataset and used on every ingest."""
+    from mlops_console.data.read_options import FLAGS, describe
+
     with _ws(ctx) as ws:
         ds = ws.data.add(
-            name, source, timestamp=timestamp, entities=list(entities), description=description
+            name,
+            source,
+            timestamp=timestamp,
+            entities=list(entities),
+            description=description,
+            read_options={k: v for k, v in how.items() if v},
         )
+        opts = ds["read_options"]
+        if opts and not as_json:
+            sniffed = opts.get("sniffed")
+            click.echo(
+                f"read with {describe(opts)} "
+                + (
+                    f"(sniffed; {'/'.join(dict.fromkeys(FLAGS.values()))} override)"
+                    if sniffed
+                    else "(as given)"
+                )
+            )
         result = None if no_ingest else _first_ingest(ws, name, None if as_json else _stage)
         if as_json:
             emit_json({"dataset": ws.data.get(name), "ingest": _ingest_json(result)})
@@ -44,6 +83,15 @@ def add(ctx, name, source, timestamp, entities, description, no_ingest, as_json)
         click.echo(f"Registered dataset {ds['name']} from {ds['source']}.")
         if result:
             _report_ingest(result)
+
+
+def _read_with(ds) -> str:
+    from mlops_console.data.read_options import describe
+
+    opts = ds.get("read_options") or {}
+    return describe(opts) + (
+        " (sniffed: " + ", ".join(opts["sniffed"]) + ")" if opts.get("sniffed") else ""
+    )
 
 
 def _first_ingest(ws, name, stage):
@@ -159,6 +207,7 @@ def show(ctx, name, version, as_json) -> None:
             ("dataset", ds["name"]),
             ("source", ds["source"]),
             ("contract", ds["contract"]),
+            ("read with", _read_with(ds)),
             (
                 "current",
                 f"v{ds['current_version']}" if ds["current_version"] else "none accepted yet",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import Field
 
 from mlops_console.config import Strict, load_toml, parse
-from mlops_console.data.types import NUMERIC, accepts, logical_type, quote_ident
+from mlops_console.data.types import NUMERIC, accepts, logical_type, narrow, quote_ident
 
 MAX_CATEGORIES = 50
 
@@ -77,7 +78,9 @@ def infer(
         kind = logical_type(f.type)
         prof = profile["columns"][f.name]
         rule = ColumnRule(type=kind, nullable=prof["nulls"] > 0)
-        if kind in NUMERIC and prof["count"]:
+        # An entity key (a customer number) grows with new customers; a range would
+        # quarantine next month's file for them.
+        if kind in NUMERIC and prof["count"] and f.name not in entities:
             lo, hi = prof["min"], prof["max"]
             margin = (hi - lo) * 0.5
             new_lo, new_hi = _round_out(lo - margin, down=True), _round_out(hi + margin, down=False)
@@ -128,86 +131,13 @@ def check(
     bounds = f"[{lo if lo is not None else '-'}, {hi if hi is not None else '-'}]"
     results.append(RuleResult("row_count", ok, f"{rows} rows; allowed {bounds}"))
 
-    for name, rule in contract.columns.items():
-        if name not in present:
-            results.append(RuleResult("column_present", False, "column is missing", name))
-            continue
-        actual = present[name]
-        if not accepts(rule.type, actual):
-            results.append(
-                RuleResult(
-                    "type",
-                    False,
-                    f"type changed: the contract says {rule.type}, the data has {actual}",
-                    name,
-                )
-            )
-            continue
-        results.append(RuleResult("type", True, actual, name))
-        col = quote_ident(name)
-        if not rule.nullable:
-            nulls = con.execute(f"SELECT count(*) - count({col}) FROM {relation}").fetchone()[0]
-            ex = []
-            if nulls:
-                ex = [
-                    r[0] + 1
-                    for r in con.execute(
-                        f"SELECT rn FROM (SELECT row_number() OVER () - 1 AS rn, {col} AS v FROM {relation}) "
-                        "WHERE v IS NULL LIMIT 5"
-                    ).fetchall()
-                ]
-            results.append(
-                RuleResult(
-                    "not_null",
-                    nulls == 0,
-                    f"{nulls} null value(s)" + (f"; first at data rows {ex}" if ex else ""),
-                    name,
-                    ex,
-                )
-            )
-        if (rule.min is not None or rule.max is not None) and actual in NUMERIC:
-            cond = " OR ".join(
-                c
-                for c in ([f"{col} < {rule.min!r}"] if rule.min is not None else [])
-                + ([f"{col} > {rule.max!r}"] if rule.max is not None else [])
-            )
-            n, lo_v, hi_v = con.execute(
-                f"SELECT count(*) FILTER (WHERE {cond}), min({col}), max({col}) FROM {relation}"
-            ).fetchone()
-            results.append(
-                RuleResult(
-                    "range",
-                    n == 0,
-                    f"{n} value(s) outside [{rule.min}, {rule.max}] (data: {lo_v} .. {hi_v})",
-                    name,
-                    []
-                    if n == 0
-                    else [
-                        r[0]
-                        for r in con.execute(
-                            f"SELECT DISTINCT {col} FROM {relation} WHERE {cond} ORDER BY 1 LIMIT 5"
-                        ).fetchall()
-                    ],
-                )
-            )
-        if rule.categories is not None and actual == "string":
-            allowed = ", ".join("'" + c.replace("'", "''") + "'" for c in rule.categories) or "NULL"
-            unseen = con.execute(
-                f"SELECT {col}, count(*) FROM {relation} WHERE {col} IS NOT NULL AND {col} NOT IN ({allowed}) "
-                "GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
-            ).fetchall()
-            results.append(
-                RuleResult(
-                    "categories",
-                    not unseen,
-                    "all values allowed"
-                    if not unseen
-                    else "value(s) not in the allowed categories: "
-                    + ", ".join(f"{v!r} ({n}x)" for v, n in unseen),
-                    name,
-                    [v for v, _ in unseen],
-                )
-            )
+    checked = [n for n in contract.columns if n in present]
+    stats = _column_stats(con, relation, {n: contract.columns[n] for n in checked}, present)
+    # Examples are looked up for the failing columns only, from a copy of just those.
+    failing = [n for n in checked if any(stats.get((n, w)) for w in ("nulls", "outside"))]
+    with narrow(con, relation, schema, failing) as rel:
+        for name, rule in contract.columns.items():
+            results += _column_results(con, rel, name, rule, present.get(name), stats)
     extra = sorted(set(present) - set(contract.columns))
     if extra:
         results.append(
@@ -280,6 +210,182 @@ def check(
     return results
 
 
+def _column_stats(con, relation: str, rules: dict[str, ColumnRule], present) -> dict:
+    """What decides each column rule, for a batch of columns: {(column, "nulls" |
+    "outside" | "min" | "max" | "unseen"): value}. The columns are unpivoted into one
+    (column, value) relation and grouped once per kind of rule: a SELECT with an aggregate
+    per column is slow for thousands of columns."""
+    import pyarrow as pa
+
+    todo = {n: r for n, r in rules.items() if accepts(r.type, present[n])}
+    stats: dict[tuple[str, str], Any] = {}
+    notnull = [n for n, r in todo.items() if not r.nullable]
+    for i, n in _unpivot(
+        con, relation, [f"({quote_ident(n)} IS NULL)::INT" for n in notnull], "sum(v)"
+    ):
+        stats[notnull[i], "nulls"] = int(n)
+    stats.update({(n, "nulls"): stats.get((n, "nulls"), 0) for n in notnull})
+
+    ranged = [
+        n
+        for n, r in todo.items()
+        if (r.min is not None or r.max is not None) and present[n] in NUMERIC
+    ]
+    for n in ranged:
+        stats[n, "outside"], stats[n, "min"], stats[n, "max"] = 0, None, None
+    if ranged:
+        inf = float("inf")
+        con.register(
+            "_bounds",
+            pa.table(
+                {
+                    "col": [f"c{i}" for i in range(len(ranged))],
+                    "lo": [-inf if todo[n].min is None else float(todo[n].min) for n in ranged],
+                    "hi": [inf if todo[n].max is None else float(todo[n].max) for n in ranged],
+                }
+            ),
+        )
+        try:
+            for i, out, lo, hi in _unpivot(
+                con,
+                relation,
+                [f"{quote_ident(n)}::DOUBLE" for n in ranged],
+                "count_if(v < lo OR v > hi), min(v), max(v)",
+                "JOIN _bounds USING (col)",
+            ):
+                n = ranged[i]
+                whole = present[n] == "integer"
+                stats[n, "outside"] = int(out)
+                stats[n, "min"] = int(lo) if whole else lo
+                stats[n, "max"] = int(hi) if whole else hi
+        finally:
+            con.unregister("_bounds")
+
+    listed = [n for n, r in todo.items() if r.categories is not None and present[n] == "string"]
+    for n in listed:
+        stats[n, "unseen"] = []
+    # An empty list allows anything (NOT IN (NULL) never holds), as it always did.
+    cats = [n for n in listed if todo[n].categories]
+    if cats:
+        pairs = [(f"c{i}", c) for i, n in enumerate(cats) for c in todo[n].categories]
+        con.register(
+            "_allowed", pa.table({"col": [p[0] for p in pairs], "v": [p[1] for p in pairs]})
+        )
+        try:
+            found = _unpivot(
+                con,
+                relation,
+                [f"{quote_ident(n)}::VARCHAR" for n in cats],
+                "v, count(*) AS n",
+                "ANTI JOIN _allowed USING (col, v)",
+                group="col, v",
+                keep="QUALIFY row_number() OVER (PARTITION BY col ORDER BY n DESC, v) <= 5 "
+                "ORDER BY col, n DESC, v",
+            )
+        finally:
+            con.unregister("_allowed")
+        for i, v, n in found:
+            stats[cats[i], "unseen"].append((v, int(n)))
+    return stats
+
+
+def _unpivot(con, relation, exprs, aggregates, join="", group="col", keep=""):
+    """Rows (i, aggregates...) over the non-NULL values of exprs[i], as column `v`."""
+    if not exprs:
+        return []
+    sel = ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs))
+    on = ", ".join(f"c{i}" for i in range(len(exprs)))
+    rows = con.execute(
+        f"SELECT col, {aggregates} FROM (UNPIVOT (SELECT {sel} FROM {relation}) ON {on} "
+        f"INTO NAME col VALUE v) {join} GROUP BY {group} {keep}"
+    ).fetchall()
+    return [(int(r[0][1:]), *r[1:]) for r in rows]
+
+
+def _outside(col: str, rule: ColumnRule) -> str:
+    return " OR ".join(
+        c
+        for c in ([f"{col} < {_sql_number(rule.min)}"] if rule.min is not None else [])
+        + ([f"{col} > {_sql_number(rule.max)}"] if rule.max is not None else [])
+    )
+
+
+def _sql_number(x: float) -> str:
+    return repr(x) if math.isfinite(x) else f"'{x}'::DOUBLE"  # a bound inferred from inf
+
+
+def _column_results(
+    con, relation: str, name: str, rule: ColumnRule, actual: str | None, stats: dict
+) -> list[RuleResult]:
+    if actual is None:
+        return [RuleResult("column_present", False, "column is missing", name)]
+    if not accepts(rule.type, actual):
+        return [
+            RuleResult(
+                "type",
+                False,
+                f"type changed: the contract says {rule.type}, the data has {actual}",
+                name,
+            )
+        ]
+    results = [RuleResult("type", True, actual, name)]
+    col = quote_ident(name)
+    if not rule.nullable:
+        nulls = stats[name, "nulls"]
+        ex = []
+        if nulls:
+            ex = [
+                r[0] + 1
+                for r in con.execute(
+                    f"SELECT rn FROM (SELECT row_number() OVER () - 1 AS rn, {col} AS v FROM {relation}) "
+                    "WHERE v IS NULL LIMIT 5"
+                ).fetchall()
+            ]
+        results.append(
+            RuleResult(
+                "not_null",
+                nulls == 0,
+                f"{nulls} null value(s)" + (f"; first at data rows {ex}" if ex else ""),
+                name,
+                ex,
+            )
+        )
+    if (rule.min is not None or rule.max is not None) and actual in NUMERIC:
+        cond = _outside(col, rule)
+        n, lo_v, hi_v = stats[name, "outside"], stats[name, "min"], stats[name, "max"]
+        results.append(
+            RuleResult(
+                "range",
+                n == 0,
+                f"{n} value(s) outside [{rule.min}, {rule.max}] (data: {lo_v} .. {hi_v})",
+                name,
+                []
+                if n == 0
+                else [
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT DISTINCT {col} FROM {relation} WHERE {cond} ORDER BY 1 LIMIT 5"
+                    ).fetchall()
+                ],
+            )
+        )
+    if rule.categories is not None and actual == "string":
+        unseen = stats[name, "unseen"]
+        results.append(
+            RuleResult(
+                "categories",
+                not unseen,
+                "all values allowed"
+                if not unseen
+                else "value(s) not in the allowed categories: "
+                + ", ".join(f"{v!r} ({n}x)" for v, n in unseen),
+                name,
+                [v for v, _ in unseen],
+            )
+        )
+    return results
+
+
 # --- TOML --------------------------------------------------------------------------------
 
 
@@ -295,14 +401,38 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, int | float):
         return repr(round(v, 10))
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(type(v))
 
 
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    return (
+        '"'
+        + "".join(
+            _ESCAPES.get(c) or (f"\\u{ord(c):04X}" if c < " " or c == "\x7f" else c) for c in text
+        )
+        + '"'
+    )
+
+
 def _key(name: str) -> str:
-    return name if name.replace("_", "").replace("-", "").isalnum() else _toml_value(name)
+    """A bare key where TOML allows one (ASCII letters, digits, _ and -), else quoted."""
+    return name if _BARE_KEY.fullmatch(name) else _toml_string(name)
 
 
 def dumps(contract: Contract, note: str = "") -> str:

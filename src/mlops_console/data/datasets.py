@@ -7,6 +7,7 @@ DuckDB, so no process ever holds a lock another one needs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -105,10 +106,18 @@ class DatasetStore:
         timestamp: str | None = None,
         entities: list[str] | None = None,
         description: str = "",
+        read_options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Register a dataset (its files are read by `ingest`)."""
+        """Register a dataset (its files are read by `ingest`).
+
+        `read_options` (delimiter, decimal, thousands, na_values, encoding, date_formats)
+        say how its CSV files are read; those not given are sniffed from the first file.
+        The result is stored and used on every ingest."""
+        from mlops_console.data.read_options import choose
+
         check_name("dataset", name)
-        expand(source, self.ws.root)  # fail now if the glob matches nothing
+        paths = expand(source, self.ws.root)  # fail now if the glob matches nothing
+        options = choose(paths[0], read_options)
         with self.ws.db.write() as conn:
             if conn.exec_driver_sql("SELECT 1 FROM dataset WHERE name = ?", (name,)).first():
                 raise Conflict(
@@ -116,7 +125,7 @@ class DatasetStore:
                 )
             conn.exec_driver_sql(
                 "INSERT INTO dataset (name, source, timestamp_column, entity_columns, description, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "created_at, read_options) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     name,
                     source,
@@ -124,6 +133,7 @@ class DatasetStore:
                     json.dumps(list(entities or [])),
                     description,
                     time.time(),
+                    json.dumps(options, ensure_ascii=False),
                 ),
             )
         return self.get(name)
@@ -132,7 +142,7 @@ class DatasetStore:
         with self.ws.db.read() as conn:
             row = conn.exec_driver_sql(
                 "SELECT name, source, timestamp_column, entity_columns, description, created_at, "
-                "current_version FROM dataset WHERE name = ?",
+                "current_version, read_options FROM dataset WHERE name = ?",
                 (name,),
             ).first()
             if row is None:
@@ -157,6 +167,7 @@ class DatasetStore:
             "versions": sum(counts.values()),
             "quarantined": counts.get("quarantined", 0),
             "contract": str(self.contract_path(name).relative_to(self.ws.root)),
+            "read_options": json.loads(row[7] or "{}"),
         }
 
     def list(self) -> list[dict[str, Any]]:
@@ -382,13 +393,19 @@ class DatasetStore:
             )
         return IngestResult(dv, True, msg)
 
-    def _read(self, hashed):
-        """Read the files as hashed; refuse any that changed since."""
+    def _read(self, hashed, ds: dict[str, Any] | None = None):
+        """Read the files as hashed (with the dataset's reading options, which
+        `_hash_sources` attaches, or those of `ds`); refuse any that changed since."""
         import pyarrow as pa
+
+        from mlops_console.data.read_options import ReadOptions
 
         tables = []
         for h in hashed:
-            table = read_file(h.path, h.rel)
+            options, time_column = h.options, h.time_column
+            if options is None and ds is not None:
+                options, time_column = ReadOptions.from_dict(ds["read_options"]), ds["timestamp"]
+            table = read_file(h.path, h.rel, options, time_column)
             st = h.path.stat()
             if (st.st_size, st.st_mtime) != (h.size, h.mtime):
                 raise DataError(
@@ -444,7 +461,15 @@ class DatasetStore:
         for p in paths:  # before hashing: a 2 GB file of zeros is not worth reading twice
             if p.suffix.lower() in CSV_SUFFIXES and (why := describe_binary(p, _shown(self, p))):
                 raise DataError(why)
-        hashed = [_stat_hash(p, self.ws.root) for p in paths]
+        from mlops_console.data.read_options import ReadOptions
+
+        options = ReadOptions.from_dict(ds.get("read_options"))
+        hashed = [
+            dataclasses.replace(
+                _stat_hash(p, self.ws.root), options=options, time_column=ds["timestamp"]
+            )
+            for p in paths
+        ]
         digest = hashlib.sha256("\n".join(sorted(h.sha256 for h in hashed)).encode()).hexdigest()
         return paths, hashed, digest
 

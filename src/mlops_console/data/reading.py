@@ -9,10 +9,15 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_console.errors import MlopsError
+
+if TYPE_CHECKING:
+    from mlops_console.data.read_options import ReadOptions
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -29,6 +34,9 @@ class SourceFile:
     sha256: str
     size: int
     mtime: float
+    # How the file is to be read: the dataset's stored options and its time column.
+    options: ReadOptions | None = field(default=None, compare=False)
+    time_column: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         return {"path": self.rel, "sha256": self.sha256, "size": self.size, "mtime": self.mtime}
@@ -90,12 +98,12 @@ def read_sources(paths: list[Path], root: Path):
         return tables[0][1], sources
     first_src, first = tables[0]
     for src, table in tables[1:]:
-        for field in table.schema:
-            idx = first.schema.get_field_index(field.name)
-            if idx >= 0 and not _compatible(first.schema.field(idx).type, field.type):
+        for col in table.schema:
+            idx = first.schema.get_field_index(col.name)
+            if idx >= 0 and not _compatible(first.schema.field(idx).type, col.type):
                 raise DataError(
-                    f"Column {field.name!r} is {first.schema.field(idx).type} in {first_src.rel} "
-                    f"but {field.type} in {src.rel}; the files of one dataset must agree."
+                    f"Column {col.name!r} is {first.schema.field(idx).type} in {first_src.rel} "
+                    f"but {col.type} in {src.rel}; the files of one dataset must agree."
                 )
     try:
         combined = pa.concat_tables([t for _, t in tables], promote_options="permissive")
@@ -113,22 +121,39 @@ def _compatible(a, b) -> bool:
     return any(f(a) for f in numeric) and any(f(b) for f in numeric)
 
 
-def read_file(path: Path, rel: str):
+def read_file(
+    path: Path, rel: str, options: ReadOptions | None = None, time_column: str | None = None
+):
+    """One file as an Arrow table. CSV is read with `options` (None: sniffed from the
+    file's head); `time_column`, when given and read as text, is parsed as times."""
     import pyarrow as pa
 
     if path.suffix.lower() in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path)
+            table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{rel} is not a readable Parquet file: {exc}") from None
-    return _read_csv(path, rel)
+    else:
+        if options is None:
+            from mlops_console.data.read_options import sniff
+
+            options = sniff(path)[0]
+        table = _read_csv(path, rel, options)
+    if time_column:
+        table = _time_column(table, time_column, options.date_formats if options else (), rel)
+    return table
 
 
-def _read_csv(path: Path, rel: str):
+_MAX_RETYPED = 50  # columns re-read as text after a conversion error late in a file
+
+
+def _read_csv(path: Path, rel: str, options: ReadOptions):
     import pyarrow as pa
     import pyarrow.csv as pcsv
+
+    from mlops_console.data.read_options import USUAL_NA
 
     bad_rows: list[tuple[int | None, int, int, str]] = []
 
@@ -136,20 +161,49 @@ def _read_csv(path: Path, rel: str):
         bad_rows.append((row.number, row.expected_columns, row.actual_columns, row.text))
         return "skip"
 
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else _sniff_delimiter(path)
-    try:
-        table = pcsv.read_csv(
-            path,
-            parse_options=pcsv.ParseOptions(
-                delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=True
-            ),
-            convert_options=pcsv.ConvertOptions(check_utf8=True, strings_can_be_null=True),
-        )
-    except pa.ArrowInvalid as exc:
-        msg = str(exc)
-        if "Empty CSV file" in msg:
-            raise DataError(f"{rel} is empty (no header line); nothing to ingest.") from None
-        raise DataError(f"{rel} is not a well-formed CSV file: {msg}") from None
+    delimiter = options.delimiter or (
+        "\t" if path.suffix.lower() == ".tsv" else _sniff_delimiter(path, options.encoding)
+    )
+    parse = pcsv.ParseOptions(
+        delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=True
+    )
+    read = pcsv.ReadOptions(encoding=options.encoding or "utf8")
+    convert = {"check_utf8": True, "strings_can_be_null": True}
+    if options.decimal:
+        convert["decimal_point"] = options.decimal
+    if options.na_values:
+        convert["null_values"] = list(dict.fromkeys([*USUAL_NA, *options.na_values]))
+    if options.date_formats:
+        convert["timestamp_parsers"] = [pcsv.ISO8601, *options.date_formats]
+    as_text: dict[str, object] = {}
+    while True:
+        bad_rows.clear()
+        try:
+            table = pcsv.read_csv(
+                path,
+                read_options=read,
+                parse_options=parse,
+                convert_options=pcsv.ConvertOptions(**convert, column_types=as_text),
+            )
+            break
+        except pa.ArrowInvalid as exc:
+            msg = str(exc)
+            if "Empty CSV file" in msg:
+                raise DataError(f"{rel} is empty (no header line); nothing to ingest.") from None
+            late = re.search(r"In CSV column #(\d+): CSV conversion error", msg)
+            if late and len(as_text) < _MAX_RETYPED:
+                # pyarrow infers a column's type from the file's first block; a value
+                # further down that does not fit (1.234,56 after 12,5) is read as text and
+                # converted below instead.
+                names = pcsv.open_csv(path, read_options=read, parse_options=parse).schema.names
+                as_text[names[int(late[1])]] = pa.string()
+                continue
+            raise DataError(f"{rel} is not a well-formed CSV file: {msg}") from None
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{rel} is not {options.encoding} text ({exc.reason} at byte {exc.start} of a "
+                "block). Give the file's real encoding with --encoding (utf-8, cp1252, latin-1)."
+            ) from None
     if bad_rows:
         examples = "; ".join(
             f"line {_line_of(path, text) if n is None else n + 1}: expected {e} fields, got {a} "
@@ -161,25 +215,159 @@ def _read_csv(path: Path, rel: str):
             f"{rel} has {len(bad_rows)} malformed row(s): {examples}{more}. Fix or remove those "
             "rows (an unbalanced quote often causes this) and ingest again."
         )
-    for field in table.schema:
-        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+    for f in table.schema:
+        if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
             line = _first_bad_utf8_line(path)
             raise DataError(
-                f"{rel}: column {field.name!r} is not valid UTF-8 text (first bad byte on line "
-                f"{line}). Re-export the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+                f"{rel}: column {f.name!r} is not valid UTF-8 text (first bad byte on line "
+                f"{line}). Give the file's encoding, e.g. --encoding cp1252 (Windows) or "
+                "latin-1, or re-export it as UTF-8 (`iconv -f cp1252 -t utf-8`)."
             )
     if table.num_rows == 0:
         raise DataError(f"{rel} has a header but no rows; nothing to ingest.")
+    if options.decimal or options.thousands or as_text:
+        table = _numbers_from_text(table, options.decimal or ".", options.thousands)
+    if options.date_formats:
+        # With date formats, dates are timestamps whichever format a month's file uses
+        # (ISO dates alone would be read as date32 and change the column's type).
+        for i, f in enumerate(table.schema):
+            if pa.types.is_date(f.type):
+                table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp("s")))
     return table
 
 
-def _sniff_delimiter(path: Path) -> str:
-    with open(path, "rb") as fh:
-        head = fh.read(64 * 1024).decode("utf-8", "replace")
-    first = head.splitlines()[0] if head else ""
-    counts = {d: first.count(d) for d in (",", ";", "\t", "|")}
-    best = max(counts, key=counts.get)
-    return best if counts[best] > 0 else ","
+def _numbers_from_text(table, decimal: str, thousands: str | None):
+    """Text columns whose every value is a number written with these marks, as numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    d, t = _re2_literal(decimal), _re2_literal(thousands or "")
+    whole = rf"(\d{{1,3}}(?:{t}\d{{3}})+|\d+)" if thousands else r"(\d+)"
+    pattern = rf"^\s*[+-]?{whole}(?:{d}\d+)?\s*$"
+    for i, f in enumerate(table.schema):
+        if not (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)):
+            continue
+        col = table.column(i)
+        if (
+            col.null_count == len(col)
+            or not pc.all(pc.match_substring_regex(col, pattern), skip_nulls=True).as_py()
+        ):
+            continue
+        text = pc.utf8_trim_whitespace(col)
+        if thousands:
+            text = pc.replace_substring(text, thousands, "")
+        if decimal != ".":
+            text = pc.replace_substring(text, decimal, ".")
+        fractional = pc.any(pc.match_substring(text, "."), skip_nulls=True).as_py()
+        try:
+            number = text.cast(pa.float64() if fractional else pa.int64())
+        except pa.ArrowInvalid:  # an integer beyond int64
+            number = text.cast(pa.float64())
+        table = table.set_column(i, f.name, number)
+    return table
+
+
+def _re2_literal(text: str) -> str:
+    return "".join("\\" + c if c in r".^$*+?()[]{}|\-/" else c for c in text)
+
+
+def _time_column(table, column: str, formats: tuple[str, ...], rel: str):
+    """The time column parsed as timestamps, or an error saying which values fail."""
+    i = table.schema.get_field_index(column)
+    if i < 0:
+        return table  # the caller names the missing column with the others
+    return table.set_column(i, column, _as_times(table.column(i), column, formats, rel))
+
+
+def to_times(series, column: str, where: str):
+    """A pandas column as datetimes, parsed (or refused) like a dataset's time column."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series
+    values = pa.chunked_array([pa.array(series, from_pandas=True)])
+    parsed = _as_times(values, column, (), where)
+    if parsed is values:
+        return pd.to_datetime(series)
+    return pd.Series(parsed.to_pandas(), index=series.index, name=series.name)
+
+
+def _as_times(values, column: str, formats: tuple[str, ...], rel: str):
+    import pyarrow as pa
+
+    from mlops_console.data.types import logical_type
+
+    typ = values.type
+    if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
+        return values
+    if values.null_count == len(values):
+        raise DataError(
+            f"{rel}: the time column {column!r} should hold timestamps but holds no values "
+            f"at all (all {len(values)} are empty or NA). Name the column that holds the event "
+            "times (--timestamp)."
+        )
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        raise DataError(
+            f"{rel}: the time column {column!r} should hold timestamps but holds "
+            f"{logical_type(typ)} values. Name the column that holds the event times "
+            "(--timestamp), written like 2025-12-31 or 2025-12-31T23:59:00."
+        )
+    return parse_times(values, formats, column, rel)
+
+
+def parse_times(values, formats: tuple[str, ...], column: str, where: str):
+    """Text values as timestamp[s]: ISO 8601 or one of `formats` (each value may match
+    another). Without `formats`, ISO 8601 or one common format for all the values (never a
+    mixture of day-first and month-first). Values that match none are an error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mlops_console.data.read_options import DATE_FORMATS
+
+    values = pa.chunked_array([values]) if isinstance(values, pa.Array) else values
+    given = bool(formats)
+    iso = ["%Y-%m-%d", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+    tried = iso + [f for f in (formats or DATE_FORMATS) if f not in iso]
+    text = pc.utf8_trim_whitespace(values)
+
+    def parse(fmts):
+        out = pa.nulls(len(values), pa.timestamp("s"))
+        for fmt in fmts:
+            out = pc.coalesce(out, pc.strptime(text, format=fmt, unit="s", error_is_null=True))
+        return out, pc.and_(pc.is_null(out), pc.is_valid(values))
+
+    parsed, failed = parse(tried if given else iso)
+    nbad = pc.sum(failed).as_py() or 0
+    for fmt in () if given or not nbad else DATE_FORMATS:
+        candidate, still = parse([*iso, fmt])
+        if not pc.any(still).as_py():
+            parsed, nbad = candidate, 0
+            break
+    if nbad:
+        rest = pc.filter(values, failed)
+        examples = ", ".join(repr(v) for v in pc.unique(rest).to_pylist()[:3])
+        shown = ", ".join(["ISO 8601 (2025-12-31T23:59:00)", *map(repr, tried[4:])])
+        if nbad == len(values) - values.null_count:
+            hint = "Is it the right column? --timestamp names the one with the event times"
+        elif given:
+            hint = "Add the format they are in with another --date-format"
+        else:
+            hint = (
+                "Give the format with --date-format, e.g. '%d.%m.%Y' (repeat it for files "
+                "that mix formats)"
+            )
+        raise DataError(
+            f"{where}: the time column {column!r} should hold timestamps, but {nbad} value(s) "
+            f"match none of the formats tried ({shown}), e.g. {examples}. {hint}."
+        )
+    return parsed
+
+
+def _sniff_delimiter(path: Path, encoding: str | None = None) -> str:
+    from mlops_console.data.read_options import head_text, sniff_delimiter
+
+    return sniff_delimiter(head_text(path, encoding)[0])
 
 
 def _line_of(path: Path, text: str) -> int | str:

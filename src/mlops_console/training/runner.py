@@ -94,8 +94,6 @@ def prepare(
     stage: Stage = lambda s: None,
 ) -> Prepared:
     """Read the data and check everything before any training starts."""
-    import pandas as pd
-
     from mlops_console.registry.signature import prepare_inputs
     from mlops_console.training.build import build_estimator
     from mlops_console.training.signature import classification_outputs, infer_inputs
@@ -152,7 +150,11 @@ def prepare(
         view_cols = [c for c in joined.columns if c not in keys.columns]
         frame = frame.assign(**{c: joined[c].to_numpy() for c in view_cols})
     if d.time_column:
-        frame = frame.assign(**{d.time_column: pd.to_datetime(frame[d.time_column])})
+        from mlops_console.data.reading import to_times
+
+        frame = frame.assign(
+            **{d.time_column: to_times(frame[d.time_column], d.time_column, source)}
+        )
         frame = frame.sort_values(d.time_column, kind="stable").reset_index(drop=True)
     frame = frame[frame[d.target].notna()].reset_index(drop=True)
     if len(frame) < spec.validation.min_rows:
