@@ -241,3 +241,30 @@ def test_wide_profile_in_batches_is_the_per_column_profile(monkeypatch):
         failed["categories", "s4"]["examples"]
         == sorted(set(seen), key=lambda v: (-seen.count(v), v))[:5]
     )
+
+
+def test_sniffing_a_plain_file_proposes_nothing_unusual(tmp_path):
+    plain = tmp_path / "plain.csv"
+    plain.write_text(
+        "id,when,amount,version,us_date,note\n"
+        + "".join(
+            f"{i},2025-01-0{1 + i % 9}T00:00:00,{i}.5,1.{i}.3,12/3{i % 2}/2025,-\n"
+            for i in range(20)
+        )
+    )
+    stored = choose(plain, {})
+    # '-' in a text column is a value, not a missing one; 1.2.3 is no date.
+    assert stored == {
+        "delimiter": ",",
+        "date_formats": ["%m/%d/%Y"],
+        "sniffed": ["delimiter", "date_formats"],
+    }
+    types = read_file(plain, "plain.csv", ReadOptions.from_dict(stored)).schema.types
+    assert [str(t) for t in types] == [
+        "int64",
+        "timestamp[s]",
+        "double",
+        "string",
+        "timestamp[s]",
+        "string",
+    ]

@@ -65,7 +65,10 @@ FLAGS = {
 }
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$")
-_DATEISH = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}( \d{1,2}:\d{2}(:\d{2})?)?$")
+_DATEISH = re.compile(
+    r"^(\d{1,2}[./-]\d{1,2}[./-](\d{4}|\d{2})|\d{4}[./-]\d{1,2}[./-]\d{1,2})"
+    r"( \d{1,2}:\d{2}(:\d{2})?)?$"
+)
 _INT = re.compile(r"^[+-]?\d+$")
 _NUMBER_FORMS = (
     # (pattern, decimal it proves or None, thousands it proves or None)
@@ -303,10 +306,10 @@ def _kind(values: list[str]) -> tuple[str, list[str]]:
 
 def _parses(value: str, fmt: str) -> bool:
     try:
-        dt.datetime.strptime(value, fmt)
+        parsed = dt.datetime.strptime(value, fmt)
     except ValueError:
         return False
-    return True
+    return parsed.year >= 1000 or "%Y" not in fmt  # '31.12.25' is no date in %Y
 
 
 def _marks(columns: list[list[str]], decimal: str | None) -> tuple[str | None, str | None]:
