@@ -285,13 +285,16 @@ def test_binary_files_are_named_for_what_they_are(plain):
     assert "PK\\x03\\x04, a ZIP file — an .xlsx?)" in proc.stderr
     said = [line for line in proc.stderr.splitlines() if not line.startswith("  .. ")]
     assert len(said) == 1 and said[0].startswith("Error: ") and "Warning" not in proc.stderr
-    zeros = root / "data" / "zeros.csv"
+    assert json.loads(mlops(root, "data", "list", "--json").stdout)["datasets"] == []
+    zeros = root / "data" / "z.csv"
+    _csv(zeros, [(1, 2.0), (2, 3.0)])
+    mlops(root, "data", "add", "z", "data/z.csv")
+    zeros.unlink()
     with open(zeros, "wb") as fh:
         fh.truncate(2 << 30)  # sparse: 2 GB of NUL bytes that take no disk
-    err = failed(root, "data", "add", "z", "data/zeros.csv")
-    assert "data/zeros.csv looks binary (its first 4,096 bytes are all NUL" in err
+    err = failed(root, "data", "ingest", "z")
+    assert "data/z.csv looks binary (its first 4,096 bytes are all NUL" in err
     assert "empty" not in err
-    assert json.loads(mlops(root, "data", "list", "--json").stdout)["datasets"] == []
 
 
 def test_edit_and_remove_a_dataset(plain):
@@ -362,10 +365,10 @@ def test_a_rebuild_with_other_bytes_is_accepted_only_for_the_same_data(ws, monke
 
     monkeypatch.setattr(snapshots, "stage_parquet", other_writer)
     read = ws.data._read
-    other = read(snapshots.recorded_sources(ws.data, dv)[0])
+    other = read(snapshots.recorded_sources(ws.data, dv)[0], ws.data.get("t"))
     other = other.set_column(1, "amount", [[i + 0.75 for i in range(1, 41)]])
     with monkeypatch.context() as m:  # the same files read into other values
-        m.setattr(ws.data, "_read", lambda hashed: other)
+        m.setattr(ws.data, "_read", lambda hashed, ds=None: other)
         with pytest.raises(snapshots.SnapshotError, match="now read into other data .*values"):
             ws.data.rebuild("t")
     assert not snap.exists() and not list(snap.parent.glob(".write-*"))
@@ -376,3 +379,21 @@ def test_a_rebuild_with_other_bytes_is_accepted_only_for_the_same_data(ws, monke
     assert after.snapshot_sha256 != dv.snapshot_sha256
     assert ws.data.snapshot_state(after, full=True) == "verified"
     assert list(ws.data.read("t")["amount"]) == [i + 0.5 for i in range(1, 41)]
+
+
+def test_a_rebuild_reads_the_files_with_the_datasets_reading_options(plain):
+    root = plain
+    rows = "".join(f"{i};{i},5\n" if i % 4 else f"{i};-\n" for i in range(1, 41))
+    (root / "data" / "eu.csv").write_text("id;amount\n" + rows)
+    mlops(
+        root, "data", "add", "eu", "data/eu.csv", "--delimiter", ";", "--decimal", ",", "--na", "-"
+    )
+    recorded = versions(root, "eu")["versions"][0]
+    assert {c["name"]: c["type"] for c in recorded["columns"]}["amount"] == "float"
+    snapshot_of(root, "eu", 1).unlink()
+    assert (
+        "rebuilt it from its source files (40 rows)." in mlops(root, "data", "rebuild", "eu").stdout
+    )
+    after = versions(root, "eu", "--verify")["versions"][0]
+    assert after["snapshot"] == "verified"
+    assert after["snapshot_sha256"] == recorded["snapshot_sha256"]

@@ -165,7 +165,8 @@ def rebuild(store: DatasetStore, dv: DatasetVersion) -> Rebuilt:
             f"{_shown(store, lake_file(store, dv))} from a backup, or put those files back as "
             "they were and rebuild again."
         )
-    table = store._read(hashed)
+    # read as ingest reads: with the dataset's stored reading options
+    table = store._read(hashed, store.get(dv.dataset))
     final = lake_file(store, dv)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp, sha = stage_parquet(table, final.parent)
