@@ -55,7 +55,9 @@ def write_messy_csv(
             age = rng.choice(NA_SPELLINGS) if i % 37 == 0 else str(rng.randint(18, 90))
             revenue = rng.lognormvariate(6, 1.5)  # from a few euros to tens of thousands
             region = NEW_REGION if new_category and i % 50 == 0 else rng.choice(REGIONS)
-            churned = "ja" if rng.random() < 0.05 else "nein"
+            tarif = rng.choice(TARIFS)
+            # about 5% churn, three times as often on the basic tariff: a signal to learn
+            churned = "ja" if rng.random() < (0.11 if tarif == "Basis" else 0.025) else "nein"
             out.writerow(
                 [
                     100000 + i,
@@ -64,7 +66,7 @@ def write_messy_csv(
                     "n/a" if i % 41 == 0 else german_number(revenue),
                     german_number(rng.choice([0, 5, 10, 12.5, 15]), 1),
                     region,
-                    rng.choice(TARIFS),
+                    tarif,
                     rng.choice(["", "NA", "Rückruf erbeten", 'sagt "später"', "ok; bleibt"]),
                     churned,
                 ]

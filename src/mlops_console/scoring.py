@@ -38,7 +38,12 @@ def batch_score(ws: Workspace, ref: str, source: str, output: str) -> dict[str, 
     out = frame.copy()
     out["prediction"] = bundle.predict(frame)
     if bundle.task == "classification" and len(bundle.labels or []) == 2:
-        out["probability"] = bundle.predict_proba(frame)[:, 1]
+        # the positive class the model was trained and measured for (the second label
+        # for bundles from before it was recorded)
+        labels = list(bundle.labels)
+        positive = bundle.signature.get("positive_class", labels[1])
+        column = labels.index(positive) if positive in labels else 1
+        out["probability"] = bundle.predict_proba(frame)[:, column]
     out["model_version"] = mv.ref
     where = _write(out, output)
     with ws.runs.start(

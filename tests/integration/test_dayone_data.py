@@ -4,8 +4,26 @@ months' files are read the same way."""
 import json
 import tomllib
 
+import pandas as pd
 from tests.conftest import run_cli
 from tests.messy_data import HEADER, NEW_REGION, write_messy_csv
+
+PIPELINE = """
+name = "kunden"
+register_as = "kunden"
+task = "classification"
+seed = 1
+[data]
+dataset = "kunden"
+target = "Gekündigt"
+time_column = "Datum"
+entity_column = "Kunden.Nr"
+[model]
+estimator = "sklearn.ensemble.HistGradientBoostingClassifier"
+params = { max_iter = 50 }
+[search]
+method = "none"
+"""
 
 
 def test_messy_export_is_sniffed_ingested_and_next_months_follow(tmp_path):
@@ -39,6 +57,16 @@ def test_messy_export_is_sniffed_ingested_and_next_months_follow(tmp_path):
 
     write_messy_csv(ws / "data" / "kunden.csv", month=2)  # next month's export, same name
     assert "kunden v2: 2000 rows accepted" in mlops("data", "ingest", "kunden").stdout
+
+    # trained on it: odd column names, the rare class measured as the positive one
+    (ws / "pipelines" / "kunden.toml").write_text(PIPELINE)
+    run = mlops("run", "kunden")
+    assert "positive class 'ja', the minority" in run.stderr + run.stdout
+    assert "Registered kunden/1" in run.stdout and "ONNX: included" in run.stdout
+    mlops("predict", "kunden/1", "-i", "kunden", "-o", str(tmp_path / "scored.csv"))
+    scored = pd.read_csv(tmp_path / "scored.csv")
+    by_class = scored.groupby("Gekündigt")["probability"].mean()
+    assert by_class["ja"] > by_class["nein"]  # the probability is that of 'ja'
 
     write_messy_csv(ws / "data" / "kunden.csv", month=3, new_category=True)
     third = mlops("data", "ingest", "kunden", check=False)

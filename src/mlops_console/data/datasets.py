@@ -117,6 +117,7 @@ class DatasetStore:
 
         check_name("dataset", name)
         paths = expand(source, self.ws.root)  # fail now if the glob matches nothing
+        self._refuse_binary(paths)  # before sniffing: a binary file is no CSV to sniff
         options = choose(paths[0], read_options)
         with self.ws.db.write() as conn:
             if conn.exec_driver_sql("SELECT 1 FROM dataset WHERE name = ?", (name,)).first():
@@ -455,12 +456,15 @@ class DatasetStore:
         if missing:
             raise DataError(f"{files}: entity column(s) {', '.join(missing)} missing.")
 
+    def _refuse_binary(self, paths: list[Path]) -> None:
+        for p in paths:
+            if p.suffix.lower() in CSV_SUFFIXES and (why := describe_binary(p, _shown(self, p))):
+                raise DataError(why)
+
     def _hash_sources(self, ds: dict[str, Any]):
         """(paths, [SourceFile], digest): the digest names a version by its files' bytes."""
         paths = expand(ds["source"], self.ws.root)
-        for p in paths:  # before hashing: a 2 GB file of zeros is not worth reading twice
-            if p.suffix.lower() in CSV_SUFFIXES and (why := describe_binary(p, _shown(self, p))):
-                raise DataError(why)
+        self._refuse_binary(paths)  # before hashing: a 2 GB file of zeros is not worth reading
         from mlops_console.data.read_options import ReadOptions
 
         options = ReadOptions.from_dict(ds.get("read_options"))
