@@ -72,55 +72,6 @@ def _stat_hash(path: Path, root: Path) -> SourceFile:
     return SourceFile(path, rel, h.hexdigest(), st.st_size, st.st_mtime)
 
 
-def read_sources(paths: list[Path], root: Path):
-    """Read and concatenate the files; returns (table, [SourceFile]).
-
-    Each file is hashed before and after it is read: a file that changes meanwhile (still
-    being copied in, say) is refused rather than half-read.
-    """
-    import pyarrow as pa
-
-    tables, sources = [], []
-    for path in paths:
-        before = _stat_hash(path, root)
-        if before.size == 0:
-            raise DataError(f"{before.rel} is empty (0 bytes); nothing to ingest. Export it again.")
-        table = read_file(path, before.rel)
-        after = path.stat()
-        if (after.st_size, after.st_mtime) != (before.size, before.mtime):
-            raise DataError(
-                f"{before.rel} changed while it was being read (size or modification time "
-                "moved). Wait until the file is complete, then ingest again."
-            )
-        tables.append((before, table))
-        sources.append(before)
-    if len(tables) == 1:
-        return tables[0][1], sources
-    first_src, first = tables[0]
-    for src, table in tables[1:]:
-        for col in table.schema:
-            idx = first.schema.get_field_index(col.name)
-            if idx >= 0 and not _compatible(first.schema.field(idx).type, col.type):
-                raise DataError(
-                    f"Column {col.name!r} is {first.schema.field(idx).type} in {first_src.rel} "
-                    f"but {col.type} in {src.rel}; the files of one dataset must agree."
-                )
-    try:
-        combined = pa.concat_tables([t for _, t in tables], promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataError(f"The files of this dataset cannot be combined: {exc}") from None
-    return combined, sources
-
-
-def _compatible(a, b) -> bool:
-    import pyarrow.types as t
-
-    if a == b or t.is_null(a) or t.is_null(b):
-        return True
-    numeric = (t.is_integer, t.is_floating)
-    return any(f(a) for f in numeric) and any(f(b) for f in numeric)
-
-
 def read_file(
     path: Path, rel: str, options: ReadOptions | None = None, time_column: str | None = None
 ):

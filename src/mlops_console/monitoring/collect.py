@@ -40,7 +40,7 @@ def monitor_dir(ws, deployment: str) -> Path:
     return inside(ws.state / "monitoring", check_name("deployment", deployment))
 
 
-def parse_segment(path: Path, task_labels: dict[str, Any] | None = None) -> dict[str, list[dict]]:
+def parse_segment(path: Path) -> dict[str, list[dict]]:
     """Records of a segment by kind; a torn last line (a crash mid-write) is skipped."""
     out: dict[str, list[dict]] = {k: [] for k in KINDS}
     bad = 0

@@ -674,13 +674,6 @@ class ModelRegistry:
             conn.exec_driver_sql("DELETE FROM registered_model WHERE name = ?", (name,))
         return n
 
-    def set_checks(self, name: str, version: int, checks: list[dict[str, Any]]) -> None:
-        with self.ws.db.write() as conn:
-            conn.exec_driver_sql(
-                "UPDATE model_version SET checks = ? WHERE model_name = ? AND version = ?",
-                (json.dumps(checks), name, version),
-            )
-
     def card(self, ref: str) -> dict[str, Any]:
         from mlops_console.registry.cards import model_card
 

@@ -7,6 +7,7 @@ closed segments (`*.jsonl`); the open one is `*.jsonl.open`.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+_log = logging.getLogger(__name__)
 
 PART_ROWS = 4096
 
@@ -41,7 +44,6 @@ class PredictionLog:
         self.written = 0
         self.dropped = 0
         self.errors = 0
-        self.last_error = ""
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._thread = threading.Thread(target=self._loop, name="prediction-log", daemon=True)
@@ -60,9 +62,9 @@ class PredictionLog:
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
-            except OSError as exc:  # a full disk must not stop serving; counted, retried
+            except OSError:  # a full disk must not stop serving; counted, logged, retried
                 self.errors += 1
-                self.last_error = str(exc)
+                _log.warning("could not write the prediction log", exc_info=True)
         self.flush()
         self._close_segment()
 

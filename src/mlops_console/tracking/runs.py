@@ -390,7 +390,6 @@ class _Flusher:
         self._last_beat = time.monotonic()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
 
     def watch(self, run: ActiveRun) -> None:
         with self._lock:
@@ -439,8 +438,7 @@ class _Flusher:
             with self._lock:
                 runs = list(self._runs)
             if not runs:
-                self._wake.wait(1.0)
-                self._wake.clear()
+                time.sleep(1.0)
                 continue
             now, next_due = time.monotonic(), 0.5
             for run in runs:
