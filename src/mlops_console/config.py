@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops_console.durations import parse_duration
 from mlops_console.errors import ConfigError
 from mlops_console.events import DEFAULT_EVENTS, LIFECYCLE
 
@@ -143,15 +144,6 @@ MEASURE_PREFIXES = ("psi:", "decay:", "metric:")  # psi:COLUMN, decay:METRIC, me
 DECAY_METRICS = ("accuracy", "roc_auc", "log_loss", "rmse", "mae")
 
 
-def _duration(text: str, key: str) -> float:
-    from mlops_console.features.spec import parse_ttl
-
-    seconds = parse_ttl(text)
-    if seconds <= 0:
-        raise ValueError(f"{key} {text!r} must be longer than 0 (e.g. '1h', '30m', '10s')")
-    return seconds
-
-
 class MonitoringSection(Strict):
     """Drift thresholds and the daemon's collection cadence (defaults in docs/monitoring)."""
 
@@ -167,8 +159,8 @@ class MonitoringSection(Strict):
 
     @model_validator(mode="after")
     def _durations(self):
-        _duration(self.window, "window")
-        _duration(self.every, "every")
+        parse_duration(self.window, "window")
+        parse_duration(self.every, "every")
         return self
 
 
@@ -206,7 +198,7 @@ class AlertRule(Strict):
                 f"alert {self.name!r}: measure {self.measure!r}: {arg!r} is not a metric "
                 f"monitoring measures on labelled rows; use one of {list(DECAY_METRICS)}"
             )
-        _duration(self.window, "window")
+        parse_duration(self.window, "window")
         try:
             _check_provided("notifier", self.notify, BUILTIN_NOTIFIERS)
         except ValueError as exc:
@@ -439,10 +431,7 @@ class PipelineSchedule(Strict):
         if self.cron is not None and len(self.cron.split()) != 5:
             raise ValueError(f"cron {self.cron!r} needs five fields: minute hour day month weekday")
         if self.interval is not None:
-            from mlops_console.features.spec import parse_ttl
-
-            if parse_ttl(self.interval) <= 0:
-                raise ValueError(f"interval {self.interval!r} must be longer than 0")
+            parse_duration(self.interval, "interval")
         return self
 
 

@@ -131,11 +131,8 @@ def _on_read_only_fs(path) -> bool:
 
 
 def _user() -> str:
-    import getpass
+    import os
 
-    try:
-        return getpass.getuser()
-    except Exception:
-        import os
+    from mlops_console.users import current_user
 
-        return str(os.geteuid())
+    return current_user() or str(os.geteuid())

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from mlops_console.config import WorkspaceConfig, load_workspace_config, parse_workspace_config
 from mlops_console.errors import ConfigError, MlopsError, WorkspaceNotFound
-from mlops_console.names import check_name, inside
 
 CONFIG_FILE = "mlops.toml"
 STATE_DIR = ".mlops"
@@ -144,6 +143,12 @@ class Workspace:
 
         return ModelRegistry(self)
 
+    @cached_property
+    def pipelines(self):
+        from mlops_console.pipelines import Pipelines
+
+        return Pipelines(self)
+
     def gc(
         self, dry_run: bool = False, grace_seconds: int | None = None, trust_registry: bool = False
     ):
@@ -153,22 +158,6 @@ class Workspace:
         grace = self.config.store.gc_grace_seconds if grace_seconds is None else grace_seconds
         return collect_garbage(
             self, dry_run=dry_run, grace_seconds=grace, trust_registry=trust_registry
-        )
-
-    def pipeline_path(self, name: str) -> Path:
-        """`pipelines/NAME.toml`, or (given on the command line) a `.toml` file inside
-        the workspace. The daemon's API takes names only (`names.check_name`)."""
-        if name.endswith(".toml"):
-            p = inside(self.root, name)
-            if p.is_file():
-                return p
-            raise MlopsError(f"No pipeline file {p}; give a pipeline name or an existing file.")
-        candidate = inside(self.root / "pipelines", f"{check_name('pipeline', name)}.toml")
-        if candidate.exists():
-            return candidate
-        known = ", ".join(sorted(x.stem for x in (self.root / "pipelines").glob("*.toml")))
-        raise MlopsError(
-            f"No pipeline {name!r} in {self.root / 'pipelines'} (known: {known or 'none'})."
         )
 
     def reload_config(self) -> bool:

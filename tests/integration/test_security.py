@@ -382,7 +382,7 @@ def test_names_reach_no_path_in_the_services(tmp_path):
         with pytest.raises(InvalidName, match="Deployment name"):
             ws.deployments.target("local").logs("../../x")
         with pytest.raises(MlopsError, match="Pipeline name"):
-            ws.pipeline_path("../x")
+            ws.pipelines.path("../x")
         (ws.root / "features" / "f.toml").write_text(
             'name = "f\\n"\nentities = ["id"]\ntimestamp = "ts"\nsql = "SELECT 1"\n'
         )

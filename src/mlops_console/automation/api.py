@@ -116,7 +116,7 @@ def build_api(d: Daemon) -> OwnerOnly:
             return _json({"error": 'Give the pipeline to run: {"pipeline": NAME}.'}, 400)
         # a name only, never a path: the spec says what code runs (estimator = "module:fn")
         check_name("pipeline", pipeline)
-        d.ws.pipeline_path(pipeline)  # an error if pipelines/NAME.toml does not exist
+        d.ws.pipelines.path(pipeline)  # an error if pipelines/NAME.toml does not exist
         j = d.ws.jobs.submit("chain", pipeline, trigger="manual", max_attempts=d.max_attempts)
         d.event({"event": "triggered", "pipeline": pipeline, "by": "api", "job": j["id"]})
         return j

@@ -27,7 +27,6 @@ from typing import Any
 from mlops_console.automation import process
 from mlops_console.automation.jobs import Outcome
 from mlops_console.errors import ConfigError, MlopsError
-from mlops_console.names import RULES, is_name
 
 log = logging.getLogger(__name__)
 
@@ -254,24 +253,12 @@ class Daemon:
     # --- schedules ------------------------------------------------------------------------
 
     def pipelines(self) -> dict[str, Any]:
-        from mlops_console.config import load_pipeline
+        """The valid pipelines' specs by name; an invalid file is an event, not a stop."""
 
-        out = {}
-        for path in sorted((self.ws.root / "pipelines").glob("*.toml")):
-            if not is_name("pipeline", path.stem):
-                self.event(
-                    {
-                        "event": "pipeline_invalid",
-                        "pipeline": path.stem,
-                        "detail": f"{path.name}: {RULES['pipeline'].allowed}",
-                    }
-                )
-                continue
-            try:
-                out[path.stem] = load_pipeline(path)
-            except MlopsError as exc:
-                self.event({"event": "pipeline_invalid", "pipeline": path.stem, "detail": str(exc)})
-        return out
+        def invalid(name: str, detail: str) -> None:
+            self.event({"event": "pipeline_invalid", "pipeline": name, "detail": detail})
+
+        return {p.name: p.spec for p in self.ws.pipelines.list(on_invalid=invalid)}
 
     def start_scheduler(self) -> None:
         """APScheduler jobs rebuilt from the specs (never unpickled from the database)."""
@@ -533,21 +520,21 @@ class Daemon:
     def monitor(self) -> None:
         """Collect prediction logs and evaluate the alert rules every [monitoring].every;
         take an edited mlops.toml within a second or so, without a restart."""
+        from mlops_console.durations import parse_duration
         from mlops_console.monitoring.alerts import Alerts
-        from mlops_console.monitoring.service import seconds
 
         alerts = Alerts(self.ws, on_event=self.event)
         self.alerts = alerts
         last = time.time()
         while True:
-            due = last + seconds(self.ws.config.monitoring.every)
+            due = last + parse_duration(self.ws.config.monitoring.every, "every")
             if self.stop.wait(max(0.0, min(CONFIG_POLL_S, due - time.time()))):
                 break
             try:
                 self.reload_config()
             except Exception as exc:  # the settings in force stay; say why the edit was not taken
                 self._config_invalid(f"{type(exc).__name__}: {exc}")
-            if time.time() < last + seconds(self.ws.config.monitoring.every):
+            if time.time() < last + parse_duration(self.ws.config.monitoring.every, "every"):
                 continue
             last = time.time()
             try:

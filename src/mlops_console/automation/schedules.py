@@ -256,8 +256,8 @@ def _trigger(schedule: Schedule):
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    from mlops_console.features.spec import parse_ttl
+    from mlops_console.durations import parse_duration
 
     if schedule.cadence == "cron":
         return CronTrigger.from_crontab(schedule.value)
-    return IntervalTrigger(seconds=parse_ttl(schedule.value))
+    return IntervalTrigger(seconds=parse_duration(schedule.value, "interval"))

@@ -270,7 +270,7 @@ def register(cli: click.Group) -> None:
     def jobs_submit(ctx, pipeline, as_json) -> None:
         """Queue a chain for PIPELINE (the daemon runs it)."""
         with _ws(ctx) as ws:
-            ws.pipeline_path(pipeline)
+            ws.pipelines.path(pipeline)
             client = _client(ws)
             j = (
                 client.call("POST", "/jobs", json={"pipeline": pipeline})

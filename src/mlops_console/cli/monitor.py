@@ -340,10 +340,10 @@ def alerts_show(ctx, alert_id, as_json) -> None:
 @click.pass_context
 def alerts_ack(ctx, alert_id, by) -> None:
     """Acknowledge an open alert (it still resolves itself when the measure recovers)."""
-    import getpass
+    from mlops_console.users import current_user
 
     with _ws(ctx) as ws:
-        a = ws.alerts.acknowledge(alert_id, by or getpass.getuser())
+        a = ws.alerts.acknowledge(alert_id, by or current_user())
     click.echo(f"Alert {a['id']} acknowledged by {a['acknowledged_by']}.")
 
 

@@ -81,7 +81,6 @@ def register(cli: click.Group) -> None:
         Creates the workspace, ingests the sample data, trains the churn model, logs the
         run, registers the version and makes it champion if it beats the current one.
         """
-        from mlops_console.training.runner import train
         from mlops_console.workspace import Workspace
 
         progress = StageProgress(total=11)
@@ -89,7 +88,7 @@ def register(cli: click.Group) -> None:
         with Workspace.init(directory, sample=True) as ws:
             progress("ingest data/churn.csv as dataset churn (contract, profile, snapshot)")
             click.echo(_add_sample_dataset(ws).message, err=True)
-            result = train(ws, "churn", stage=progress)
+            result = ws.pipelines.run("churn", stage=progress)
             progress("materialize feature views for online lookups")
             ws.features.materialize()
             _print_result(ws, result)
@@ -113,11 +112,10 @@ def register(cli: click.Group) -> None:
     def run_cmd(ctx: click.Context, pipeline: str, sets: tuple[str, ...]) -> None:
         """Train PIPELINE (pipelines/NAME.toml), log the run and register the model."""
         from mlops_console.cli.main import open_workspace
-        from mlops_console.training.runner import train
 
         overrides = _parse_sets(sets)
         with open_workspace(ctx) as ws:
-            result = train(ws, pipeline, stage=StageProgress(total=8), overrides=overrides)
+            result = ws.pipelines.run(pipeline, stage=StageProgress(total=8), overrides=overrides)
             _print_result(ws, result)
 
     @cli.command()
@@ -209,10 +207,9 @@ def register_testing(cli: click.Group) -> None:
     def test_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
         """Run the model checks and gates again on a registered version (MODEL[@alias|/v])."""
         from mlops_console.cli.main import open_workspace
-        from mlops_console.testing.retest import retest_version
 
         with open_workspace(ctx) as ws:
-            out = retest_version(ws, ref, stage=(lambda s: None) if as_json else StageProgress())
+            out = ws.pipelines.retest(ref, stage=(lambda s: None) if as_json else StageProgress())
         if as_json:
             emit_json(out)
             return
@@ -245,11 +242,10 @@ def register_testing(cli: click.Group) -> None:
     def reproduce_cmd(ctx: click.Context, run: str, tolerance: float, as_json: bool) -> None:
         """Re-run RUN from its recorded lineage (spec, data version, seed) and compare."""
         from mlops_console.cli.main import open_workspace
-        from mlops_console.testing.retest import reproduce
 
         with open_workspace(ctx) as ws:
-            out = reproduce(
-                ws, run, tolerance, stage=(lambda s: None) if as_json else StageProgress()
+            out = ws.pipelines.reproduce(
+                run, tolerance, stage=(lambda s: None) if as_json else StageProgress()
             )
         if as_json:
             emit_json(out)

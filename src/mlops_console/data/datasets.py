@@ -24,7 +24,7 @@ from mlops_console.data.sniff_binary import describe_binary
 from mlops_console.data.types import logical_type
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.names import check_name, inside
-from mlops_console.tracking.runs import current_user
+from mlops_console.users import current_user
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
 from mlops_console.config import Strict, load_toml, parse
+from mlops_console.durations import parse_duration
 from mlops_console.errors import ConfigError
 from mlops_console.names import RULES, is_name
-
-_TTL = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_ttl(value: str | int | float) -> float:
-    """'90d', '12h', '3600' or 0 (no limit) to seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    m = _TTL.fullmatch(value)
-    if not m:
-        raise ValueError(
-            f"{value!r} is not a duration; use e.g. '90d', '12h', '30m' or 0 (no limit)"
-        )
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 class FeatureViewSpec(Strict):
@@ -48,7 +33,7 @@ class FeatureViewSpec(Strict):
     @field_validator("ttl")
     @classmethod
     def _ttl_ok(cls, v):
-        parse_ttl(v)
+        parse_duration(v)
         return v
 
     @model_validator(mode="after")
@@ -61,7 +46,7 @@ class FeatureViewSpec(Strict):
 
     @property
     def ttl_seconds(self) -> float:
-        return parse_ttl(self.ttl)
+        return parse_duration(self.ttl)
 
     def timestamp_problem(self, duck_type: str, example: object = None) -> str | None:
         """Why the view's timestamp column (of this DuckDB type) cannot be joined as of a

@@ -34,7 +34,6 @@ COLS = (
     "action_result, opened_at, updated_at, acknowledged_at, acknowledged_by, resolved_at"
 )
 KEYS = [c.strip() for c in COLS.split(",")]
-ACTIVE = ("open", "acknowledged")
 TRIES = 3
 
 
@@ -137,7 +136,8 @@ class Alerts:
 
     def evaluate(self, deployments: list[str] | None = None) -> list[dict[str, Any]]:
         """Evaluate every rule on every deployment once; returns what changed."""
-        from mlops_console.monitoring.service import measure_value, seconds
+        from mlops_console.durations import parse_duration
+        from mlops_console.monitoring.service import measure_value
 
         rules = self.ws.config.alerts
         if not rules:
@@ -162,7 +162,7 @@ class Alerts:
             for rule in rules:
                 if not any(fnmatch.fnmatch(name, g) for g in rule.deployments):
                     continue
-                w = seconds(rule.window)
+                w = parse_duration(rule.window, "window")
                 values = []
                 for k in range(rule.windows):
                     key = (rule.window, k)
@@ -292,11 +292,10 @@ class Alerts:
                 self.ws.deployments.rollback(name, reason=f"alert {alert['id']}: {rule.name}")
                 return f"rolled {name} back"
             rec = self.ws.deployments.get(name)
-            from mlops_console.monitoring.service import pipeline_for_model
-
-            pipeline = pipeline_for_model(self.ws, rec["model"])
-            if pipeline is None:
+            found = self.ws.pipelines.for_model(rec["model"])
+            if found is None:
                 return f"no pipeline registers model {rec['model']!r}: nothing to retrain"
+            pipeline = found.name
             busy = [
                 j
                 for j in self.ws.jobs.list(pipeline=pipeline, limit=20)

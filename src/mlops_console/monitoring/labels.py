@@ -261,20 +261,13 @@ def export_dataset(mon, deployment: str, name: str | None = None) -> dict[str, A
     """Labelled predictions as a versioned dataset (`mlops data`), for pipelines to train on."""
     import pandas as pd
 
-    from mlops_console.config import load_pipeline
-    from mlops_console.monitoring.service import pipeline_for_model
-
     rec = mon.ws.deployments._record(deployment)
     if rec is None:
         raise NotFound(f"No deployment {deployment!r}. `mlops deployments list` shows them.")
-    pipeline = pipeline_for_model(mon.ws, rec["model"])
+    pipeline = mon.ws.pipelines.for_model(rec["model"])
     target, time_col = "label", "ts"
     if pipeline:
-        try:
-            spec = load_pipeline(mon.ws.pipeline_path(pipeline))
-            target, time_col = spec.data.target, spec.data.time_column or "ts"
-        except (MlopsError, OSError):
-            pass
+        target, time_col = pipeline.spec.data.target, pipeline.spec.data.time_column or "ts"
     mon.collect(deployment)
     rows, _, feedback = mon._frames(deployment, 0.0, time.time() + 1)
     if rows is None or feedback is None:

@@ -136,10 +136,10 @@ def _over_time(history: list[dict[str, Any]], path: Path) -> str:
 
 
 def write_report(ws, deployment: str, window: str | None, windows: int, out: str | None):
-    from mlops_console.monitoring.service import seconds
+    from mlops_console.durations import parse_duration
 
     w = window or ws.config.monitoring.window
-    seconds(w)
+    parse_duration(w, "window")
     history = ws.monitor.history(deployment, w, max(windows, 1))
     latest = history[0]
     stamp = time.strftime("%Y%m%d-%H%M%S")

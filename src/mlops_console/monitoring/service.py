@@ -7,13 +7,13 @@ primary by default) against that version's training reference.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_console.durations import parse_duration
 from mlops_console.errors import MlopsError, NotFound
 from mlops_console.monitoring import collect as col
 from mlops_console.names import is_name
@@ -22,18 +22,6 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
-
-
-def seconds(text: str | float) -> float:
-    from mlops_console.features.spec import parse_ttl
-
-    try:
-        value = parse_ttl(text)
-    except ValueError as exc:
-        raise MlopsError(str(exc)) from None
-    if value <= 0:
-        raise MlopsError(f"A window must be longer than 0, not {text!r} (e.g. 1h, 30m, 10s).")
-    return value
 
 
 class Monitor:
@@ -160,7 +148,7 @@ class Monitor:
             )
         if collect_first:
             col.collect(self.ws, deployment)
-        w = seconds(window or self.cfg.window)
+        w = parse_duration(window or self.cfg.window, "window")
         end = end if end is not None else time.time()
         start = end - w
         rows, requests, feedback = self._frames(deployment, start, end)
@@ -222,7 +210,7 @@ class Monitor:
 
     def history(self, deployment: str, window: str | None = None, count: int = 24):
         """The last `count` windows, newest first."""
-        w = seconds(window or self.cfg.window)
+        w = parse_duration(window or self.cfg.window, "window")
         now = time.time()
         col.collect(self.ws, deployment)
         return [
@@ -239,7 +227,7 @@ class Monitor:
         the requests; cheap enough for the console's sparklines)."""
         import numpy as np
 
-        w = seconds(window)
+        w = parse_duration(window, "window")
         end = time.time()
         start = end - w * count
         _, requests, _ = self._frames(deployment, start, end, kinds=("requests",))
@@ -316,21 +304,6 @@ class Monitor:
         return export_dataset(self, deployment, name)
 
 
-def pipeline_for_model(ws, model: str) -> str | None:
-    """The pipeline that registers `model` (its retrain), if any."""
-    from mlops_console.config import load_pipeline
-
-    folder = ws.root / "pipelines"
-    for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-        try:
-            spec = load_pipeline(path)
-        except MlopsError:
-            continue
-        if spec.register_as == model:
-            return spec.name
-    return None
-
-
 def measure_value(result: dict[str, Any], measure: str) -> float | None:
     """The value of a named measure in a window result (None: not measured)."""
     perf = result.get("performance") or {}
@@ -360,7 +333,3 @@ def measure_value(result: dict[str, Any], measure: str) -> float | None:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     return float(v)
-
-
-def to_json(result: Any) -> str:
-    return json.dumps(result, default=str, indent=2)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.names import check_name
-from mlops_console.tracking.runs import current_user
+from mlops_console.users import current_user
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace

@@ -6,7 +6,6 @@ timer, and at the end of the run), so logging one value at a time costs microsec
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.tracking import lineage as lineage_mod
 from mlops_console.tracking.query import compile_filter, compile_order
+from mlops_console.users import current_user
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
@@ -30,13 +30,6 @@ STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 HEARTBEAT_SECONDS = 30.0  # how often a running run says it is alive
 
 _log = logging.getLogger(__name__)
-
-
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return ""
 
 
 _USER = current_user()

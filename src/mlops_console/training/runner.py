@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.config import PipelineSpec, load_pipeline, parse
+from mlops_console.config import PipelineSpec, parse
 from mlops_console.errors import ConfigError, MlopsError, NotFound
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ def apply_overrides(spec: PipelineSpec, overrides: dict[str, Any], source: Any) 
 def load_spec(
     ws: Workspace, pipeline: str, overrides: dict[str, Any] | None
 ) -> tuple[PipelineSpec, Path]:
-    path = ws.pipeline_path(pipeline)
-    spec = load_pipeline(path)
+    found = ws.pipelines.get(pipeline)
+    spec, path = found.spec, found.path
     if overrides:
         spec = apply_overrides(spec, overrides, path)
     return spec, path

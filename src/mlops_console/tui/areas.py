@@ -731,9 +731,9 @@ def _ack(ws, key: str) -> str:
     kind, _, ident = key.partition(":")
     if kind != "alert":
         raise ValueError("select an alert row to acknowledge")
-    import getpass
+    from mlops_console.users import current_user
 
-    a = ws.alerts.acknowledge(int(ident), f"{getpass.getuser()} (console)")
+    a = ws.alerts.acknowledge(int(ident), f"{current_user()} (console)")
     return f"alert #{a['id']} acknowledged"
 
 
