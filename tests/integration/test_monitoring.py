@@ -17,6 +17,7 @@ import pytest
 from tests.integration.serving_helpers import free_port, train_two_versions
 from tests.unit.test_pipeline import make_data
 
+from mlops_console.errors import MlopsError
 from mlops_console.monitoring import collect as col
 from mlops_console.workspace import Workspace
 
@@ -147,7 +148,7 @@ def test_label_file_with_bad_rows_is_reported_and_nothing_is_lost(served, tmp_pa
     assert sorted(rejected["line"]) == [3, 53, 55, 56]
     assert any("not one of the model's classes" in r for r in rejected["reason"])
     assert (tmp_path / "labels.csv").read_bytes() == Path(rep["kept_as"]).read_bytes()
-    with pytest.raises(Exception, match="has no column"):
+    with pytest.raises(MlopsError, match="has no column"):
         ws.monitor.import_labels("m", path, label_column="truth")
     out = ws.monitor.export_dataset("m", "m_feedback")
     assert out["rows"] >= 49
@@ -405,5 +406,5 @@ def test_labels_matched_by_entity_key_and_time(served, tmp_path):
     assert len(mine) == 40 and set(mine["row"]) == set(range(10))
     other = tmp_path / "by_account.csv"
     other.write_text("account,label\na1,1\n")
-    with pytest.raises(Exception, match="No prediction of m carries 'account'"):
+    with pytest.raises(MlopsError, match="No prediction of m carries 'account'"):
         ws.monitor.import_labels("m", other, entity_column="account", row_column=None)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from mlops_console.errors import Conflict, NotFound
+from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.tracking.query import QueryError
 from mlops_console.workspace import Workspace
 
@@ -194,7 +194,7 @@ def test_get_by_prefix_and_compare(ws):
 def test_logging_after_end_is_an_error(ws):
     run = ws.runs.start()
     run.end()
-    with pytest.raises(Exception, match="has ended"):
+    with pytest.raises(MlopsError, match="has ended"):
         run.log_metric("x", 1)
 
 
