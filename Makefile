@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast bench lint venv clean
 
-$(STAMP): pyproject.toml
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+
+$(STAMP): pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# first-party plugins install beside the package, through their own entry points
+	for p in $(dir $(PLUGINS)); do $(BIN)/pip install --quiet -e $$p || exit 1; done
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -19,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/mlops demo mlops-demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench plugins
 	$(BIN)/lint-imports
 	# the docker tests start an engine if none runs (packaging/docker/engine.sh); stop it after
 	$(BIN)/pytest; rc=$$?; bash packaging/docker/engine.sh stop || true; exit $$rc
@@ -28,8 +32,8 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench plugins
+	$(BIN)/ruff format --check src tests bench plugins
 	$(BIN)/lint-imports
 
 $(BENCH_VENV)/.installed: bench/requirements.txt

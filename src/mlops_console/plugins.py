@@ -1,13 +1,17 @@
 """Plugins: pluggy hook specifications and the plugin manager.
 
-Built-in deploy targets register through the same hooks as third-party plugins (entry
-point group `mlops_console`). A plugin that fails to load is recorded with the reason
-and never takes the CLI or the console down. `MLOPS_PLUGINS=a,b` loads only those
-third-party plugins; `MLOPS_PLUGINS=none` loads none.
+Every plugin, the built-in deploy targets and notifiers among them, is an entry point in
+the group `mlops_console` (the package declares its own in pyproject.toml). Listing them
+reads entry-point metadata only (`installed()`); a plugin is imported when something asks
+a hook (`load_plugins()`). A plugin that fails to import, or whose hook raises, is
+recorded with the reason and never takes a command or the console down.
+`MLOPS_PLUGINS=a,b` loads only those third-party plugins; `MLOPS_PLUGINS=none` loads none
+(the package's own always load).
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -20,32 +24,124 @@ import pluggy
 GROUP = "mlops_console"
 hookspec = pluggy.HookspecMarker(GROUP)
 hookimpl = pluggy.HookimplMarker(GROUP)
+CORE_PACKAGE = "mlops_console"  # entry points into the package itself are its built-ins
 
 
 class Specs:
     @hookspec
     def mlops_deploy_targets(self) -> dict[str, Any]:
-        """Return {target name: class} of deploy targets (see mlops_console.deploy.base)."""
+        """Return {target name: class}; each class subclasses
+        `mlops_console.deploy.base.DeployTarget` and declares its `capabilities`."""
 
     @hookspec
     def mlops_notifiers(self) -> dict[str, Any]:
-        """Return {notifier name: callable(event: dict)}."""
+        """Return {notifier name: callable(event: dict)}; it raises on failure (see
+        `mlops_console.monitoring.notifiers` for what `event` holds)."""
+
+    @hookspec
+    def mlops_register_commands(self, cli) -> None:
+        """Add commands to the `mlops` click group `cli` (`cli.add_command(...)` or
+        `@cli.group()`); a built-in command's name is never taken over."""
+
+    @hookspec
+    def mlops_console_areas(self) -> list[Any]:
+        """Return a list of `mlops_console.tui.areas.Area`, shown after the built-in ones."""
+
+    @hookspec
+    def mlops_model_checks(self) -> dict[str, Any]:
+        """Return {check name: callable(ctx: CheckContext) -> dict}; the dict is
+        `mlops_console.testing.checks.result(...)` (passed, reason, measured). Plugin checks
+        run after the built-in ones on every training run; one that raises fails."""
+
+    @hookspec
+    def mlops_data_sources(self) -> dict[str, Any]:
+        """Return {file suffix such as ".feather": reader callable(path) -> pyarrow.Table}
+        for files the built-in CSV and Parquet readers do not know."""
+
+    @hookspec
+    def mlops_compute_backends(self) -> dict[str, Any]:
+        """Return {backend name: factory(settings: dict)} of where searches and training
+        run (a Dask or Ray cluster); the factory returns a joblib-compatible backend."""
 
 
-BUILTINS = (
-    "mlops_console.deploy.local",
-    "mlops_console.deploy.docker",
-    "mlops_console.monitoring.notifiers",
-)
+HOOKS = tuple(n for n in vars(Specs) if n.startswith("mlops_"))
 
 
 @dataclass
 class PluginInfo:
     name: str
-    source: str  # builtin or entry point "dist: module"
-    loaded: bool
+    source: str  # "distribution: module"
+    loaded: bool | None  # None: listed from metadata, not imported
     error: str = ""
     provides: list[str] = field(default_factory=list)
+    distribution: str = ""
+    version: str = ""
+    module: str = ""
+    hooks: list[str] = field(default_factory=list)  # declared in its module, without importing
+    builtin: bool = False
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    """The group's entry points, the package's own first, filtered by MLOPS_PLUGINS."""
+    wanted = os.environ.get("MLOPS_PLUGINS")
+    only = None if not wanted else {w.strip() for w in wanted.split(",")}
+    seen, out = set(), []
+    for ep in metadata.entry_points(group=GROUP):
+        if ep.name in seen:  # a distribution found twice on sys.path
+            continue
+        seen.add(ep.name)
+        if only is not None and not _builtin(ep) and ep.name not in only:
+            continue
+        out.append(ep)
+    return sorted(out, key=lambda ep: not _builtin(ep))
+
+
+def _builtin(ep: metadata.EntryPoint) -> bool:
+    return ep.module.partition(".")[0] == CORE_PACKAGE
+
+
+def _describe(ep: metadata.EntryPoint) -> PluginInfo:
+    dist = ep.dist.name if ep.dist else "?"
+    return PluginInfo(
+        ep.name,
+        f"{dist}: {ep.value}",
+        None,
+        distribution=dist,
+        version=ep.dist.version if ep.dist else "",
+        module=ep.module,
+        hooks=declared_hooks(ep.module),
+        builtin=_builtin(ep),
+    )
+
+
+def installed() -> list[PluginInfo]:
+    """The plugins installed, from entry-point metadata: nothing is imported."""
+    return [_describe(ep) for ep in _entry_points()]
+
+
+def declared_hooks(module: str) -> list[str]:
+    """The hooks a module defines, read from its source without importing it (and without
+    importing its parent packages); [] when the source cannot be found or parsed."""
+    from importlib.machinery import PathFinder
+
+    search, spec = None, None
+    try:
+        for part in module.split("."):
+            spec = PathFinder.find_spec(part, search)
+            if spec is None:
+                return []
+            search = spec.submodule_search_locations
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return []
+        with open(spec.origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, ValueError, ImportError):
+        return []
+    return [
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in HOOKS
+    ]
 
 
 @dataclass
@@ -53,20 +149,25 @@ class Plugins:
     pm: pluggy.PluginManager
     info: list[PluginInfo]
 
-    def _collect(self, hook: str) -> dict[str, Any]:
+    def _collect(self, hook: str, kind: type = dict, **kwargs: Any) -> Any:
         """Each plugin's answer to a hook, called one by one: a plugin whose hook raises
-        (or answers something other than a dict) is reported and left out, never the end
+        (or answers something other than `kind`) is reported and left out, never the end
         of the command that asked."""
-        out: dict[str, Any] = {}
+        out: Any = kind()
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
             try:
-                result = impl.function()
-                if result is not None and not isinstance(result, dict):
-                    raise TypeError(f"{hook} returned {type(result).__name__}, not a dict")
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+                if result is not None and not isinstance(result, kind):
+                    raise TypeError(
+                        f"{hook} returned {type(result).__name__}, not a {kind.__name__}"
+                    )
             except Exception as exc:
                 self._failed(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
                 continue
-            out.update(result or {})
+            if isinstance(out, dict):
+                out.update(result or {})
+            else:
+                out.extend(result or [])
         return out
 
     def _failed(self, plugin: str, error: str) -> None:
@@ -80,53 +181,78 @@ class Plugins:
     def deploy_targets(self) -> dict[str, Any]:
         return self._collect("mlops_deploy_targets")
 
+    def model_checks(self) -> dict[str, Any]:
+        return self._collect("mlops_model_checks")
+
+    def data_sources(self) -> dict[str, Any]:
+        """{lower-case file suffix: reader(path) -> pyarrow.Table}."""
+        return {k.lower(): v for k, v in self._collect("mlops_data_sources").items()}
+
+    def compute_backends(self) -> dict[str, Any]:
+        return self._collect("mlops_compute_backends")
+
+    def console_areas(self) -> list[Any]:
+        return self._collect("mlops_console_areas", kind=list)
+
+    def register_commands(self, cli) -> None:
+        """Let each plugin add commands to `cli`; one that replaces a built-in command is
+        reported and the built-in put back."""
+        for impl in self.pm.hook.mlops_register_commands.get_hookimpls():
+            before = dict(cli.commands)
+            try:
+                impl.function(cli)
+            except Exception as exc:
+                self._failed(
+                    impl.plugin_name, f"mlops_register_commands raised {type(exc).__name__}: {exc}"
+                )
+            for name, cmd in before.items():
+                if cli.commands.get(name) is not cmd:
+                    cli.commands[name] = cmd
+                    self._failed(impl.plugin_name, f"it tried to replace the command {name!r}")
+
 
 @cache
 def load_plugins() -> Plugins:
-    import importlib
-
+    """Import every plugin and register it; failures are recorded in `info`."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(Specs)
     info: list[PluginInfo] = []
-    for module_name in BUILTINS:
-        try:
-            mod = importlib.import_module(module_name)
-            pm.register(mod, name=module_name)
-            provides, error = _provides(mod)
-            info.append(PluginInfo(module_name, "builtin", not error, error, provides))
-        except Exception as exc:  # a broken built-in is reported like any plugin
-            info.append(PluginInfo(module_name, "builtin", False, f"{type(exc).__name__}: {exc}"))
-    wanted = os.environ.get("MLOPS_PLUGINS")
-    only = None if not wanted else {w.strip() for w in wanted.split(",")}
-    for ep in metadata.entry_points(group=GROUP):
-        if only is not None and ep.name not in only:
-            continue
-        source = f"{ep.dist.name if ep.dist else '?'}: {ep.value}"
+    for ep in _entry_points():
+        p = _describe(ep)
+        info.append(p)
         try:
             mod = ep.load()
             pm.register(mod, name=ep.name)
-            provides, error = _provides(mod)
-            info.append(PluginInfo(ep.name, source, not error, error, provides))
         except Exception as exc:
-            info.append(
-                PluginInfo(
-                    ep.name,
-                    source,
-                    False,
-                    f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})",
-                )
+            p.loaded = False
+            p.error = (
+                f"{type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})"
             )
+            continue
+        p.loaded = True
+        p.hooks = [h for h in HOOKS if callable(getattr(mod, h, None))]
+        p.provides, p.error = _provides(mod)
+        p.loaded = not p.error
     return Plugins(pm, info)
 
 
 def _provides(mod) -> tuple[list[str], str]:
     """What a plugin module's hooks offer, and the first hook failure ("" when none)."""
     out, error = [], ""
-    for hook in ("mlops_deploy_targets", "mlops_notifiers"):
+    for hook in (
+        "mlops_deploy_targets",
+        "mlops_notifiers",
+        "mlops_model_checks",
+        "mlops_data_sources",
+        "mlops_compute_backends",
+    ):
         fn = getattr(mod, hook, None)
         if fn is not None:
             try:
                 out += [f"{hook.removeprefix('mlops_')}:{k}" for k in (fn() or {})]
             except Exception as exc:
                 error = error or f"{hook} raised {type(exc).__name__}: {exc}"
+    for hook in ("mlops_register_commands", "mlops_console_areas"):
+        if getattr(mod, hook, None) is not None:
+            out.append(hook.removeprefix("mlops_"))
     return out, error

@@ -1,4 +1,4 @@
-"""mlops deploy | deployments ... | plugins list."""
+"""mlops deploy | deployments ..."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def register(cli: click.Group) -> None:
     @cli.command("deploy")
     @click.argument("ref")
     @click.option(
-        "-t", "--target", help="local or docker (default: the deployment's target, else local)."
+        "-t",
+        "--target",
+        help="A deploy target (`mlops plugins list`; default: the deployment's, else local).",
     )
     @click.option("--name", help="Deployment name (default: the model's name).")
     @click.option(
@@ -272,32 +274,3 @@ def register(cli: click.Group) -> None:
                 raise click.exceptions.Exit(1)
             ws.deployments.delete(name)
         click.echo(f"{name}: deleted; `mlops deployments history {name}` still shows its history.")
-
-    @click.group()
-    def plugins() -> None:
-        """Plugins: what is loaded, what failed and why."""
-
-    cli.add_command(plugins)
-
-    @plugins.command("list")
-    @click.option("--json", "as_json", is_flag=True)
-    def plugins_list(as_json) -> None:
-        """List built-in and installed plugins."""
-        from mlops_console.plugins import load_plugins
-
-        info = load_plugins().info
-        if as_json:
-            emit_json({"plugins": [i.__dict__ for i in info]})
-            return
-        table(
-            ["plugin", "source", "loaded", "provides / error"],
-            [
-                (
-                    i.name,
-                    i.source,
-                    "yes" if i.loaded else "FAILED",
-                    ", ".join(i.provides) if i.loaded else i.error,
-                )
-                for i in info
-            ],
-        )

@@ -16,7 +16,30 @@ from mlops_console.errors import MlopsError, storage_error
 
 
 class MlopsGroup(click.Group):
-    """Turns user errors into one plain message on stderr and exit code 1."""
+    """Turns user errors into one plain message on stderr and exit code 1. Plugins' commands
+    (the `mlops_register_commands` hook) are added only when a name is not a built-in one
+    or the commands are listed, so a built-in command never imports the plugins."""
+
+    _plugin_commands_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if self._plugin_commands_added:
+            return
+        self._plugin_commands_added = True
+        from mlops_console.plugins import load_plugins
+
+        load_plugins().register_commands(self)
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        found = super().get_command(ctx, cmd_name)
+        if found is None and not self._plugin_commands_added:
+            self._add_plugin_commands()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context):
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -81,6 +104,7 @@ def _register() -> None:
         features,
         models,
         monitor,
+        plugins,
         runs,
         serve,
         workspace_cmds,
@@ -91,6 +115,7 @@ def _register() -> None:
     serve.register(cli)
     serve.register_predict(cli)
     deploy.register(cli)
+    plugins.register(cli)
     automation.register(cli)
     console.register(cli)
     cli.add_command(data.data)

@@ -50,11 +50,15 @@ def expand(source: str, root: Path) -> list[Path]:
             f"No file matches {source!r} (looked in {root}). Check the path or glob, e.g. "
             "'data/churn*.csv'."
         )
-    bad = [p.name for p in paths if p.suffix.lower() not in CSV_SUFFIXES | PARQUET_SUFFIXES]
+    known = CSV_SUFFIXES | PARQUET_SUFFIXES
+    bad = [p.name for p in paths if p.suffix.lower() not in known]
+    if bad and (plugged := _plugin_readers()):
+        bad = [b for b in bad if Path(b).suffix.lower() not in plugged]
     if bad:
         raise DataError(
             f"{', '.join(bad)}: not CSV or Parquet (by the file name's suffix). Point the "
-            "dataset at .csv or .parquet files only."
+            "dataset at .csv or .parquet files, or install a plugin that reads them "
+            "(`mlops plugins list`)."
         )
     return paths
 
@@ -79,7 +83,17 @@ def read_file(
     file's head); `time_column`, when given and read as text, is parsed as times."""
     import pyarrow as pa
 
-    if path.suffix.lower() in PARQUET_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES | PARQUET_SUFFIXES and suffix in (plugged := _plugin_readers()):
+        try:
+            table = plugged[suffix](path)
+        except Exception as exc:  # the plugin's reader: its reason, with the file named
+            raise DataError(f"{rel} could not be read ({type(exc).__name__}: {exc})") from None
+        if not isinstance(table, pa.Table):
+            raise DataError(
+                f"{rel}: the {suffix} reader returned {type(table).__name__}, not a table"
+            )
+    elif suffix in PARQUET_SUFFIXES:
         import pyarrow.parquet as pq
 
         try:
@@ -95,6 +109,13 @@ def read_file(
     if time_column:
         table = _time_column(table, time_column, options.date_formats if options else (), rel)
     return table
+
+
+def _plugin_readers() -> dict:
+    """{suffix: reader(path) -> pyarrow.Table} from the `mlops_data_sources` hook."""
+    from mlops_console.plugins import load_plugins
+
+    return load_plugins().data_sources()
 
 
 _MAX_RETYPED = 50  # columns re-read as text after a conversion error late in a file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,23 +18,38 @@ class DeployError(MlopsError):
     Targets raise it (plugins' too); every surface reports it like any other MlopsError."""
 
 
-class DeployTarget:
-    """create / update / delete / get / predict / logs (MLflow's deployment-client verbs),
-    plus promote / rollback / status for canaries. Every call is idempotent; `config`
-    is the deployment's recorded settings (host, port, runtime, ...)."""
+class Capability(StrEnum):
+    """What a target can do beyond create / update / delete / list / get / predict / logs.
+    The core asks `capability in target.capabilities`, never which class a target is."""
+
+    CANARY = "canary"  # update(role="canary", percent=...) splits traffic; promote / rollback
+    SHADOW = "shadow"  # update(role="shadow") mirrors traffic to a version that never answers
+    HOT_SWAP = "hot_swap"  # update(role="primary") swaps the version without dropping a request
+    REMOTE_LOGS = "remote_logs"  # prediction logs live elsewhere: fetch_prediction_logs
+    FLEET = "fleet"  # one deployment is many devices (waves, per-device status)
+    IMAGE_EXPORT = "image_export"  # export() writes the deployment's image as a tar
+
+
+class DeployTarget(abc.ABC):
+    """MLflow's deployment-client verbs (create / update / delete / list / get / predict /
+    logs), plus promote / rollback / status for targets with the canary capability. Every
+    call is idempotent; `config` is the deployment's recorded settings (host, port,
+    runtime, ...). Subclasses raise DeployError (or another MlopsError) for what failed."""
 
     name = "base"
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, ws: Workspace):
         self.ws = ws
 
+    @abc.abstractmethod
     def create(
         self, name: str, bundle: Path, config: dict[str, Any], digest: str | None = None
     ) -> dict[str, Any]:
         """Start serving `bundle`; `digest` is the registry's hash of it (the sha256 of its
         bundle.json), which the server checks before it reads anything else."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def update(
         self,
         name: str,
@@ -42,27 +59,22 @@ class DeployTarget:
         percent: float = 0.0,
         digest: str | None = None,
     ) -> dict[str, Any]:
-        raise NotImplementedError
+        """Serve `bundle` as the primary, or (with those capabilities) as a canary taking
+        `percent` of traffic or a shadow."""
 
-    def promote(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def rollback(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def status(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def delete(self, name: str, config: dict[str, Any] | None = None) -> None:
-        raise NotImplementedError
+        """Stop serving `name`; nothing to stop is not an error."""
 
+    @abc.abstractmethod
     def get(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The deployment as the target sees it now: at least `status` and `endpoint`."""
 
+    @abc.abstractmethod
     def list(self) -> list[str]:
         """Names of the deployments this target is running now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predict(
         self,
         name: str,
@@ -70,13 +82,37 @@ class DeployTarget:
         records: list[dict[str, Any]],
         output: str = "predict",
     ) -> list:
-        raise NotImplementedError
+        """Predictions of the deployment for `records`."""
 
+    @abc.abstractmethod
     def logs(self, name: str, tail: int = 100) -> str:
-        raise NotImplementedError
+        """The last `tail` lines of the deployment's server log."""
+
+    def _unsupported(self, what: str) -> DeployError:
+        return DeployError(f"The {self.name} target cannot {what}.")
+
+    def promote(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise self._unsupported("promote a canary")
+
+    def rollback(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise self._unsupported("roll back a canary")
+
+    def status(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        raise self._unsupported("report a canary's status")
+
+    def export(
+        self,
+        name: str,
+        bundle: Path,
+        config: dict[str, Any],
+        dest: Path,
+        digest: str | None = None,
+    ) -> Path:
+        """Write the deployment's image as a tar at `dest` (the image_export capability)."""
+        raise self._unsupported("export an image")
 
     def fetch_prediction_logs(self, name: str, config: dict[str, Any], dest: Path) -> int:
         """Copy closed prediction-log segments (`*.jsonl`) of a remote deployment into
-        `dest` and delete them remotely once copied; returns how many. Local and Docker
-        servers write into `dest` directly, so the default does nothing."""
+        `dest` and delete them remotely once copied; returns how many (the remote_logs
+        capability). Targets that write into `dest` directly do nothing."""
         return 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from mlops_console.deploy.base import DeployError
+from mlops_console.deploy.base import Capability, DeployError
 from mlops_console.deploy.server import ServerTarget
 from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
@@ -134,6 +134,7 @@ def own_wheel(dest: Path) -> None:
 
 class DockerTarget(ServerTarget):
     name = "docker"
+    capabilities = ServerTarget.capabilities | {Capability.IMAGE_EXPORT}
 
     def __init__(self, ws):
         super().__init__(ws)

@@ -10,12 +10,15 @@ from typing import Any
 
 import httpx
 
-from mlops_console.deploy.base import DeployError, DeployTarget
+from mlops_console.deploy.base import Capability, DeployError, DeployTarget
 from mlops_console.names import check_name, inside
 
 
 class ServerTarget(DeployTarget):
     """A target that runs one mlops-console model server per deployment."""
+
+    # the server swaps versions and splits or mirrors traffic itself (its admin API)
+    capabilities = frozenset({Capability.CANARY, Capability.SHADOW, Capability.HOT_SWAP})
 
     def _running(self, name: str) -> bool:
         """Whether the deployment's server process or container is up."""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_console.deploy.base import Capability, DeployTarget
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.names import check_name, inside
 
@@ -35,16 +36,20 @@ class Deployments:
     def __init__(self, ws: Workspace):
         self.ws = ws
 
-    def target(self, kind: str):
+    def target_class(self, kind: str) -> type[DeployTarget]:
+        """The class a plugin registered as target `kind` (ask it `.capabilities`)."""
         from mlops_console.plugins import load_plugins
 
         targets = load_plugins().deploy_targets()
         if kind not in targets:
             raise MlopsError(
                 f"No deploy target {kind!r}; available: {', '.join(sorted(targets)) or 'none'}. "
-                "`mlops plugins list` shows what loaded and what failed."
+                "`mlops plugins list --check` shows what loaded and what failed."
             )
-        return targets[kind](self.ws)
+        return targets[kind]
+
+    def target(self, kind: str) -> DeployTarget:
+        return self.target_class(kind)(self.ws)
 
     def _record(self, name: str) -> dict[str, Any] | None:
         with self.ws.db.read() as conn:
@@ -127,6 +132,10 @@ class Deployments:
                 f"(`mlops deployments stop {name}`) to move it to {target}, or pick --name."
             )
         tgt = self.target(target)
+        if strategy == "canary" and Capability.CANARY not in tgt.capabilities:
+            raise Conflict(
+                f"The {target} target cannot run a canary; deploy with --strategy replace."
+            )
         try:
             bundle = self._bundle_dir(name, mv)
         except MlopsError as exc:  # the store cannot vouch for it: nothing changes
@@ -398,10 +407,18 @@ class Deployments:
     def export(self, name: str, dest: Path) -> Path:
         """Write the deployment's image as a tar (targets that build images only)."""
         rec = self.get(name)
+        from mlops_console.plugins import load_plugins
+
         tgt = self.target(rec["target"])
-        if not hasattr(tgt, "export"):
+        if Capability.IMAGE_EXPORT not in tgt.capabilities:
+            can = [
+                k
+                for k, cls in load_plugins().deploy_targets().items()
+                if Capability.IMAGE_EXPORT in cls.capabilities
+            ]
             raise MlopsError(
-                f"Target {rec['target']!r} has no image to export; use --target docker."
+                f"Target {rec['target']!r} has no image to export; deploy with a target that "
+                f"builds images ({', '.join(sorted(can)) or 'none installed'})."
             )
         mv = self.ws.models.resolve(f"{rec['model']}/{rec['version']}")
         return tgt.export(

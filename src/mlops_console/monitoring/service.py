@@ -55,12 +55,16 @@ class Monitor:
         return out
 
     def _fetch_remote(self, name: str) -> int:
-        """Remote targets (plugins) bring their segments here first."""
+        """Targets whose prediction logs live elsewhere bring their segments here first."""
+        from mlops_console.deploy.base import Capability
+
         rec = self.ws.deployments._record(name)
-        if rec is None or rec["target"] in ("local", "docker") or rec["status"] != "running":
+        if rec is None or rec["status"] != "running":
             return 0
         try:
             target = self.ws.deployments.target(rec["target"])
+            if Capability.REMOTE_LOGS not in target.capabilities:
+                return 0
             dest = col.log_dir(self.ws, name)
             dest.mkdir(parents=True, exist_ok=True)
             return int(target.fetch_prediction_logs(name, rec["config"], dest) or 0)

@@ -322,6 +322,24 @@ def check_reproducibility(ctx: CheckContext) -> dict[str, Any]:
     )
 
 
+def _plugin_checks(builtin: list) -> dict[str, Any]:
+    """Plugins' checks (the `mlops_model_checks` hook); a built-in's name stays built-in."""
+    from mlops_console.plugins import load_plugins
+
+    taken = {name for name, _ in builtin}
+    return {k: v for k, v in load_plugins().model_checks().items() if k not in taken}
+
+
+def _plugin_check(name: str, fn, ctx: CheckContext):
+    def run() -> dict[str, Any]:
+        r = fn(ctx)
+        if not isinstance(r, dict) or not isinstance(r.get("passed"), bool):
+            raise TypeError(f"returned {r!r}, not result(name, passed, reason, ...)")
+        return result(name, r["passed"], str(r.get("reason", "")), **(r.get("measured") or {}))
+
+    return run
+
+
 def run_checks(
     ctx: CheckContext, stage=lambda s: None, metrics: dict[str, float] | None = None
 ) -> list[dict[str, Any]]:
@@ -344,6 +362,7 @@ def run_checks(
         ("performance", lambda: check_performance(ctx)),
         ("reproducibility", lambda: check_reproducibility(ctx)),
     ]
+    runs += [(name, _plugin_check(name, fn, ctx)) for name, fn in _plugin_checks(runs).items()]
     out = []
     for name, fn in runs:
         try:

@@ -28,7 +28,7 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
-from mlops_console.tui.areas import AREAS, BY_NAME, Action, Listing
+from mlops_console.tui.areas import AREAS, BY_NAME, Action, Listing, add_plugin_areas
 
 PAGE = 100  # rows in the table at once (two screens at 160x48); `/` narrows the rest
 
@@ -103,6 +103,7 @@ class MlopsConsole(App):
         self.pending: tuple[Action, str] | None = None  # an action waiting for its answer
         self.chart_shown: dict | None = None
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
+        add_plugin_areas()
         self.area = AREAS[0]
         self.listing: Listing | None = None
         self.filter_text = ""

@@ -875,3 +875,28 @@ AREAS = [
     Area("plugins", "Plugins", "What is loaded, what failed and why.", _plugins, lambda ws, k: k),
 ]
 BY_NAME = {a.name: a for a in AREAS}
+
+
+def add_plugin_areas() -> list[Area]:
+    """Append the areas plugins offer (`mlops_console_areas`) after the built-in ones, once;
+    one that is not an Area or takes a taken name is logged and left out."""
+    import logging
+
+    from mlops_console.plugins import load_plugins
+
+    if _plugin_areas:
+        return _plugin_areas
+    for area in load_plugins().console_areas():
+        if not isinstance(area, Area) or area.name in BY_NAME:
+            logging.getLogger(__name__).warning(
+                "console area %r of a plugin left out: not an Area, or its name is taken",
+                getattr(area, "name", area),
+            )
+            continue
+        AREAS.append(area)
+        BY_NAME[area.name] = area
+        _plugin_areas.append(area)
+    return _plugin_areas
+
+
+_plugin_areas: list[Area] = []

@@ -1,0 +1,292 @@
+"""The plugin API with working plugins: the example plugin (plugins/mlops-example, installed
+for real) and `extras`, a plugin installed into a site folder for these tests, each found
+through its entry point and asked by the core like any built-in."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib import invalidate_caches
+
+import pytest
+from tests.conftest import run_cli
+from tests.integration.test_training_inputs import write_data, write_pipeline
+
+from mlops_console.deploy.base import Capability, DeployTarget
+from mlops_console.errors import Conflict
+from mlops_console.events import Event, deliver
+from mlops_console.plugins import installed, load_plugins
+from mlops_console.workspace import Workspace
+
+EXTRAS = '''
+import pluggy
+import pyarrow.json
+
+from mlops_console.deploy.base import Capability, DeployTarget
+
+hookimpl = pluggy.HookimplMarker("mlops_console")
+CALLS = []
+
+
+class MemoryTarget(DeployTarget):
+    """Serves nothing: records what it was asked, and says its logs live elsewhere."""
+
+    name = "memory"
+    capabilities = frozenset({Capability.REMOTE_LOGS})
+
+    def create(self, name, bundle, config, digest=None):
+        CALLS.append(("create", name))
+        return {"endpoint": f"memory://{name}", "status": "running"}
+
+    def update(self, name, bundle, config, role="primary", percent=0.0, digest=None):
+        CALLS.append(("update", name, role))
+        return {"endpoint": f"memory://{name}", "status": "running"}
+
+    def delete(self, name, config=None):
+        CALLS.append(("delete", name))
+
+    def get(self, name, config):
+        return {"endpoint": f"memory://{name}", "status": "running"}
+
+    def list(self):
+        return []
+
+    def predict(self, name, config, records, output="predict"):
+        return [0 for _ in records]
+
+    def logs(self, name, tail=100):
+        return ""
+
+    def fetch_prediction_logs(self, name, config, dest):
+        CALLS.append(("fetch", name))
+        return 0
+
+
+@hookimpl
+def mlops_deploy_targets():
+    return {"memory": MemoryTarget}
+
+
+@hookimpl
+def mlops_data_sources():
+    return {".NDJSON": lambda path: pyarrow.json.read_json(path)}
+
+
+@hookimpl
+def mlops_compute_backends():
+    return {"inline": lambda settings: ("inline", settings)}
+
+
+@hookimpl
+def mlops_console_areas():
+    from mlops_console.tui.areas import Area, Listing
+
+    return [
+        Area(
+            "extras",
+            "Extras",
+            "An area a plugin added.",
+            lambda ws: Listing(["name"], [("a", ["a"])]),
+            lambda ws, key: f"detail of {key}",
+        )
+    ]
+'''
+
+
+def site_with(tmp_path, name: str, source: str):
+    """A folder on which plugin `name` (module `name`_plugin) is installed."""
+    site = tmp_path / "site"
+    dist = site / f"{name}_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[mlops_console]\n{name} = {name}_plugin\n")
+    (site / f"{name}_plugin.py").write_text(textwrap.dedent(source))
+    return site
+
+
+@pytest.fixture(scope="module")
+def extras(tmp_path_factory):
+    """`extras` installed in this process; afterwards the plugins are as they were."""
+    from mlops_console.tui import areas
+
+    site = site_with(tmp_path_factory.mktemp("extras"), "extras", EXTRAS)
+    sys.path.insert(0, str(site))
+    invalidate_caches()
+    load_plugins.cache_clear()
+    yield sys.modules.get("extras_plugin") or __import__("extras_plugin")
+    sys.path.remove(str(site))
+    sys.modules.pop("extras_plugin", None)
+    invalidate_caches()
+    load_plugins.cache_clear()
+    for area in list(areas._plugin_areas):
+        areas.AREAS.remove(area)
+        areas.BY_NAME.pop(area.name, None)
+    areas._plugin_areas.clear()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, extras):
+    """One real training run with the example plugin (and extras) installed."""
+    from mlops_console.training.runner import train
+
+    root = tmp_path_factory.mktemp("plugins") / "ws"
+    ws = Workspace.init(root)
+    write_data(root, n=300)
+    write_pipeline(root)
+    result = train(ws, "kunden")
+    yield ws, result
+    ws.close()
+
+
+def test_the_example_plugins_model_check_runs_in_a_training_run(trained):
+    ws, result = trained
+    checks = {c["name"]: c for c in result.checks}
+    builtin = [c["name"] for c in result.checks][: len(checks) - 1]
+    assert "signature" in builtin and "max_model_size" not in builtin  # plugins' come after
+    size = checks["max_model_size"]
+    assert size["passed"] is True and size["measured"]["model_bytes"] > 0
+    assert ws.runs.get(result.run_id).metrics["check_max_model_size"] == 1.0
+
+
+def test_the_example_plugins_notifier_receives_an_event(ws, tmp_path, monkeypatch):
+    out = tmp_path / "events.jsonl"
+    monkeypatch.setenv("MLOPS_EXAMPLE_EVENTS", str(out))
+    outcome = deliver(ws, Event("promoted", "churn v2 is champion", model="churn"), ["jsonl"])
+    assert outcome == {"jsonl": "ok"}
+    (line,) = out.read_text().splitlines()
+    assert json.loads(line)["text"] == "churn v2 is champion"
+
+
+def test_the_example_plugins_command_runs_and_built_in_commands_do_not_import_plugins():
+    assert run_cli("example", "hello", check=True).stdout.startswith("Hello, world")
+    probe = (
+        "import sys, json\n"
+        "from click.testing import CliRunner\n"
+        "from mlops_console.cli.main import cli\n"
+        "r = CliRunner().invoke(cli, ['plugins', 'list', '--json'])\n"
+        "mods = ['mlops_example', 'mlops_console.deploy.local', 'mlops_console.deploy.docker',"
+        " 'mlops_console.monitoring.notifiers']\n"
+        "print(json.dumps({'out': json.loads(r.output), 'imported': [m for m in mods if m in sys.modules]}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    seen = json.loads(proc.stdout)
+    assert seen["imported"] == []
+    listed = {p["name"]: p for p in seen["out"]["plugins"]}
+    assert {"local", "docker", "notifiers", "example"} <= set(listed)
+    assert listed["local"]["builtin"] is True and listed["local"]["loaded"] is None
+    example = listed["example"]
+    assert (example["distribution"], example["version"], example["module"]) == (
+        "mlops-example",
+        "0.1.0",
+        "mlops_example",
+    )
+    assert set(example["hooks"]) == {
+        "mlops_notifiers",
+        "mlops_model_checks",
+        "mlops_register_commands",
+    }
+
+
+def test_a_plugin_taking_a_built_in_command_is_reported_and_the_built_in_kept(tmp_path):
+    site = site_with(
+        tmp_path,
+        "greedy",
+        """
+        import click, pluggy
+        hookimpl = pluggy.HookimplMarker("mlops_console")
+
+        @hookimpl
+        def mlops_register_commands(cli):
+            @cli.command("deploy")
+            def deploy():
+                click.echo("hijacked")
+        """,
+    )
+    env = {"PYTHONPATH": str(site)}
+    proc = run_cli("plugins", "list", "--check", "--json", env=env)
+    greedy = {p["name"]: p for p in json.loads(proc.stdout)["plugins"]}["greedy"]
+    assert proc.returncode == 1 and greedy["loaded"] is False
+    assert "replace the command 'deploy'" in greedy["error"]
+    probe = (
+        "from click.testing import CliRunner\n"
+        "from mlops_console.cli.main import cli\n"
+        "r = CliRunner()\n"
+        "assert 'example' in r.invoke(cli, ['--help']).output\n"  # plugins' commands added
+        "print(r.invoke(cli, ['deploy', '--help']).output)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert "Usage: cli deploy [OPTIONS] REF" in proc.stdout and "hijacked" not in proc.stdout
+
+
+def test_a_deploy_target_is_an_abstract_class_with_the_mlflow_verbs():
+    class Half(DeployTarget):
+        def create(self, name, bundle, config, digest=None):
+            return {}
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half(None)
+    assert DeployTarget.__abstractmethods__ == {
+        "create",
+        "update",
+        "delete",
+        "list",
+        "get",
+        "predict",
+        "logs",
+    }
+    targets = load_plugins().deploy_targets()
+    assert Capability.CANARY in targets["local"].capabilities
+    assert Capability.IMAGE_EXPORT in targets["docker"].capabilities
+    assert Capability.IMAGE_EXPORT not in targets["local"].capabilities
+
+
+def test_a_plugins_target_is_asked_its_capabilities_not_its_name(trained, extras):
+    ws, _ = trained
+    extras.CALLS.clear()
+    rec = ws.deployments.deploy("kunden/1", target="memory", name="mem")
+    assert rec["endpoint"] == "memory://mem" and ("create", "mem") in extras.CALLS
+    with pytest.raises(Conflict, match="cannot run a canary"):
+        ws.deployments.deploy("kunden/1", target="memory", name="mem", strategy="canary")
+    ws.monitor.collect("mem")  # remote_logs: the target brings its segments first
+    assert ("fetch", "mem") in extras.CALLS
+    with pytest.raises(Exception, match="no image to export.*docker"):
+        ws.deployments.export("mem", ws.root / "mem.tar")
+
+
+def test_a_plugins_data_source_reads_a_suffix_the_core_does_not_know(ws, extras):
+    (ws.root / "events.ndjson").write_text('{"a": 1, "b": "x"}\n{"a": 2, "b": "y"}\n')
+    ws.data.add("events", "events.ndjson")
+    version = ws.data.ingest("events").version
+    assert version.rows == 2
+    (ws.root / "notes.weird").write_text("?")
+    with pytest.raises(Exception, match="install a plugin that reads them"):
+        ws.data.add("notes", "notes.weird")
+
+
+def test_a_plugins_console_area_and_compute_backend(extras):
+    from mlops_console.tui.areas import AREAS, BY_NAME, add_plugin_areas
+
+    added = add_plugin_areas()
+    assert [a.name for a in added] == ["extras"] and AREAS[-1] is BY_NAME["extras"]
+    assert BY_NAME["extras"].load(None).rows == [("a", ["a"])]
+    add_plugin_areas()  # once only
+    assert [a.name for a in AREAS].count("extras") == 1
+    assert load_plugins().compute_backends()["inline"]({"workers": 2}) == (
+        "inline",
+        {"workers": 2},
+    )
+
+
+def test_installed_lists_without_importing_and_restricts_third_parties(monkeypatch):
+    monkeypatch.setenv("MLOPS_PLUGINS", "none")
+    names = {p.name for p in installed()}
+    assert {"local", "docker", "notifiers"} <= names and "example" not in names
