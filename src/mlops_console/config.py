@@ -62,7 +62,11 @@ def _check_provided(what: str, names: list[str], builtin: tuple[str, ...]) -> No
     from mlops_console.plugins import load_plugins
 
     plugins = load_plugins()
-    provided = plugins.notifiers() if what == "notifier" else plugins.deploy_targets()
+    provided = {
+        "notifier": plugins.notifiers,
+        "deploy target": plugins.deploy_targets,
+        "check": plugins.model_checks,
+    }[what]()
     known = set(builtin) | set(provided)
     unknown = [n for n in unknown if n not in known]
     if not unknown or not all(p.loaded for p in plugins.info) or os.environ.get("MLOPS_PLUGINS"):
@@ -414,9 +418,7 @@ class PipelineGates(Strict):
 
     @model_validator(mode="after")
     def _known_checks(self):
-        unknown = [c for c in self.checks if c not in CHECK_NAMES]
-        if unknown:
-            raise ValueError(f"unknown check(s) {unknown}; known: {list(CHECK_NAMES)}")
+        _check_provided("check", self.checks, CHECK_NAMES)  # plugins' checks can gate too
         return self
 
 

@@ -290,3 +290,21 @@ def test_installed_lists_without_importing_and_restricts_third_parties(monkeypat
     monkeypatch.setenv("MLOPS_PLUGINS", "none")
     names = {p.name for p in installed()}
     assert {"local", "docker", "notifiers"} <= names and "example" not in names
+
+
+def test_a_plugins_check_can_gate_a_pipeline(trained, monkeypatch):
+    from mlops_console.config import load_pipeline
+    from mlops_console.training.runner import train
+
+    ws, _ = trained
+    write_pipeline(ws.root, name="sized")
+    path = ws.root / "pipelines" / "sized.toml"
+    path.write_text(path.read_text().replace('"robustness"]', '"max_model_size"]'))
+    assert load_pipeline(path).gates.checks == ["signature", "max_model_size"]
+    monkeypatch.setenv("MLOPS_EXAMPLE_MAX_MODEL_BYTES", "10")
+    gates = {g["name"]: g for g in train(ws, "sized").gates["results"]}
+    assert gates["check max_model_size"]["passed"] is False
+    assert "limit 10" in gates["check max_model_size"]["detail"]
+    path.write_text(path.read_text().replace('"max_model_size"]', '"max_model_sise"]'))
+    with pytest.raises(Exception, match="unknown check.*max_model_sise"):
+        load_pipeline(path)
