@@ -247,6 +247,9 @@ def test_a_deploy_target_is_an_abstract_class_with_the_mlflow_verbs():
     assert Capability.CANARY in targets["local"].capabilities
     assert Capability.IMAGE_EXPORT in targets["docker"].capabilities
     assert Capability.IMAGE_EXPORT not in targets["local"].capabilities
+    # the daemon keeps local servers running; a container engine restarts its own
+    assert Capability.SUPERVISED in targets["local"].capabilities
+    assert Capability.SUPERVISED not in targets["docker"].capabilities
 
 
 def test_a_plugins_target_is_asked_its_capabilities_not_its_name(trained, extras):

@@ -143,12 +143,24 @@ class Daemon:
             if process.end_group(job["pid"], job["pid_start"]):
                 self.event({"event": "orphan_ended", "job": job["id"], "pid": job["pid"]})
 
+    def _supervised(self) -> set[str]:
+        """The targets whose servers the daemon keeps running (the supervised capability)."""
+        from mlops_console.deploy.base import Capability
+        from mlops_console.plugins import load_plugins
+
+        return {
+            kind
+            for kind, cls in load_plugins().deploy_targets().items()
+            if Capability.SUPERVISED in cls.capabilities
+        }
+
     def resupervise(self) -> None:
-        """Restart local deployments that should run but do not (after a crash or reboot)."""
+        """Restart supervised deployments that should run but do not (after a crash or reboot)."""
+        supervised = self._supervised()
         for d in self.ws.deployments.list():
-            if d["status"] != "running" or d["target"] != "local":
+            if d["status"] != "running" or d["target"] not in supervised:
                 continue
-            live = self.ws.deployments.target("local").get(d["name"], d["config"])
+            live = self.ws.deployments.target(d["target"]).get(d["name"], d["config"])
             if live["status"] != "running":
                 self._restart(d)
 
@@ -157,7 +169,7 @@ class Daemon:
         registry's digest (or exported again) and that digest passed to the server."""
         try:
             mv = self.ws.models.resolve(f"{d['model']}/{d['version']}")
-            self.ws.deployments.target("local").create(
+            self.ws.deployments.target(d["target"]).create(
                 d["name"],
                 self.ws.deployments._bundle_dir(d["name"], mv),  # verified, or exported again
                 d["config"],
@@ -165,7 +177,7 @@ class Daemon:
             )
             if d.get("canary_version") is not None:  # the canary it held comes back too
                 cv = self.ws.models.resolve(f"{d['model']}/{d['canary_version']}")
-                self.ws.deployments.target("local").update(
+                self.ws.deployments.target(d["target"]).update(
                     d["name"],
                     self.ws.deployments._bundle_dir(d["name"], cv),
                     d["config"],
@@ -199,11 +211,12 @@ class Daemon:
 
     def supervise_once(self) -> None:
         now = time.monotonic()
-        target = self.ws.deployments.target("local")
+        supervised = self._supervised()
         for d in self.ws.deployments.list():
-            if d["status"] != "running" or d["target"] != "local":
+            if d["status"] != "running" or d["target"] not in supervised:
                 self.supervision.pop(d["name"], None)
                 continue
+            target = self.ws.deployments.target(d["target"])
             state = self.supervision.get(d["name"])
             if state is None or state["updated_at"] != d["updated_at"]:
                 # new, or deployed again since: a fresh restart budget

@@ -28,6 +28,7 @@ class Capability(StrEnum):
     REMOTE_LOGS = "remote_logs"  # prediction logs live elsewhere: fetch_prediction_logs
     FLEET = "fleet"  # one deployment is many devices (waves, per-device status)
     IMAGE_EXPORT = "image_export"  # export() writes the deployment's image as a tar
+    SUPERVISED = "supervised"  # the daemon restarts its server when it dies (get() has a pid)
 
 
 class DeployTarget(abc.ABC):

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from mlops_console.deploy.base import DeployError
+from mlops_console.deploy.base import Capability, DeployError
 from mlops_console.deploy.server import ServerTarget
 from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
@@ -31,6 +31,7 @@ def process_start_time(pid: int) -> int | None:
 
 class LocalTarget(ServerTarget):
     name = "local"
+    capabilities = ServerTarget.capabilities | {Capability.SUPERVISED}
 
     def _running(self, name: str) -> bool:
         return self._pid(name) is not None
