@@ -2,6 +2,7 @@
 registry after confirmation; read-only refuses them; a failing action is a notification."""
 
 import pytest
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from mlops_console.tui.app import Confirm, MlopsConsole
 from mlops_console.tui.areas import AREAS
@@ -15,14 +16,18 @@ def cws(ws):
 
 
 async def settle(app, pilot):
-    """Wait for loading and actions (the event-stream listener runs for the app's life)."""
+    """Wait for loading and actions (the event-stream listener runs for the app's life);
+    a worker that failed, now or before, fails the test (see conftest.worker_errors)."""
     await pilot.pause()
     for worker in [w for w in app.workers if w.group != "events"]:
         try:
             await worker.wait()
-        except Exception:  # a load replaced by a newer one was cancelled
+        except WorkerCancelled:  # a load replaced by a newer one
             pass
+        except WorkerFailed as exc:
+            raise AssertionError(f"console worker {worker.name} failed: {exc.error!r}") from exc
     await pilot.pause()
+    assert not app.worker_errors, f"console workers failed: {app.worker_errors}"
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
