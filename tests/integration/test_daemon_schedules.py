@@ -97,6 +97,9 @@ def plant(db, marker, rewind_to_0007=False):
     con = sqlite3.connect(db)
     if rewind_to_0007:  # a workspace from before 0008 (a restored backup, say)
         con.execute("DROP TABLE schedule_state")
+        for table, column in (("run", "pid"), ("run", "pid_start"), ("run", "heartbeat_at")):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # and what 0009 added
+        con.execute("ALTER TABLE dataset DROP COLUMN read_options")
         con.execute("UPDATE alembic_version SET version_num = '0007_job_lease_outcome'")
     con.execute(
         "CREATE TABLE IF NOT EXISTS apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, "
