@@ -67,7 +67,12 @@ def failed(root: Path, *args: str, real: bool = False) -> str:
 
 
 def versions(root: Path, name: str, *extra: str) -> dict:
-    return json.loads(mlops(root, "data", "versions", name, "--json", *extra).stdout)
+    proc = mlops(root, "data", "versions", name, "--json", *extra, ok=False)
+    listed = json.loads(proc.stdout)
+    damaged = any(v["snapshot"] not in ("ok", "verified") for v in listed["versions"])
+    # --verify that finds damage fails the command, for scripts
+    assert proc.returncode == (1 if damaged and "--verify" in extra else 0), proc.stderr
+    return listed
 
 
 def snapshot_of(root: Path, name: str, version: int) -> Path:

@@ -261,6 +261,12 @@ def versions(ctx, name, verify, as_json) -> None:
         found = ws.data.versions(name)
         current = ws.data.get(name)["current_version"]
         states = {v.version: ws.data.snapshot_state(v, full=verify) for v in found}
+        bad = [v for v in found if states[v.version] not in ("ok", "verified")]
+        if bad and not as_json:
+            from mlops_console.data.snapshots import snapshot_error
+
+            # what to do for each: rebuild it, or restore it (its sources changed)
+            advice = [str(snapshot_error(ws.data, v, states[v.version])) for v in bad]
     if as_json:
         emit_json(
             {
@@ -269,6 +275,8 @@ def versions(ctx, name, verify, as_json) -> None:
                 "versions": [{**v.to_dict(), "snapshot": states[v.version]} for v in found],
             }
         )
+        if bad and verify:
+            ctx.exit(1)
         return
     table(
         ["version", "status", "rows", "digest", "failed rules", "snapshot", "ingested"],
@@ -279,22 +287,22 @@ def versions(ctx, name, verify, as_json) -> None:
                 v.rows,
                 v.digest[:12],
                 len(v.failed_rules) or "-",
-                states[v.version]
-                if states[v.version] in ("ok", "verified")
-                else states[v.version].upper(),
+                # the quick look sees a missing or cut file, not a flipped bit
+                {"ok": "looks ok", "verified": "verified"}.get(
+                    states[v.version], states[v.version].upper()
+                ),
                 when(v.created_at),
             )
             for v in found
         ],
         empty="No versions yet.",
     )
-    bad = [v for v in found if states[v.version] not in ("ok", "verified")]
-    if bad:
-        which = str(bad[0].version) if len(bad) == 1 else "VERSION"
-        click.echo(
-            f"Snapshot(s) of {', '.join(f'v{v.version}' for v in bad)} cannot be read; "
-            f"`mlops data rebuild {name} {which}` rebuilds one from its source files."
-        )
+    for line in advice if bad else []:
+        click.echo(line)
+    if not verify and not bad:
+        click.echo("A quick look (size and Parquet framing); --verify re-hashes every snapshot.")
+    if bad and verify:
+        ctx.exit(1)
 
 
 @data.command("rebuild")

@@ -148,7 +148,8 @@ def register(cli: click.Group) -> None:
             return
         verb = "Would remove" if dry_run else "Removed"
         click.echo(
-            f"{verb} {len(report.removed)} object(s), {report.bytes_freed / 1e6:.2f} MB; "
+            f"{verb} {len(report.removed)} object(s) and "
+            f"{len(report.lake_files_removed)} lake snapshot(s), {report.bytes_freed / 1e6:.2f} MB; "
             f"kept {report.kept} in use, {report.young} unreferenced but younger than "
             f"the grace period; {report.temp_files_removed} stale temp file(s)."
         )

@@ -215,6 +215,11 @@ def head_text(path: Path, encoding: str | None) -> tuple[str, str | None]:
         raw = raw[: raw.rindex(b"\n") + 1]
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
+    elif not encoding and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Excel's "Unicode text" export: UTF-16 with its byte-order mark
+        if len(raw) % 2:
+            raw = raw[:-1]
+        return raw.decode("utf-16", "replace"), "utf-16"
     tried = [encoding] if encoding else ["utf-8", "cp1252", "latin-1"]
     for enc in tried:
         try:
@@ -250,7 +255,13 @@ def sniff(
     delimiter = given.delimiter or (
         "\t" if path.suffix.lower() == ".tsv" else sniff_delimiter(text)
     )
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    except csv.Error as exc:
+        raise DataError(
+            f"{path.name} cannot be read as CSV with delimiter {delimiter!r} ({exc}). Is it "
+            "a CSV file? Give --delimiter and --encoding if they were sniffed wrong."
+        ) from None
     if len(rows) < 2:
         return ReadOptions(delimiter=delimiter, encoding=encoding), ()
     width = len(rows[0])

@@ -118,9 +118,17 @@ class ActiveRun:
                 self.end("KILLED")
             else:
                 self.end("FAILED", error=f"{exc_type.__name__}: {exc}")
-        except Exception:
-            # the error that stopped the run (often the same full disk) is the one to report
-            _log.warning("run %s could not record its end", self.id[:8], exc_info=True)
+        except Exception as again:
+            # the error that stopped the run (often the same full disk) is the one to
+            # report; this one in a line (--debug shows both tracebacks)
+            cause = getattr(again, "orig", None) or again
+            _log.warning(
+                "run %s could not record its end (%s); the next command that opens the "
+                "workspace marks it",
+                self.id[:8],
+                f"{type(cause).__name__}: {cause}",
+            )
+            _log.debug("recording the end of run %s failed", self.id[:8], exc_info=True)
 
     def __repr__(self) -> str:
         return f"<ActiveRun {self.id[:8]} {self.name!r}>"
