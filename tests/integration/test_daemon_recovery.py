@@ -222,6 +222,8 @@ def test_kill_9_while_judging_a_canary_the_orphan_cannot_roll_back_the_retry(tmp
         endpoint = ws.deployments.get("m")["endpoint"]
         second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
         wait_for(lambda: httpx.get(endpoint + "/version").json()["canary"] is not None)
+        # the server takes the canary before the chain records it: wait for both
+        wait_for(lambda: ws.deployments.get("m")["canary_version"] is not None)
         time.sleep(random.uniform(0.0, 2.0))  # the random moment of the kill
         pid = ws.jobs.get(second["id"])["pid"]
         killed_version = ws.deployments.get("m")["canary_version"]

@@ -74,6 +74,18 @@ auto_promote = {auto}
 """
 
 
+@pytest.fixture(autouse=True)
+def _builtin_checks_only(monkeypatch):
+    """The built-in checks only: an installed plugin (mlops-example) adds checks of its own
+    (tests/integration/test_plugins.py tests those)."""
+    from mlops_console.plugins import load_plugins
+
+    monkeypatch.setenv("MLOPS_PLUGINS", "none")
+    load_plugins.cache_clear()
+    yield
+    load_plugins.cache_clear()
+
+
 @pytest.fixture
 def pws(ws):
     make_data().to_parquet(ws.root / "data" / "d.parquet")
