@@ -50,6 +50,7 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python bench/serving.py --anchor-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/drift.py --anchor-python $(BENCH_VENV)/bin/python
 	$(BIN)/python bench/loop.py
+	$(BIN)/python bench/wide_ingest.py
 	$(BIN)/python bench/console.py
 
 clean:
