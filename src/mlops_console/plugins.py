@@ -211,6 +211,27 @@ class Plugins:
                     self._failed(impl.plugin_name, f"it tried to replace the command {name!r}")
 
 
+def add_plugin_commands(cli) -> None:
+    """Let plugins add their commands to `cli`, importing only those whose source declares
+    `mlops_register_commands` (or cannot be read): `mlops --help` lists plugin commands
+    without importing the built-in targets and notifiers, or any plugin without commands."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(Specs)
+    info: list[PluginInfo] = []
+    for ep in _entry_points():
+        p = _describe(ep)
+        if p.hooks and "mlops_register_commands" not in p.hooks:
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception as exc:  # `mlops plugins list --check` says why
+            p.loaded, p.error = False, f"{type(exc).__name__}: {exc}"
+            continue
+        p.loaded = True
+        info.append(p)
+    Plugins(pm, info).register_commands(cli)
+
+
 @cache
 def load_plugins() -> Plugins:
     """Import every plugin and register it; failures are recorded in `info`."""

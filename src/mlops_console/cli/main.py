@@ -26,9 +26,9 @@ class MlopsGroup(click.Group):
         if self._plugin_commands_added:
             return
         self._plugin_commands_added = True
-        from mlops_console.plugins import load_plugins
+        from mlops_console.plugins import add_plugin_commands
 
-        load_plugins().register_commands(self)
+        add_plugin_commands(self)
 
     def get_command(self, ctx: click.Context, cmd_name: str):
         found = super().get_command(ctx, cmd_name)

@@ -26,9 +26,10 @@ def register(cli: click.Group) -> None:
         from mlops_console.plugins import installed, load_plugins
 
         if check:
-            # plugins add their commands when commands are listed: a clash is reported too
-            root = ctx.find_root()
-            root.command.list_commands(root)
+            # each plugin adds its commands to a copy of the command group: a plugin that
+            # takes a built-in command's name is reported too
+            plugins = load_plugins()
+            plugins.register_commands(click.Group(commands=dict(ctx.find_root().command.commands)))
         info = load_plugins().info if check else installed()
         if as_json:
             emit_json({"plugins": [asdict(i) for i in info]})
