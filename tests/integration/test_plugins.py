@@ -13,8 +13,9 @@ import pytest
 from tests.conftest import run_cli
 from tests.integration.test_training_inputs import write_data, write_pipeline
 
+from mlops_console.data.reading import DataError
 from mlops_console.deploy.base import Capability, DeployTarget
-from mlops_console.errors import Conflict
+from mlops_console.errors import ConfigError, Conflict, MlopsError
 from mlops_console.events import Event, deliver
 from mlops_console.plugins import installed, load_plugins
 from mlops_console.workspace import Workspace
@@ -261,7 +262,7 @@ def test_a_plugins_target_is_asked_its_capabilities_not_its_name(trained, extras
         ws.deployments.deploy("kunden/1", target="memory", name="mem", strategy="canary")
     ws.monitor.collect("mem")  # remote_logs: the target brings its segments first
     assert ("fetch", "mem") in extras.CALLS
-    with pytest.raises(Exception, match="no image to export.*docker"):
+    with pytest.raises(MlopsError, match="no image to export.*docker"):
         ws.deployments.export("mem", ws.root / "mem.tar")
 
 
@@ -271,7 +272,7 @@ def test_a_plugins_data_source_reads_a_suffix_the_core_does_not_know(ws, extras)
     version = ws.data.ingest("events").version
     assert version.rows == 2
     (ws.root / "notes.weird").write_text("?")
-    with pytest.raises(Exception, match="install a plugin that reads them"):
+    with pytest.raises(DataError, match="install a plugin that reads them"):
         ws.data.add("notes", "notes.weird")
 
 
@@ -309,5 +310,5 @@ def test_a_plugins_check_can_gate_a_pipeline(trained, monkeypatch):
     assert gates["check max_model_size"]["passed"] is False
     assert "limit 10" in gates["check max_model_size"]["detail"]
     path.write_text(path.read_text().replace('"max_model_size"]', '"max_model_sise"]'))
-    with pytest.raises(Exception, match="unknown check.*max_model_sise"):
+    with pytest.raises(ConfigError, match="unknown check.*max_model_sise"):
         load_pipeline(path)
