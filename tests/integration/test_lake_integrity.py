@@ -369,11 +369,11 @@ def test_a_rebuild_with_other_bytes_is_accepted_only_for_the_same_data(ws, monke
         return tmp, hashlib.sha256(tmp.read_bytes()).hexdigest()
 
     monkeypatch.setattr(snapshots, "stage_parquet", other_writer)
-    read = ws.data._read
+    read = ws.data.read_hashed
     other = read(snapshots.recorded_sources(ws.data, dv)[0], ws.data.get("t"))
     other = other.set_column(1, "amount", [[i + 0.75 for i in range(1, 41)]])
     with monkeypatch.context() as m:  # the same files read into other values
-        m.setattr(ws.data, "_read", lambda hashed, ds=None: other)
+        m.setattr(ws.data, "read_hashed", lambda hashed, ds=None: other)
         with pytest.raises(snapshots.SnapshotError, match="now read into other data .*values"):
             ws.data.rebuild("t")
     assert not snap.exists() and not list(snap.parent.glob(".write-*"))

@@ -68,7 +68,7 @@ def wait_collected(ws, prefix: str, n: int, seconds: float = 20) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         ws.monitor.collect("m")
-        rows, _, _ = ws.monitor._frames("m", 0, time.time() + 1)
+        rows, _, _ = ws.monitor.frames("m", 0, time.time() + 1)
         if rows is not None and rows["request_id"].str.startswith(prefix + "-").sum() == n:
             return
         time.sleep(0.3)
@@ -95,7 +95,7 @@ def test_drift_stability_performance_and_decay_per_window(served):
     wait_collected(ws, "shifted", 400)
     deadline = time.time() + 20  # the feedback is written off the request path too
     while time.time() < deadline:
-        fb = ws.monitor._frames("m", 0, time.time() + 1, kinds=("feedback",))[2]
+        fb = ws.monitor.frames("m", 0, time.time() + 1, kinds=("feedback",))[2]
         if fb is not None and fb["request_id"].str.startswith("shifted-").sum() == 400:
             break
         time.sleep(0.3)

@@ -171,7 +171,7 @@ class Daemon:
             mv = self.ws.models.resolve(f"{d['model']}/{d['version']}")
             self.ws.deployments.target(d["target"]).create(
                 d["name"],
-                self.ws.deployments._bundle_dir(d["name"], mv),  # verified, or exported again
+                self.ws.deployments.bundle_dir(d["name"], mv),  # verified, or exported again
                 d["config"],
                 digest=mv.artifact_hash,
             )
@@ -179,7 +179,7 @@ class Daemon:
                 cv = self.ws.models.resolve(f"{d['model']}/{d['canary_version']}")
                 self.ws.deployments.target(d["target"]).update(
                     d["name"],
-                    self.ws.deployments._bundle_dir(d["name"], cv),
+                    self.ws.deployments.bundle_dir(d["name"], cv),
                     d["config"],
                     role="canary",
                     percent=float(d.get("canary_percent") or 0),
@@ -496,7 +496,7 @@ class Daemon:
         if self.ws.jobs.get(job_id)["status"] == "running":
             self._close_children(job_id, why, outcome)
             self.ws.jobs.kill_runs(job_id)
-            self.ws.jobs._undo_half_deploy(job)
+            self.ws.jobs.undo_half_deploy(job)
             self.ws.jobs.finish(job_id, outcome, why)
         job = self.ws.jobs.get(job_id)
         self._maybe_retry(job)

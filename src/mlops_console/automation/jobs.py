@@ -230,7 +230,7 @@ class JobStore:
             parts.append(text.rstrip())
         return "\n".join("\n".join(parts).splitlines()[-tail:])
 
-    def _undo_half_deploy(self, chain: dict[str, Any]) -> None:
+    def undo_half_deploy(self, chain: dict[str, Any]) -> None:
         """A chain killed while judging a canary leaves it loaded: roll it back, so no
         deployment stays between two versions."""
         steps = self.list(chain_id=chain["id"], limit=100)
@@ -272,7 +272,7 @@ class JobStore:
             out.append(job)
             if job["kind"] == "chain":
                 self.kill_runs(job["id"])  # the tracking run it was writing ends KILLED
-                self._undo_half_deploy(job)
+                self.undo_half_deploy(job)
             if job["kind"] == "chain" and job["attempt"] < job["max_attempts"]:
                 retry = self.submit(
                     "chain", job["pipeline"], trigger="recovery", max_attempts=job["max_attempts"]

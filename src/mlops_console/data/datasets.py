@@ -293,7 +293,7 @@ class DatasetStore:
             return self._reingest(existing, force, self._repair(existing, stage))
 
         stage(f"read {len(paths)} file(s)")
-        table = self._read(hashed)
+        table = self.read_hashed(hashed)
         self._require_columns(table, ds, hashed)
         con = duckdb.connect()
         try:
@@ -394,7 +394,7 @@ class DatasetStore:
             )
         return IngestResult(dv, True, msg)
 
-    def _read(self, hashed, ds: dict[str, Any] | None = None):
+    def read_hashed(self, hashed, ds: dict[str, Any] | None = None):
         """Read the files as hashed (with the dataset's reading options, which
         `_hash_sources` attaches, or those of `ds`); refuse any that changed since."""
         import pyarrow as pa

@@ -166,7 +166,7 @@ def rebuild(store: DatasetStore, dv: DatasetVersion) -> Rebuilt:
             "they were and rebuild again."
         )
     # read as ingest reads: with the dataset's stored reading options
-    table = store._read(hashed, store.get(dv.dataset))
+    table = store.read_hashed(hashed, store.get(dv.dataset))
     final = lake_file(store, dv)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp, sha = stage_parquet(table, final.parent)

@@ -51,7 +51,8 @@ class Deployments:
     def target(self, kind: str) -> DeployTarget:
         return self.target_class(kind)(self.ws)
 
-    def _record(self, name: str) -> dict[str, Any] | None:
+    def find(self, name: str) -> dict[str, Any] | None:
+        """The deployment named `name`, or None if there is none."""
         with self.ws.db.read() as conn:
             row = conn.exec_driver_sql(
                 "SELECT name, target, model_name, version, canary_version, canary_percent, status, "
@@ -78,7 +79,7 @@ class Deployments:
         return rec
 
     def get(self, name: str) -> dict[str, Any]:
-        rec = self._record(name)
+        rec = self.find(name)
         if rec is None:
             raise NotFound(f"No deployment {name!r}. `mlops deployments list` shows them.")
         return rec
@@ -90,7 +91,8 @@ class Deployments:
             (name, time.time(), action, from_v, to_v, detail),
         )
 
-    def _bundle_dir(self, name: str, mv) -> Path:
+    def bundle_dir(self, name: str, mv) -> Path:
+        """The verified bundle folder of `mv` for deployment `name`, exported if missing."""
         from mlops_console.registry.bundle import bundle_dir_matches, export_bundle
 
         folder = inside(
@@ -123,7 +125,7 @@ class Deployments:
         """Deploy a version: create the deployment, hot-swap it, or start it as a canary."""
         mv = self.ws.models.resolve(ref)
         name = check_name("deployment", mv.name if name is None else name)
-        rec = self._record(name)
+        rec = self.find(name)
         target = target or (rec["target"] if rec else "local")
         moving = rec is not None and rec["target"] != target
         if moving and rec["status"] == "running":
@@ -137,7 +139,7 @@ class Deployments:
                 f"The {target} target cannot run a canary; deploy with --strategy replace."
             )
         try:
-            bundle = self._bundle_dir(name, mv)
+            bundle = self.bundle_dir(name, mv)
         except MlopsError as exc:  # the store cannot vouch for it: nothing changes
             self._failed(name, rec, mv, str(exc))
             keeps = (
@@ -422,7 +424,7 @@ class Deployments:
             )
         mv = self.ws.models.resolve(f"{rec['model']}/{rec['version']}")
         return tgt.export(
-            name, self._bundle_dir(name, mv), rec["config"], dest, digest=mv.artifact_hash
+            name, self.bundle_dir(name, mv), rec["config"], dest, digest=mv.artifact_hash
         )
 
     def history(self, name: str) -> list[dict[str, Any]]:

@@ -260,7 +260,7 @@ class FeatureStore:
         for col in out_names:
             frame[col] = result[col].to_numpy()
         if run is not None:
-            self._record(run, views, used_all)
+            self.record_lineage(run, views, used_all)
         return frame
 
     def _entity_timestamp(self, entity_df, given: str | None, views) -> str:
@@ -293,7 +293,8 @@ class FeatureStore:
                     f"{view.name!r}; convert one of them so they can be compared."
                 )
 
-    def _record(self, run, views, used) -> None:
+    def record_lineage(self, run, views, used) -> None:
+        """Record on `run` the dataset versions used and the feature views read."""
         seen = set()
         for dv in used:
             if (dv.dataset, dv.version) not in seen:

@@ -153,7 +153,7 @@ class Alerts:
             except OSError as exc:
                 changes.append({"deployment": name, "error": f"collect failed: {exc}"})
                 continue
-            rec = self.ws.deployments._record(name)
+            rec = self.ws.deployments.find(name)
             if rec is not None and rec["status"] != "running":
                 # a stopped deployment's last windows still hold its traffic: no new alert,
                 # and what was open is settled (nothing measures it any more)

@@ -35,7 +35,7 @@ def _read(path: Path):
 
 
 def _model_labels(mon, deployment: str):
-    rec = mon.ws.deployments._record(deployment)
+    rec = mon.ws.deployments.find(deployment)
     if rec is None:
         raise NotFound(f"No deployment {deployment!r}. `mlops deployments list` shows them.")
     mv = mon.ws.models.get_version(rec["model"], rec["version"])
@@ -210,7 +210,7 @@ def _match_entities(mon, deployment, frame, entity: str, at: str | None, label_c
             raise MlopsError(
                 f"The label file has no column {name!r}; it has {list(frame.columns)}."
             )
-    rows, _, _ = mon._frames(deployment, 0.0, time.time() + 1, kinds=("rows",))
+    rows, _, _ = mon.frames(deployment, 0.0, time.time() + 1, kinds=("rows",))
     key = next(
         (c for c in (f"key.{entity}", f"in.{entity}") if rows is not None and c in rows.columns),
         None,
@@ -261,7 +261,7 @@ def export_dataset(mon, deployment: str, name: str | None = None) -> dict[str, A
     """Labelled predictions as a versioned dataset (`mlops data`), for pipelines to train on."""
     import pandas as pd
 
-    rec = mon.ws.deployments._record(deployment)
+    rec = mon.ws.deployments.find(deployment)
     if rec is None:
         raise NotFound(f"No deployment {deployment!r}. `mlops deployments list` shows them.")
     pipeline = mon.ws.pipelines.for_model(rec["model"])
@@ -269,7 +269,7 @@ def export_dataset(mon, deployment: str, name: str | None = None) -> dict[str, A
     if pipeline:
         target, time_col = pipeline.spec.data.target, pipeline.spec.data.time_column or "ts"
     mon.collect(deployment)
-    rows, _, feedback = mon._frames(deployment, 0.0, time.time() + 1)
+    rows, _, feedback = mon.frames(deployment, 0.0, time.time() + 1)
     if rows is None or feedback is None:
         raise MlopsError(
             f"{deployment} has no labelled predictions yet: send labels with "

@@ -152,7 +152,7 @@ def write_report(ws, deployment: str, window: str | None, windows: int, out: str
             ("PSI per column", _psi_chart(drift, ws.config.monitoring.psi, folder / "psi.png"))
         )
         mv = ws.models.get_version(latest["model"], int(latest["version"]))
-        rows, _, _ = ws.monitor._frames(deployment, latest["start"], latest["end"])
+        rows, _, _ = ws.monitor.frames(deployment, latest["start"], latest["end"])
         rows = rows[(rows["version"] == latest["version"]) & (rows["role"] != "shadow")]
         hist = _histograms(load_reference(ws, mv), rows, drift, folder / "distributions.png")
         if hist:

@@ -58,7 +58,7 @@ class Monitor:
         """Targets whose prediction logs live elsewhere bring their segments here first."""
         from mlops_console.deploy.base import Capability
 
-        rec = self.ws.deployments._record(name)
+        rec = self.ws.deployments.find(name)
         if rec is None or rec["status"] != "running":
             return 0
         try:
@@ -83,7 +83,7 @@ class Monitor:
                 removed += 1
         return removed
 
-    def _frames(
+    def frames(
         self,
         deployment: str,
         start: float,
@@ -155,8 +155,8 @@ class Monitor:
         w = parse_duration(window or self.cfg.window, "window")
         end = end if end is not None else time.time()
         start = end - w
-        rows, requests, feedback = self._frames(deployment, start, end)
-        rec = self.ws.deployments._record(deployment)
+        rows, requests, feedback = self.frames(deployment, start, end)
+        rec = self.ws.deployments.find(deployment)
         out: dict[str, Any] = {
             "deployment": deployment,
             "window": window or self.cfg.window,
@@ -234,7 +234,7 @@ class Monitor:
         w = parse_duration(window, "window")
         end = time.time()
         start = end - w * count
-        _, requests, _ = self._frames(deployment, start, end, kinds=("requests",))
+        _, requests, _ = self.frames(deployment, start, end, kinds=("requests",))
         out = []
         for i in range(count):
             lo, hi = start + i * w, start + (i + 1) * w

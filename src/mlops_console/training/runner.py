@@ -347,7 +347,7 @@ def train(
         if p.dataset_version is not None:
             ws.data.record_use(run, p.dataset_version)
         if spec.data.feature_views:
-            ws.features._record(
+            ws.features.record_lineage(
                 run,
                 {
                     r.split(":")[0]: ws.features.view(r.split(":")[0])
