@@ -10,13 +10,7 @@ import time
 
 import click
 
-from mlops_console.cli.output import duration, emit_json, kv, table, when
-
-
-def _ws(ctx):
-    from mlops_console.cli.main import open_workspace
-
-    return open_workspace(ctx)
+from mlops_console.cli.output import duration, emit_json, kv, open_workspace, table, when
 
 
 def _client(ws):
@@ -45,7 +39,7 @@ def register(cli: click.Group) -> None:
         """Run the automation daemon in the foreground (schedules, watchers, job queue)."""
         from mlops_console.automation.daemon import Daemon
 
-        ws = _ws(ctx)
+        ws = open_workspace(ctx)
         d = Daemon(ws, concurrency=concurrency, job_timeout=job_timeout, settle_seconds=settle)
         click.echo(
             f"mlops daemon for {ws.root} (pid {os.getpid()}); control socket {d.sock_path}",
@@ -63,7 +57,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def up(ctx, settle) -> None:
         """Start a background daemon for this workspace."""
-        ws = _ws(ctx)
+        ws = open_workspace(ctx)
         client = _client(ws)
         if client.available():
             click.echo(f"A daemon already runs (pid {client.call('GET', '/status')['pid']}).")
@@ -103,7 +97,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def down(ctx) -> None:
         """Stop the background daemon (running chains are stopped and marked)."""
-        ws = _ws(ctx)
+        ws = open_workspace(ctx)
         pid_file = ws.state / "daemon.pid"
         client = _client(ws)
         if not client.available():
@@ -121,7 +115,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def status(ctx, as_json) -> None:
         """Whether a daemon runs, and what it is doing."""
-        ws = _ws(ctx)
+        ws = open_workspace(ctx)
         client = _client(ws)
         if not client.available():
             if as_json:
@@ -160,7 +154,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def jobs_list(ctx, status, pipeline, steps, limit, as_json) -> None:
         """Chains (and their steps), newest first."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             found = [
                 j
                 for j in ws.jobs.list(status=status, pipeline=pipeline, limit=limit * 8)
@@ -207,7 +201,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def jobs_show(ctx, job_id, as_json) -> None:
         """A job with its steps, timings and outcomes."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             j = ws.jobs.get(job_id)
             j["steps"] = sorted(ws.jobs.list(chain_id=job_id, limit=100), key=lambda s: s["id"])
         if as_json:
@@ -249,7 +243,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def jobs_logs(ctx, job_id, tail) -> None:
         """The log of a chain and its steps."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             click.echo(ws.jobs.logs(job_id, tail))
 
     @jobs.command("cancel")
@@ -257,7 +251,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def jobs_cancel(ctx, job_id) -> None:
         """Cancel a queued or running chain."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             j = ws.jobs.cancel(job_id)
         click.echo(
             f"Job {job_id}: {'cancelled' if j['status'] == 'cancelled' else 'cancel requested'}."
@@ -269,7 +263,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def jobs_submit(ctx, pipeline, as_json) -> None:
         """Queue a chain for PIPELINE (the daemon runs it)."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             ws.pipelines.path(pipeline)
             client = _client(ws)
             j = (
@@ -301,7 +295,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def schedules_list(ctx, as_json) -> None:
         """Every schedule with its next run."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             found = _client(ws).call("GET", "/schedules")["schedules"]
         if as_json:
             emit_json({"schedules": found})
@@ -325,7 +319,7 @@ def register(cli: click.Group) -> None:
         @click.argument("schedule_id")
         @click.pass_context
         def cmd(ctx, schedule_id) -> None:
-            with _ws(ctx) as ws:
+            with open_workspace(ctx) as ws:
                 out = _client(ws).call("POST", f"/schedules/{schedule_id}/{action}")
             if action == "trigger":
                 click.echo(f"Queued job {out['job']['id']} for {out['job']['pipeline']}.")

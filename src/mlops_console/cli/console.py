@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mlops_console.cli.output import open_workspace
+
 
 def register(cli: click.Group) -> None:
     @cli.command("console")
@@ -11,7 +13,6 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def console(ctx, read_only) -> None:
         """Open the terminal console on the workspace."""
-        from mlops_console.cli.main import open_workspace
         from mlops_console.tui.app import MlopsConsole
 
         MlopsConsole(open_workspace(ctx), read_only=read_only).run()

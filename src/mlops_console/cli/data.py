@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, table, when
-
-
-def _ws(ctx):
-    from mlops_console.cli.main import open_workspace
-
-    return open_workspace(ctx)
+from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
 
 
 def _stage(text: str) -> None:
@@ -56,7 +50,7 @@ def add(ctx, name, source, timestamp, entities, description, no_ingest, as_json,
     with the dataset and used on every ingest."""
     from mlops_console.data.read_options import FLAGS, describe
 
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         ds = ws.data.add(
             name,
             source,
@@ -120,7 +114,7 @@ def _first_ingest(ws, name, stage):
 @click.pass_context
 def ingest(ctx, name, force, as_json) -> None:
     """Take a new version of NAME from its source files (unchanged files: no new version)."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         result = ws.data.ingest(name, force=force, stage=(lambda s: None) if as_json else _stage)
     if as_json:
         emit_json(_ingest_json(result))
@@ -162,7 +156,7 @@ def _rules_table(rules) -> None:
 @click.pass_context
 def list_datasets(ctx, as_json) -> None:
     """List datasets with their current version."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         found = ws.data.list()
     if as_json:
         emit_json({"datasets": found})
@@ -192,7 +186,7 @@ def list_datasets(ctx, as_json) -> None:
 @click.pass_context
 def show(ctx, name, version, as_json) -> None:
     """A dataset's version: status, contract report (why it is quarantined), profile."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         ds = ws.data.get(name)
         versions = ws.data.versions(name)
         if version is None and versions:
@@ -257,7 +251,7 @@ def show(ctx, name, version, as_json) -> None:
 @click.pass_context
 def versions(ctx, name, verify, as_json) -> None:
     """Every version of a dataset, and whether its snapshot is intact."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         found = ws.data.versions(name)
         current = ws.data.get(name)["current_version"]
         states = {v.version: ws.data.snapshot_state(v, full=verify) for v in found}
@@ -313,7 +307,7 @@ def versions(ctx, name, verify, as_json) -> None:
 def rebuild(ctx, name, version, as_json) -> None:
     """Rebuild the Parquet snapshot of NAME's VERSION (default: the current one) from the
     source files it was taken from, if they still hash as recorded."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         done = ws.data.rebuild(name, version)
     if as_json:
         emit_json(
@@ -342,7 +336,7 @@ def edit(ctx, name, source, timestamp, entities, description, as_json) -> None:
     """Change a dataset's source, timestamp, entities or description; versions taken
     already stay as they are, the next ingest uses the new fields."""
     keys = None if entities is None else [e.strip() for e in entities.split(",") if e.strip()]
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         ds, notes = ws.data.edit(
             name, source=source, timestamp=timestamp, entities=keys, description=description
         )
@@ -362,7 +356,7 @@ def edit(ctx, name, source, timestamp, entities, description, as_json) -> None:
 def remove(ctx, name, yes, as_json) -> None:
     """Unregister dataset NAME and its versions (refused while a registered model was
     trained on it). Its snapshots are left for `mlops gc`."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         ds = ws.data.get(name)
         if not yes and not ws.data.models_using(name):  # in use: refused without asking
             click.confirm(f"Remove dataset {name} and its {ds['versions']} version(s)?", abort=True)
@@ -392,7 +386,7 @@ def remove(ctx, name, yes, as_json) -> None:
 @click.pass_context
 def diff(ctx, name, v1, v2, as_json) -> None:
     """Schema changes, row counts and profile shifts between two versions."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         d = ws.data.diff(name, v1, v2)
     if as_json:
         emit_json(d)

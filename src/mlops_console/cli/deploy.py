@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, table, when
-
-
-def _ws(ctx):
-    from mlops_console.cli.main import open_workspace
-
-    return open_workspace(ctx)
+from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
 
 
 def register(cli: click.Group) -> None:
@@ -37,7 +31,7 @@ def register(cli: click.Group) -> None:
         ctx, ref, target, name, port, host, strategy, canary_percent, runtime, as_json
     ) -> None:
         """Deploy MODEL[@alias|/version]: start it, hot-swap it in, or start a canary."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             rec = ws.deployments.deploy(
                 ref,
                 target=target,
@@ -72,7 +66,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def list_(ctx, as_json) -> None:
         """List deployments."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             found = ws.deployments.list()
         if as_json:
             emit_json({"deployments": found})
@@ -103,7 +97,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def status(ctx, name, as_json) -> None:
         """Live status: what serves, requests, errors, latency of primary and canary."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             st = ws.deployments.status(name)
         if as_json:
             emit_json(st)
@@ -142,7 +136,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def logs(ctx, name, tail) -> None:
         """The server's log."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             click.echo(ws.deployments.logs(name, tail))
 
     @deployments.command("history")
@@ -151,7 +145,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def history(ctx, name, as_json) -> None:
         """Every change: create, update, canary, promote, rollback, stop, failed deploys."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             events = ws.deployments.history(name)
         if as_json:
             emit_json({"deployment": name, "history": events})
@@ -176,7 +170,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def promote(ctx, name, reason) -> None:
         """Make the canary the primary version."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             rec = ws.deployments.promote(name, reason)
         click.echo(f"{name}: now serving v{rec['version']}.")
 
@@ -186,7 +180,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def rollback(ctx, name, reason) -> None:
         """Drop the canary, or go back to the previously served version."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             rec = ws.deployments.rollback(name, reason)
         click.echo(f"{name}: serving v{rec['version']}.")
 
@@ -208,7 +202,7 @@ def register(cli: click.Group) -> None:
         import time
 
         deadline = time.time() + watch
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             while True:
                 v = ws.deployments.judge_canary(name, max_error_rate, max_p99_ms, min_requests)
                 if v["decision"] != "wait" or time.time() >= deadline:
@@ -240,7 +234,7 @@ def register(cli: click.Group) -> None:
         """Write the deployment's image as a tar, for sites without a registry."""
         from pathlib import Path
 
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             path = ws.deployments.export(name, Path(output))
             base = ws.deployments.get(name)["config"].get("base_image")
         click.echo(
@@ -254,7 +248,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def stop(ctx, name) -> None:
         """Stop a deployment."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             ws.deployments.stop(name)
         click.echo(f"{name}: stopped.")
 
@@ -264,7 +258,7 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def delete(ctx, name, yes) -> None:
         """Stop a deployment and remove its folder and prediction logs (its history stays)."""
-        with _ws(ctx) as ws:
+        with open_workspace(ctx) as ws:
             rec = ws.deployments.get(name)
             if not yes and not click.confirm(
                 f"Delete {name} ({rec['model']} v{rec['version']} on {rec['target']}, "

@@ -6,13 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, table, when
-
-
-def _ws(ctx):
-    from mlops_console.cli.main import open_workspace
-
-    return open_workspace(ctx)
+from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
 
 
 @click.group()
@@ -25,7 +19,7 @@ def features() -> None:
 @click.pass_context
 def list_views(ctx, as_json) -> None:
     """List feature views (features/*.toml) and their online state."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         views = ws.features.views()
         online = {o["view"]: o for o in ws.features.online_status()}
     rows = [
@@ -64,7 +58,7 @@ def list_views(ctx, as_json) -> None:
 @click.pass_context
 def show(ctx, view, as_json) -> None:
     """A feature view: keys, timestamp, TTL, features and the dataset versions it reads."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         d = ws.features.describe(view)
     if as_json:
         emit_json(d)
@@ -90,7 +84,7 @@ def show(ctx, view, as_json) -> None:
 @click.pass_context
 def materialize(ctx, views, as_json) -> None:
     """Load the latest values per entity into the online store (incremental)."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         res = ws.features.materialize(
             list(views) or None,
             stage=(lambda s: None) if as_json else (lambda s: click.echo(f"  .. {s}", err=True)),
@@ -136,7 +130,7 @@ def get(ctx, view, keys, as_json) -> None:
         if not sep:
             raise click.UsageError(f"--key expects COL=VALUE, got {item!r}.")
         entity[k] = _coerce(v)
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         rec = ws.features.online(view, entity)
     if as_json:
         emit_json({"view": view, "key": entity, "features": rec})
@@ -184,7 +178,7 @@ def get_training(ctx, entities_path, refs, timestamp, full_names, output) -> Non
 
     frame = read_file(Path(entities_path), entities_path).to_pandas()
     feats = [r.strip() for item in refs for r in item.split(",") if r.strip()]
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         out = ws.features.training_frame(
             frame, feats, timestamp_column=timestamp, full_feature_names=full_names
         )

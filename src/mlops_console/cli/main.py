@@ -89,12 +89,6 @@ def cli(ctx: click.Context, workspace: str | None, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def open_workspace(ctx: click.Context):
-    from mlops_console.workspace import Workspace
-
-    return Workspace.open(ctx.obj.get("workspace"))
-
-
 def _register() -> None:
     from mlops_console.cli import (
         automation,

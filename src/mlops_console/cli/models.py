@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, table, when
+from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
 
 
 @click.group()
@@ -15,18 +15,12 @@ def models() -> None:
     """The model registry: versions, aliases and their history."""
 
 
-def _ws(ctx):
-    from mlops_console.cli.main import open_workspace
-
-    return open_workspace(ctx)
-
-
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def list_models(ctx, as_json) -> None:
     """List models with their latest version and aliases."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         found = ws.models.list()
     if as_json:
         emit_json({"models": found})
@@ -56,7 +50,7 @@ def show_model(ctx, ref: str, as_json: bool) -> None:
     from mlops_console.registry.models import parse_ref
 
     name, alias, version = parse_ref(ref)
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         if alias is None and version is None:
             versions = ws.models.versions(name)
             if as_json:
@@ -107,7 +101,7 @@ def show_model(ctx, ref: str, as_json: bool) -> None:
 @click.pass_context
 def promote(ctx, ref, alias, reason, as_json) -> None:
     """Point an alias (default: champion) at the version REF names."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         move = ws.models.promote(ref, alias=alias, reason=reason)
     _report_move(move, as_json)
 
@@ -121,7 +115,7 @@ def promote(ctx, ref, alias, reason, as_json) -> None:
 @click.pass_context
 def rollback(ctx, name, alias, to_version, reason, as_json) -> None:
     """Move an alias back to the version it held before its last move."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         move = ws.models.rollback(name, alias=alias, to_version=to_version, reason=reason)
     _report_move(move, as_json)
 
@@ -154,7 +148,7 @@ def _parse_when(text: str) -> float:
 @click.pass_context
 def history(ctx, name, alias, at, as_json) -> None:
     """Every alias move of a model: when, by whom, from which version to which, why."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         if at:
             alias = alias or ws.config.registry.champion_alias
             ts = _parse_when(at)
@@ -193,7 +187,7 @@ def history(ctx, name, alias, at, as_json) -> None:
 @click.pass_context
 def archive(ctx, ref) -> None:
     """Archive a version: kept, but no alias may point to it."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         mv = ws.models.archive(ref)
     click.echo(f"{mv.ref} archived.")
 
@@ -203,7 +197,7 @@ def archive(ctx, ref) -> None:
 @click.pass_context
 def restore(ctx, ref) -> None:
     """Make an archived version ready again."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         mv = ws.models.restore(ref)
     click.echo(f"{mv.ref} is ready again.")
 
@@ -223,7 +217,7 @@ def delete(ctx, ref, force, yes) -> None:
     what = f"{name}/{version}" if version else f"model {name} and all its versions"
     if not yes and not click.confirm(f"Delete {what}?", default=False):
         raise click.Abort()
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         if version:
             ws.models.delete_version(name, version)
             click.echo(f"Deleted {name}/{version}. Run `mlops gc` to free its artifact.")
@@ -243,7 +237,7 @@ def card(ctx, ref, fmt, output) -> None:
 
     from mlops_console.registry.cards import card_markdown
 
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         data = ws.models.card(ref)
     text = card_markdown(data) if fmt == "md" else json.dumps(data, indent=2, default=str) + "\n"
     if output:

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, table, when
-
-
-def _ws(ctx):
-    from mlops_console.cli.main import open_workspace
-
-    return open_workspace(ctx)
+from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
 
 
 class DefaultShow(click.Group):
@@ -137,7 +131,7 @@ def print_window(r: dict) -> None:
 @click.pass_context
 def show(ctx, deployment, window, history, as_json) -> None:
     """Every measure of DEPLOYMENT over the last window."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         if history:
             results = ws.monitor.history(deployment, window, history + 1)
         else:
@@ -171,7 +165,7 @@ def show(ctx, deployment, window, history, as_json) -> None:
 @click.pass_context
 def collect_cmd(ctx, deployment, as_json) -> None:
     """Move closed prediction-log segments into the monitoring store (the daemon does this)."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         done = ws.monitor.collect(deployment)
     if as_json:
         emit_json(done)
@@ -199,7 +193,7 @@ def report(ctx, deployment, window, windows, out) -> None:
     """Write a Markdown and an HTML report with PNG charts (summaries only, no raw rows)."""
     from mlops_console.monitoring.report import write_report
 
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         paths = write_report(ws, deployment, window, windows, out)
     for p in paths:
         click.echo(str(p))
@@ -232,7 +226,7 @@ def labels(
 
     Rows name a prediction by request id (and row in the request), or by an entity key
     and a time (--entity-column, --time-column) when the requests carried that key."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         rep = ws.monitor.import_labels(
             deployment, file, id_column, label_column, row_column, entity_column, time_column
         )
@@ -270,7 +264,7 @@ def labels(
 @click.pass_context
 def dataset(ctx, deployment, name, as_json) -> None:
     """Labelled predictions as a new version of a dataset (`mlops data`), to train on."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         out = ws.monitor.export_dataset(deployment, name)
     if as_json:
         emit_json(out)
@@ -306,7 +300,7 @@ def _alert_rows(items):
 @click.pass_context
 def alerts_list(ctx, state, deployment, as_json) -> None:
     """Alerts, newest first."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         items = ws.alerts.list(state, deployment)
     if as_json:
         emit_json(items)
@@ -323,7 +317,7 @@ def alerts_list(ctx, state, deployment, as_json) -> None:
 @click.pass_context
 def alerts_show(ctx, alert_id, as_json) -> None:
     """One alert and its history (opened, notified, action, acknowledged, resolved)."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         a = ws.alerts.get(alert_id)
         events = ws.alerts.events(alert_id)
     if as_json:
@@ -342,7 +336,7 @@ def alerts_ack(ctx, alert_id, by) -> None:
     """Acknowledge an open alert (it still resolves itself when the measure recovers)."""
     from mlops_console.users import current_user
 
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         a = ws.alerts.acknowledge(alert_id, by or current_user())
     click.echo(f"Alert {a['id']} acknowledged by {a['acknowledged_by']}.")
 
@@ -352,7 +346,7 @@ def alerts_ack(ctx, alert_id, by) -> None:
 @click.pass_context
 def alerts_check(ctx, as_json) -> None:
     """Collect and evaluate every rule now (the daemon does this every [monitoring].every)."""
-    with _ws(ctx) as ws:
+    with open_workspace(ctx) as ws:
         if not ws.config.alerts:
             click.echo("No [[alerts]] rules in mlops.toml.")
             return

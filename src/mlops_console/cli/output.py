@@ -1,4 +1,4 @@
-"""Human tables and stable JSON for the CLI."""
+"""What every command shares: opening the workspace, human tables and stable JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+
+
+def open_workspace(ctx: click.Context):
+    """The workspace `--workspace` names, or the nearest one up from here."""
+    from mlops_console.workspace import Workspace
+
+    return Workspace.open(ctx.obj.get("workspace"))
 
 
 def when(ts: float | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mlops_console.cli.output import duration, emit_json, kv, num, table, when
+from mlops_console.cli.output import duration, emit_json, kv, num, open_workspace, table, when
 
 
 @click.group()
@@ -27,8 +27,6 @@ def runs() -> None:
 @click.pass_context
 def list_runs(ctx, experiment, filter_, order_by, limit, metric_cols, as_json) -> None:
     """List runs, newest first (or as --order-by says)."""
-    from mlops_console.cli.main import open_workspace
-
     with open_workspace(ctx) as ws:
         found = ws.runs.search(
             experiment=list(experiment) or None,
@@ -68,8 +66,6 @@ def list_runs(ctx, experiment, filter_, order_by, limit, metric_cols, as_json) -
 @click.pass_context
 def show_run(ctx, run: str, as_json: bool) -> None:
     """Show one run: params, metrics, inputs, artifacts and lineage (RUN: id or prefix)."""
-    from mlops_console.cli.main import open_workspace
-
     with open_workspace(ctx) as ws:
         r = ws.runs.get(run)
     if as_json:
@@ -122,8 +118,6 @@ def show_run(ctx, run: str, as_json: bool) -> None:
 @click.pass_context
 def compare_runs(ctx, run_refs, show_all, as_json) -> None:
     """Compare params and metrics of two or more runs side by side."""
-    from mlops_console.cli.main import open_workspace
-
     if len(run_refs) < 2:
         raise click.UsageError("Give at least two runs to compare.")
     with open_workspace(ctx) as ws:

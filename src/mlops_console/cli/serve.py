@@ -7,6 +7,8 @@ import secrets
 
 import click
 
+from mlops_console.cli.output import open_workspace
+
 
 def _secret(path) -> str:
     """A token kept in a 0600 file, made on first use."""
@@ -39,7 +41,6 @@ def register(cli: click.Group) -> None:
         no_log: bool,
     ) -> None:
         """Serve a model version over REST (MLflow /invocations and Open Inference v2)."""
-        from mlops_console.cli.main import open_workspace
         from mlops_console.registry.bundle import export_bundle
         from mlops_console.serving.app import run
 
@@ -95,7 +96,6 @@ def register_predict(cli: click.Group) -> None:
     @click.pass_context
     def predict(ctx, ref, source, output, as_json) -> None:
         """Score a dataset version or a file with a model version (batch), recorded as a run."""
-        from mlops_console.cli.main import open_workspace
         from mlops_console.cli.output import emit_json
         from mlops_console.scoring import batch_score
 

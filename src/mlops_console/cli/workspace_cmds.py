@@ -6,7 +6,7 @@ import time
 
 import click
 
-from mlops_console.cli.output import emit_json, num, table
+from mlops_console.cli.output import emit_json, num, open_workspace, table
 
 
 class StageProgress:
@@ -111,8 +111,6 @@ def register(cli: click.Group) -> None:
     @click.pass_context
     def run_cmd(ctx: click.Context, pipeline: str, sets: tuple[str, ...]) -> None:
         """Train PIPELINE (pipelines/NAME.toml), log the run and register the model."""
-        from mlops_console.cli.main import open_workspace
-
         overrides = _parse_sets(sets)
         with open_workspace(ctx) as ws:
             result = ws.pipelines.run(pipeline, stage=StageProgress(total=8), overrides=overrides)
@@ -139,8 +137,6 @@ def register(cli: click.Group) -> None:
         ctx: click.Context, dry_run: bool, grace: int | None, trust_registry: bool, as_json: bool
     ) -> None:
         """Remove artifacts and lake snapshots that nothing refers to."""
-        from mlops_console.cli.main import open_workspace
-
         with open_workspace(ctx) as ws:
             report = ws.gc(dry_run=dry_run, grace_seconds=grace, trust_registry=trust_registry)
         if as_json:
@@ -207,8 +203,6 @@ def register_testing(cli: click.Group) -> None:
     @click.pass_context
     def test_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
         """Run the model checks and gates again on a registered version (MODEL[@alias|/v])."""
-        from mlops_console.cli.main import open_workspace
-
         with open_workspace(ctx) as ws:
             out = ws.pipelines.retest(ref, stage=(lambda s: None) if as_json else StageProgress())
         if as_json:
@@ -242,8 +236,6 @@ def register_testing(cli: click.Group) -> None:
     @click.pass_context
     def reproduce_cmd(ctx: click.Context, run: str, tolerance: float, as_json: bool) -> None:
         """Re-run RUN from its recorded lineage (spec, data version, seed) and compare."""
-        from mlops_console.cli.main import open_workspace
-
         with open_workspace(ctx) as ws:
             out = ws.pipelines.reproduce(
                 run, tolerance, stage=(lambda s: None) if as_json else StageProgress()
