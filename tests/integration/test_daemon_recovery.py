@@ -15,7 +15,7 @@ import pytest
 from tests.integration.test_daemon import DaemonProc, chains, make_ws, wait_for
 from tests.unit.test_pipeline import make_data
 
-from mlops_console.automation import process
+from mlops_console import process
 
 pytestmark = pytest.mark.slow
 

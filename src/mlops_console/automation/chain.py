@@ -18,8 +18,8 @@ import traceback
 from typing import Any
 
 from mlops_console.automation.jobs import Outcome
-from mlops_console.automation.process import start_time
 from mlops_console.errors import MlopsError
+from mlops_console.process import start_time
 
 
 class ChainStopped(Exception):

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlops_console.automation import process
+from mlops_console import process
 from mlops_console.automation.jobs import Outcome
 from mlops_console.errors import ConfigError, MlopsError
 

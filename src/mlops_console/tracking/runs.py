@@ -465,7 +465,7 @@ _FLUSHER = _Flusher()
 
 def _this_process() -> tuple[int, int | None]:
     """This process's pid and start time (read each time: a forked child is another)."""
-    from mlops_console.automation.process import start_time
+    from mlops_console.process import start_time
 
     return os.getpid(), start_time(os.getpid())
 
@@ -478,7 +478,7 @@ def end_abandoned_runs(db) -> list[str]:
     they still run. A run's pid is only meaningful on the host that started it, so a
     workspace shared between machines should not hold runs of several at once.
     """
-    from mlops_console.automation.process import is_alive
+    from mlops_console.process import is_alive
 
     with db.read() as conn:
         rows = conn.exec_driver_sql(
