@@ -23,6 +23,17 @@ def _stat(pid: int) -> list[str] | None:
     return [text[: text.index("(")].strip(), "comm", *text[text.rindex(")") + 2 :].split()]
 
 
+def machine() -> str | None:
+    """Where pids mean something: this boot of this host, in this pid namespace (a
+    container sharing the workspace has its own). None where /proc cannot tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}:{namespace}"
+
+
 def start_time(pid: int) -> int | None:
     """The start time of process `pid` (clock ticks since boot), or None if it is gone."""
     fields = _stat(pid)

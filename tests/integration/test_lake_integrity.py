@@ -230,6 +230,15 @@ def test_files_put_back_make_their_version_current_again(plain):
     assert "t: the files match v3 again, which stays in quarantine" in proc.stdout
     assert "v4 stays current" in proc.stdout
     assert versions(root, "t")["current_version"] == 4
+    # a --force was for its moment: putting those files back later does not take it again
+    assert "ACCEPTED WITH --force" in mlops(root, "data", "ingest", "t", "--force").stdout
+    _csv(data, c)
+    assert "v4 is current (was v3)" in mlops(root, "data", "ingest", "t").stdout
+    _csv(data, [(i, "") for i in range(1, 31)])
+    out = mlops(root, "data", "ingest", "t").stdout
+    assert "match v3 again, which broke its contract and was accepted with --force" in out
+    assert versions(root, "t")["current_version"] == 4
+    assert "v3 is current (was v4)" in mlops(root, "data", "ingest", "t", "--force").stdout
 
 
 def test_concurrent_ingests_of_the_same_files_take_one_version(plain):

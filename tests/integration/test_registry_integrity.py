@@ -352,6 +352,27 @@ def test_a_reused_pid_does_not_keep_a_run_running(ws):
     live.end()
 
 
+def test_a_run_from_another_host_is_judged_by_its_heartbeat_not_its_pid(ws):
+    from mlops_console.tracking.runs import STALE_SECONDS, end_abandoned_runs
+
+    fresh = ws.runs.start(experiment="e")
+    stale = ws.runs.start(experiment="e")
+    with ws.db.write() as conn:
+        # recorded in another container or on another host: a dead pid there means nothing
+        conn.exec_driver_sql(
+            "UPDATE run SET pid = 999999999, lineage = json_set(lineage, '$.process.machine', "
+            "'elsewhere:1')"
+        )
+        conn.exec_driver_sql(
+            "UPDATE run SET heartbeat_at = ? WHERE id = ?",
+            (time.time() - STALE_SECONDS - 60, stale.id),
+        )
+    assert end_abandoned_runs(ws.db) == [stale.id]
+    assert ws.runs.get(fresh.id).status == "RUNNING"
+    assert ws.runs.get(stale.id).status == "KILLED"
+    fresh.end()
+
+
 def test_a_running_run_renews_its_heartbeat(ws, monkeypatch):
     from mlops_console.tracking import runs
 

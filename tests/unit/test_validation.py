@@ -162,6 +162,10 @@ def test_positive_class_inferred_given_or_refused():
     assert positive_class(ints, [0, 1], None, "t", "p")[0] == 0
     assert positive_class(ints, [0, 1], "1", "t", "p")[0] == 1  # TOML text for an int class
     assert positive_class(pd.Series([0, 1] * 5), [0, 1], None, "t", "p")[0] == 1  # a tie
+    # a retrain keeps the champion's class, even when this month's minority is the other
+    pos, why = positive_class(ints, [0, 1], None, "t", "p", champions=1)
+    assert pos == 1 and "as the champion's" in why
+    assert positive_class(ints, [0, 1], "0", "t", "p", champions=1)[0] == 0  # the spec wins
     with pytest.raises(ConfigError) as exc:
         positive_class(y, ["ja", "nein"], "yes", "kauft", "p.toml")
     assert str(exc.value) == (

@@ -499,6 +499,16 @@ class DatasetStore:
 
     def _reingest(self, existing: DatasetVersion, force: bool, note: str = "") -> IngestResult:
         name, v = existing.dataset, existing.version
+        if existing.status == "forced" and not force:
+            current = self.get(name)["current_version"]
+            if current != v:  # a --force was for that moment: it is not taken again silently
+                return IngestResult(
+                    existing,
+                    False,
+                    f"{note}{name}: the files match v{v} again, which broke its contract and "
+                    f"was accepted with --force; v{current} stays current. `mlops data ingest "
+                    f"{name} --force` makes v{v} current again.",
+                )
         if existing.usable:
             was = self.get(name)["current_version"]
             if was != v:  # files put back as they were: their version is current again

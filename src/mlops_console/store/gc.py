@@ -80,10 +80,14 @@ def collect_garbage(
         if not dry_run:
             store.remove(digest)
     for path, rel in lake_doomed:
+        try:
+            size = path.stat().st_size
+            if not dry_run:
+                path.unlink()
+        except FileNotFoundError:  # another gc (or a rebuild's swap) got there first
+            continue
         report.lake_files_removed.append(rel)
-        report.bytes_freed += path.stat().st_size
-        if not dry_run:
-            path.unlink()
+        report.bytes_freed += size
     for tmp in store.stale_temp_files(older_than=max(grace_seconds, 60)):
         report.temp_files_removed += 1
         if not dry_run:
@@ -104,6 +108,10 @@ def _lake_candidates(ws: Workspace, cutoff: float) -> tuple[Path, int, list[tupl
     doomed = []
     for path in paths:
         rel = path.relative_to(lake).as_posix()
-        if rel not in used and path.stat().st_mtime <= cutoff:
+        try:
+            old = path.stat().st_mtime <= cutoff
+        except FileNotFoundError:
+            continue
+        if rel not in used and old:
             doomed.append((path, rel))
     return lake, len(paths), doomed

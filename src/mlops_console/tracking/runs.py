@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 HEARTBEAT_SECONDS = 30.0  # how often a running run says it is alive
+# a run started elsewhere (another host, container or boot) is abandoned only when its
+# heartbeat is this old: its pid means nothing here
+STALE_SECONDS = 20 * HEARTBEAT_SECONDS
 
 _log = logging.getLogger(__name__)
 
@@ -475,16 +478,25 @@ def end_abandoned_runs(db) -> list[str]:
     another program: its start time differs). Returns their ids.
 
     Runs without a pid (recorded before pids were) are left alone: nothing tells whether
-    they still run. A run's pid is only meaningful on the host that started it, so a
-    workspace shared between machines should not hold runs of several at once.
+    they still run. A pid is only meaningful where it was taken (this boot of this host, in
+    this pid namespace): a run recorded elsewhere, or where /proc cannot tell, is judged by
+    its heartbeat only, abandoned once it is STALE_SECONDS old.
     """
-    from mlops_console.process import is_alive
+    from mlops_console.process import is_alive, machine
 
+    here = machine()
     with db.read() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT id, pid, pid_start FROM run WHERE status = 'RUNNING' AND pid IS NOT NULL"
+            "SELECT id, pid, pid_start, json_extract(lineage, '$.process.machine'), "
+            "coalesce(heartbeat_at, start_time) FROM run "
+            "WHERE status = 'RUNNING' AND pid IS NOT NULL"
         ).all()
-    gone = [(rid, pid) for rid, pid, started in rows if not is_alive(pid, started)]
+    stale = time.time() - STALE_SECONDS
+    gone = [
+        (rid, pid)
+        for rid, pid, started, where, beat in rows
+        if (not is_alive(pid, started) if here is not None and where == here else beat < stale)
+    ]
     if not gone:
         return []
     try:
@@ -553,6 +565,10 @@ class RunTracker:
             "environment": lineage_mod.environment(),
             "seed": seed,
         }
+        from mlops_console.process import machine
+
+        # where the run's pid means something (see end_abandoned_runs)
+        lineage["process"] = {"machine": machine()}
         if spec is not None:
             spec_path = Path(spec)
             if not spec_path.is_absolute():

@@ -207,7 +207,12 @@ def prepare(
             sorted(train[d.target].unique())
         )
         positive, reason = positive_class(
-            train[d.target], signature["labels"], d.positive_class, d.target, where
+            train[d.target],
+            signature["labels"],
+            d.positive_class,
+            d.target,
+            where,
+            _champions_positive(ws, spec),
         )
         if positive is not None:
             signature["positive_class"] = positive
@@ -251,11 +256,26 @@ def check_class_count(y, target: str, where: str) -> None:
         )
 
 
-def positive_class(y, labels: list[Any], given: Any, target: str, where: str) -> tuple[Any, str]:
+def _champions_positive(ws: Workspace, spec) -> Any:
+    """The positive class the model's champion was measured for (None if none is known)."""
+    if not spec.register_as:
+        return None
+    try:
+        mv = ws.models.resolve(f"{spec.register_as}@{ws.config.registry.champion_alias}")
+    except MlopsError:
+        return None
+    return (mv.signature or {}).get("positive_class")
+
+
+def positive_class(
+    y, labels: list[Any], given: Any, target: str, where: str, champions: Any = None
+) -> tuple[Any, str]:
     """(the class binary metrics describe, how it was chosen); (None, "") unless binary.
 
-    Unset, it is the minority class: a rare event is what a binary model is usually for,
-    and sklearn's default (the class sorting last) would report a 94% class's f1."""
+    Unset, it is the champion's (so a retrain's metrics compare with the champion's even
+    when the classes are near 50/50), else the minority class: a rare event is what a
+    binary model is usually for, and sklearn's default (the class sorting last) would
+    report a 94% class's f1."""
     if given is not None:
         match = [c for c in labels if c == given or str(c) == str(given)]
         if not match:
@@ -272,6 +292,8 @@ def positive_class(y, labels: list[Any], given: Any, target: str, where: str) ->
         return match[0], "as [data].positive_class says"
     if len(labels) != 2:
         return None, ""
+    if champions is not None and champions in labels:
+        return champions, "as the champion's; [data].positive_class changes it"
     counts = y.value_counts()
     share = {c: int(counts.get(c, 0)) / len(y) for c in labels}
     rare = min(reversed(labels), key=lambda c: share[c])  # a tie: the class sorting last
