@@ -215,31 +215,24 @@ def add_plugin_commands(cli) -> None:
     """Let plugins add their commands to `cli`, importing only those whose source declares
     `mlops_register_commands` (or cannot be read): `mlops --help` lists plugin commands
     without importing the built-in targets and notifiers, or any plugin without commands."""
-    pm = pluggy.PluginManager(GROUP)
-    pm.add_hookspecs(Specs)
-    info: list[PluginInfo] = []
-    for ep in _entry_points():
-        p = _describe(ep)
-        if p.hooks and "mlops_register_commands" not in p.hooks:
-            continue
-        try:
-            pm.register(ep.load(), name=ep.name)
-        except Exception as exc:  # `mlops plugins list --check` says why
-            p.loaded, p.error = False, f"{type(exc).__name__}: {exc}"
-            continue
-        p.loaded = True
-        info.append(p)
-    Plugins(pm, info).register_commands(cli)
+    _load(lambda p: not p.hooks or "mlops_register_commands" in p.hooks).register_commands(cli)
 
 
 @cache
 def load_plugins() -> Plugins:
     """Import every plugin and register it; failures are recorded in `info`."""
+    return _load(lambda p: True)
+
+
+def _load(wanted) -> Plugins:
+    """Import and register the plugins `wanted(PluginInfo)` selects from their metadata."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(Specs)
     info: list[PluginInfo] = []
     for ep in _entry_points():
         p = _describe(ep)
+        if not wanted(p):
+            continue
         info.append(p)
         try:
             mod = ep.load()
