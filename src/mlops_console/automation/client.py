@@ -22,13 +22,18 @@ class DaemonClient:
         )
 
     def available(self) -> bool:
+        return self.status() is not None
+
+    def status(self) -> dict[str, Any] | None:
+        """The daemon's `/status`, or None when no daemon answers (or answers with an error)."""
         if not self.sock.exists():
-            return False
+            return None
         try:
             with self._client() as c:
-                return c.get("/status").status_code == 200
+                r = c.get("/status")
         except httpx.HTTPError:
-            return False
+            return None
+        return r.json() if r.status_code == 200 else None
 
     def call(self, method: str, path: str, **kw) -> Any:
         if not self.sock.exists():

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import click
 
@@ -35,105 +31,64 @@ def register(cli: click.Group) -> None:
         help="Seconds a new file must stay unchanged before it triggers.",
     )
     @click.pass_context
-    def daemon(ctx, concurrency, job_timeout, settle) -> None:
+    def daemon(ctx: click.Context, concurrency: int, job_timeout: float, settle: float) -> None:
         """Run the automation daemon in the foreground (schedules, watchers, job queue)."""
-        from mlops_console.automation.daemon import Daemon
+        from mlops_console.automation import lifecycle
 
         ws = open_workspace(ctx)
-        d = Daemon(ws, concurrency=concurrency, job_timeout=job_timeout, settle_seconds=settle)
         click.echo(
-            f"mlops daemon for {ws.root} (pid {os.getpid()}); control socket {d.sock_path}",
+            f"mlops daemon for {ws.root} (pid {os.getpid()}); control socket "
+            f"{lifecycle.paths(ws).socket}",
             err=True,
         )
-
-        def stop(*_):
-            d.shutdown()
-
-        signal.signal(signal.SIGTERM, stop)
-        d.run()
+        lifecycle.run(ws, concurrency=concurrency, job_timeout=job_timeout, settle=settle)
 
     @cli.command("up")
     @click.option("--settle", type=float, default=2.0, show_default=True)
     @click.pass_context
-    def up(ctx, settle) -> None:
+    def up(ctx: click.Context, settle: float) -> None:
         """Start a background daemon for this workspace."""
-        ws = open_workspace(ctx)
-        client = _client(ws)
-        if client.available():
-            click.echo(f"A daemon already runs (pid {client.call('GET', '/status')['pid']}).")
+        from mlops_console.automation import lifecycle
+
+        st = lifecycle.start(open_workspace(ctx), settle=settle)
+        if not st.launched:
+            click.echo(f"A daemon already runs (pid {st.pid}).")
             return
-        log = open(ws.state / "logs" / "daemon.log", "ab")  # noqa: SIM115
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-P",  # the workspace is not on the daemon's sys.path (its own click.py, ...)
-                "-m",
-                "mlops_console.cli.main",
-                "-w",
-                str(ws.root),
-                "daemon",
-                "--settle",
-                str(settle),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if client.available():
-                click.echo(
-                    f"Daemon started (pid {client.call('GET', '/status')['pid']}); log in "
-                    f"{ws.state / 'logs' / 'daemon.log'}."
-                )
-                return
-            time.sleep(0.2)
-        raise click.ClickException(
-            f"The daemon did not start; see {ws.state / 'logs' / 'daemon.log'}."
-        )
+        click.echo(f"Daemon started (pid {st.pid}); log in {st.log}.")
 
     @cli.command("down")
     @click.pass_context
-    def down(ctx) -> None:
+    def down(ctx: click.Context) -> None:
         """Stop the background daemon (running chains are stopped and marked)."""
-        ws = open_workspace(ctx)
-        pid_file = ws.state / "daemon.pid"
-        client = _client(ws)
-        if not client.available():
+        from mlops_console.automation import lifecycle
+
+        st = lifecycle.stop(open_workspace(ctx))
+        if not st.running:
             click.echo("No daemon runs for this workspace.")
             return
-        pid = client.call("GET", "/status")["pid"]
-        client.call("POST", "/shutdown")
-        deadline = time.time() + 30
-        while time.time() < deadline and pid_file.exists():
-            time.sleep(0.2)
-        click.echo(f"Daemon (pid {pid}) stopped.")
+        click.echo(f"Daemon (pid {st.pid}) stopped.")
 
     @cli.command("status")
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
-    def status(ctx, as_json) -> None:
+    def status(ctx: click.Context, as_json: bool) -> None:
         """Whether a daemon runs, and what it is doing."""
-        ws = open_workspace(ctx)
-        client = _client(ws)
-        if not client.available():
-            if as_json:
-                emit_json({"running": False})
-            else:
-                click.echo("No daemon runs for this workspace. `mlops up` starts one.")
-            return
-        st = client.call("GET", "/status")
+        from mlops_console.automation import lifecycle
+
+        st = lifecycle.status(open_workspace(ctx))
         if as_json:
-            emit_json({"running": True, **st})
+            emit_json(st.to_dict())
+            return
+        if not st.running:
+            click.echo("No daemon runs for this workspace. `mlops up` starts one.")
             return
         kv(
             [
-                ("daemon", f"running, pid {st['pid']}, up {duration(st['uptime_s'])}"),
-                ("workspace", st["workspace"]),
-                ("running chains", ", ".join(map(str, st["running"])) or "-"),
-                ("queued", st["queued"]),
-                ("schedules", st["schedules"]),
+                ("daemon", f"running, pid {st.pid}, up {duration(st.uptime_s)}"),
+                ("workspace", st.workspace),
+                ("running chains", ", ".join(map(str, st.chains)) or "-"),
+                ("queued", st.queued),
+                ("schedules", st.schedules),
             ]
         )
 
