@@ -12,9 +12,12 @@ import shutil
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlops_console.config import WorkspaceConfig, load_workspace_config, parse_workspace_config
 from mlops_console.errors import ConfigError, MlopsError, WorkspaceNotFound
+
+if TYPE_CHECKING:
+    from mlops_console.config import WorkspaceConfig
 
 CONFIG_FILE = "mlops.toml"
 STATE_DIR = ".mlops"
@@ -29,8 +32,8 @@ class Workspace:
         self.root = Path(root).resolve()
         self.config_path = self.root / CONFIG_FILE
         self.state = self.root / STATE_DIR
-        self.config: WorkspaceConfig = load_workspace_config(self.config_path)
-        self.config_sha256 = hashlib.sha256(self.config_path.read_bytes()).hexdigest()
+        self._config: WorkspaceConfig | None = None
+        self._config_sha256 = ""
         _private_state(self.state)
         from mlops_console.store.db import Database
 
@@ -86,6 +89,31 @@ class Workspace:
                 if not (root / dest).exists():
                     (root / dest).write_text(_template(template))
         return cls(root)
+
+    # --- settings ----------------------------------------------------------------------
+
+    @property
+    def config(self) -> WorkspaceConfig:
+        """mlops.toml's settings, read and checked on first use: the pydantic models cost
+        more CPU to build than a read-only command that needs no setting takes in all."""
+        if self._config is None:
+            self._config, self._config_sha256 = self._read_config()
+        return self._config
+
+    @property
+    def config_sha256(self) -> str:
+        """The sha256 of the mlops.toml bytes that `config` holds."""
+        self.config  # noqa: B018  (loads it)
+        return self._config_sha256
+
+    def _read_config(self) -> tuple[WorkspaceConfig, str]:
+        from mlops_console.config import parse_workspace_config
+
+        try:
+            raw = self.config_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{self.config_path} cannot be read ({exc.strerror}).") from None
+        return parse_workspace_config(raw, self.config_path), hashlib.sha256(raw).hexdigest()
 
     # --- services ----------------------------------------------------------------------
 
@@ -160,8 +188,9 @@ class Workspace:
             self, dry_run=dry_run, grace_seconds=grace, trust_registry=trust_registry
         )
 
-    def reload_config(self) -> bool:
-        """Read mlops.toml again if its bytes changed; True if the settings were replaced.
+    def reload_config(self, force: bool = False) -> bool:
+        """Read mlops.toml again if its bytes changed (or `force`); True if the settings
+        were replaced.
 
         An invalid file raises ConfigError and leaves the current settings in force."""
         try:
@@ -172,10 +201,12 @@ class Workspace:
                 "stay in force."
             ) from None
         digest = hashlib.sha256(raw).hexdigest()
-        if digest == self.config_sha256:
+        if digest == self.config_sha256 and not force:
             return False
-        self.config = parse_workspace_config(raw, self.config_path)
-        self.config_sha256 = digest
+        from mlops_console.config import parse_workspace_config
+
+        self._config = parse_workspace_config(raw, self.config_path)
+        self._config_sha256 = digest
         return True
 
     def close(self) -> None:

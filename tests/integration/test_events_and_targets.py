@@ -17,7 +17,6 @@ from tests.integration.serving_helpers import free_port, train_two_versions
 from tests.integration.test_daemon import wait_for
 from tests.unit.test_pipeline import make_data
 
-from mlops_console.config import load_workspace_config
 from mlops_console.deploy.base import DeployError
 from mlops_console.deploy.local import process_start_time
 from mlops_console.errors import Conflict, MlopsError
@@ -88,7 +87,7 @@ format = "json"
 path = "{ws.state / "logs" / "lifecycle.log"}"
 """
         )
-    ws.config = load_workspace_config(ws.config_path)
+    ws.reload_config(force=True)
     yield ws
     for d in ws.deployments.list():
         if d["status"] == "running":
@@ -329,7 +328,7 @@ def test_slack_format_and_an_unreachable_webhook_is_logged_with_its_reason(ws, c
         assert str(port) not in outcome["webhook"]  # the URL may hold a secret
         assert sum("did not take the promoted event" in r.message for r in caplog.records) == 2
     finally:
-        ws.config = load_workspace_config(ws.config_path)
+        ws.reload_config(force=True)
 
 
 def test_a_chain_stopped_by_quarantined_data_notifies(ws, hook):

@@ -28,7 +28,7 @@ def test_migrated_schema_matches_the_table_classes(ws):
 
     from mlops_console.store import tables  # noqa: F401
 
-    with ws.db.engine.connect() as conn:
+    with ws.db.sqlalchemy_engine().connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
 
@@ -105,7 +105,7 @@ def test_migration_0002_upgrades_a_0001_database_and_keeps_its_data(tmp_path):
     with sqlite3.connect(db.path) as con:
         con.execute("PRAGMA journal_mode = WAL")
     cfg = alembic_config()
-    with db.engine.connect() as conn:
+    with db.sqlalchemy_engine().connect() as conn:
         conn = conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             cfg.attributes["connection"] = conn

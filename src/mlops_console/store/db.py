@@ -18,11 +18,13 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from sqlalchemy import Connection, create_engine, event
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
 from mlops_console.errors import WorkspaceError, storage_error
+from mlops_console.store.sqlite import Connection, Pool
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -43,8 +45,8 @@ REVISIONS: tuple[str, ...] = (
 HEAD = REVISIONS[-1]
 
 
-def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
-    # Autocommit at the driver level: transactions are begun explicitly in _on_begin.
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: object = None) -> None:
+    # Autocommit at the driver level: transactions are begun explicitly.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -54,42 +56,63 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     cur.close()
 
 
-def _on_begin(conn: Connection) -> None:
-    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-    conn.exec_driver_sql(f"BEGIN {mode}")
-
-
 class Database:
+    """Reads and writes go through the plain `sqlite3` module (a small pool in
+    store/sqlite.py): SQLAlchemy costs ~130 ms of CPU to import, more than a read-only
+    command may take in all. SQLAlchemy and Alembic load only to migrate the schema."""
+
     def __init__(self, path: Path, holds: tuple[Path, ...] = ()):
         """`holds`: folders whose content only this registry knows about (the artifact
         store, the lake); while any has files, an empty registry is never started here."""
         self.path = Path(path)
         self.holds = tuple(Path(p) for p in holds)
-        self.engine: Engine = create_engine(
-            f"sqlite:///{self.path}",
-            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
-            pool_size=8,
-            max_overflow=16,
+        self._pool = Pool(self._connect)
+        self._engine: Engine | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
         )
-        event.listen(self.engine, "connect", _on_connect)
-        event.listen(self.engine, "begin", _on_begin)
+        _on_connect(con)
+        return con
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction: one consistent snapshot for all its queries."""
-        with self.engine.connect() as conn:
+        with self._pool.transaction("DEFERRED", commit=False) as conn:
             yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A short write transaction that holds the write lock from its first statement."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+        with self._pool.transaction("IMMEDIATE", commit=True) as conn:
+            yield conn
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._pool.close()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def sqlalchemy_engine(self) -> Engine:
+        """An SQLAlchemy engine on the same file, with the same pragmas and explicit
+        BEGINs: for Alembic (migrations, and the test that compares the schema)."""
+        if self._engine is None:
+            from sqlalchemy import create_engine, event
+
+            self._engine = create_engine(
+                f"sqlite:///{self.path}",
+                connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+            )
+            event.listen(self._engine, "connect", _on_connect)
+            event.listen(
+                self._engine,
+                "begin",
+                lambda conn: conn.exec_driver_sql(
+                    f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}"
+                ),
+            )
+        return self._engine
 
     # --- schema ------------------------------------------------------------------
 
@@ -210,7 +233,7 @@ class Database:
         with sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S) as con:
             con.execute("PRAGMA journal_mode = WAL")
         cfg = alembic_config()
-        with self.engine.connect() as conn:
+        with self.sqlalchemy_engine().connect() as conn:
             conn = conn.execution_options(sqlite_begin="IMMEDIATE")
             # One transaction for the whole upgrade: SQLite DDL is transactional, so a
             # failed migration leaves the previous schema intact.
