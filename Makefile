@@ -52,6 +52,7 @@ bench: $(STAMP) $(BENCH_VENV)/.installed
 	$(BIN)/python bench/loop.py
 	$(BIN)/python bench/wide_ingest.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/cli.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) mlops-demo
