@@ -95,7 +95,7 @@ def storage_error(exc: BaseException, where) -> MlopsError | None:
     return None
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None):
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

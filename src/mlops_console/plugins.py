@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -165,7 +165,7 @@ class Plugins:
                 self._failed(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
                 continue
             if isinstance(out, dict):
-                out.update(result or {})
+                out.update(cast(dict, result) or {})
             else:
                 out.extend(result or [])
         return out

@@ -78,12 +78,12 @@ def _write(frame, output: str) -> str:
         else:
             import duckdb
 
-            con = duckdb.connect(path)
+            duck = duckdb.connect(path)
             try:
-                con.register("scored", frame)
-                con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM scored')
+                duck.register("scored", frame)
+                duck.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM scored')
             finally:
-                con.close()
+                duck.close()
         return output
     if not output.endswith((".parquet", ".pq", ".csv")):
         raise MlopsError(

@@ -81,13 +81,13 @@ class Workspace:
                 dest = root / "data" / f.name
                 if not dest.exists():
                     shutil.copyfile(f, dest)
-            for template, dest in (
+            for template, target in (
                 ("churn_pipeline.toml", "pipelines/churn.toml"),
                 ("customer_features.toml", "features/customer.toml"),
                 ("support_features.toml", "features/region_support.toml"),
             ):
-                if not (root / dest).exists():
-                    (root / dest).write_text(_template(template))
+                if not (root / target).exists():
+                    (root / target).write_text(_template(template))
         return cls(root)
 
     # --- settings ----------------------------------------------------------------------

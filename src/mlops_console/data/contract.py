@@ -240,8 +240,8 @@ def _column_stats(con, relation: str, rules: dict[str, ColumnRule], present) -> 
             pa.table(
                 {
                     "col": [f"c{i}" for i in range(len(ranged))],
-                    "lo": [-inf if todo[n].min is None else float(todo[n].min) for n in ranged],
-                    "hi": [inf if todo[n].max is None else float(todo[n].max) for n in ranged],
+                    "lo": [_bound(todo[n].min, -inf) for n in ranged],
+                    "hi": [_bound(todo[n].max, inf) for n in ranged],
                 }
             ),
         )
@@ -267,7 +267,7 @@ def _column_stats(con, relation: str, rules: dict[str, ColumnRule], present) -> 
     # An empty list allows anything (NOT IN (NULL) never holds), as it always did.
     cats = [n for n in listed if todo[n].categories]
     if cats:
-        pairs = [(f"c{i}", c) for i, n in enumerate(cats) for c in todo[n].categories]
+        pairs = [(f"c{i}", c) for i, n in enumerate(cats) for c in todo[n].categories or ()]
         con.register(
             "_allowed", pa.table({"col": [p[0] for p in pairs], "v": [p[1] for p in pairs]})
         )
@@ -471,3 +471,7 @@ def dumps(contract: Contract, note: str = "") -> str:
         if rule.categories is not None:
             out.append(f"categories = {_toml_value(rule.categories)}")
     return "\n".join(out) + "\n"
+
+
+def _bound(value: float | None, unbounded: float) -> float:
+    return unbounded if value is None else float(value)

@@ -7,6 +7,7 @@ DuckDB, so no process ever holds a lock another one needs.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
 import json
@@ -188,9 +189,9 @@ class DatasetStore:
         name: str,
         source: str | None = None,
         timestamp: str | None = None,
-        entities: list[str] | None = None,
+        entities: builtins.list[str] | None = None,
         description: str | None = None,
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[dict[str, Any], builtins.list[str]]:
         """Change a dataset's fields (None: keep; '' or []: clear the timestamp, entities).
 
         Returns the dataset and notes: columns the current version does not have, which
@@ -229,7 +230,7 @@ class DatasetStore:
                 )
         return self.get(name), notes
 
-    def models_using(self, name: str) -> list[str]:
+    def models_using(self, name: str) -> builtins.list[str]:
         """Model versions trained on a version of the dataset ('churn/2 (churn v1)'), by
         their lineage or their run's recorded inputs."""
         with self.ws.db.read() as conn:
@@ -456,7 +457,7 @@ class DatasetStore:
         if missing:
             raise DataError(f"{files}: entity column(s) {', '.join(missing)} missing.")
 
-    def _refuse_binary(self, paths: list[Path]) -> None:
+    def _refuse_binary(self, paths: builtins.list[Path]) -> None:
         for p in paths:
             if p.suffix.lower() in CSV_SUFFIXES and (why := describe_binary(p, _shown(self, p))):
                 raise DataError(why)
@@ -570,7 +571,7 @@ class DatasetStore:
 
     # --- reading -----------------------------------------------------------------------------
 
-    def versions(self, name: str) -> list[DatasetVersion]:
+    def versions(self, name: str) -> builtins.list[DatasetVersion]:
         self.get(name)
         with self.ws.db.read() as conn:
             return [
@@ -619,7 +620,11 @@ class DatasetStore:
         return snapshots.rebuild(self, self.version(name, version))
 
     def read(
-        self, name: str, version: int | None = None, run=None, columns: list[str] | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        run=None,
+        columns: builtins.list[str] | None = None,
     ):
         """The version as a pandas DataFrame; with `run`, the run records what it read."""
         import pyarrow.parquet as pq

@@ -81,7 +81,7 @@ def _psi_on_reference_bins(con, path_a, path_b, col: str, ref: dict[str, Any]) -
     cases = " ".join(f"WHEN x <= {e!r} THEN {i}" for i, e in enumerate(edges))
     counts = []
     for path in (path_a, path_b):
-        found = [0] * (len(edges) + 1)
+        found: list[float] = [0] * (len(edges) + 1)
         for b, n in con.execute(
             f"SELECT CASE {cases} ELSE {len(edges)} END AS b, count(*) FROM "
             f"(SELECT {c}::DOUBLE AS x FROM read_parquet(?) WHERE {c} IS NOT NULL) GROUP BY b",

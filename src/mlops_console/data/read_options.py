@@ -248,7 +248,7 @@ def sniff_delimiter(text: str) -> str:
 
 
 def sniff(
-    path: Path, given: ReadOptions = ReadOptions(), named: set[str] = frozenset()
+    path: Path, given: ReadOptions = ReadOptions(), named: frozenset[str] | set[str] = frozenset()
 ) -> tuple[ReadOptions, tuple[str, ...]]:
     """Options proposed by the head of a CSV file, and the NA spellings seen there."""
     text, encoding = head_text(path, given.encoding)

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import MlopsError
 
@@ -140,7 +140,7 @@ def _read_csv(path: Path, rel: str, options: ReadOptions):
         delimiter=delimiter, invalid_row_handler=on_invalid, newlines_in_values=True
     )
     read = pcsv.ReadOptions(encoding=options.encoding or "utf8")
-    convert = {"check_utf8": True, "strings_can_be_null": True}
+    convert: dict[str, Any] = {"check_utf8": True, "strings_can_be_null": True}
     if options.decimal:
         convert["decimal_point"] = options.decimal
     if options.na_values:
@@ -148,6 +148,7 @@ def _read_csv(path: Path, rel: str, options: ReadOptions):
     if options.date_formats:
         convert["timestamp_parsers"] = [pcsv.ISO8601, *options.date_formats]
     as_text: dict[str, object] = {}
+    table: Any = None
     while True:
         bad_rows.clear()
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,9 +81,9 @@ class DeployTarget(abc.ABC):
         self,
         name: str,
         config: dict[str, Any],
-        records: list[dict[str, Any]],
+        records: builtins.list[dict[str, Any]],
         output: str = "predict",
-    ) -> list:
+    ) -> builtins.list:
         """Predictions of the deployment for `records`."""
 
     @abc.abstractmethod

@@ -6,6 +6,7 @@ so a failed deploy is visible and the previous version keeps serving.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import socket
@@ -128,7 +129,7 @@ class Deployments:
         rec = self.find(name)
         target = target or (rec["target"] if rec else "local")
         moving = rec is not None and rec["target"] != target
-        if moving and rec["status"] == "running":
+        if rec is not None and moving and rec["status"] == "running":
             raise Conflict(
                 f"Deployment {name!r} runs on {rec['target']}; stop it first "
                 f"(`mlops deployments stop {name}`) to move it to {target}, or pick --name."
@@ -190,7 +191,7 @@ class Deployments:
                     "create",
                     rec["version"] if rec else None,
                     mv.version,
-                    f"moved from {rec['target']} to {target}" if moving else "",
+                    f"moved from {rec['target']} to {target}" if rec and moving else "",
                 )
             return self.get(name)
         config = rec["config"]
@@ -402,7 +403,9 @@ class Deployments:
         rec = self.get(name)
         return self.target(rec["target"]).logs(name, tail)
 
-    def predict(self, name: str, records: list[dict[str, Any]], output: str = "predict") -> list:
+    def predict(
+        self, name: str, records: builtins.list[dict[str, Any]], output: str = "predict"
+    ) -> builtins.list:
         rec = self.get(name)
         return self.target(rec["target"]).predict(name, rec["config"], records, output)
 
@@ -427,7 +430,7 @@ class Deployments:
             name, self.bundle_dir(name, mv), rec["config"], dest, digest=mv.artifact_hash
         )
 
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str) -> builtins.list[dict[str, Any]]:
         with self.ws.db.read() as conn:
             return [
                 {"at": at, "action": a, "from_version": f, "to_version": t, "detail": d}

@@ -14,6 +14,7 @@ failing webhook never holds up the daemon's loop; every try's outcome is an even
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import logging
 import threading
@@ -99,7 +100,7 @@ class Alerts:
             raise NotFound(f"No alert {alert_id}. `mlops alerts list` shows them.")
         return _row(row)
 
-    def events(self, alert_id: int) -> list[dict[str, Any]]:
+    def events(self, alert_id: int) -> builtins.list[dict[str, Any]]:
         with self.ws.db.read() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT at, kind, detail FROM alert_event WHERE alert_id = ? ORDER BY id",
@@ -134,7 +135,9 @@ class Alerts:
 
     # --- evaluation -------------------------------------------------------------------
 
-    def evaluate(self, deployments: list[str] | None = None) -> list[dict[str, Any]]:
+    def evaluate(
+        self, deployments: builtins.list[str] | None = None
+    ) -> builtins.list[dict[str, Any]]:
         """Evaluate every rule on every deployment once; returns what changed."""
         from mlops_console.durations import parse_duration
         from mlops_console.monitoring.service import measure_value
@@ -187,7 +190,7 @@ class Alerts:
                     changes.append(change)
         return changes
 
-    def _settle_stopped(self, deployment: str, status: str) -> list[dict[str, Any]]:
+    def _settle_stopped(self, deployment: str, status: str) -> builtins.list[dict[str, Any]]:
         changes = []
         rules = {r.name: r for r in self.ws.config.alerts}
         for alert in self.list("active", deployment):
@@ -211,7 +214,9 @@ class Alerts:
     def _breach(self, rule, value: float) -> bool:
         return value > rule.above if rule.above is not None else value < rule.below
 
-    def _apply(self, rule, deployment: str, values: list, latest: dict) -> dict[str, Any] | None:
+    def _apply(
+        self, rule, deployment: str, values: builtins.list, latest: dict
+    ) -> dict[str, Any] | None:
         active = [a for a in self.list("active", deployment) if a["rule"] == rule.name]
         threshold = rule.above if rule.above is not None else rule.below
         current = values[0]
@@ -269,6 +274,7 @@ class Alerts:
                     now,
                 ),
             ).lastrowid
+        assert alert_id is not None  # an INSERT always sets it
         self._event(alert_id, "opened", detail)
         alert = self.get(alert_id)
         self._notify(rule, alert, "opened")

@@ -122,7 +122,13 @@ def measure_column(ref: RefColumn, values, t: Thresholds = Thresholds()) -> dict
         x = np.asarray(values, dtype=np.float64)
         finite = np.sort(x[np.isfinite(x)])
         out: dict[str, Any] = {"column": ref.name, "kind": "numeric", "rows": len(x)}
-        if not len(finite) or ref.sorted is None or not len(ref.sorted):
+        if (
+            not len(finite)
+            or ref.sorted is None
+            or ref.edges is None
+            or ref.bin_share is None
+            or not len(ref.sorted)
+        ):
             return {**out, "psi": None, "ks": None, "ks_p": None, "drifted": False}
         cur_share = _shares(np.searchsorted(finite, ref.edges, side="right"), len(finite))
         value = psi(ref.bin_share, cur_share)

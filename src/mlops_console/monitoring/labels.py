@@ -162,7 +162,7 @@ def import_labels(
                     f"{accepted[last[(a['request_id'], a['row'])]]['line']} (later) counts",
                     id_column: a["request_id"],
                     label_column: str(a["label"]),
-                    **({row_column: str(a["row"])} if has_row else {}),
+                    **({row_column: str(a["row"])} if has_row and row_column else {}),
                 }
             )
         else:

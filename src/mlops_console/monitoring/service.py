@@ -244,13 +244,17 @@ class Monitor:
                 else requests[(requests["ts"] >= lo) & (requests["ts"] < hi)]
             )
             n = 0 if part is None else len(part)
-            ok = part[part["status"] == 200] if n else None
+            ok = part[part["status"] == 200] if part is not None and n else None
             out.append(
                 {
                     "end": hi,
                     "rps": n / w,
-                    "p99_ms": float(np.percentile(ok["latency_ms"], 99)) if n and len(ok) else None,
-                    "error_rate": (n - len(ok)) / n if n else None,
+                    "p99_ms": (
+                        float(np.percentile(ok["latency_ms"], 99))
+                        if ok is not None and len(ok)
+                        else None
+                    ),
+                    "error_rate": (n - len(ok)) / n if ok is not None else None,
                 }
             )
         return out

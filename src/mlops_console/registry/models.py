@@ -6,6 +6,7 @@ version an alias points to now).
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 import time
@@ -374,7 +375,7 @@ class ModelRegistry:
                 )
             return models
 
-    def versions(self, name: str) -> list[ModelVersion]:
+    def versions(self, name: str) -> builtins.list[ModelVersion]:
         with self.ws.db.read() as conn:
             self._require_model(conn, name)
             aliases = self._aliases(conn, name)
@@ -503,7 +504,7 @@ class ModelRegistry:
                 )
 
     def record_evaluation(
-        self, name: str, version: int, checks: list[dict[str, Any]], gates: dict[str, Any]
+        self, name: str, version: int, checks: builtins.list[dict[str, Any]], gates: dict[str, Any]
     ) -> None:
         """Store a version's model check results and gate outcome."""
         with self.ws.db.write() as conn:
@@ -571,9 +572,9 @@ class ModelRegistry:
             name, alias, to_version, reason=reason or "rollback", actor=actor, kind="rollback"
         )
 
-    def _alias_stack(self, name: str, alias: str) -> list[int]:
+    def _alias_stack(self, name: str, alias: str) -> builtins.list[int]:
         """Replay the history: a set pushes, a rollback pops back to its target."""
-        stack: list[int] = []
+        stack: builtins.list[int] = []
         for mv in self.history(name, alias):
             if mv.kind == "set" and mv.to_version is not None:
                 stack.append(mv.to_version)
@@ -586,13 +587,13 @@ class ModelRegistry:
                 stack.clear()
         return stack
 
-    def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+    def history(self, name: str, alias: str | None = None) -> builtins.list[AliasMove]:
         """Every alias move of a model, in the order they were made (oldest first)."""
         sql = (
             "SELECT model_name, alias, kind, from_version, to_version, at, actor, reason "
             "FROM alias_event WHERE model_name = ?"
         )
-        args: list[Any] = [name]
+        args: builtins.list[Any] = [name]
         if alias:
             sql += " AND alias = ?"
             args.append(alias)

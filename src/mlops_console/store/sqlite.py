@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-_ROW_TYPES: dict[tuple[str, ...], type] = {}
+_ROW_TYPES: dict[tuple[str, ...], Any] = {}
 
 
-def _row_type(description) -> type:
+def _row_type(description) -> Any:
     names = tuple(d[0] for d in description)
     kind = _ROW_TYPES.get(names)
     if kind is None:
         base = namedtuple("Row", names, rename=True)  # type: ignore[misc]  # names are data
 
-        class Row(base):  # type: ignore[valid-type,misc]
+        class Row(base):
             __slots__ = ()
 
             @property

@@ -115,7 +115,7 @@ def reproduce(
     now_git, then_git = git_state(ws.root), old_lin.get("git")
     env_then = (old_lin.get("environment") or {}).get("packages", {})
     env_now = environment()["packages"]
-    differences = []
+    differences: list[dict[str, Any]] = []
     data_then = {i["name"]: i["digest"] for i in old.inputs}
     data_now = {i["name"]: i["digest"] for i in new.inputs}
     if data_then != data_now:
@@ -124,7 +124,7 @@ def reproduce(
         "diff_sha256"
     ) != (now_git or {}).get("diff_sha256"):
         differences.append({"what": "code", "then": then_git, "now": now_git})
-    changed = {
+    changed: dict[str, Any] = {
         k: [env_then.get(k), env_now.get(k)]
         for k in sorted(set(env_then) | set(env_now))
         if env_then.get(k) != env_now.get(k)

@@ -87,7 +87,8 @@ def compile_filter(text: str | None) -> tuple[str, list[Any]]:
     if not text or not text.strip():
         return "1", []
     toks = _tokens(text)
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     i = 0
     while True:
         if i + 3 > len(toks):

@@ -114,7 +114,7 @@ def export(
             f"the agreement check could not run: {type(exc).__name__}: {str(exc)[:200]}"
         )
     ok = diff <= TOLERANCE
-    report = {
+    report: dict[str, Any] = {
         "converted": True,
         "max_abs_diff": diff,
         "tolerance": TOLERANCE,

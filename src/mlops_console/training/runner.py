@@ -114,6 +114,7 @@ def prepare(
     else:
         from mlops_console.data.reading import read_file
 
+        assert d.path is not None  # the spec names a dataset or a path (config checks it)
         path = (ws.root / d.path).resolve()
         if not path.exists():
             raise ConfigError(f"{where}: [data].path {d.path!r} does not exist.")

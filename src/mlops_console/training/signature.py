@@ -35,7 +35,7 @@ def infer_inputs(frame) -> list[dict[str, Any]]:
 
 def classification_outputs(classes) -> tuple[list[dict[str, Any]], list[Any]]:
     labels = [c.item() if hasattr(c, "item") else c for c in classes]
-    outputs = [
+    outputs: list[dict[str, Any]] = [
         {
             "name": "predict",
             "type": "integer" if all(isinstance(x, int) for x in labels) else "string",
