@@ -17,7 +17,18 @@ from typing import TYPE_CHECKING
 from mlops_console.errors import ConfigError, MlopsError, WorkspaceNotFound
 
 if TYPE_CHECKING:
+    from mlops_console.automation.jobs import JobStore
     from mlops_console.config import WorkspaceConfig
+    from mlops_console.data.datasets import DatasetStore
+    from mlops_console.deploy.service import Deployments
+    from mlops_console.features.store import FeatureStore
+    from mlops_console.monitoring.alerts import Alerts
+    from mlops_console.monitoring.service import Monitor
+    from mlops_console.pipelines import Pipelines
+    from mlops_console.registry.models import ModelRegistry
+    from mlops_console.store.artifacts import ArtifactStore
+    from mlops_console.store.gc import GcReport
+    from mlops_console.tracking.runs import RunTracker
 
 CONFIG_FILE = "mlops.toml"
 STATE_DIR = ".mlops"
@@ -118,68 +129,68 @@ class Workspace:
     # --- services ----------------------------------------------------------------------
 
     @cached_property
-    def artifacts(self):
+    def artifacts(self) -> ArtifactStore:
         from mlops_console.store.artifacts import ArtifactStore
 
         return ArtifactStore(self.state / "objects")
 
     @cached_property
-    def data(self):
+    def data(self) -> DatasetStore:
         from mlops_console.data.datasets import DatasetStore
 
         return DatasetStore(self)
 
     @cached_property
-    def features(self):
+    def features(self) -> FeatureStore:
         from mlops_console.features.store import FeatureStore
 
         return FeatureStore(self)
 
     @cached_property
-    def deployments(self):
+    def deployments(self) -> Deployments:
         from mlops_console.deploy.service import Deployments
 
         return Deployments(self)
 
     @cached_property
-    def jobs(self):
+    def jobs(self) -> JobStore:
         from mlops_console.automation.jobs import JobStore
 
         return JobStore(self)
 
     @cached_property
-    def runs(self):
+    def runs(self) -> RunTracker:
         from mlops_console.tracking.runs import RunTracker
 
         return RunTracker(self)
 
     @cached_property
-    def monitor(self):
+    def monitor(self) -> Monitor:
         from mlops_console.monitoring.service import Monitor
 
         return Monitor(self)
 
     @cached_property
-    def alerts(self):
+    def alerts(self) -> Alerts:
         from mlops_console.monitoring.alerts import Alerts
 
         return Alerts(self)
 
     @cached_property
-    def models(self):
+    def models(self) -> ModelRegistry:
         from mlops_console.registry.models import ModelRegistry
 
         return ModelRegistry(self)
 
     @cached_property
-    def pipelines(self):
+    def pipelines(self) -> Pipelines:
         from mlops_console.pipelines import Pipelines
 
         return Pipelines(self)
 
     def gc(
         self, dry_run: bool = False, grace_seconds: int | None = None, trust_registry: bool = False
-    ):
+    ) -> GcReport:
         """Remove unreferenced artifacts; `trust_registry` even when that is most of them."""
         from mlops_console.store.gc import collect_garbage
 
