@@ -1,4 +1,5 @@
-"""Token-guarded admin routes: status, load (hot swap, canary, shadow), promote, rollback.
+"""Token-guarded admin routes: status, load (hot swap, canary, shadow), promote, rollback;
+the changes themselves are `Traffic`'s methods.
 
 A load is validated whole before anything changes: a bad field is a 400 and the versions
 being served stay exactly as they were.
@@ -25,8 +26,8 @@ from mlops_console.serving.http import (
 )
 from mlops_console.serving.inputs import loads
 from mlops_console.serving.model import ServedModel
+from mlops_console.serving.traffic import ROLES, TrafficError
 
-ROLES = ("primary", "canary", "shadow")
 LOAD_FIELDS = {"path", "role", "percent", "runtime", "digest"}
 DIGEST = re.compile(r"[0-9a-f]{64}")
 LOAD_SHAPE = 'Send {"path": BUNDLE_FOLDER, "role": "primary"|"canary"|"shadow", "percent": N}.'
@@ -92,19 +93,20 @@ def routes(server) -> list[Route]:
     async def status(request: Request, call: Call) -> Response:
         authorized(server, request)
         ok, why = server.ready()
+        traffic = server.traffic
         return json_response(
             {
-                "primary": server.primary.describe(),
-                "canary": server.canary.describe() if server.canary else None,
-                "canary_percent": server.canary_percent,
-                "shadow": server.shadow.describe() if server.shadow else None,
+                "primary": traffic.primary.describe(),
+                "canary": traffic.canary.describe() if traffic.canary else None,
+                "canary_percent": traffic.canary_percent,
+                "shadow": traffic.shadow.describe() if traffic.shadow else None,
                 "primary_stats": server.metrics.window("primary"),
                 "canary_stats": server.metrics.window("canary"),
                 "shadow_stats": server.metrics.window("shadow"),
                 "ready": ok,
                 "not_ready_reason": why or None,
                 "batcher_restarts": server.metrics.batcher_restarts,
-                "swaps": server.swaps,
+                "swaps": traffic.swaps,
                 "rss_mb": _rss_mb(),
                 "log_written": server.log.written,
                 "log_dropped": server.log.dropped,
@@ -138,52 +140,48 @@ def routes(server) -> list[Route]:
         except Exception as exc:  # the old version keeps serving
             say(f"load of {path} failed: {exc}")
             raise HttpError(422, f"The bundle at {path} cannot be loaded: {exc}") from None
-        if new.name != server.primary.name and role != "primary":
+        traffic = server.traffic
+        if new.name != traffic.primary.name and role != "primary":
             raise HttpError(
                 422,
                 f"The bundle at {path} holds {new.name!r}; a {role} must be a version of "
-                f"{server.primary.name!r}.",
+                f"{traffic.primary.name!r}.",
             )
-        if role == "primary":
-            old, server.primary = server.primary, new
-        elif role == "canary":
-            old, server.canary = server.canary, new
-            server.canary_percent = percent
+        old = traffic.swap(new, role, percent)
+        if role == "canary":
             server.metrics.reset_window("canary")
             server.metrics.reset_window("primary")  # the judge compares the two over one window
-        else:
-            old, server.shadow = server.shadow, new
+        elif role == "shadow":
             server.metrics.reset_window("shadow")
-        server.swaps += 1
         server.retire(old)
         say(
             f"loaded {new.ref} ({new.runtime}) as {role}"
-            + (f" at {server.canary_percent:g}%" if role == "canary" else "")
+            + (f" at {traffic.canary_percent:g}%" if role == "canary" else "")
         )
         return json_response({"loaded": new.describe(), "role": role})
 
     @endpoint(server, "admin")
     async def promote(request: Request, call: Call) -> Response:
         authorized(server, request)
-        if server.canary is None:
-            raise HttpError(409, "There is no canary to promote.")
-        old, server.primary = server.primary, server.canary
-        server.canary, server.canary_percent = None, 0.0
+        try:
+            old = server.traffic.promote()
+        except TrafficError as exc:
+            raise HttpError(409, str(exc)) from None
         server.retire(old)
-        say(f"promoted canary {server.primary.ref} to primary")
-        return json_response({"primary": server.primary.describe()})
+        say(f"promoted canary {server.traffic.primary.ref} to primary")
+        return json_response({"primary": server.traffic.primary.describe()})
 
     @endpoint(server, "admin")
     async def rollback(request: Request, call: Call) -> Response:
         authorized(server, request)
-        if server.canary is None and server.shadow is None:
-            raise HttpError(409, "There is no canary or shadow to roll back.")
-        old_c, old_s = server.canary, server.shadow
-        server.canary, server.canary_percent, server.shadow = None, 0.0, None
-        server.retire(old_c)
-        server.retire(old_s)
-        say(f"rolled back to {server.primary.ref} only")
-        return json_response({"primary": server.primary.describe()})
+        try:
+            dropped = server.traffic.rollback()
+        except TrafficError as exc:
+            raise HttpError(409, str(exc)) from None
+        for old in dropped:
+            server.retire(old)
+        say(f"rolled back to {server.traffic.primary.ref} only")
+        return json_response({"primary": server.traffic.primary.describe()})
 
     return [
         Route("/admin/status", status, methods=["GET"]),

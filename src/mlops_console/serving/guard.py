@@ -15,9 +15,13 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
-class _HeadDeadline:
+class _HeadDeadline(asyncio.Protocol):
+    """The deadline, mixed in before a uvicorn protocol (which sets `loop` and `transport`)."""
+
     header_timeout = 10.0
     _head_timer: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
 
     def _arm(self) -> None:
         if self._head_timer is None:
@@ -56,12 +60,12 @@ class GuardedH11Protocol(_HeadDeadline, H11Protocol):
         super().connection_lost(exc)
 
 
+GuardedProtocol: type[_HeadDeadline]
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # httptools is not installed
-    HttpToolsProtocol = None
-
-if HttpToolsProtocol is not None:
+    GuardedProtocol = GuardedH11Protocol
+else:
 
     class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -80,6 +84,4 @@ if HttpToolsProtocol is not None:
             self._disarm()
             super().connection_lost(exc)
 
-    GuardedProtocol: type = GuardedHttpToolsProtocol
-else:
-    GuardedProtocol = GuardedH11Protocol
+    GuardedProtocol = GuardedHttpToolsProtocol

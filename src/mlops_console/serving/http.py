@@ -194,7 +194,9 @@ def failure(
                 "role": call.role,
                 "status": status,
                 "route": call.route,
-                "version": call.version if call.version is not None else server.primary.version,
+                "version": call.version
+                if call.version is not None
+                else server.traffic.primary.version,
                 "latency_ms": latency * 1000,
                 "rows": 0,
                 "error": message[:300],

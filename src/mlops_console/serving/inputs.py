@@ -60,7 +60,7 @@ def _what(v: Any) -> str:
 # --- JSON ---------------------------------------------------------------------------------
 
 
-def loads(body: bytes) -> Any:
+def loads(body: bytes | bytearray) -> Any:
     """JSON as MLflow reads it: NaN and Infinity literals (Python's json.dumps writes them)
     are accepted; a body nested too deeply is refused."""
     try:

@@ -125,6 +125,7 @@ def _model_parts(model) -> dict[str, Any]:
     cells = {c["name"]: _cell(c) for c in inputs}
     union = [c for i, c in enumerate(cells.values()) if c not in list(cells.values())[:i]]
     labels = list(model.labels or [])
+    prediction: dict[str, Any]
     if model.task == "classification":
         sized = {"minItems": len(labels), "maxItems": len(labels)} if labels else {}
         prediction = {"anyOf": [{"enum": labels} if labels else {}, _array(NUM, **sized)]}
@@ -325,7 +326,7 @@ def _paths(p: dict[str, Any]) -> dict[str, Any]:
     admin = {"security": [{"adminToken": []}], "tags": ["admin"]}
     done = {"200": _json("Done.", _ref("AdminResult")), **_errors(*ADMIN_ERRORS)}
     recorded = {"202": _json("Recorded (a duplicate is counted only).", _ref("FeedbackAccepted"))}
-    feedback = {"security": [{}, {"feedbackToken": []}]}
+    feedback: dict[str, Any] = {"security": [{}, {"feedbackToken": []}]}
     feedback["requestBody"] = _body(_ref("FeedbackRequest"), ex.get("feedback"))
     ping = {"200": {"description": "Ready.", "content": TEXT}}
     ping["503"] = {"description": "A scoring loop ended or is stuck (why).", "content": TEXT}
@@ -338,7 +339,8 @@ def _paths(p: dict[str, Any]) -> dict[str, Any]:
     def ok(schema: str) -> dict[str, Any]:
         return {"200": _json("OK.", _ref(schema))}
 
-    routes = [  # method and path, operationId, summary, responses, the rest of the operation
+    # method and path, operationId, summary, responses, the rest of the operation
+    routes: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
         ("get /ping", "ping", "Whether scoring is ready (MLflow).", ping, {}),
         ("get /health", "health", "Readiness and the model served.", health, {}),
         ("get /version", "version", "The versions served.", ok("Version"), {}),

@@ -69,6 +69,8 @@ class PredictionLog:
         self._close_segment()
 
     def flush(self) -> None:
+        if self.folder is None:  # nothing is ever appended
+            return
         with self._lock:
             batch, self._pending = self._pending, []
         if not batch:

@@ -35,16 +35,20 @@ def routes(server) -> list[Route]:
     def model_for(request: Request) -> tuple:
         """The version a v2 route addresses, and its role; 404 for anything not served."""
         name = request.path_params["name"]
-        if name != server.primary.name:
+        if name != server.traffic.primary.name:
             raise HttpError(
-                404, f"No model {name!r} here; this server serves {server.primary.name!r}."
+                404, f"No model {name!r} here; this server serves {server.traffic.primary.name!r}."
             )
         version = request.path_params.get("version")
         if version is None:
             return None, None
-        found = server.role_of_version(version)
+        found = server.traffic.role_of_version(version)
         if found is None:
-            held = [str(m.version) for m in (server.primary, server.canary) if m is not None]
+            held = [
+                str(m.version)
+                for m in (server.traffic.primary, server.traffic.canary)
+                if m is not None
+            ]
             raise HttpError(
                 404,
                 f"Version {version} of {name!r} is not served here (served: {', '.join(held)}).",
@@ -67,11 +71,15 @@ def routes(server) -> list[Route]:
     @endpoint(server, "v2_metadata", v2=True)
     async def metadata(request: Request, call: Call) -> Response:
         model, _ = model_for(request)
-        m = model or server.primary
+        m = model or server.traffic.primary
         versions = (
             [str(m.version)]
             if model
-            else [str(x.version) for x in (server.primary, server.canary) if x is not None]
+            else [
+                str(x.version)
+                for x in (server.traffic.primary, server.traffic.canary)
+                if x is not None
+            ]
         )
         outputs = [
             {
@@ -109,7 +117,7 @@ def routes(server) -> list[Route]:
     async def infer(request: Request, call: Call) -> Response:
         model, role = model_for(request)
         if model is None:
-            model, role = server.pick()
+            model, role = server.traffic.pick()
         call.role, call.version = role, model.version
         ctype = content_type(request)
         header_length = request.headers.get("inference-header-content-length")
