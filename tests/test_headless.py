@@ -64,3 +64,21 @@ def test_the_server_imports_without_the_heavy_parts():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reading_the_registry_imports_neither_sqlalchemy_nor_pydantic(tmp_path):
+    """What keeps `mlops runs list` and the other read-only commands fast (bench/cli.py
+    measures it): the runtime store is plain sqlite3 and mlops.toml is parsed on first use."""
+    from mlops_console.workspace import Workspace
+
+    Workspace.init(tmp_path / "w").close()
+    code = (
+        "import sys\n"
+        "from mlops_console.workspace import Workspace\n"
+        f"ws = Workspace.open({str(tmp_path / 'w')!r})\n"
+        "ws.runs.search(); ws.models.list(); ws.data.list(); ws.deployments.list()\n"
+        "heavy = {'sqlalchemy', 'sqlmodel', 'alembic', 'pydantic', 'pandas', 'sklearn', 'textual'}\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.data import contract as contracts
 from mlops_console.data import snapshots
 from mlops_console.data.reading import CSV_SUFFIXES, DataError, _stat_hash, expand, read_file
 from mlops_console.data.sniff_binary import describe_binary
@@ -28,6 +27,7 @@ from mlops_console.names import check_name, inside
 from mlops_console.users import current_user
 
 if TYPE_CHECKING:
+    from mlops_console.data import contract as contracts
     from mlops_console.workspace import Workspace
 
 ACCEPTED = ("accepted", "forced")
@@ -181,6 +181,10 @@ class DatasetStore:
         return inside(self.contract_dir, f"{check_name('dataset', name)}.toml")
 
     def contract(self, name: str) -> contracts.Contract | None:
+        # data.contract builds pydantic models on import: only commands that check or
+        # write a contract pay for it, never a listing
+        from mlops_console.data import contract as contracts
+
         path = self.contract_path(name)
         return contracts.load(path) if path.exists() else None
 
@@ -294,6 +298,8 @@ class DatasetStore:
             return self._reingest(existing, force, self._repair(existing, stage))
 
         stage(f"read {len(paths)} file(s)")
+        from mlops_console.data import contract as contracts
+
         table = self.read_hashed(hashed)
         self._require_columns(table, ds, hashed)
         con = duckdb.connect()
