@@ -8,7 +8,9 @@ screens with `pytest tests/tui/test_snapshots.py --snapshot-update` and look at 
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import pkgutil
 import shutil
 import tempfile
 import uuid
@@ -38,7 +40,12 @@ def sws():
 
 @pytest.fixture(autouse=True)
 def frozen_clock(monkeypatch):
-    monkeypatch.setattr(areas, "_when", lambda ts: "-" if ts is None else "2026-01-01 12:00")
+    """Every area module formats times with the `_when` it imported: freeze each one."""
+    frozen = lambda ts: "-" if ts is None else "2026-01-01 12:00"  # noqa: E731
+    for info in pkgutil.iter_modules(areas.__path__, areas.__name__ + "."):
+        module = importlib.import_module(info.name)
+        if hasattr(module, "_when"):
+            monkeypatch.setattr(module, "_when", frozen)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
