@@ -19,14 +19,16 @@ async def settle(app, pilot):
     """Wait for loading and actions (the event-stream listener runs for the app's life);
     a worker that failed, now or before, fails the test (see conftest.worker_errors)."""
     await pilot.pause()
-    for worker in [w for w in app.workers if w.group != "events"]:
-        try:
-            await worker.wait()
-        except WorkerCancelled:  # a load replaced by a newer one
-            pass
-        except WorkerFailed as exc:
-            raise AssertionError(f"console worker {worker.name} failed: {exc.error!r}") from exc
-    await pilot.pause()
+    # an action's result (a Message) starts a reload: wait for that one too
+    while busy := [w for w in app.workers if w.group != "events" and not w.is_finished]:
+        for worker in busy:
+            try:
+                await worker.wait()
+            except WorkerCancelled:  # a load replaced by a newer one
+                pass
+            except WorkerFailed as exc:
+                raise AssertionError(f"console worker {worker.name} failed: {exc.error!r}") from exc
+        await pilot.pause()
     assert not app.worker_errors, f"console workers failed: {app.worker_errors}"
 
 

@@ -2,60 +2,79 @@
 
 Keys: `:` jump to a screen by name, `/` filter the table, `r` refresh, `?` help, `enter`
 details, area actions (e.g. `p` promote) ask for confirmation; `--read-only` disables them.
-Loading runs in thread workers, so the UI never freezes; errors become notifications.
+Each area's actions are bindings of the screen while that area is shown, so the footer
+lists them and `[console] keys` remaps them by id. Loading runs in thread workers, so the
+UI never freezes; action results come back as Messages; errors become notifications.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingsMap
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import (
-    Button,
-    DataTable,
-    Footer,
-    Header,
-    Input,
-    Label,
-    ListItem,
-    ListView,
-    Static,
-)
-from textual.worker import get_current_worker
+from textual.widgets import DataTable, Footer, Header, Label, ListItem, ListView, Static
+from textual.worker import Worker, WorkerState, get_current_worker
 
-from mlops_console.tui.areas import AREAS, BY_NAME, Action, Listing, add_plugin_areas
+from mlops_console.tui.areas import AREAS, BY_NAME, Action, Area, Chart, Listing, add_plugin_areas
+from mlops_console.tui.listener import DaemonEvent, DaemonStateChanged, follow_events
+from mlops_console.tui.prompt import Confirm, Prompt
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from mlops_console.workspace import Workspace
+
+__all__ = ["Confirm", "MlopsConsole", "main"]
 
 PAGE = 100  # rows in the table at once (two screens at 160x48); `/` narrows the rest
+AREA_ACTION = "app.area_action"  # the action every area binding runs, with the action's id
 
 
-class Confirm(ModalScreen[bool]):
-    BINDINGS = [
-        Binding("escape", "dismiss(False)", "Cancel", id="confirm-cancel"),
-        Binding("y", "dismiss(True)", "Yes", id="confirm-yes"),
+class ActionDone(Message):
+    """An area action finished: `text` is its result, or why it failed."""
+
+    def __init__(self, action: Action, key: str, text: str, failed: bool = False) -> None:
+        super().__init__()
+        self.action = action
+        self.key = key
+        self.text = text
+        self.failed = failed
+
+
+class Polled(Message):
+    """A poll's load has ended (its thread, not only its worker): time to arm the next."""
+
+
+def area_bindings(area: Area) -> list[Binding]:
+    """The footer's and the keyboard's view of an area's actions: one Binding each, with
+    the action's id, so `[console] keys` remaps it."""
+    return [
+        Binding(a.key, f"{AREA_ACTION}({a.id!r})", a.verb, tooltip=a.description, id=a.id)
+        for a in area.actions
     ]
 
-    def __init__(self, question: str):
-        super().__init__()
-        self.question = question
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm"):
-            yield Label(self.question)
-            with Horizontal():
-                yield Button("Yes (y)", variant="error", id="yes")
-                yield Button("No (esc)", id="no")
+class ConsoleScreen(Screen[None]):
+    """The console's one screen; it carries the bindings of the area shown on it."""
 
-    @on(Button.Pressed)
-    def answer(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._screen_bindings = self._bindings.copy()
+
+    def show_actions(self, bindings: list[Binding]) -> None:
+        """Bind these keys (an area's actions) instead of the last area's."""
+        self._bindings = BindingsMap.merge([self._screen_bindings, BindingsMap(bindings)])
+        self.refresh_bindings()
 
 
-class MlopsConsole(App):
+class MlopsConsole(App[None]):
     TITLE = "mlops-console"
     CSS = """
     #areas { width: 18; border-right: solid $primary; }
@@ -84,32 +103,39 @@ class MlopsConsole(App):
 
     def __init__(
         self,
-        ws,
+        ws: Workspace,
         read_only: bool = False,
         poll_seconds: float | None = None,
         live: bool = True,
-    ):
+    ) -> None:
         super().__init__()
         self.ws = ws
         self.read_only = read_only
         cfg = ws.config.console
         self.poll_seconds = poll_seconds if poll_seconds is not None else cfg.poll_seconds
-        self.keymap = dict(cfg.keys)  # binding id -> keys (also for the screens' action keys)
+        self.keymap = dict(cfg.keys)  # binding id -> keys (also for the areas' action keys)
         self.live = live
         self.daemon_running = False
         self.events_seen = 0
         self._reload_pending = False
+        self._loads_running = 0  # load threads still running (a cancelled worker's too)
+        self._loads_lock = threading.Lock()
+        self.polls = 0  # polls that loaded the screen
         self.marked: list[str] = []  # runs marked for comparison
         self.pending: tuple[Action, str] | None = None  # an action waiting for its answer
-        self.chart_shown: dict | None = None
+        self.chart_shown: Chart | None = None
+        self._sorted: tuple[Any, bool] | None = None  # (column key, reversed)
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
         add_plugin_areas()
         self.area = AREAS[0]
         self.listing: Listing | None = None
         self.filter_text = ""
-        self.prompt_mode = ""
         self.last_message = ""
         self.shown_of = (0, 0)
+
+    def get_default_screen(self) -> Screen[Any]:
+        self.console_screen = ConsoleScreen(id="_default")
+        return self.console_screen
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -118,7 +144,7 @@ class MlopsConsole(App):
                 *[ListItem(Label(a.title), id=f"area-{a.name}") for a in AREAS], id="areas"
             )
             with Vertical(id="main"):
-                yield Input(placeholder="", id="prompt")
+                yield Prompt(id="prompt")
                 yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="detail-scroll"):
                     yield Static("", id="detail")
@@ -130,7 +156,7 @@ class MlopsConsole(App):
             self.set_keymap(self.keymap)
         self._title()
         self.show_area(self.area.name)
-        self.set_interval(self.poll_seconds, self.poll)
+        self._arm_poll()
         if self.live:
             self.listen()
 
@@ -146,63 +172,41 @@ class MlopsConsole(App):
 
     # --- live updates: the daemon's event stream, polling otherwise ---------------------------
 
+    def _arm_poll(self) -> None:
+        """One poll at a time: the next is armed when this one's load has ended (Dolphie's
+        way), so a slow load can never pile polls up behind it."""
+        self.set_timer(self.poll_seconds, self.poll, name="poll")
+
     def poll(self) -> None:
-        if not self.daemon_running:  # with a daemon, its events trigger the reloads
-            self.load()
+        # with a daemon, its events trigger the reloads; a load under way refreshes anyway
+        if self.daemon_running or self._loads_running:
+            self._arm_poll()
+            return
+        self.polls += 1
+        self.load(polled=True)
+
+    def on_polled(self, message: Polled) -> None:
+        self._arm_poll()
 
     @work(thread=True, exclusive=True, group="events", exit_on_error=False)
     def listen(self) -> None:
-        """Follow the daemon's `/events` stream; reconnect when it comes back. Every read
-        times out within a second, so the worker ends promptly when the console exits."""
+        """Follow the daemon's `/events` stream until the console exits (see listener.py)."""
         worker = get_current_worker()
-        sock = self.ws.state / "daemon.sock"
+        follow_events(
+            self.ws.state / "daemon.sock",
+            self.post_message,
+            lambda: worker.is_cancelled or self._stop_listening.is_set(),
+            self._stop_listening.wait,
+        )
 
-        def stopped() -> bool:
-            return worker.is_cancelled or self._stop_listening.is_set()
+    def on_daemon_state_changed(self, message: DaemonStateChanged) -> None:
+        if message.running != self.daemon_running:
+            self.daemon_running = message.running
+            self._title()
 
-        while not stopped():
-            if not sock.exists():
-                self._set_daemon(False)
-                if self._stop_listening.wait(1.0):
-                    return
-                continue
-            import httpx  # only once a daemon runs: it costs a tenth of a second
-            import orjson
-
-            try:
-                with (
-                    httpx.Client(
-                        transport=httpx.HTTPTransport(uds=str(sock)),
-                        base_url="http://daemon",
-                        timeout=httpx.Timeout(2.0, read=2.0),
-                    ) as client,
-                    client.stream("GET", "/events") as response,
-                ):
-                    self._set_daemon(response.status_code == 200)
-                    for line in response.iter_lines():
-                        if stopped():
-                            return
-                        if line.startswith("data: "):
-                            event = orjson.loads(line[6:])
-                            try:
-                                self.call_from_thread(self.daemon_event, event)
-                            except RuntimeError:  # the app is closing
-                                return
-            except (httpx.HTTPError, OSError, ValueError):
-                self._set_daemon(False)
-                if self._stop_listening.wait(1.0):
-                    return
-
-    def _set_daemon(self, running: bool) -> None:
-        if running != self.daemon_running:
-            self.daemon_running = running
-            try:
-                self.call_from_thread(self._title)
-            except RuntimeError:  # the app is closing
-                pass
-
-    def daemon_event(self, event: dict) -> None:
+    def on_daemon_event(self, message: DaemonEvent) -> None:
         self.events_seen += 1
+        event = message.event
         kind = event.get("event", "")
         if kind == "alert":
             a = event.get("alert") or {}
@@ -259,7 +263,7 @@ class MlopsConsole(App):
 
     # --- the command palette: this screen's actions, named "area: verb" ------------------------
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for action in self.area.actions:
             yield SystemCommand(
@@ -277,6 +281,7 @@ class MlopsConsole(App):
     def show_area(self, name: str) -> None:
         self.area = BY_NAME[name]
         self.filter_text = ""
+        self.console_screen.show_actions(area_bindings(self.area))
         self.query_one("#areas", ListView).index = AREAS.index(self.area)
         self.query_one("#detail", Static).update(self.area.help + self._keys_text())
         self.query_one("#chart", Vertical).remove_class("visible")
@@ -302,25 +307,33 @@ class MlopsConsole(App):
 
     @on(ListView.Selected, "#areas")
     def area_picked(self, event: ListView.Selected) -> None:
-        self.show_area(event.item.id.removeprefix("area-"))
+        self.show_area((event.item.id or "").removeprefix("area-"))
         self.query_one("#table", DataTable).focus()
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def load(self) -> None:
-        area = self.area
-        listing = area.load(self.ws)
-        self.call_from_thread(self.fill, area, listing)
+    def load(self, polled: bool = False) -> None:
+        with self._loads_lock:
+            self._loads_running += 1
+        try:
+            area = self.area
+            listing = area.load(self.ws)
+            self.call_from_thread(self.fill, area, listing)
+        finally:
+            with self._loads_lock:
+                self._loads_running -= 1
+            if polled:
+                self.post_message(Polled())
 
-    def fill(self, area, listing: Listing) -> None:
+    def fill(self, area: Area, listing: Listing) -> None:
         if area is not self.area:
             return  # the user moved on meanwhile
         self.listing = listing
-        table = self.query_one("#table", DataTable)
+        table: DataTable[str] = self.query_one("#table", DataTable)
         keep = table.cursor_row
         table.clear(columns=True)
         table.add_columns(*listing.columns)
         needle = self.filter_text.lower()
-        shown = []
+        shown: list[tuple[str, list[str]]] = []
         matched = 0
         for key, cells in listing.rows:
             if needle and not any(needle in c.lower() for c in cells):
@@ -340,7 +353,8 @@ class MlopsConsole(App):
 
     @on(DataTable.RowSelected, "#table")
     def row_picked(self, event: DataTable.RowSelected) -> None:
-        self.show_detail(event.row_key.value)
+        if event.row_key.value is not None:
+            self.show_detail(event.row_key.value)
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def show_detail(self, key: str) -> None:
@@ -355,7 +369,7 @@ class MlopsConsole(App):
         self.call_from_thread(self.query_one("#detail", Static).update, text)
         self.call_from_thread(self.draw_chart, chart)
 
-    def draw_chart(self, chart: dict | None) -> None:
+    def draw_chart(self, chart: Chart | None) -> None:
         """Show a plotext chart under the detail text, or hide the chart area."""
         box = self.query_one("#chart", Vertical)
         if not chart:
@@ -380,49 +394,43 @@ class MlopsConsole(App):
         self.chart_shown = chart
 
     def selected_key(self) -> str | None:
-        table = self.query_one("#table", DataTable)
+        table: DataTable[str] = self.query_one("#table", DataTable)
         if not table.row_count:
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
     # --- prompt: ':' and '/' -------------------------------------------------------------------
 
+    @property
+    def prompt(self) -> Prompt:
+        return self.query_one("#prompt", Prompt)
+
     def action_goto(self) -> None:
-        self._open_prompt("goto", "screen name: " + ", ".join(a.name for a in AREAS))
+        self.prompt.ask("goto", "screen name: " + ", ".join(a.name for a in AREAS))
 
     def action_filter(self) -> None:
-        self._open_prompt("filter", "filter the rows (enter to apply, esc to clear)")
-
-    def _open_prompt(self, mode: str, hint: str) -> None:
-        self.prompt_mode = mode
-        prompt = self.query_one("#prompt", Input)
-        prompt.placeholder = hint
-        prompt.value = ""
-        prompt.add_class("visible")
-        prompt.focus()
+        self.prompt.ask("filter", "filter the rows (enter to apply, esc to clear)")
 
     def action_close_prompt(self) -> None:
-        prompt = self.query_one("#prompt", Input)
-        if prompt.has_class("visible"):
-            prompt.remove_class("visible")
-            if self.prompt_mode == "filter":
-                self.apply_filter("")
-            self.query_one("#table", DataTable).focus()
+        self.prompt.close()
 
-    @on(Input.Submitted, "#prompt")
-    def prompt_done(self, event: Input.Submitted) -> None:
-        value = event.value.strip()
-        event.input.remove_class("visible")
-        if self.prompt_mode == "ask":
-            action, key = self.pending
-            if value:
+    @on(Prompt.Closed)
+    def prompt_closed(self, event: Prompt.Closed) -> None:
+        if event.mode == "filter":
+            self.apply_filter("")
+        self.query_one("#table", DataTable).focus()
+
+    @on(Prompt.Answered)
+    def prompt_answered(self, event: Prompt.Answered) -> None:
+        value = event.value
+        if event.mode == "ask":
+            if self.pending is not None and value:
+                action, key = self.pending
                 self.push_screen(
                     Confirm(f"{action.name} on {key}: {value}?"),
-                    lambda ok: ok and self.perform(action, key, value),
+                    lambda ok: self._perform_if(ok, action, key, value),
                 )
-            self.query_one("#table", DataTable).focus()
-            return
-        if self.prompt_mode == "goto":
+        elif event.mode == "goto":
             match = [a.name for a in AREAS if a.name.startswith(value.lower())]
             if match:
                 self.show_area(match[0])
@@ -477,7 +485,7 @@ class MlopsConsole(App):
     @on(DataTable.HeaderSelected, "#table")
     def sort_by(self, event: DataTable.HeaderSelected) -> None:
         """A click on a column header sorts by it; again reverses."""
-        reverse = getattr(self, "_sorted", None) == (event.column_key, False)
+        reverse = self._sorted == (event.column_key, False)
         try:
             event.data_table.sort(event.column_key, reverse=reverse)
         except TypeError:
@@ -509,8 +517,8 @@ class MlopsConsole(App):
 
     def action_help(self) -> None:
         keys = "\n".join(
-            f"  {self.keymap.get(b.id, b.key):12} {b.description}  (id {b.id})"
-            for b in self.BINDINGS
+            f"  {self.keymap.get(b.id, b.key) if b.id else b.key:12} {b.description}  (id {b.id})"
+            for b in Binding.make_bindings(self.BINDINGS)
             if b.show
         )
         self.query_one("#detail", Static).update(
@@ -518,13 +526,34 @@ class MlopsConsole(App):
             f"{keys}\n  enter        details{self._keys_text()}"
         )
 
-    def on_key(self, event) -> None:
-        if self.query_one("#prompt", Input).has_focus or isinstance(self.screen, ModalScreen):
-            return
+    # --- area actions: bindings of the screen, one handler for their results -------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """An area's action is offered while its area is shown; read-only shows it disabled."""
+        if action == "area_action":
+            if not any(a.id == parameters[0] for a in self.area.actions):
+                return False
+            return None if self.read_only else True
+        return True
+
+    def action_area_action(self, action_id: str) -> None:
         for action in self.area.actions:
-            if event.key in self.action_key(action).split(","):
-                event.stop()
+            if action.id == action_id:
                 self.start_action(action)
+                return
+
+    def on_key(self, event: events.Key) -> None:
+        """A disabled area key (read-only) says why it does nothing."""
+        if not self.read_only or self.prompt.has_focus or isinstance(self.screen, ModalScreen):
+            return
+        active = self.screen.active_bindings.get(event.key)
+        if active is not None and active.binding.action.startswith(AREA_ACTION):
+            event.stop()
+            self.notify(
+                f"{active.binding.id or active.binding.description} is disabled: the console "
+                "runs read-only.",
+                severity="warning",
+            )
 
     def start_action(self, action: Action) -> None:
         if self.read_only:
@@ -536,42 +565,50 @@ class MlopsConsole(App):
         if key is None:
             self.notify("Select a row first.", severity="warning")
             return
-
         if action.ask:
             self.pending = (action, key)
-            self._open_prompt("ask", f"{action.name} on {key}: {action.ask}")
+            self.prompt.ask("ask", f"{action.name} on {key}: {action.ask}")
             return
-
-        def confirmed(ok: bool | None) -> None:
-            if ok:
-                self.perform(action, key)
-
         if not action.destructive:
             self.perform(action, key)
             return
-        self.push_screen(Confirm(f"{action.name} on {key}?"), confirmed)
+        self.push_screen(
+            Confirm(f"{action.name} on {key}?"), lambda ok: self._perform_if(ok, action, key)
+        )
+
+    def _perform_if(
+        self, ok: bool | None, action: Action, key: str, answer: str | None = None
+    ) -> None:
+        if ok:
+            self.perform(action, key, answer)
 
     @work(thread=True, group="action", exit_on_error=False)
     def perform(self, action: Action, key: str, answer: str | None = None) -> None:
         self.call_from_thread(self.notify, f"{action.name} on {key}...", timeout=2)
         try:
-            message = action.run(self.ws, key, answer) if action.ask else action.run(self.ws, key)
+            text = action.run(self.ws, key, answer) if action.ask else action.run(self.ws, key)
         except Exception as exc:  # a failed action is a notification, never a crash
-            self.call_from_thread(self.notify, f"{action.name} failed: {exc}", severity="error")
-            self.last_message = f"failed: {exc}"
+            self.post_message(ActionDone(action, key, f"failed: {exc}", failed=True))
             return
-        self.last_message = message
-        self.call_from_thread(self.notify, message)
-        self.call_from_thread(self.load)
+        self.post_message(ActionDone(action, key, text))
 
-    def on_worker_state_changed(self, event) -> None:
-        if event.state.name == "ERROR":
+    def on_action_done(self, message: ActionDone) -> None:
+        """Every action's result: said, remembered for `last_message`, and the screen reloaded."""
+        self.last_message = message.text
+        if message.failed:
+            self.notify(f"{message.action.name} {message.text}", severity="error")
+            return
+        self.notify(message.text)
+        self.load()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
             self.notify(
                 f"{event.worker.name or 'work'} failed: {event.worker.error}", severity="error"
             )
 
 
-def _plain(text: str):
+def _plain(text: str) -> Text:
     from rich.text import Text
 
     return Text(text)  # logs are shown as they are, never read as markup
