@@ -374,9 +374,9 @@ def test_a_run_from_another_host_is_judged_by_its_heartbeat_not_its_pid(ws):
 
 
 def test_a_running_run_renews_its_heartbeat(ws, monkeypatch):
-    from mlops_console.tracking import runs
+    from mlops_console.tracking import active
 
-    monkeypatch.setattr(runs, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(active, "HEARTBEAT_SECONDS", 0.2)
     run = ws.runs.start(experiment="e")
 
     def heartbeat() -> float:
