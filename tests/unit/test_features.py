@@ -149,6 +149,35 @@ def test_sql_view(ws):
     assert ws.features.describe("agg")["features"] == ["total"]
 
 
+def test_threads_and_workspaces_do_not_see_each_others_views(ws, tmp_path):
+    """Joins share one DuckDB database per process; a SQL view's tables (here both named
+    f, in two workspaces) and the entity rows stay each call's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops_console.workspace import Workspace
+
+    other = Workspace.init(tmp_path / "other")
+    sql = 'sql = "SELECT eid, max(ts) AS ts, sum(value) AS total FROM f GROUP BY eid"\n'
+    for w, value in ((ws, 1.0), (other, 100.0)):
+        make_view(w, "f", [("a", 0, value), ("b", 0, value * 2)])
+        (w.root / "features" / "agg.toml").write_text(
+            f'entities = ["eid"]\ntimestamp = "ts"\n{sql}'
+        )
+    ent = entities(("a", 1), ("b", 1))
+
+    def join(i):
+        w, want = (ws, [1.0, 2.0]) if i % 2 else (other, [100.0, 200.0])
+        out = w.features.training_frame(ent, ["agg:total"])
+        return out["total"].tolist() == want
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert all(pool.map(join, range(40)))
+    finally:
+        other.close()
+    assert list(ent.columns) == ["eid", "event_timestamp"]  # the caller's frame is untouched
+
+
 def test_online_store_incremental(ws):
     make_view(ws, "f", [("a", 0, 1.0), ("a", 5, 2.0), ("b", 1, 7.0)])
     first = ws.features.materialize(["f"])[0]
