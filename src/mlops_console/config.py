@@ -108,6 +108,9 @@ class ServingSection(Strict):
     allowed_hosts: list[str] = Field(default_factory=list)  # names clients use beside loopback
     feedback_token: bool = False  # POST /feedback needs a per-deployment token
     feedback_rate: float = Field(default=200.0, gt=0)
+    predlog_rotate: float = Field(default=60.0, ge=0.1)  # seconds a prediction log segment is open
+    # what the docker target builds on; MLOPS_DOCKER_BASE_IMAGE overrides it
+    docker_base_image: str = Field(default="python:3.11-slim", min_length=1)
 
     def server_env(self) -> dict[str, str]:
         """The environment that gives a model server these settings."""
@@ -119,6 +122,7 @@ class ServingSection(Strict):
             "MLOPS_MAX_INFLIGHT": str(self.max_inflight),
             "MLOPS_ALLOWED_HOSTS": ",".join(self.allowed_hosts),
             "MLOPS_FEEDBACK_RATE": str(self.feedback_rate),
+            "MLOPS_PREDLOG_ROTATE": str(self.predlog_rotate),
         }
 
 

@@ -34,11 +34,12 @@ RUNTIME = (
     "orjson",
     "pyarrow",  # CSV and Parquet request bodies, parsed to typed columns
 )
-DEFAULT_BASE = "python:3.11-slim"
 
 
-def base_image(config: dict[str, Any]) -> str:
-    return config.get("base_image") or os.environ.get("MLOPS_DOCKER_BASE_IMAGE") or DEFAULT_BASE
+def base_image(config: dict[str, Any], configured: str) -> str:
+    """The base image to build on: the deployment's own, else MLOPS_DOCKER_BASE_IMAGE, else
+    `configured` (`[serving] docker_base_image` of mlops.toml)."""
+    return config.get("base_image") or os.environ.get("MLOPS_DOCKER_BASE_IMAGE") or configured
 
 
 LABEL = "mlops-console"
@@ -182,7 +183,7 @@ class DockerTarget(ServerTarget):
         own_wheel(ctx / "app")
         shutil.copytree(bundle, ctx / "bundle", copy_function=shutil.copyfile)
         tag = f"mlops-serve-{name}:{bundle.name}".lower()
-        base = base_image(config)
+        base = base_image(config, self.ws.config.serving.docker_base_image)
         try:
             self.client.images.build(
                 path=str(ctx),
@@ -196,7 +197,8 @@ class DockerTarget(ServerTarget):
             if "registry" in str(exc) or "pull" in str(exc):
                 hint = (
                     f" The base image {base!r} is not on this machine and no registry answers: "
-                    "build one with packaging/docker/base-image.sh and set MLOPS_DOCKER_BASE_IMAGE."
+                    "build one with packaging/docker/base-image.sh and set MLOPS_DOCKER_BASE_IMAGE "
+                    "(or docker_base_image in [serving] of mlops.toml)."
                 )
             raise DeployError(
                 f"The image for {name} (base {base}) did not build: {exc}.{hint}"
@@ -215,7 +217,7 @@ class DockerTarget(ServerTarget):
             c.remove(force=True)
         # recorded with the deployment, so `deployments export` builds from the same base
         # even once MLOPS_DOCKER_BASE_IMAGE says something else
-        config["base_image"] = base_image(config)
+        config["base_image"] = base_image(config, self.ws.config.serving.docker_base_image)
         tag = self.build(name, bundle, config, digest)
         bundles = self._dir(name) / "bundles"
         logs = inside(self.ws.state / "logs" / "predictions", check_name("deployment", name))

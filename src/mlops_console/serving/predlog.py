@@ -27,14 +27,14 @@ class PredictionLog:
         folder: Path | None,
         flush_seconds: float = 1.0,
         max_bytes: int = 16 << 20,
-        max_age_seconds: float | None = None,
+        max_age_seconds: float = 60.0,
     ):
         self.folder = Path(folder) if folder else None
         self.flush_seconds = flush_seconds
         self.max_bytes = max_bytes
-        # a segment is closed (and so collected) at least this often; MLOPS_PREDLOG_ROTATE
-        # shortens it for tests and demos
-        self.max_age = max_age_seconds or float(os.environ.get("MLOPS_PREDLOG_ROTATE", "60"))
+        # a segment is closed (and so collected) at least this often (the server's
+        # `predlog_rotate` setting, MLOPS_PREDLOG_ROTATE)
+        self.max_age = max_age_seconds
         self._pending: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -55,7 +55,7 @@ class Server:
         self.settings = settings or ServerSettings()
         self.host = host
         self.metrics = Metrics()
-        self.log = PredictionLog(log_dir)
+        self.log = PredictionLog(log_dir, max_age_seconds=self.settings.predlog_rotate)
         self.admin_token = admin_token
         self.batchers: dict[int, Batcher] = {}
         self.started = time.time()

@@ -64,6 +64,9 @@ class ServerSettings:
     feedback_token: str | None = None  # MLOPS_FEEDBACK_TOKEN: required by POST /feedback if set
     feedback_rate: float = 200.0  # MLOPS_FEEDBACK_RATE: feedback requests per second per client
     allowed_hosts: list[str] = field(default_factory=list)  # MLOPS_ALLOWED_HOSTS, comma-separated
+    # MLOPS_PREDLOG_ROTATE: seconds a prediction log segment stays open at most, so it is
+    # collected at least this often (tests and demos shorten it)
+    predlog_rotate: float = 60.0
     bulk_bytes: int = 256 << 10  # bodies at least this big are parsed off the event loop
 
     def __post_init__(self):
@@ -83,6 +86,7 @@ class ServerSettings:
             body_timeout=_number(env, "MLOPS_BODY_TIMEOUT", cls.body_timeout, float, 0.1),
             feedback_token=secret(env, "MLOPS_FEEDBACK_TOKEN"),
             feedback_rate=_number(env, "MLOPS_FEEDBACK_RATE", cls.feedback_rate, float, 0.1),
+            predlog_rotate=_number(env, "MLOPS_PREDLOG_ROTATE", cls.predlog_rotate, float, 0.1),
             allowed_hosts=[
                 h.strip().lower()
                 for h in env.get("MLOPS_ALLOWED_HOSTS", "").split(",")
