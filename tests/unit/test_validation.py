@@ -152,7 +152,7 @@ def test_binary_metrics_describe_the_positive_class():
 
 
 def test_positive_class_inferred_given_or_refused():
-    from mlops_console.training.runner import positive_class
+    from mlops_console.training.prepare import positive_class
 
     y = pd.Series(["nein"] * 94 + ["ja"] * 6)
     pos, why = positive_class(y, ["ja", "nein"], None, "kauft", "p.toml")
@@ -178,7 +178,7 @@ def test_positive_class_inferred_given_or_refused():
 
 
 def test_a_target_with_too_many_classes_is_refused_with_counts():
-    from mlops_console.training.runner import check_class_count
+    from mlops_console.training.prepare import check_class_count
 
     ids = pd.Series([f"K{i}" for i in range(19_874)] + ["K1"] * 126)
     with pytest.raises(ConfigError) as exc:

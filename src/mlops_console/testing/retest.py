@@ -46,7 +46,7 @@ def retest_version(ws: Workspace, ref: str, stage=lambda s: None) -> dict[str, A
     from mlops_console.testing.checks import CheckContext, run_checks
     from mlops_console.testing.gates import evaluate_gates
     from mlops_console.training.metrics import evaluate
-    from mlops_console.training.runner import prepare
+    from mlops_console.training.prepare import prepare
 
     mv = ws.models.resolve(ref)
     if not mv.run_id:
