@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,12 +29,15 @@ from mlops_console.serving.inputs import loads
 from mlops_console.serving.model import ServedModel
 from mlops_console.serving.traffic import ROLES, TrafficError
 
+if TYPE_CHECKING:
+    from mlops_console.serving.server import Server
+
 LOAD_FIELDS = {"path", "role", "percent", "runtime", "digest"}
 DIGEST = re.compile(r"[0-9a-f]{64}")
 LOAD_SHAPE = 'Send {"path": BUNDLE_FOLDER, "role": "primary"|"canary"|"shadow", "percent": N}.'
 
 
-def check_host(server, request: Request) -> None:
+def check_host(server: Server, request: Request) -> None:
     """Refuse a Host header that names none of this server's names (DNS rebinding: a web
     page that makes a browser send requests here)."""
     host = request.headers.get("host", "").lower()
@@ -52,7 +56,7 @@ def check_host(server, request: Request) -> None:
         )
 
 
-def authorized(server, request: Request) -> None:
+def authorized(server: Server, request: Request) -> None:
     check_host(server, request)
     if not server.admin_token:
         raise HttpError(403, "Admin operations are disabled: start the server with an admin token.")
@@ -88,7 +92,7 @@ def _load_request(body) -> tuple[str, str, float, str | None, str | None]:
     return path, role, float(percent), runtime, digest
 
 
-def routes(server) -> list[Route]:
+def routes(server: Server) -> list[Route]:
     @endpoint(server, "admin")
     async def status(request: Request, call: Call) -> Response:
         authorized(server, request)

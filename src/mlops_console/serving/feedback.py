@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,13 +29,16 @@ from mlops_console.serving.http import (
 )
 from mlops_console.serving.inputs import loads
 
+if TYPE_CHECKING:
+    from mlops_console.serving.server import Server
+
 MAX_ITEMS = 10_000  # labels per request
 SEEN = 1_000_000  # (request id, row) pairs remembered for first-label-wins
 SHAPE = 'Send JSON: {"request_id": ID, "label": VALUE, "row": 0} or a list of them.'
 
 
 class FeedbackGuard:
-    def __init__(self, server):
+    def __init__(self, server: Server):
         self.server = server
         self.buckets: dict[str, tuple[float, float]] = {}  # client: (tokens, last time)
         self.seen: OrderedDict[tuple[str, int], None] = OrderedDict()
@@ -85,7 +89,7 @@ def _items(body) -> list[dict]:
     return items
 
 
-def routes(server) -> list[Route]:
+def routes(server: Server) -> list[Route]:
     guard = server.feedback
 
     @endpoint(server, "feedback")

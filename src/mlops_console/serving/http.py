@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
@@ -22,6 +22,9 @@ from starlette.responses import Response
 
 from mlops_console.serving.batcher import Unavailable, say
 from mlops_console.serving.inputs import BadInput
+
+if TYPE_CHECKING:
+    from mlops_console.serving.server import Server
 
 CODES = {
     400: "BAD_REQUEST",
@@ -125,7 +128,7 @@ class Call:
 
 
 def endpoint(
-    server, route: str, v2: bool = False
+    server: Server, route: str, v2: bool = False
 ) -> Callable[[Callable[[Request, Call], Awaitable[Response]]], Callable]:
     def wrap(fn):
         async def handler(request: Request) -> Response:
@@ -181,7 +184,7 @@ def endpoint(
 
 
 def failure(
-    server, call: Call, status: int, message: str, v2: bool, headers: dict | None = None
+    server: Server, call: Call, status: int, message: str, v2: bool, headers: dict | None = None
 ) -> Response:
     """Count, log and answer one failed request."""
     latency = time.perf_counter() - call.t0
@@ -205,7 +208,9 @@ def failure(
     return json_response(error_body(status, message, v2), status, headers)
 
 
-async def read_body(server, request: Request, call: Call, limit: int | None = None):
+async def read_body(
+    server: Server, request: Request, call: Call, limit: int | None = None
+) -> bytearray:
     """The body, read as it streams in: refused once it passes `limit` bytes (413), or when
     it does not arrive within the body timeout (408); never held whole before the check.
     The bytes held count against the server's body budget until the request ends."""

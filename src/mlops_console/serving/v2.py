@@ -7,6 +7,8 @@ version; any other version is a 404.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +26,9 @@ from mlops_console.serving.http import (
 from mlops_console.serving.inputs import BadInput, loads, to_batch
 from mlops_console.serving.tensors import encode_outputs, parse_v2
 
+if TYPE_CHECKING:
+    from mlops_console.serving.server import Server
+
 DATATYPES = {"string": "BYTES", "integer": "FP64", "float": "FP64", "boolean": "BOOL"}
 
 
@@ -31,7 +36,7 @@ def _outputs_of(model) -> list[str]:
     return ["predict", "predict_proba"] if model.task == "classification" else ["predict"]
 
 
-def routes(server) -> list[Route]:
+def routes(server: Server) -> list[Route]:
     def model_for(request: Request) -> tuple:
         """The version a v2 route addresses, and its role; 404 for anything not served."""
         name = request.path_params["name"]
