@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import re
-import sqlite3
 import threading
-import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.data.reading import DataError
@@ -25,6 +23,7 @@ from mlops_console.errors import MlopsError, NotFound
 from mlops_console.features.spec import FeatureViewSpec, load_views
 
 if TYPE_CHECKING:
+    from mlops_console.features.online import OnlineStore
     from mlops_console.workspace import Workspace
 
 ROW = "__row"
@@ -51,15 +50,11 @@ class FeatureStore:
     def __init__(self, ws: Workspace):
         self.ws = ws
         self.folder = ws.root / "features"
-        self._online: sqlite3.Connection | None = None
-        self._online_lock = threading.Lock()
-        self._columns_cache: dict[str, list[str]] = {}
 
     def close(self) -> None:
-        with self._online_lock:
-            if self._online is not None:
-                self._online.close()
-                self._online = None
+        online = self.__dict__.get("online_store")
+        if online is not None:
+            online.close()
 
     # --- views -------------------------------------------------------------------------
 
@@ -131,6 +126,7 @@ class FeatureStore:
                 f"FROM read_parquet('{_lit(path)}')"
             )
             return sql, [dv]
+        assert view.sql is not None  # a view reads a dataset or runs SQL (spec.py checks it)
         used = []
         for ds in self.ws.data.list():
             if ds["current_version"] is None or not re.search(
@@ -323,174 +319,25 @@ class FeatureStore:
 
     # --- online store ----------------------------------------------------------------------
 
-    def _online_db(self) -> sqlite3.Connection:
-        with self._online_lock:
-            if self._online is None:
-                con = sqlite3.connect(
-                    self.ws.state / "online.db",
-                    timeout=60,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                con.execute("PRAGMA journal_mode = WAL")
-                con.execute("PRAGMA synchronous = NORMAL")
-                con.execute(
-                    "CREATE TABLE IF NOT EXISTS _materialization (view TEXT PRIMARY KEY, "
-                    "spec_sha256 TEXT, watermark TEXT, sources TEXT, rows INTEGER, updated_at REAL)"
-                )
-                self._online = con
-            return self._online
+    @cached_property
+    def online_store(self) -> OnlineStore:
+        from mlops_console.features.online import OnlineStore
+
+        return OnlineStore(self)
 
     def materialize(
         self, names: list[str] | None = None, end: dt.datetime | None = None, stage=lambda s: None
     ) -> list[dict[str, Any]]:
-        """Load the latest value per entity into the online store, incrementally (only rows
-        newer than the last materialization; a changed view spec rebuilds its table)."""
-        views = self.views()
-        names = names or sorted(views)
-        db = self._online_db()
-        results = []
-        for name in names:
-            view = views.get(name) or self.view(name)
-            stage(f"materialize {name}")
-            con = _duckdb()
-            try:
-                sql, used = self._source_sql(con, view)
-                feats = self._feature_columns(con, view, sql)
-                spec_sha = hashlib.sha256(
-                    (view.model_dump_json() + json.dumps(feats)).encode()
-                ).hexdigest()
-                table = f"fv_{name}"
-                meta = db.execute(
-                    "SELECT spec_sha256, watermark FROM _materialization WHERE view = ?", (name,)
-                ).fetchone()
-                rebuild = meta is None or meta[0] != spec_sha
-                watermark = None if rebuild else meta[1]
-                where = ["1=1"]
-                if watermark:
-                    where.append(f"__ts > '{watermark}'::TIMESTAMP")
-                if end is not None:
-                    where.append(f"__ts <= '{end.isoformat()}'::TIMESTAMP")
-                part = ", ".join(q(k) for k in view.entities)
-                cols = [*view.entities, "__ts", *feats]
-                rows = con.execute(
-                    f"SELECT {', '.join(q(c) for c in cols)} FROM ({sql}) WHERE {' AND '.join(where)} "
-                    f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY __ts DESC, "
-                    f"__created DESC NULLS LAST) = 1"
-                ).fetchall()
-            finally:
-                con.close()
-            rows = [tuple(_plain(v) for v in r) for r in rows]
-            new_mark = max((r[len(view.entities)] for r in rows), default=watermark)
-            qcols = ", ".join(q(c) for c in cols)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if rebuild:
-                    db.execute(f"DROP TABLE IF EXISTS {q(table)}")
-                    db.execute(f"CREATE TABLE {q(table)} ({qcols}, PRIMARY KEY ({part}))")
-                updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in cols[len(view.entities) :])
-                db.executemany(
-                    f"INSERT INTO {q(table)} ({qcols}) VALUES ({', '.join('?' * len(cols))}) "
-                    f"ON CONFLICT ({part}) DO UPDATE SET {updates} WHERE excluded.__ts >= {q(table)}.__ts",
-                    rows,
-                )
-                total = db.execute(f"SELECT count(*) FROM {q(table)}").fetchone()[0]
-                db.execute(
-                    "INSERT INTO _materialization VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(view) DO UPDATE "
-                    "SET spec_sha256 = excluded.spec_sha256, watermark = excluded.watermark, "
-                    "sources = excluded.sources, rows = excluded.rows, updated_at = excluded.updated_at",
-                    (
-                        name,
-                        spec_sha,
-                        new_mark,
-                        json.dumps([f"{d.dataset}/v{d.version}" for d in used]),
-                        total,
-                        time.time(),
-                    ),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            self._columns_cache.pop(name, None)
-            results.append(
-                {
-                    "view": name,
-                    "rebuilt": rebuild,
-                    "rows_written": len(rows),
-                    "entities": total,
-                    "watermark": new_mark,
-                    "sources": [f"{d.dataset}/v{d.version}" for d in used],
-                }
-            )
-        return results
+        """Load the latest value per entity into the online store (features/online.py)."""
+        return self.online_store.materialize(names, end, stage)
 
     def online(self, view: str, keys) -> Any:
         """Latest feature values for entities: `keys` is a dict (one entity), a list of
         dicts, or a list of key values for a single-key view. Unknown entities give None."""
-        spec_keys, cols = self._online_columns(view)
-        single = isinstance(keys, dict)
-        items = [keys] if single else list(keys)
-        if items and not isinstance(items[0], dict):
-            if len(spec_keys) != 1:
-                raise MlopsError(
-                    f"View {view!r} has keys {spec_keys}; pass dicts with each of them."
-                )
-            items = [{spec_keys[0]: k} for k in items]
-        for it in items:
-            missing = [k for k in spec_keys if k not in it]
-            if missing:
-                raise MlopsError(f"Online lookup in {view!r} needs key(s) {', '.join(missing)}.")
-        db = self._online_db()
-        table = q(f"fv_{view}")
-        found: dict[tuple, dict] = {}
-        if items:
-            if len(spec_keys) == 1:
-                k = spec_keys[0]
-                sql = f"SELECT * FROM {table} WHERE {q(k)} IN ({', '.join('?' * len(items))})"
-                params = [it[k] for it in items]
-            else:
-                tuples = ", ".join("(" + ", ".join("?" * len(spec_keys)) + ")" for _ in items)
-                sql = (
-                    f"SELECT * FROM {table} WHERE ({', '.join(q(k) for k in spec_keys)}) "
-                    f"IN (VALUES {tuples})"
-                )
-                params = [it[k] for it in items for k in spec_keys]
-            for row in db.execute(sql, params):
-                rec = dict(zip(cols, row, strict=True))
-                found[tuple(rec[k] for k in spec_keys)] = rec
-        out = []
-        for it in items:
-            rec = found.get(tuple(it[k] for k in spec_keys))
-            if rec is not None:
-                rec = {("event_timestamp" if c == "__ts" else c): v for c, v in rec.items()}
-            out.append(rec)
-        return out[0] if single else out
-
-    def _online_columns(self, view: str) -> tuple[list[str], list[str]]:
-        cached = self._columns_cache.get(view)
-        if cached is None:
-            db = self._online_db()
-            info = db.execute(f"PRAGMA table_info({q('fv_' + view)})").fetchall()
-            if not info:
-                self.view(view)  # unknown view: NotFound
-                raise NotFound(
-                    f"Feature view {view!r} has not been materialized; run "
-                    f"`mlops features materialize {view}`."
-                )
-            keys = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
-            cached = (keys, [r[1] for r in info])
-            self._columns_cache[view] = cached
-        return cached
+        return self.online_store.lookup(view, keys)
 
     def online_status(self) -> list[dict[str, Any]]:
-        db = self._online_db()
-        return [
-            {"view": v, "watermark": w, "sources": json.loads(s), "entities": n, "updated_at": t}
-            for v, w, s, n, t in db.execute(
-                "SELECT view, watermark, sources, rows, updated_at FROM _materialization ORDER BY view"
-            )
-        ]
+        return self.online_store.status()
 
 
 def _parse_refs(features: list[str]) -> dict[str, list[str]]:
@@ -547,14 +394,6 @@ def _family(duck_type: str) -> str:
     if "CHAR" in t or "STRING" in t or "TEXT" in t:
         return "string"
     return t
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, dt.datetime | dt.date):
-        return v.isoformat()
-    if hasattr(v, "is_integer") and not isinstance(v, float):  # Decimal
-        return float(v)
-    return v
 
 
 def _lit(path) -> str:
