@@ -1,7 +1,9 @@
 """`ws.models`: register versions, move aliases (with an append-only history), roll back.
 
-References: `churn` (the latest version), `churn/3` (version 3), `churn@champion` (the
-version an alias points to now).
+One service, ~500 lines, on purpose: registering a version, moving an alias and changing
+a version's status each check the others' state (status, gates, the alias history) in
+the same write transaction, so they share the private queries here. The records and
+references are in registry/records.py.
 """
 
 from __future__ import annotations
@@ -10,105 +12,24 @@ import builtins
 import json
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.names import check_name
+from mlops_console.registry.gate_rules import check_gate_rules
+from mlops_console.registry.records import (
+    _VERSION_COLS,
+    AliasMove,
+    ModelVersion,
+    RegisteredModel,
+    _version_from_row,
+    parse_ref,
+)
 from mlops_console.users import current_user
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
-
-_REF = re.compile(r"(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?")
-
-
-@dataclass
-class ModelVersion:
-    name: str
-    version: int
-    run_id: str | None
-    artifact_hash: str
-    status: str
-    signature: dict[str, Any]
-    metrics: dict[str, float]
-    lineage: dict[str, Any]
-    checks: list[dict[str, Any]]
-    description: str
-    intended_use: str
-    created_at: float
-    created_by: str
-    aliases: list[str] = field(default_factory=list)
-    gates: dict[str, Any] = field(default_factory=dict)
-    gates_passed: bool | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "ref": self.ref,
-            "aliases": self.aliases,
-            "status": self.status,
-            "run_id": self.run_id,
-            "artifact_hash": self.artifact_hash,
-            "signature": self.signature,
-            "metrics": self.metrics,
-            "checks": self.checks,
-            "description": self.description,
-            "intended_use": self.intended_use,
-            "created_at": self.created_at,
-            "created_by": self.created_by,
-            "gates": self.gates,
-            "gates_passed": self.gates_passed,
-            "lineage": self.lineage,
-        }
-
-
-@dataclass
-class AliasMove:
-    model: str
-    alias: str
-    kind: str  # set, rollback, remove; "unchanged" is returned, never recorded
-    from_version: int | None
-    to_version: int | None
-    at: float
-    actor: str
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-_VERSION_COLS = (
-    "model_name, version, run_id, artifact_hash, status, signature, metrics, lineage, "
-    "checks, description, intended_use, created_at, created_by, gates, gates_passed"
-)
-
-
-def _version_from_row(row, aliases: list[str]) -> ModelVersion:
-    return ModelVersion(
-        name=row[0],
-        version=row[1],
-        run_id=row[2],
-        artifact_hash=row[3],
-        status=row[4],
-        signature=json.loads(row[5]),
-        metrics=json.loads(row[6]),
-        lineage=json.loads(row[7]),
-        checks=json.loads(row[8]),
-        description=row[9],
-        intended_use=row[10],
-        created_at=row[11],
-        created_by=row[12],
-        aliases=aliases,
-        gates=json.loads(row[13]),
-        gates_passed=None if row[14] is None else bool(row[14]),
-    )
 
 
 def _run_snapshot(conn, run_id: str) -> tuple[dict[str, Any], dict[str, float]]:
@@ -140,17 +61,6 @@ def _run_snapshot(conn, run_id: str) -> tuple[dict[str, Any], dict[str, float]]:
         )
     }
     return lineage, metrics
-
-
-def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
-    m = _REF.fullmatch(ref.strip())
-    if not m:
-        raise MlopsError(
-            f"{ref!r} is not a model reference; use NAME, NAME/VERSION or NAME@ALIAS "
-            "(e.g. churn/3, churn@champion)."
-        )
-    version = m.group("version")
-    return m.group("name"), m.group("alias"), int(version) if version else None
 
 
 class ModelRegistry:
@@ -347,7 +257,7 @@ class ModelRegistry:
         ).first():
             raise NotFound(f"No model named {name!r}. `mlops models list` shows the models.")
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[RegisteredModel]:
         with self.ws.db.read() as conn:
             models = []
             for name, desc, created, updated, n, latest in conn.exec_driver_sql(
@@ -362,17 +272,7 @@ class ModelRegistry:
                         (name,),
                     )
                 }
-                models.append(
-                    {
-                        "name": name,
-                        "description": desc,
-                        "versions": n,
-                        "latest_version": latest,
-                        "aliases": aliases,
-                        "created_at": created,
-                        "updated_at": updated,
-                    }
-                )
+                models.append(RegisteredModel(name, desc, n, latest, aliases, created, updated))
             return models
 
     def versions(self, name: str) -> builtins.list[ModelVersion]:
@@ -440,7 +340,7 @@ class ModelRegistry:
             if previous == version:  # not a move: nothing to record, nothing to undo
                 return AliasMove(name, alias, "unchanged", previous, version, now, actor, reason)
             if kind != "rollback":
-                self._check_gate_rules(conn, name, alias, version)
+                check_gate_rules(conn, self.ws.config.registry, name, alias, version)
             if status != "ready":
                 raise Conflict(
                     f"{name}/{version} is {status}; only ready versions can take an alias. "
@@ -457,51 +357,6 @@ class ModelRegistry:
                 (name, alias, kind, previous, version, now, actor, reason),
             )
         return AliasMove(name, alias, kind, previous, version, now, actor, reason)
-
-    def _check_gate_rules(self, conn, name: str, alias: str, version: int) -> None:
-        """Only a version that passed its gates may be challenger; only a challenger may
-        become champion. Versions registered without gates (None, not by a pipeline) are
-        not restricted; a pipeline's version without gate results has not passed them."""
-        reg = self.ws.config.registry
-        if alias not in (reg.champion_alias, reg.challenger_alias):
-            return
-        row = conn.exec_driver_sql(
-            "SELECT gates_passed, gates, lineage FROM model_version "
-            "WHERE model_name = ? AND version = ?",
-            (name, version),
-        ).first()
-        if row is None:
-            return
-        if row[0] is None:
-            if "spec" not in json.loads(row[2]):
-                return
-            # trained by a pipeline, so it has gates; none recorded (a crash between
-            # registering and evaluating, before both were one transaction) is not a pass
-            raise Conflict(
-                f"v{version} has no recorded gate results (its evaluation never finished), so "
-                f"it cannot be @{alias}; `mlops test {name}/{version}` evaluates it."
-            )
-        if not row[0]:
-            failed = [g for g in json.loads(row[1]).get("results", []) if not g.get("passed")]
-            why = "; ".join(f"{g['name']}: {g['detail']}" for g in failed[:3])
-            raise Conflict(
-                f"{name}/{version} failed its promotion gates ({why}); it cannot be "
-                f"@{alias}. Train a better version or change the gates in the pipeline spec."
-            )
-        if alias == reg.champion_alias:
-            # the current challenger, or a version that has been champion before (going back)
-            eligible = conn.exec_driver_sql(
-                "SELECT 1 FROM model_alias WHERE model_name = ? AND alias = ? AND version = ? "
-                "UNION ALL SELECT 1 FROM alias_event WHERE model_name = ? AND alias = ? AND to_version = ? "
-                "LIMIT 1",
-                (name, reg.challenger_alias, version, name, reg.champion_alias, version),
-            ).first()
-            if not eligible:
-                raise Conflict(
-                    f"{name}/{version} is not @{reg.challenger_alias}; only a challenger may "
-                    f"become @{alias}. Run `mlops models promote {name}/{version} --alias "
-                    f"{reg.challenger_alias}` first."
-                )
 
     def record_evaluation(
         self, name: str, version: int, checks: builtins.list[dict[str, Any]], gates: dict[str, Any]

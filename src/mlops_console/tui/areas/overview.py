@@ -72,12 +72,12 @@ def _overview(ws: Workspace) -> Listing:
     for m in ws.models.list():
         rows.append(
             (
-                f"model:{m['name']}",
+                f"model:{m.name}",
                 [
                     "model",
-                    m["name"],
-                    ", ".join(f"@{a}=v{v}" for a, v in m["aliases"].items()) or "-",
-                    f"{m['versions']} versions",
+                    m.name,
+                    ", ".join(f"@{a}=v{v}" for a, v in m.aliases.items()) or "-",
+                    f"{m.versions} versions",
                 ],
             )
         )
