@@ -1,4 +1,7 @@
-"""Pydantic models of the workspace's TOML files, and their loading with clear errors.
+"""Pydantic models of `mlops.toml`, and the loading of every TOML file with clear errors.
+
+Pipeline specs are in pipeline_spec.py, feature views in features/spec.py, data contracts
+in data/contract.py; all parse through `parse` here.
 
 Every model forbids unknown keys: a typo in `mlops.toml` is reported with the file, the
 key and what was expected, instead of being silently ignored.
@@ -8,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -36,7 +38,7 @@ class TrackingSection(Strict):
     metric_flush_rows: int = Field(default=1000, ge=1)
 
 
-def _name(kind: str, value: str) -> str:
+def checked_name(kind: str, value: str) -> str:
     from mlops_console.errors import InvalidName
     from mlops_console.names import check_name
 
@@ -46,28 +48,32 @@ def _name(kind: str, value: str) -> str:
         raise ValueError(str(exc).rstrip(".")) from None
 
 
-# Notifiers and deploy targets the package itself provides: naming one of these never
-# needs the plugins loaded (that costs an import of every plugin).
-BUILTIN_NOTIFIERS = ("console", "log", "webhook", "desktop")
-BUILTIN_TARGETS = ("local", "docker")
+# "console" is not a plugin: it is the event log the console shows, written by the core.
+CORE_NOTIFIERS = ("console",)
 
 
-def _check_provided(what: str, names: list[str], builtin: tuple[str, ...]) -> None:
-    """Refuse names no built-in and no loaded plugin provides. When a plugin failed to load
-    (or MLOPS_PLUGINS leaves some out) an unknown name may be one of its own: let it pass,
-    the point of use says what is missing."""
+def check_provided(what: str, names: list[str], builtin: tuple[str, ...] = ()) -> None:
+    """Refuse names no plugin provides (the package's own first, through the same entry
+    points as third parties'; `builtin`: names the core itself defines). When a plugin
+    failed to load (or MLOPS_PLUGINS leaves some out) an unknown name may be one of its
+    own: let it pass, the point of use says what is missing."""
+    from mlops_console.plugins import load_builtin_plugins, load_plugins
+
+    def provided(plugins) -> set[str]:
+        hook = {
+            "notifier": plugins.notifiers,
+            "deploy target": plugins.deploy_targets,
+            "check": plugins.model_checks,
+        }[what]
+        return set(builtin) | set(hook())
+
     unknown = [n for n in names if n not in builtin]
+    if unknown:  # importing the package's own plugins is cheap; third parties' may not be
+        unknown = [n for n in unknown if n not in provided(load_builtin_plugins())]
     if not unknown:
         return
-    from mlops_console.plugins import load_plugins
-
     plugins = load_plugins()
-    provided = {
-        "notifier": plugins.notifiers,
-        "deploy target": plugins.deploy_targets,
-        "check": plugins.model_checks,
-    }[what]()
-    known = set(builtin) | set(provided)
+    known = provided(plugins)
     unknown = [n for n in unknown if n not in known]
     if not unknown or not all(p.loaded for p in plugins.info) or os.environ.get("MLOPS_PLUGINS"):
         return
@@ -84,7 +90,7 @@ class RegistrySection(Strict):
     @field_validator("champion_alias", "challenger_alias")
     @classmethod
     def _alias(cls, value: str) -> str:
-        return _name("alias", value)
+        return checked_name("alias", value)
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -208,7 +214,7 @@ class AlertRule(Strict):
             )
         parse_duration(self.window, "window")
         try:
-            _check_provided("notifier", self.notify, BUILTIN_NOTIFIERS)
+            check_provided("notifier", self.notify, CORE_NOTIFIERS)
         except ValueError as exc:
             raise ValueError(f"alert {self.name!r}: notify: {exc}") from None
         return self
@@ -241,7 +247,7 @@ class NotifySection(Strict):
         if unknown:
             raise ValueError(f"unknown event kind(s) {unknown}; known: {list(LIFECYCLE)}")
         try:
-            _check_provided("notifier", self.notifiers, BUILTIN_NOTIFIERS)
+            check_provided("notifier", self.notifiers, CORE_NOTIFIERS)
         except ValueError as exc:
             raise ValueError(f"notifiers: {exc}") from None
         return self
@@ -277,309 +283,10 @@ class WorkspaceConfig(Strict):
         return self
 
 
-# --- pipeline specs (pipelines/*.toml) -----------------------------------------------
-
-CLASSIFICATION_METRICS = (
-    "roc_auc",
-    "pr_auc",
-    "log_loss",
-    "f1",
-    "precision",
-    "recall",
-    "accuracy",
-    "calibration_error",
-)
-REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
-CHECK_NAMES = (
-    "signature",
-    "robustness",
-    "out_of_time",
-    "no_regression",
-    "fairness",
-    "interpretability",
-    "performance",
-    "reproducibility",
-)
-
-
-class PipelineData(Strict):
-    dataset: str | None = Field(
-        default=None, description="A registered dataset (its current version)"
-    )
-    path: str | None = Field(
-        default=None, description="Or a CSV/Parquet file, relative to the workspace"
-    )
-    target: str
-    time_column: str | None = None
-    entity_column: str | None = None
-    # Columns of the dataset to use as features (default: all but target, time, entity,
-    # sensitive and excluded ones), and feature view features joined point-in-time.
-    features: list[str] = Field(default_factory=list)
-    feature_views: list[str] = Field(default_factory=list, description="VIEW:FEATURE refs")
-    exclude: list[str] = Field(default_factory=list)
-    sensitive: str | None = Field(default=None, description="Attribute for fairness checks")
-    positive_class: str | int | bool | None = Field(
-        default=None,
-        description="The class binary metrics describe (default: the minority class)",
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of `dataset` (a registered dataset) or `path`")
-        if self.feature_views and (
-            self.dataset is None or self.entity_column is None or self.time_column is None
-        ):
-            raise ValueError("`feature_views` needs `dataset`, `entity_column` and `time_column`")
-        return self
-
-
-class PipelinePreprocess(Strict):
-    # "auto": scale numeric columns only for estimators that need it (not trees).
-    scale: Literal["auto", "standard", "none"] = "auto"
-    categorical: Literal["onehot", "ordinal"] = "onehot"
-    custom: str | None = Field(default=None, description="module:function returning a transformer")
-
-
-class PipelineModel(Strict):
-    estimator: str = "sklearn.linear_model.LogisticRegression"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class PipelineSearch(Strict):
-    method: Literal["none", "grid", "random", "halving"] = "none"
-    # Keys are model parameters ("max_iter") or step paths ("preprocess__..."); values are
-    # lists of choices, or {low, high, log, int} ranges for random and halving search.
-    space: dict[str, Any] = Field(default_factory=dict)
-    candidates: int = Field(default=20, ge=1, le=10_000)
-    cv_folds: int = Field(default=3, ge=2, le=20)
-    n_jobs: int = -1
-
-    @model_validator(mode="after")
-    def _space_needed(self):
-        if self.method != "none" and not self.space:
-            raise ValueError("a search needs a `space` of parameters to try")
-        for name, value in self.space.items():
-            if isinstance(value, dict):
-                check_range(name, value)
-                if self.method == "grid":
-                    raise ValueError(
-                        f"space.{name}: a grid search tries lists of choices, e.g. "
-                        f"{name} = [0.1, 0.5]; a {{ low, high }} range is for random and "
-                        "halving search"
-                    )
-        return self
-
-
-def check_range(name: str, value: dict[str, Any]) -> None:
-    """A `{ low, high, log, int }` range of [search.space] that a sampler can draw from."""
-    where = f"space.{name}"
-    unknown = sorted(set(value) - {"low", "high", "log", "int"})
-    if unknown or not {"low", "high"} <= set(value):
-        raise ValueError(
-            f"{where}: a range is {{ low = ..., high = ..., log = true|false, "
-            f"int = true|false }}" + (f"; unknown key(s) {unknown}" if unknown else "")
-        )
-    low, high = value["low"], value["high"]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
-        raise ValueError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
-    if low > high or (low == high and not value.get("int")):
-        raise ValueError(
-            f"{where}: low ({low:g}) must be below high ({high:g}); for one value give a "
-            f"list, {name} = [{low:g}]"
-        )
-    if value.get("log") and low <= 0:
-        raise ValueError(
-            f"{where}: a log-scale range needs low above 0, got {low:g}; use e.g. "
-            f"low = 1e-4, or log = false"
-        )
-
-
-class PipelineValidation(Strict):
-    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    primary_metric: str = "roc_auc"
-    cv_folds: int = Field(default=3, ge=2, le=20)
-    min_rows: int = Field(default=100, ge=10)
-
-
-class PipelineChecks(Strict):
-    max_oot_drop: float = Field(default=0.05, ge=0, description="CV minus holdout, primary metric")
-    regression_margin: float = Field(default=0.01, ge=0)
-    fairness_max_gap: float = Field(default=0.10, ge=0, le=1)
-    latency_p99_1row_ms: float = Field(default=50.0, gt=0)
-    latency_p99_100rows_ms: float = Field(default=200.0, gt=0)
-    max_model_mb: float = Field(default=200.0, gt=0)
-    max_predict_memory_mb: float = Field(default=500.0, gt=0)
-    importance_rows: int = Field(default=2000, ge=50)
-
-
-class PipelineGates(Strict):
-    # Metric thresholds on the holdout, e.g. min = { roc_auc = 0.75 }, max = { log_loss = 0.6 }.
-    min: dict[str, float] = Field(default_factory=dict)
-    max: dict[str, float] = Field(default_factory=dict)
-    checks: list[str] = Field(default_factory=lambda: list(CHECK_NAMES))
-    auto_promote: bool = False
-
-    @model_validator(mode="after")
-    def _known_checks(self):
-        _check_provided("check", self.checks, CHECK_NAMES)  # plugins' checks can gate too
-        return self
-
-
-class PipelineSchedule(Strict):
-    cron: str | None = Field(default=None, description="five fields: minute hour day month weekday")
-    interval: str | None = Field(default=None, description="e.g. '1d', '6h', '30m'")
-    on_data_change: bool = False
-    paused: bool = False
-
-    @model_validator(mode="after")
-    def _cadence_ok(self):
-        if self.cron is not None and len(self.cron.split()) != 5:
-            raise ValueError(f"cron {self.cron!r} needs five fields: minute hour day month weekday")
-        if self.interval is not None:
-            parse_duration(self.interval, "interval")
-        return self
-
-
-class PipelineDeploy(Strict):
-    """How a chain deploys a new version: as a canary, judged step by step by its health."""
-
-    target: str | None = None
-    alias: str = "champion"
-
-    canary_percent: float = Field(
-        default=10.0, gt=0, le=100, description="the canary's share of traffic (one step)"
-    )
-    canary_steps: list[float] = Field(
-        default_factory=list,
-        description="or shares in steps, e.g. [10, 50, 100]: each judged before the next",
-    )
-    canary_minutes: float = Field(
-        default=10.0, ge=0, description="longest a step waits for min_requests: then rollback"
-    )
-    min_requests: int = Field(default=20, ge=1, description="canary requests a step needs")
-    min_minutes: float = Field(default=0.0, ge=0, description="shortest a step lasts")
-    max_error_rate: float = Field(
-        default=0.01, ge=0, le=1, description="errors (and refusals beyond the primary's)"
-    )
-    max_p99_ms: float = Field(default=250.0, gt=0, description="the canary's p99 latency")
-    auto: bool = False
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check_provided("deploy target", [value], BUILTIN_TARGETS)
-        return value
-
-    @field_validator("alias")
-    @classmethod
-    def _alias(cls, value: str) -> str:
-        return _name("alias", value)
-
-    @model_validator(mode="after")
-    def _steps_ok(self):
-        steps = self.canary_steps
-        shown = "[" + ", ".join(f"{p:g}" for p in steps) + "]"
-        if steps and "canary_percent" in self.model_fields_set:
-            raise ValueError(
-                "give `canary_percent` (one step) or `canary_steps` (several), not both"
-            )
-        bad = [p for p in steps if not 0 < p <= 100]
-        if bad:
-            raise ValueError(f"canary_steps {shown}: each step is a percent above 0, up to 100")
-        if any(b <= a for a, b in pairwise(steps)):
-            raise ValueError(
-                f"canary_steps {shown}: each step must give the canary more traffic than the "
-                "one before, e.g. [10, 50, 100]"
-            )
-        if self.min_minutes > self.canary_minutes:
-            raise ValueError(
-                f"min_minutes ({self.min_minutes:g}) is longer than canary_minutes "
-                f"({self.canary_minutes:g}), the longest a step may wait: every canary would "
-                "be rolled back; shorten min_minutes or lengthen canary_minutes"
-            )
-        return self
-
-    @property
-    def steps(self) -> list[float]:
-        """The canary's share of traffic at each step."""
-        return list(self.canary_steps) or [self.canary_percent]
-
-
-class PipelineScore(Strict):
-    """Batch scoring with the champion: on a cadence and/or after each promotion."""
-
-    input: str | None = Field(default=None, description="a dataset name or a file")
-    output: str | None = Field(
-        default=None, description="FILE.parquet|.csv, sqlite:PATH#T, duckdb:PATH#T"
-    )
-    cron: str | None = None
-    interval: str | None = None
-    after_promotion: bool = False
-
-    @model_validator(mode="after")
-    def _complete(self):
-        if (self.cron or self.interval or self.after_promotion) and not (
-            self.input and self.output
-        ):
-            raise ValueError(
-                "[score] needs `input` and `output` to score on a cadence or after promotion"
-            )
-        if self.cron is not None and len(self.cron.split()) != 5:
-            raise ValueError(f"cron {self.cron!r} needs five fields: minute hour day month weekday")
-        return self
-
-
-class PipelineSpec(Strict):
-    name: str
-    experiment: str | None = None
-    task: Literal["classification", "regression"] = "classification"
-    seed: int = 42
-    description: str = ""
-    intended_use: str = ""
-    data: PipelineData
-    preprocess: PipelinePreprocess = PipelinePreprocess()
-    model: PipelineModel = PipelineModel()
-    search: PipelineSearch = PipelineSearch()
-    validation: PipelineValidation = PipelineValidation()
-    checks: PipelineChecks = PipelineChecks()
-    gates: PipelineGates = PipelineGates()
-    schedule: PipelineSchedule = PipelineSchedule()
-    deploy: PipelineDeploy = PipelineDeploy()
-    score: PipelineScore = PipelineScore()
-    register_as: str | None = None
-
-    @field_validator("register_as")
-    @classmethod
-    def _model_name(cls, value: str | None) -> str | None:
-        return None if value is None else _name("model", value)
-
-    @model_validator(mode="after")
-    def _metric_fits_task(self):
-        if self.task != "classification" and self.data.positive_class is not None:
-            raise ValueError(
-                "data.positive_class is for a classification task; remove it or set "
-                "task = 'classification'"
-            )
-        known = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
-        for where, names in (
-            ("validation.primary_metric", [self.validation.primary_metric]),
-            ("gates.min", list(self.gates.min)),
-            ("gates.max", list(self.gates.max)),
-        ):
-            bad = [n for n in names if n not in known]
-            if bad:
-                raise ValueError(
-                    f"{where}: {bad} not metrics of a {self.task} task; use {list(known)}"
-                )
-        return self
-
-
 M = TypeVar("M", bound=BaseModel)
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any) -> str:  # pydantic_core.ErrorDetails, a TypedDict
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -624,7 +331,3 @@ def parse_workspace_config(raw: bytes, path: Path) -> WorkspaceConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax and retry.") from None
     return parse(WorkspaceConfig, data, path)
-
-
-def load_pipeline(path: Path) -> PipelineSpec:
-    return parse(PipelineSpec, load_toml(path), path)

@@ -15,7 +15,7 @@ from mlops_console.errors import MlopsError
 from mlops_console.names import RULES, check_name, inside, is_name
 
 if TYPE_CHECKING:
-    from mlops_console.config import PipelineSpec
+    from mlops_console.pipeline_spec import PipelineSpec
     from mlops_console.workspace import Workspace
 
 FOLDER = "pipelines"
@@ -52,7 +52,7 @@ class Pipelines:
 
     def get(self, name: str) -> Pipeline:
         """The pipeline NAME (or a `.toml` file, see `path`); an error if it is invalid."""
-        from mlops_console.config import load_pipeline
+        from mlops_console.pipeline_spec import load_pipeline
 
         path = self.path(name)
         return Pipeline(path.stem, path, load_pipeline(path))
@@ -60,7 +60,7 @@ class Pipelines:
     def list(self, on_invalid: Callable[[str, str], None] | None = None) -> list[Pipeline]:
         """The valid pipelines, by name; each invalid one is passed to `on_invalid(name,
         detail)` and left out, so one broken file does not hide the others."""
-        from mlops_console.config import load_pipeline
+        from mlops_console.pipeline_spec import load_pipeline
 
         out = []
         for path in sorted(self.folder.glob("*.toml")):

@@ -224,6 +224,12 @@ def load_plugins() -> Plugins:
     return _load(lambda p: True)
 
 
+def load_builtin_plugins() -> Plugins:
+    """Only the package's own plugins (its entry points): enough to know the built-in
+    targets and notifiers without importing any third party's code."""
+    return _load(lambda p: p.builtin)
+
+
 def _load(wanted) -> Plugins:
     """Import and register the plugins `wanted(PluginInfo)` selects from their metadata."""
     pm = pluggy.PluginManager(GROUP)

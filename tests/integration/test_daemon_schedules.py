@@ -232,7 +232,7 @@ def test_touching_a_watched_file_starts_no_chain_but_a_change_does(tmp_path):
 
 
 def test_deploy_settings_are_checked_with_clear_errors(tmp_path):
-    from mlops_console.config import load_pipeline
+    from mlops_console.pipeline_spec import load_pipeline
 
     ws = make_ws(tmp_path / "ws")
     path = ws.root / "pipelines" / "p.toml"

@@ -297,7 +297,7 @@ def test_installed_lists_without_importing_and_restricts_third_parties(monkeypat
 
 
 def test_a_plugins_check_can_gate_a_pipeline(trained, monkeypatch):
-    from mlops_console.config import load_pipeline
+    from mlops_console.pipeline_spec import load_pipeline
     from mlops_console.training.runner import train
 
     ws, _ = trained

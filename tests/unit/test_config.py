@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops_console.config import load_pipeline, load_workspace_config
+from mlops_console.config import load_workspace_config
 from mlops_console.errors import ConfigError
+from mlops_console.pipeline_spec import load_pipeline
 
 
 def write(tmp_path: Path, text: str, name: str = "mlops.toml") -> Path:
@@ -57,7 +58,7 @@ def test_sample_pipeline_parses():
     text = (resources.files("mlops_console") / "templates" / "churn_pipeline.toml").read_text()
     import tomllib
 
-    from mlops_console.config import PipelineSpec
+    from mlops_console.pipeline_spec import PipelineSpec
 
     spec = PipelineSpec.model_validate(tomllib.loads(text))
     assert spec.data.target == "churned" and spec.data.sensitive == "gender"

@@ -7,15 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_console.config import (
-    PipelineSpec,
-    WorkspaceConfig,
-    load_pipeline,
-    load_workspace_config,
-    parse,
-)
+from mlops_console.config import WorkspaceConfig, load_workspace_config, parse
 from mlops_console.data.reading import DataError
 from mlops_console.errors import ConfigError
+from mlops_console.pipeline_spec import PipelineSpec, load_pipeline
 
 SPEC = {"name": "p", "data": {"path": "d.csv", "target": "y"}}
 

@@ -7,8 +7,9 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.config import PipelineSpec, parse
+from mlops_console.config import parse
 from mlops_console.errors import MlopsError, NotFound
+from mlops_console.pipeline_spec import PipelineSpec
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops_console.config import PipelineSpec
 from mlops_console.errors import ConfigError
+from mlops_console.pipeline_spec import PipelineSpec
 
 # Estimators that split on raw values: scaling changes nothing for them, and leaving it
 # out keeps the ONNX export exact.

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.config import PipelineSpec, parse
+from mlops_console.config import parse
 from mlops_console.errors import ConfigError, MlopsError
+from mlops_console.pipeline_spec import PipelineSpec
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.config import PipelineSpec
 from mlops_console.errors import ConfigError, MlopsError, NotFound
+from mlops_console.pipeline_spec import PipelineSpec
 from mlops_console.training.prepare import Stage, load_spec, prepare
 
 if TYPE_CHECKING:
