@@ -9,6 +9,7 @@ import pytest
 from tests.messy_data import HEADER, NEW_REGION, REGIONS, write_messy_csv
 
 from mlops_console.data import contract as contracts
+from mlops_console.data.contract_file import dumps
 from mlops_console.data.read_options import USUAL_NA, ReadOptions, choose, describe
 from mlops_console.data.reading import DataError, read_file, to_times
 
@@ -42,7 +43,7 @@ def test_contract_toml_round_trips_any_column_name():
         }
         | {"Preis": contracts.ColumnRule(type="float", min=-0.5, max=1e6)},
     )
-    text = contracts.dumps(contract, "Inferred from version 1.")
+    text = dumps(contract, "Inferred from version 1.")
     assert "[columns.plain_name-2]" in text and '[columns."Gekündigt"]' in text
     assert contracts.Contract(**tomllib.loads(text)) == contract
 
@@ -165,7 +166,7 @@ def test_contract_inference_copes_with_the_messy_file(tmp_path):
     assert inferred.columns["Gekündigt"].categories == ["ja", "nein"]  # 5% "ja" is a class
     assert inferred.columns["Kunden.Nr"].min is None  # new customers are no range violation
     assert inferred.columns["Umsatz €"].type == "float" and inferred.columns["Umsatz €"].nullable
-    again = contracts.Contract(**tomllib.loads(contracts.dumps(inferred)))
+    again = contracts.Contract(**tomllib.loads(dumps(inferred)))
     assert again == inferred
     assert all(r.passed for r in contracts.check(con, "data", table.schema, again))
 

@@ -183,10 +183,10 @@ class DatasetStore:
     def contract(self, name: str) -> contracts.Contract | None:
         # data.contract builds pydantic models on import: only commands that check or
         # write a contract pay for it, never a listing
-        from mlops_console.data import contract as contracts
+        from mlops_console.data.contract_file import load
 
         path = self.contract_path(name)
-        return contracts.load(path) if path.exists() else None
+        return load(path) if path.exists() else None
 
     def edit(
         self,
@@ -299,6 +299,7 @@ class DatasetStore:
 
         stage(f"read {len(paths)} file(s)")
         from mlops_console.data import contract as contracts
+        from mlops_console.data.contract_file import dumps
 
         table = self.read_hashed(hashed)
         self._require_columns(table, ds, hashed)
@@ -330,7 +331,7 @@ class DatasetStore:
             self.contract_dir.mkdir(exist_ok=True)
             # atomically: a concurrent ingest may be reading it this moment
             _write_text_atomic(
-                self.contract_path(name), contracts.dumps(contract, "Inferred from version 1.")
+                self.contract_path(name), dumps(contract, "Inferred from version 1.")
             )
         contract_sha = (
             hashlib.sha256(self.contract_path(name).read_bytes()).hexdigest()
