@@ -90,3 +90,23 @@ async def test_a_poll_never_overlaps_the_last_one(cws, monkeypatch):
         await pilot.pause(1.5)
     assert app.polls >= 3 and loads >= 4  # the first load, then polls one after another
     assert most == 1, f"{most} loads ran at once"
+
+
+@pytest.mark.slow
+async def test_U_starts_a_daemon_the_listener_then_follows(cws):
+    from mlops_console.automation import lifecycle
+
+    app = MlopsConsole(cws, poll_seconds=3600)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            assert not app.daemon_running
+            await pilot.press("U")
+            for _ in range(600):  # the daemon migrates and settles first: up to a minute
+                await pilot.pause(0.1)
+                if app.daemon_running:
+                    break
+            assert app.daemon_running and "daemon: live" in app.sub_title
+            assert lifecycle.status(cws).running
+    finally:
+        lifecycle.stop(cws)

@@ -5,6 +5,11 @@ details, area actions (e.g. `p` promote) ask for confirmation; `--read-only` dis
 Each area's actions are bindings of the screen while that area is shown, so the footer
 lists them and `[console] keys` remaps them by id. Loading runs in thread workers, so the
 UI never freezes; action results come back as Messages; errors become notifications.
+
+This file is longer than a module should be because it is one class: the console's state
+and the handlers that change it. What is not that state lives beside it: the areas
+(areas/), the daemon listener (listener.py), the prompt and dialog (prompt.py), the area
+bindings and messages (bindings.py) and the chart (chart.py).
 """
 
 from __future__ import annotations
@@ -15,14 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingsMap
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Label, ListItem, ListView, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from mlops_console.tui.areas import AREAS, BY_NAME, Action, Area, Chart, Listing, add_plugin_areas
+from mlops_console.tui.bindings import (
+    AREA_ACTION,
+    ActionDone,
+    ConsoleScreen,
+    Polled,
+    area_bindings,
+)
+from mlops_console.tui.chart import ChartPane
 from mlops_console.tui.listener import DaemonEvent, DaemonStateChanged, follow_events
 from mlops_console.tui.prompt import Confirm, Prompt
 
@@ -34,44 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["Confirm", "MlopsConsole", "main"]
 
 PAGE = 100  # rows in the table at once (two screens at 160x48); `/` narrows the rest
-AREA_ACTION = "app.area_action"  # the action every area binding runs, with the action's id
-
-
-class ActionDone(Message):
-    """An area action finished: `text` is its result, or why it failed."""
-
-    def __init__(self, action: Action, key: str, text: str, failed: bool = False) -> None:
-        super().__init__()
-        self.action = action
-        self.key = key
-        self.text = text
-        self.failed = failed
-
-
-class Polled(Message):
-    """A poll's load has ended (its thread, not only its worker): time to arm the next."""
-
-
-def area_bindings(area: Area) -> list[Binding]:
-    """The footer's and the keyboard's view of an area's actions: one Binding each, with
-    the action's id, so `[console] keys` remaps it."""
-    return [
-        Binding(a.key, f"{AREA_ACTION}({a.id!r})", a.verb, tooltip=a.description, id=a.id)
-        for a in area.actions
-    ]
-
-
-class ConsoleScreen(Screen[None]):
-    """The console's one screen; it carries the bindings of the area shown on it."""
-
-    def __init__(self, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._screen_bindings = self._bindings.copy()
-
-    def show_actions(self, bindings: list[Binding]) -> None:
-        """Bind these keys (an area's actions) instead of the last area's."""
-        self._bindings = BindingsMap.merge([self._screen_bindings, BindingsMap(bindings)])
-        self.refresh_bindings()
 
 
 class MlopsConsole(App[None]):
@@ -148,7 +122,7 @@ class MlopsConsole(App[None]):
                 yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="detail-scroll"):
                     yield Static("", id="detail")
-                    yield Vertical(id="chart")  # a plotext chart is mounted here when needed
+                    yield ChartPane(id="chart")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -242,24 +216,22 @@ class MlopsConsole(App[None]):
 
     @work(thread=True, group="action", exit_on_error=False)
     def start_daemon(self) -> None:
-        import subprocess
-        import sys
+        """Start a background daemon, as `mlops up` does; its events then reach the listener."""
+        from mlops_console.automation import lifecycle
+        from mlops_console.errors import MlopsError
 
         self.call_from_thread(self.notify, "Starting the daemon...")
-        proc = subprocess.run(
-            # -P: a workspace's own click.py (or any module) is not what `mlops up` imports
-            [sys.executable, "-P", "-m", "mlops_console.cli.main", "-w", str(self.ws.root), "up"],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            stdin=subprocess.DEVNULL,
+        try:
+            st = lifecycle.start(self.ws)
+        except MlopsError as exc:  # it did not start: the message names its log
+            self.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        text = (
+            f"Daemon started (pid {st.pid}); log in {st.log}."
+            if st.launched
+            else f"A daemon already runs (pid {st.pid})."
         )
-        text = (proc.stdout + proc.stderr).strip().splitlines()
-        self.call_from_thread(
-            self.notify,
-            text[-1] if text else "daemon started",
-            severity="information" if proc.returncode == 0 else "error",
-        )
+        self.call_from_thread(self.notify, text)
 
     # --- the command palette: this screen's actions, named "area: verb" ------------------------
 
@@ -284,7 +256,7 @@ class MlopsConsole(App[None]):
         self.console_screen.show_actions(area_bindings(self.area))
         self.query_one("#areas", ListView).index = AREAS.index(self.area)
         self.query_one("#detail", Static).update(self.area.help + self._keys_text())
-        self.query_one("#chart", Vertical).remove_class("visible")
+        self.query_one("#chart", ChartPane).hide()
         self.load()
 
     def action_key(self, action: Action) -> str:
@@ -371,27 +343,9 @@ class MlopsConsole(App[None]):
 
     def draw_chart(self, chart: Chart | None) -> None:
         """Show a plotext chart under the detail text, or hide the chart area."""
-        box = self.query_one("#chart", Vertical)
-        if not chart:
-            box.remove_class("visible")
-            return
-        from textual_plotext import PlotextPlot  # imported on first use: the start stays fast
-
-        plots = box.query(PlotextPlot)
-        plot = plots.first() if plots else None
-        if plot is None:
-            plot = PlotextPlot()
-            box.mount(plot)
-        plt = plot.plt
-        plt.clear_data()
-        plt.clear_figure()
-        for label, (xs, ys) in chart["series"].items():
-            plt.plot(xs, ys, label=label, marker="braille")
-        plt.title(chart["title"])
-        plt.ylabel(chart.get("ylabel", ""))
-        box.add_class("visible")
-        plot.refresh()
-        self.chart_shown = chart
+        self.query_one("#chart", ChartPane).draw(chart)
+        if chart:
+            self.chart_shown = chart
 
     def selected_key(self) -> str | None:
         table: DataTable[str] = self.query_one("#table", DataTable)
