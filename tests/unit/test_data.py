@@ -94,7 +94,7 @@ def test_contract_breaks_quarantine_the_version(dws, body, rule):
     r = dws.data.ingest("sales")
     assert r.version.status == "quarantined" and "QUARANTINED" in r.message
     assert rule in {x["rule"] for x in r.version.failed_rules}
-    assert dws.data.get("sales")["current_version"] == 1
+    assert dws.data.get("sales").current_version == 1
     assert len(dws.data.read("sales")) == 200  # still v1
     with pytest.raises(Conflict, match="quarantined"):
         dws.data.path("sales", 2)
@@ -119,7 +119,7 @@ def test_force_accepts_deliberately_and_runs_say_so(dws):
     dws.data.ingest("sales")
     forced = dws.data.ingest("sales", force=True)
     assert forced.version.status == "forced" and "--force" in forced.message
-    assert dws.data.get("sales")["current_version"] == 2
+    assert dws.data.get("sales").current_version == 2
     with dws.runs.start() as run:
         dws.data.read("sales", run=run)
     rec = dws.runs.get(run.id)
@@ -170,9 +170,9 @@ def test_glob_that_matches_nothing(ws):
 
 
 def test_file_changing_while_read_is_refused(dws, monkeypatch):
-    from mlops_console.data import datasets
+    from mlops_console.data import ingest
 
-    real = datasets.read_file
+    real = ingest.read_file
 
     def read_while_growing(path, rel, *how):
         table = real(path, rel, *how)
@@ -180,7 +180,7 @@ def test_file_changing_while_read_is_refused(dws, monkeypatch):
             fh.write(rows(1, start=500))
         return table
 
-    monkeypatch.setattr(datasets, "read_file", read_while_growing)
+    monkeypatch.setattr(ingest, "read_file", read_while_growing)
     with pytest.raises(DataError, match="changed while it was being read"):
         dws.data.ingest("sales")
     assert registry_state(dws) == []

@@ -129,14 +129,14 @@ class FeatureStore:
         assert view.sql is not None  # a view reads a dataset or runs SQL (spec.py checks it)
         used = []
         for ds in self.ws.data.list():
-            if ds["current_version"] is None or not re.search(
-                rf"\b{re.escape(ds['name'])}\b", view.sql
+            if ds.current_version is None or not re.search(
+                rf"\b{re.escape(ds.name)}\b", view.sql
             ):
                 continue
-            dv = self.ws.data.version(ds["name"])
+            dv = self.ws.data.version(ds.name)
             con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {q(ds['name'])} AS SELECT * FROM "
-                f"read_parquet('{_lit(self.ws.data.path(ds['name'], dv.version))}')"
+                f"CREATE OR REPLACE TEMP VIEW {q(ds.name)} AS SELECT * FROM "
+                f"read_parquet('{_lit(self.ws.data.path(ds.name, dv.version))}')"
             )
             used.append(dv)
         inner = f"({view.sql.strip().rstrip(';')})"

@@ -15,13 +15,13 @@ if TYPE_CHECKING:
 def _data(ws: Workspace) -> Listing:
     rows: list[tuple[str, list[str]]] = []
     for d in ws.data.list():
-        for v in ws.data.versions(d["name"]):
+        for v in ws.data.versions(d.name):
             rows.append(
                 (
-                    f"{d['name']}/{v.version}",
+                    f"{d.name}/{v.version}",
                     [
-                        d["name"],
-                        f"v{v.version}" + (" *" if v.version == d["current_version"] else ""),
+                        d.name,
+                        f"v{v.version}" + (" *" if v.version == d.current_version else ""),
                         v.status,
                         str(v.rows),
                         str(len(v.failed_rules) or "-"),
