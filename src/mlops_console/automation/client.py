@@ -1,12 +1,17 @@
-"""Talking to a running daemon over its Unix socket (httpx)."""
+"""Talking to a running daemon over its Unix socket (httpx).
+
+httpx loads only once a socket is there to talk to: `mlops status` without a daemon, and
+every command that merely checks for one, do not pay its ~50 ms import.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import MlopsError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class DaemonClient:
@@ -15,6 +20,8 @@ class DaemonClient:
         self.timeout = timeout
 
     def _client(self) -> httpx.Client:
+        import httpx
+
         return httpx.Client(
             transport=httpx.HTTPTransport(uds=str(self.sock)),
             base_url="http://daemon",
@@ -28,6 +35,8 @@ class DaemonClient:
         """The daemon's `/status`, or None when no daemon answers (or answers with an error)."""
         if not self.sock.exists():
             return None
+        import httpx
+
         try:
             with self._client() as c:
                 r = c.get("/status")
@@ -38,6 +47,8 @@ class DaemonClient:
     def call(self, method: str, path: str, **kw) -> Any:
         if not self.sock.exists():
             raise MlopsError("No daemon runs for this workspace; start one with `mlops up`.")
+        import httpx
+
         try:
             with self._client() as c:
                 r = c.request(method, path, **kw)
