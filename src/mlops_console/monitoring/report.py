@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from mlops_console.formatting import num
 from mlops_console.monitoring.reference import PREDICTION, load_reference
 
 MAX_HISTOGRAMS = 6
@@ -164,12 +165,7 @@ def write_report(ws, deployment: str, window: str | None, windows: int, out: str
     return [folder / "report.md", folder / "report.html", *[folder / i for _, i in images]]
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+_fmt = num
 
 
 def _summary(r: dict[str, Any]) -> list[tuple[str, str]]:

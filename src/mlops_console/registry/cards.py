@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
+
+from mlops_console.formatting import when
 
 if TYPE_CHECKING:
     from mlops_console.registry.models import ModelRegistry, ModelVersion
 
 
 def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return when(ts, utc=True)
 
 
 def model_card(registry: ModelRegistry, mv: ModelVersion) -> dict[str, Any]:

@@ -352,16 +352,19 @@ def run_checks(
                 ctx.spec.task, ctx.model, ctx.prepared.X_hold, ctx.prepared.y_hold, _positive(ctx)
             ).items()
         }
-    runs = [
-        ("signature", lambda: check_signature(ctx)),
-        ("robustness", lambda: check_robustness(ctx)),
-        ("out_of_time", lambda: check_out_of_time(ctx, metrics)),
-        ("no_regression", lambda: check_no_regression(ctx, metrics)),
-        ("fairness", lambda: check_fairness(ctx)),
-        ("interpretability", lambda: check_interpretability(ctx)),
-        ("performance", lambda: check_performance(ctx)),
-        ("reproducibility", lambda: check_reproducibility(ctx)),
-    ]
+    from mlops_console.pipeline_spec import CHECK_NAMES  # the spec's names, in run order
+
+    run_one = {
+        "signature": lambda: check_signature(ctx),
+        "robustness": lambda: check_robustness(ctx),
+        "out_of_time": lambda: check_out_of_time(ctx, metrics),
+        "no_regression": lambda: check_no_regression(ctx, metrics),
+        "fairness": lambda: check_fairness(ctx),
+        "interpretability": lambda: check_interpretability(ctx),
+        "performance": lambda: check_performance(ctx),
+        "reproducibility": lambda: check_reproducibility(ctx),
+    }
+    runs = [(name, run_one[name]) for name in CHECK_NAMES]
     runs += [(name, _plugin_check(name, fn, ctx)) for name, fn in _plugin_checks(runs).items()]
     out = []
     for name, fn in runs:

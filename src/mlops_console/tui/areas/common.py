@@ -6,10 +6,11 @@ without a terminal and run in worker threads. Nothing here imports Textual.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from mlops_console.formatting import num, when
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
@@ -19,11 +20,10 @@ Chart = dict[str, Any]
 
 
 def _when(ts: float | None) -> str:
-    return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    return when(ts, seconds=False)  # each area module imports it: the snapshots freeze it
 
 
-def _num(v: Any) -> str:
-    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+_num = num
 
 
 BARS = "▁▂▃▄▅▆▇█"
