@@ -3,82 +3,95 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops_console.cli.output import duration, emit_json, kv, open_workspace, table, when
+from mlops_console.cli.output import (
+    Output,
+    duration,
+    kv,
+    open_workspace,
+    output_options,
+    pass_workspace,
+    table,
+    when,
+)
+
+if TYPE_CHECKING:
+    from mlops_console.automation.client import DaemonClient
+    from mlops_console.workspace import Workspace
 
 
-def _client(ws):
+def _client(ws: Workspace) -> DaemonClient:
     from mlops_console.automation.client import DaemonClient
 
     return DaemonClient(ws)
 
 
-def register(cli: click.Group) -> None:
-    @cli.command("daemon")
-    @click.option(
-        "--concurrency", type=int, default=1, show_default=True, help="Chains run at once."
+@click.command("daemon")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Chains run at once.")
+@click.option(
+    "--job-timeout", type=float, default=3600, show_default=True, help="Seconds per chain."
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds a new file must stay unchanged before it triggers.",
+)
+@click.pass_context
+def daemon(ctx: click.Context, concurrency: int, job_timeout: float, settle: float) -> None:
+    """Run the automation daemon in the foreground (schedules, watchers, job queue)."""
+    from mlops_console.automation import lifecycle
+
+    ws = open_workspace(ctx)
+    click.echo(
+        f"mlops daemon for {ws.root} (pid {os.getpid()}); control socket "
+        f"{lifecycle.paths(ws).socket}",
+        err=True,
     )
-    @click.option(
-        "--job-timeout", type=float, default=3600, show_default=True, help="Seconds per chain."
-    )
-    @click.option(
-        "--settle",
-        type=float,
-        default=2.0,
-        show_default=True,
-        help="Seconds a new file must stay unchanged before it triggers.",
-    )
-    @click.pass_context
-    def daemon(ctx: click.Context, concurrency: int, job_timeout: float, settle: float) -> None:
-        """Run the automation daemon in the foreground (schedules, watchers, job queue)."""
-        from mlops_console.automation import lifecycle
+    lifecycle.run(ws, concurrency=concurrency, job_timeout=job_timeout, settle=settle)
 
-        ws = open_workspace(ctx)
-        click.echo(
-            f"mlops daemon for {ws.root} (pid {os.getpid()}); control socket "
-            f"{lifecycle.paths(ws).socket}",
-            err=True,
-        )
-        lifecycle.run(ws, concurrency=concurrency, job_timeout=job_timeout, settle=settle)
 
-    @cli.command("up")
-    @click.option("--settle", type=float, default=2.0, show_default=True)
-    @click.pass_context
-    def up(ctx: click.Context, settle: float) -> None:
-        """Start a background daemon for this workspace."""
-        from mlops_console.automation import lifecycle
+@click.command("up")
+@click.option("--settle", type=float, default=2.0, show_default=True)
+@pass_workspace
+def up(ws: Workspace, settle: float) -> None:
+    """Start a background daemon for this workspace."""
+    from mlops_console.automation import lifecycle
 
-        st = lifecycle.start(open_workspace(ctx), settle=settle)
-        if not st.launched:
-            click.echo(f"A daemon already runs (pid {st.pid}).")
-            return
-        click.echo(f"Daemon started (pid {st.pid}); log in {st.log}.")
+    st = lifecycle.start(ws, settle=settle)
+    if not st.launched:
+        click.echo(f"A daemon already runs (pid {st.pid}).")
+        return
+    click.echo(f"Daemon started (pid {st.pid}); log in {st.log}.")
 
-    @cli.command("down")
-    @click.pass_context
-    def down(ctx: click.Context) -> None:
-        """Stop the background daemon (running chains are stopped and marked)."""
-        from mlops_console.automation import lifecycle
 
-        st = lifecycle.stop(open_workspace(ctx))
-        if not st.running:
-            click.echo("No daemon runs for this workspace.")
-            return
-        click.echo(f"Daemon (pid {st.pid}) stopped.")
+@click.command("down")
+@pass_workspace
+def down(ws: Workspace) -> None:
+    """Stop the background daemon (running chains are stopped and marked)."""
+    from mlops_console.automation import lifecycle
 
-    @cli.command("status")
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_context
-    def status(ctx: click.Context, as_json: bool) -> None:
-        """Whether a daemon runs, and what it is doing."""
-        from mlops_console.automation import lifecycle
+    st = lifecycle.stop(ws)
+    if not st.running:
+        click.echo("No daemon runs for this workspace.")
+        return
+    click.echo(f"Daemon (pid {st.pid}) stopped.")
 
-        st = lifecycle.status(open_workspace(ctx))
-        if as_json:
-            emit_json(st.to_dict())
-            return
+
+@click.command("status")
+@output_options
+@pass_workspace
+def status(ws: Workspace) -> Output:
+    """Whether a daemon runs, and what it is doing."""
+    from mlops_console.automation import lifecycle
+
+    st = lifecycle.status(ws)
+
+    def human() -> None:
         if not st.running:
             click.echo("No daemon runs for this workspace. `mlops up` starts one.")
             return
@@ -92,34 +105,36 @@ def register(cli: click.Group) -> None:
             ]
         )
 
-    @click.group()
-    def jobs() -> None:
-        """The job queue and history (works without a daemon too)."""
+    return Output(st.to_dict(), human)
 
-    cli.add_command(jobs)
 
-    @jobs.command("list")
-    @click.option(
-        "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
-    )
-    @click.option("-p", "--pipeline")
-    @click.option("--steps", is_flag=True, help="Also list the steps of each chain.")
-    @click.option("-n", "--limit", default=30, show_default=True)
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_context
-    def jobs_list(ctx, status, pipeline, steps, limit, as_json) -> None:
-        """Chains (and their steps), newest first."""
-        with open_workspace(ctx) as ws:
-            found = [
-                j
-                for j in ws.jobs.list(status=status, pipeline=pipeline, limit=limit * 8)
-                # top-level jobs (chains and scheduled score jobs); steps only when asked
-                if steps or j["chain_id"] is None
-            ][:limit]
-        if as_json:
-            emit_json({"jobs": found})
-            return
-        table(
+@click.group()
+def jobs() -> None:
+    """The job queue and history (works without a daemon too)."""
+
+
+@jobs.command("list")
+@click.option(
+    "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
+)
+@click.option("-p", "--pipeline")
+@click.option("--steps", is_flag=True, help="Also list the steps of each chain.")
+@click.option("-n", "--limit", default=30, show_default=True)
+@output_options
+@pass_workspace
+def jobs_list(
+    ws: Workspace, status: str | None, pipeline: str | None, steps: bool, limit: int
+) -> Output:
+    """Chains (and their steps), newest first."""
+    found = [
+        j
+        for j in ws.jobs.list(status=status, pipeline=pipeline, limit=limit * 8)
+        # top-level jobs (chains and scheduled score jobs); steps only when asked
+        if steps or j["chain_id"] is None
+    ][:limit]
+    return Output(
+        {"jobs": found},
+        lambda: table(
             [
                 "job",
                 "kind",
@@ -148,114 +163,114 @@ def register(cli: click.Group) -> None:
                 for j in found
             ],
             empty="No jobs yet. `mlops jobs submit PIPELINE` or a schedule creates some.",
-        )
+        ),
+    )
 
-    @jobs.command("show")
-    @click.argument("job_id", type=int)
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_context
-    def jobs_show(ctx, job_id, as_json) -> None:
-        """A job with its steps, timings and outcomes."""
-        with open_workspace(ctx) as ws:
-            j = ws.jobs.get(job_id)
-            j["steps"] = sorted(ws.jobs.list(chain_id=job_id, limit=100), key=lambda s: s["id"])
-        if as_json:
-            emit_json(j)
-            return
-        kv(
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@output_options
+@pass_workspace
+def jobs_show(ws: Workspace, job_id: int) -> Output:
+    """A job with its steps, timings and outcomes."""
+    j = ws.jobs.get(job_id)
+    j["steps"] = sorted(ws.jobs.list(chain_id=job_id, limit=100), key=lambda s: s["id"])
+    return Output(j, lambda: _show_job(j))
+
+
+def _show_job(j: dict[str, Any]) -> None:
+    kv(
+        [
+            ("job", j["id"]),
+            ("pipeline", j["pipeline"]),
+            ("status", j["status"]),
+            ("outcome", j["outcome"] or "-"),
+            ("trigger", j["trigger"]),
+            ("attempt", f"{j['attempt']}/{j['max_attempts']}"),
+            ("created", when(j["created_at"])),
+            ("took", duration(j.get("seconds"))),
+            ("detail", j["detail"] or "-"),
+            ("log", j["log_path"]),
+        ]
+    )
+    if j["steps"]:
+        click.echo("")
+        table(
+            ["step", "status", "outcome", "took", "detail"],
             [
-                ("job", j["id"]),
-                ("pipeline", j["pipeline"]),
-                ("status", j["status"]),
-                ("outcome", j["outcome"] or "-"),
-                ("trigger", j["trigger"]),
-                ("attempt", f"{j['attempt']}/{j['max_attempts']}"),
-                ("created", when(j["created_at"])),
-                ("took", duration(j.get("seconds"))),
-                ("detail", j["detail"] or "-"),
-                ("log", j["log_path"]),
-            ]
-        )
-        if j["steps"]:
-            click.echo("")
-            table(
-                ["step", "status", "outcome", "took", "detail"],
-                [
-                    (
-                        s["kind"],
-                        s["status"],
-                        s["outcome"] or "-",
-                        duration(s.get("seconds")),
-                        s["detail"][:80],
-                    )
-                    for s in j["steps"]
-                ],
-            )
-
-    @jobs.command("logs")
-    @click.argument("job_id", type=int)
-    @click.option("-n", "--tail", default=200, show_default=True)
-    @click.pass_context
-    def jobs_logs(ctx, job_id, tail) -> None:
-        """The log of a chain and its steps."""
-        with open_workspace(ctx) as ws:
-            click.echo(ws.jobs.logs(job_id, tail))
-
-    @jobs.command("cancel")
-    @click.argument("job_id", type=int)
-    @click.pass_context
-    def jobs_cancel(ctx, job_id) -> None:
-        """Cancel a queued or running chain."""
-        with open_workspace(ctx) as ws:
-            j = ws.jobs.cancel(job_id)
-        click.echo(
-            f"Job {job_id}: {'cancelled' if j['status'] == 'cancelled' else 'cancel requested'}."
+                (
+                    s["kind"],
+                    s["status"],
+                    s["outcome"] or "-",
+                    duration(s.get("seconds")),
+                    s["detail"][:80],
+                )
+                for s in j["steps"]
+            ],
         )
 
-    @jobs.command("submit")
-    @click.argument("pipeline")
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_context
-    def jobs_submit(ctx, pipeline, as_json) -> None:
-        """Queue a chain for PIPELINE (the daemon runs it)."""
-        with open_workspace(ctx) as ws:
-            ws.pipelines.path(pipeline)
-            client = _client(ws)
-            j = (
-                client.call("POST", "/jobs", json={"pipeline": pipeline})
-                if client.available()
-                else ws.jobs.submit("chain", pipeline, trigger="manual")
-            )
-            running = client.available()
-        if as_json:
-            emit_json(j)
-            return
-        click.echo(
+
+@jobs.command("logs")
+@click.argument("job_id", type=int)
+@click.option("-n", "--tail", default=200, show_default=True)
+@pass_workspace
+def jobs_logs(ws: Workspace, job_id: int, tail: int) -> None:
+    """The log of a chain and its steps."""
+    click.echo(ws.jobs.logs(job_id, tail))
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@pass_workspace
+def jobs_cancel(ws: Workspace, job_id: int) -> None:
+    """Cancel a queued or running chain."""
+    j = ws.jobs.cancel(job_id)
+    click.echo(
+        f"Job {job_id}: {'cancelled' if j['status'] == 'cancelled' else 'cancel requested'}."
+    )
+
+
+@jobs.command("submit")
+@click.argument("pipeline")
+@output_options
+@pass_workspace
+def jobs_submit(ws: Workspace, pipeline: str) -> Output:
+    """Queue a chain for PIPELINE (the daemon runs it)."""
+    ws.pipelines.path(pipeline)
+    client = _client(ws)
+    j = (
+        client.call("POST", "/jobs", json={"pipeline": pipeline})
+        if client.available()
+        else ws.jobs.submit("chain", pipeline, trigger="manual")
+    )
+    running = client.available()
+    return Output(
+        j,
+        lambda: click.echo(
             f"Queued job {j['id']} for {pipeline}."
             + (
                 ""
                 if running
                 else " No daemon runs: `mlops up` starts one, or `mlops run` trains now in this process."
             )
-        )
+        ),
+    )
 
-    @click.group()
-    def schedules() -> None:
-        """Schedules of the running daemon (from each pipeline's [schedule])."""
 
-    cli.add_command(schedules)
+@click.group()
+def schedules() -> None:
+    """Schedules of the running daemon (from each pipeline's [schedule])."""
 
-    @schedules.command("list")
-    @click.option("--json", "as_json", is_flag=True)
-    @click.pass_context
-    def schedules_list(ctx, as_json) -> None:
-        """Every schedule with its next run."""
-        with open_workspace(ctx) as ws:
-            found = _client(ws).call("GET", "/schedules")["schedules"]
-        if as_json:
-            emit_json({"schedules": found})
-            return
-        table(
+
+@schedules.command("list")
+@output_options
+@pass_workspace
+def schedules_list(ws: Workspace) -> Output:
+    """Every schedule with its next run."""
+    found = _client(ws).call("GET", "/schedules")["schedules"]
+    return Output(
+        {"schedules": found},
+        lambda: table(
             ["schedule", "pipeline", "trigger", "next run", "paused"],
             [
                 (
@@ -268,25 +283,29 @@ def register(cli: click.Group) -> None:
                 for s in found
             ],
             empty="No schedules: add [schedule] cron or interval to a pipeline.",
-        )
+        ),
+    )
 
-    def _action(action):
-        @click.argument("schedule_id")
-        @click.pass_context
-        def cmd(ctx, schedule_id) -> None:
-            with open_workspace(ctx) as ws:
-                out = _client(ws).call("POST", f"/schedules/{schedule_id}/{action}")
-            if action == "trigger":
-                click.echo(f"Queued job {out['job']['id']} for {out['job']['pipeline']}.")
-            else:
-                click.echo(f"{schedule_id}: {action}d.")
 
-        cmd.__doc__ = {
-            "pause": "Pause a schedule.",
-            "resume": "Resume a schedule.",
-            "trigger": "Run a schedule's pipeline now.",
-        }[action]
-        return cmd
+def _schedule_action(action: str) -> click.Command:
+    @click.argument("schedule_id")
+    @pass_workspace
+    def cmd(ws: Workspace, schedule_id: str) -> None:
+        out = _client(ws).call("POST", f"/schedules/{schedule_id}/{action}")
+        if action == "trigger":
+            click.echo(f"Queued job {out['job']['id']} for {out['job']['pipeline']}.")
+        else:
+            click.echo(f"{schedule_id}: {action}d.")
 
-    for action in ("pause", "resume", "trigger"):
-        schedules.command(action)(_action(action))
+    cmd.__doc__ = {
+        "pause": "Pause a schedule.",
+        "resume": "Resume a schedule.",
+        "trigger": "Run a schedule's pipeline now.",
+    }[action]
+    return schedules.command(action)(cmd)
+
+
+for _action in ("pause", "resume", "trigger"):
+    _schedule_action(_action)
+
+COMMANDS: list[click.Command] = [daemon, up, down, status, jobs, schedules]

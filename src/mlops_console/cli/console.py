@@ -7,12 +7,14 @@ import click
 from mlops_console.cli.output import open_workspace
 
 
-def register(cli: click.Group) -> None:
-    @cli.command("console")
-    @click.option("--read-only", is_flag=True, help="Disable every action that changes something.")
-    @click.pass_context
-    def console(ctx, read_only) -> None:
-        """Open the terminal console on the workspace."""
-        from mlops_console.tui.app import MlopsConsole
+@click.command("console")
+@click.option("--read-only", is_flag=True, help="Disable every action that changes something.")
+@click.pass_context
+def console(ctx: click.Context, read_only: bool) -> None:
+    """Open the terminal console on the workspace."""
+    from mlops_console.tui.app import MlopsConsole
 
-        MlopsConsole(open_workspace(ctx), read_only=read_only).run()
+    MlopsConsole(open_workspace(ctx), read_only=read_only).run()
+
+
+COMMANDS: list[click.Command] = [console]

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
+from mlops_console.cli.output import (
+    Output,
+    emit_json,
+    json_option,
+    kv,
+    num,
+    output_options,
+    pass_workspace,
+    table,
+    when,
+)
+
+if TYPE_CHECKING:
+    from mlops_console.data.records import Dataset, IngestResult
+    from mlops_console.workspace import Workspace
 
 
 def _stage(text: str) -> None:
@@ -41,54 +58,63 @@ def data() -> None:
     help="strptime format of dates besides ISO 8601, e.g. '%d.%m.%Y' (repeatable: a value "
     "may match any of them).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def add(ctx, name, source, timestamp, entities, description, no_ingest, as_json, **how) -> None:
+@json_option
+@pass_workspace
+def add(
+    ws: Workspace,
+    name: str,
+    source: str,
+    timestamp: str | None,
+    entities: tuple[str, ...],
+    description: str,
+    no_ingest: bool,
+    as_json: bool,
+    **how: Any,
+) -> None:
     """Register dataset NAME from SOURCE (a CSV/Parquet path or glob) and ingest v1.
 
     How CSV files are read is sniffed from the first file unless given; it is stored
     with the dataset and used on every ingest."""
     from mlops_console.data.read_options import FLAGS, describe
 
-    with open_workspace(ctx) as ws:
-        ds = ws.data.add(
-            name,
-            source,
-            timestamp=timestamp,
-            entities=list(entities),
-            description=description,
-            read_options={k: v for k, v in how.items() if v},
-        )
-        opts = ds["read_options"]
-        if opts and not as_json:
-            sniffed = opts.get("sniffed")
-            click.echo(
-                f"read with {describe(opts)} "
-                + (
-                    f"(sniffed; {'/'.join(dict.fromkeys(FLAGS.values()))} override)"
-                    if sniffed
-                    else "(as given)"
-                )
+    ds = ws.data.add(
+        name,
+        source,
+        timestamp=timestamp,
+        entities=list(entities),
+        description=description,
+        read_options={k: v for k, v in how.items() if v},
+    )
+    opts = ds.read_options
+    if opts and not as_json:
+        sniffed = opts.get("sniffed")
+        click.echo(
+            f"read with {describe(opts)} "
+            + (
+                f"(sniffed; {'/'.join(dict.fromkeys(FLAGS.values()))} override)"
+                if sniffed
+                else "(as given)"
             )
-        result = None if no_ingest else _first_ingest(ws, name, None if as_json else _stage)
-        if as_json:
-            emit_json({"dataset": ws.data.get(name), "ingest": _ingest_json(result)})
-            return
-        click.echo(f"Registered dataset {ds['name']} from {ds['source']}.")
-        if result:
-            _report_ingest(result)
+        )
+    result = None if no_ingest else _first_ingest(ws, name, None if as_json else _stage)
+    if as_json:
+        emit_json({"dataset": ws.data.get(name).to_dict(), "ingest": _ingest_json(result)})
+        return
+    click.echo(f"Registered dataset {ds.name} from {ds.source}.")
+    if result:
+        _report_ingest(result)
 
 
-def _read_with(ds) -> str:
+def _read_with(ds: Dataset) -> str:
     from mlops_console.data.read_options import describe
 
-    opts = ds.get("read_options") or {}
+    opts = ds.read_options or {}
     return describe(opts) + (
         " (sniffed: " + ", ".join(opts["sniffed"]) + ")" if opts.get("sniffed") else ""
     )
 
 
-def _first_ingest(ws, name, stage):
+def _first_ingest(ws: Workspace, name: str, stage: Callable[[str], None] | None) -> IngestResult:
     """Ingest v1 of a dataset just registered; if that fails, nothing stays registered, so
     the name can be used again once the file is fixed."""
     from mlops_console.errors import MlopsError
@@ -110,21 +136,20 @@ def _first_ingest(ws, name, stage):
 @data.command("ingest")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Accept the version even if it breaks the contract.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def ingest(ctx, name, force, as_json) -> None:
+@json_option
+@pass_workspace
+def ingest(ws: Workspace, name: str, force: bool, as_json: bool) -> None:
     """Take a new version of NAME from its source files (unchanged files: no new version)."""
-    with open_workspace(ctx) as ws:
-        result = ws.data.ingest(name, force=force, stage=(lambda s: None) if as_json else _stage)
+    result = ws.data.ingest(name, force=force, stage=(lambda s: None) if as_json else _stage)
     if as_json:
         emit_json(_ingest_json(result))
         return
     _report_ingest(result)
     if result.version.status == "quarantined":
-        ctx.exit(1)
+        raise click.exceptions.Exit(1)
 
 
-def _ingest_json(result):
+def _ingest_json(result: IngestResult | None) -> dict[str, Any] | None:
     if result is None:
         return None
     return {
@@ -134,14 +159,14 @@ def _ingest_json(result):
     }
 
 
-def _report_ingest(result) -> None:
+def _report_ingest(result: IngestResult) -> None:
     click.echo(result.message)
     failed = result.version.failed_rules
     if failed:
         _rules_table(failed)
 
 
-def _rules_table(rules) -> None:
+def _rules_table(rules: list[dict[str, Any]]) -> None:
     table(
         ["rule", "column", "result", "detail"],
         [
@@ -152,59 +177,61 @@ def _rules_table(rules) -> None:
 
 
 @data.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def list_datasets(ctx, as_json) -> None:
+@output_options
+@pass_workspace
+def list_datasets(ws: Workspace) -> Output:
     """List datasets with their current version."""
-    with open_workspace(ctx) as ws:
-        found = ws.data.list()
-    if as_json:
-        emit_json({"datasets": found})
-        return
-    table(
-        ["dataset", "current", "versions", "quarantined", "source", "timestamp", "entities"],
-        [
-            (
-                d["name"],
-                f"v{d['current_version']}" if d["current_version"] else "-",
-                d["versions"],
-                d["quarantined"] or "-",
-                d["source"],
-                d["timestamp"] or "-",
-                ", ".join(d["entities"]) or "-",
-            )
-            for d in found
-        ],
-        empty="No datasets. `mlops data add NAME data/file.csv` registers one.",
+    found = ws.data.list()
+    return Output(
+        {"datasets": [d.to_dict() for d in found]},
+        lambda: table(
+            ["dataset", "current", "versions", "quarantined", "source", "timestamp", "entities"],
+            [
+                (
+                    d.name,
+                    f"v{d.current_version}" if d.current_version else "-",
+                    d.versions,
+                    d.quarantined or "-",
+                    d.source,
+                    d.timestamp or "-",
+                    ", ".join(d.entities) or "-",
+                )
+                for d in found
+            ],
+            empty="No datasets. `mlops data add NAME data/file.csv` registers one.",
+        ),
     )
 
 
 @data.command("show")
 @click.argument("name")
 @click.option("-v", "--version", "version", type=int, help="A version (default: the latest).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def show(ctx, name, version, as_json) -> None:
+@output_options
+@pass_workspace
+def show(ws: Workspace, name: str, version: int | None) -> Output:
     """A dataset's version: status, contract report (why it is quarantined), profile."""
-    with open_workspace(ctx) as ws:
-        ds = ws.data.get(name)
-        versions = ws.data.versions(name)
-        if version is None and versions:
-            version = versions[-1].version
-        dv = ws.data.version(name, version) if version else None
-        prof = ws.data.profile(name, dv.version) if dv else {}
-    if as_json:
-        emit_json({"dataset": ds, "version": dv.to_dict() if dv else None, "profile": prof})
-        return
+    ds = ws.data.get(name)
+    versions = ws.data.versions(name)
+    if version is None and versions:
+        version = versions[-1].version
+    dv = ws.data.version(name, version) if version else None
+    prof = ws.data.profile(name, dv.version) if dv else {}
+    return Output(
+        {"dataset": ds.to_dict(), "version": dv.to_dict() if dv else None, "profile": prof},
+        lambda: _show_version(name, ds, dv, prof),
+    )
+
+
+def _show_version(name: str, ds: Dataset, dv: Any, prof: dict[str, Any]) -> None:
     kv(
         [
-            ("dataset", ds["name"]),
-            ("source", ds["source"]),
-            ("contract", ds["contract"]),
+            ("dataset", ds.name),
+            ("source", ds.source),
+            ("contract", ds.contract),
             ("read with", _read_with(ds)),
             (
                 "current",
-                f"v{ds['current_version']}" if ds["current_version"] else "none accepted yet",
+                f"v{ds.current_version}" if ds.current_version else "none accepted yet",
             ),
         ]
     )
@@ -219,7 +246,7 @@ def show(ctx, name, version, as_json) -> None:
         click.echo("This version broke its contract and is not used. Failing rules:")
         _rules_table(dv.failed_rules)
         click.echo(
-            f"Fix the data (or {ds['contract']}) and ingest again, or accept it with "
+            f"Fix the data (or {ds.contract}) and ingest again, or accept it with "
             f"`mlops data ingest {name} --force`."
         )
     elif dv.status == "forced":
@@ -247,20 +274,14 @@ def show(ctx, name, version, as_json) -> None:
 @data.command("versions")
 @click.argument("name")
 @click.option("--verify", is_flag=True, help="Hash every snapshot (default: a quick look).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def versions(ctx, name, verify, as_json) -> None:
+@json_option
+@pass_workspace
+def versions(ws: Workspace, name: str, verify: bool, as_json: bool) -> None:
     """Every version of a dataset, and whether its snapshot is intact."""
-    with open_workspace(ctx) as ws:
-        found = ws.data.versions(name)
-        current = ws.data.get(name)["current_version"]
-        states = {v.version: ws.data.snapshot_state(v, full=verify) for v in found}
-        bad = [v for v in found if states[v.version] not in ("ok", "verified")]
-        if bad and not as_json:
-            from mlops_console.data.snapshots import snapshot_error
-
-            # what to do for each: rebuild it, or restore it (its sources changed)
-            advice = [str(snapshot_error(ws.data, v, states[v.version])) for v in bad]
+    found = ws.data.versions(name)
+    current = ws.data.get(name).current_version
+    states = {v.version: ws.data.snapshot_state(v, full=verify) for v in found}
+    bad = [v for v in found if states[v.version] not in ("ok", "verified")]
     if as_json:
         emit_json(
             {
@@ -270,8 +291,14 @@ def versions(ctx, name, verify, as_json) -> None:
             }
         )
         if bad and verify:
-            ctx.exit(1)
+            raise click.exceptions.Exit(1)
         return
+    advice: list[str] = []
+    if bad:
+        from mlops_console.data.snapshots import snapshot_error
+
+        # what to do for each: rebuild it, or restore it (its sources changed)
+        advice = [str(snapshot_error(ws.data, v, states[v.version])) for v in bad]
     table(
         ["version", "status", "rows", "digest", "failed rules", "snapshot", "ingested"],
         [
@@ -291,37 +318,34 @@ def versions(ctx, name, verify, as_json) -> None:
         ],
         empty="No versions yet.",
     )
-    for line in advice if bad else []:
+    for line in advice:
         click.echo(line)
     if not verify and not bad:
         click.echo("A quick look (size and Parquet framing); --verify re-hashes every snapshot.")
     if bad and verify:
-        ctx.exit(1)
+        raise click.exceptions.Exit(1)
 
 
 @data.command("rebuild")
 @click.argument("name")
 @click.argument("version", type=int, required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def rebuild(ctx, name, version, as_json) -> None:
+@output_options
+@pass_workspace
+def rebuild(ws: Workspace, name: str, version: int | None) -> Output:
     """Rebuild the Parquet snapshot of NAME's VERSION (default: the current one) from the
     source files it was taken from, if they still hash as recorded."""
-    with open_workspace(ctx) as ws:
-        done = ws.data.rebuild(name, version)
-    if as_json:
-        emit_json(
-            {
-                "dataset": name,
-                "version": done.version.version,
-                "was": done.was,
-                "rewritten": done.rewritten,
-                "digest_changed": done.digest_changed,
-                "message": done.message,
-            }
-        )
-        return
-    click.echo(done.message)
+    done = ws.data.rebuild(name, version)
+    return Output(
+        {
+            "dataset": name,
+            "version": done.version.version,
+            "was": done.was,
+            "rewritten": done.rewritten,
+            "digest_changed": done.digest_changed,
+            "message": done.message,
+        },
+        lambda: click.echo(done.message),
+    )
 
 
 @data.command("edit")
@@ -330,40 +354,47 @@ def rebuild(ctx, name, version, as_json) -> None:
 @click.option("--timestamp", help="The event-time column ('' for none).")
 @click.option("--entities", help="Entity key columns, comma-separated ('' for none).")
 @click.option("--description")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def edit(ctx, name, source, timestamp, entities, description, as_json) -> None:
+@output_options
+@pass_workspace
+def edit(
+    ws: Workspace,
+    name: str,
+    source: str | None,
+    timestamp: str | None,
+    entities: str | None,
+    description: str | None,
+) -> Output:
     """Change a dataset's source, timestamp, entities or description; versions taken
     already stay as they are, the next ingest uses the new fields."""
     keys = None if entities is None else [e.strip() for e in entities.split(",") if e.strip()]
-    with open_workspace(ctx) as ws:
-        ds, notes = ws.data.edit(
-            name, source=source, timestamp=timestamp, entities=keys, description=description
-        )
-    if as_json:
-        emit_json({"dataset": ds, "notes": notes})
-        return
-    click.echo(f"Dataset {name} updated; `mlops data ingest {name}` takes a version with it.")
-    for note in notes:
-        click.echo(f"Note: {note}")
+    ds, notes = ws.data.edit(
+        name, source=source, timestamp=timestamp, entities=keys, description=description
+    )
+
+    def human() -> None:
+        click.echo(f"Dataset {name} updated; `mlops data ingest {name}` takes a version with it.")
+        for note in notes:
+            click.echo(f"Note: {note}")
+
+    return Output({"dataset": ds.to_dict(), "notes": notes}, human)
 
 
 @data.command("remove")
 @click.argument("name")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def remove(ctx, name, yes, as_json) -> None:
+@output_options
+@pass_workspace
+def remove(ws: Workspace, name: str, yes: bool) -> Output:
     """Unregister dataset NAME and its versions (refused while a registered model was
     trained on it). Its snapshots are left for `mlops gc`."""
-    with open_workspace(ctx) as ws:
-        ds = ws.data.get(name)
-        if not yes and not ws.data.models_using(name):  # in use: refused without asking
-            click.confirm(f"Remove dataset {name} and its {ds['versions']} version(s)?", abort=True)
-        done = ws.data.remove(name)
-    if as_json:
-        emit_json(done)
-        return
+    ds = ws.data.get(name)
+    if not yes and not ws.data.models_using(name):  # in use: refused without asking
+        click.confirm(f"Remove dataset {name} and its {ds.versions} version(s)?", abort=True)
+    done = ws.data.remove(name)
+    return Output(done, lambda: _report_removed(name, done))
+
+
+def _report_removed(name: str, done: dict[str, Any]) -> None:
     runs = done["runs_that_read_it"]
     click.echo(
         f"Removed dataset {name} and its {done['versions_removed']} version(s)"
@@ -382,15 +413,15 @@ def remove(ctx, name, yes, as_json) -> None:
 @click.argument("name")
 @click.argument("v1", type=int, required=False)
 @click.argument("v2", type=int, required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def diff(ctx, name, v1, v2, as_json) -> None:
+@output_options
+@pass_workspace
+def diff(ws: Workspace, name: str, v1: int | None, v2: int | None) -> Output:
     """Schema changes, row counts and profile shifts between two versions."""
-    with open_workspace(ctx) as ws:
-        d = ws.data.diff(name, v1, v2)
-    if as_json:
-        emit_json(d)
-        return
+    d = ws.data.diff(name, v1, v2)
+    return Output(d, lambda: _show_diff(name, d))
+
+
+def _show_diff(name: str, d: dict[str, Any]) -> None:
     click.echo(f"{name}: v{d['from']} -> v{d['to']}, rows {d['rows'][0]} -> {d['rows'][1]}")
     s = d["schema"]
     for label, key in (("added", "added"), ("removed", "removed")):
@@ -417,3 +448,6 @@ def diff(ctx, name, v1, v2, as_json) -> None:
             )
         )
     table(["column", "psi", "median", "null rate", "new categories"], rows)
+
+
+COMMANDS: list[click.Command] = [data]

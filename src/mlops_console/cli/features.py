@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
+from mlops_console.cli.output import (
+    Output,
+    emit_json,
+    json_option,
+    kv,
+    num,
+    open_workspace,
+    output_options,
+    pass_workspace,
+    table,
+    when,
+)
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
 
 
 @click.group()
@@ -15,14 +30,13 @@ def features() -> None:
 
 
 @features.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def list_views(ctx, as_json) -> None:
+@output_options
+@pass_workspace
+def list_views(ws: Workspace) -> Output:
     """List feature views (features/*.toml) and their online state."""
-    with open_workspace(ctx) as ws:
-        views = ws.features.views()
-        online = {o["view"]: o for o in ws.features.online_status()}
-    rows = [
+    views = ws.features.views()
+    online = {o["view"]: o for o in ws.features.online_status()}
+    rows: list[dict[str, Any]] = [
         {
             "name": n,
             "entities": v.entities,
@@ -32,37 +46,37 @@ def list_views(ctx, as_json) -> None:
         }
         for n, v in views.items()
     ]
-    if as_json:
-        emit_json({"views": rows})
-        return
-    table(
-        ["view", "entities", "source", "ttl", "online entities", "materialized"],
-        [
-            (
-                r["name"],
-                ", ".join(r["entities"]),
-                r["source"],
-                r["ttl"],
-                r["online"]["entities"] if r["online"] else "-",
-                when(r["online"]["updated_at"]) if r["online"] else "never",
-            )
-            for r in rows
-        ],
-        empty="No feature views. Add features/NAME.toml (see `mlops init --sample`).",
+    return Output(
+        {"views": rows},
+        lambda: table(
+            ["view", "entities", "source", "ttl", "online entities", "materialized"],
+            [
+                (
+                    r["name"],
+                    ", ".join(r["entities"]),
+                    r["source"],
+                    r["ttl"],
+                    r["online"]["entities"] if r["online"] else "-",
+                    when(r["online"]["updated_at"]) if r["online"] else "never",
+                )
+                for r in rows
+            ],
+            empty="No feature views. Add features/NAME.toml (see `mlops init --sample`).",
+        ),
     )
 
 
 @features.command("show")
 @click.argument("view")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def show(ctx, view, as_json) -> None:
+@output_options
+@pass_workspace
+def show(ws: Workspace, view: str) -> Output:
     """A feature view: keys, timestamp, TTL, features and the dataset versions it reads."""
-    with open_workspace(ctx) as ws:
-        d = ws.features.describe(view)
-    if as_json:
-        emit_json(d)
-        return
+    d = ws.features.describe(view)
+    return Output(d, lambda: _show_view(d))
+
+
+def _show_view(d: dict[str, Any]) -> None:
     kv(
         [
             ("view", d["name"]),
@@ -80,15 +94,14 @@ def show(ctx, view, as_json) -> None:
 
 @features.command("materialize")
 @click.argument("views", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def materialize(ctx, views, as_json) -> None:
+@json_option
+@pass_workspace
+def materialize(ws: Workspace, views: tuple[str, ...], as_json: bool) -> None:
     """Load the latest values per entity into the online store (incremental)."""
-    with open_workspace(ctx) as ws:
-        res = ws.features.materialize(
-            list(views) or None,
-            stage=(lambda s: None) if as_json else (lambda s: click.echo(f"  .. {s}", err=True)),
-        )
+    res = ws.features.materialize(
+        list(views) or None,
+        stage=(lambda s: None) if as_json else (lambda s: click.echo(f"  .. {s}", err=True)),
+    )
     if as_json:
         emit_json({"materialized": res})
         return
@@ -120,9 +133,8 @@ def materialize(ctx, views, as_json) -> None:
     metavar="COL=VALUE",
     help="Entity key; repeat for composite keys.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def get(ctx, view, keys, as_json) -> None:
+@output_options
+def get(view: str, keys: tuple[str, ...]) -> Output:
     """Online lookup: the latest feature values of one entity."""
     entity = {}
     for item in keys:
@@ -130,18 +142,21 @@ def get(ctx, view, keys, as_json) -> None:
         if not sep:
             raise click.UsageError(f"--key expects COL=VALUE, got {item!r}.")
         entity[k] = _coerce(v)
-    with open_workspace(ctx) as ws:
+    with open_workspace(click.get_current_context()) as ws:
         rec = ws.features.online(view, entity)
-    if as_json:
-        emit_json({"view": view, "key": entity, "features": rec})
-        return
-    if rec is None:
-        click.echo(f"No values for {entity} in {view} (unknown entity, or not materialized since).")
-        ctx.exit(1)
-    kv([(k, num(v)) for k, v in rec.items()])
+
+    def human() -> None:
+        if rec is None:
+            click.echo(
+                f"No values for {entity} in {view} (unknown entity, or not materialized since)."
+            )
+            raise click.exceptions.Exit(1)
+        kv([(k, num(v)) for k, v in rec.items()])
+
+    return Output({"view": view, "key": entity, "features": rec}, human)
 
 
-def _coerce(v: str):
+def _coerce(v: str) -> int | float | str:
     for cast in (int, float):
         try:
             return cast(v)
@@ -171,7 +186,14 @@ def _coerce(v: str):
 @click.option("--full-names", is_flag=True, help="Name columns VIEW__FEATURE.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write CSV or Parquet here.")
 @click.pass_context
-def get_training(ctx, entities_path, refs, timestamp, full_names, output) -> None:
+def get_training(
+    ctx: click.Context,
+    entities_path: str,
+    refs: tuple[str, ...],
+    timestamp: str | None,
+    full_names: bool,
+    output: str | None,
+) -> None:
     """A point-in-time correct training frame: each entity row gets the feature values
     that were known at its timestamp."""
     from mlops_console.data.reading import read_file
@@ -190,3 +212,6 @@ def get_training(ctx, entities_path, refs, timestamp, full_names, output) -> Non
         click.echo(f"Wrote {len(out)} rows x {len(out.columns)} columns to {output}", err=True)
     else:
         click.echo(out.to_csv(index=False), nl=False)
+
+
+COMMANDS: list[click.Command] = [features]

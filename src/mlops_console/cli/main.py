@@ -90,6 +90,7 @@ def cli(ctx: click.Context, workspace: str | None, debug: bool) -> None:
 
 
 def _register() -> None:
+    """Every command module lists its commands in COMMANDS; they are added here, one way."""
     from mlops_console.cli import (
         automation,
         console,
@@ -104,20 +105,21 @@ def _register() -> None:
         workspace_cmds,
     )
 
-    workspace_cmds.register(cli)
-    workspace_cmds.register_testing(cli)
-    serve.register(cli)
-    serve.register_predict(cli)
-    deploy.register(cli)
-    plugins.register(cli)
-    automation.register(cli)
-    console.register(cli)
-    cli.add_command(data.data)
-    cli.add_command(features.features)
-    cli.add_command(runs.runs)
-    cli.add_command(models.models)
-    cli.add_command(monitor.monitor)
-    cli.add_command(monitor.alerts)
+    for module in (
+        automation,
+        console,
+        data,
+        deploy,
+        features,
+        models,
+        monitor,
+        plugins,
+        runs,
+        serve,
+        workspace_cmds,
+    ):
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
 
 _register()

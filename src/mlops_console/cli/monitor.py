@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from mlops_console.cli.output import emit_json, kv, num, open_workspace, table, when
+from mlops_console.cli.output import (
+    Output,
+    kv,
+    num,
+    output_options,
+    pass_workspace,
+    table,
+    when,
+)
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
 
 
 class DefaultShow(click.Group):
     """`mlops monitor NAME` means `mlops monitor show NAME`."""
 
-    def parse_args(self, ctx, args):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["show", *args]
         return super().parse_args(ctx, args)
@@ -28,7 +41,7 @@ def monitor() -> None:
     """
 
 
-def print_window(r: dict) -> None:
+def print_window(r: dict[str, Any]) -> None:
     perf = r.get("performance") or {}
     stab = r.get("stability") or {}
     drift = r.get("drift") or {}
@@ -127,18 +140,18 @@ def print_window(r: dict) -> None:
 @click.argument("deployment")
 @click.option("--window", help="Rolling window: 1h, 30m, 1d (default [monitoring].window).")
 @click.option("--history", type=int, default=0, help="Also the N windows before, one line each.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def show(ctx, deployment, window, history, as_json) -> None:
+@output_options
+@pass_workspace
+def show(ws: Workspace, deployment: str, window: str | None, history: int) -> Output:
     """Every measure of DEPLOYMENT over the last window."""
-    with open_workspace(ctx) as ws:
-        if history:
-            results = ws.monitor.history(deployment, window, history + 1)
-        else:
-            results = [ws.monitor.measure(deployment, window)]
-    if as_json:
-        emit_json(results if history else results[0])
-        return
+    if history:
+        results = ws.monitor.history(deployment, window, history + 1)
+    else:
+        results = [ws.monitor.measure(deployment, window)]
+    return Output(results if history else results[0], lambda: _show_windows(results, history))
+
+
+def _show_windows(results: list[dict[str, Any]], history: int) -> None:
     print_window(results[0])
     if history:
         click.echo("")
@@ -161,21 +174,20 @@ def show(ctx, deployment, window, history, as_json) -> None:
 
 @monitor.command("collect")
 @click.argument("deployment", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def collect_cmd(ctx, deployment, as_json) -> None:
+@output_options
+@pass_workspace
+def collect_cmd(ws: Workspace, deployment: str | None) -> Output:
     """Move closed prediction-log segments into the monitoring store (the daemon does this)."""
-    with open_workspace(ctx) as ws:
-        done = ws.monitor.collect(deployment)
-    if as_json:
-        emit_json(done)
-        return
-    table(
-        ["deployment", "segments", "rows", "requests", "feedback", "unreadable lines"],
-        [
-            [n, d["segments"], d["rows"], d["requests"], d["feedback"], d["unreadable"]]
-            for n, d in done.items()
-        ],
+    done = ws.monitor.collect(deployment)
+    return Output(
+        done,
+        lambda: table(
+            ["deployment", "segments", "rows", "requests", "feedback", "unreadable lines"],
+            [
+                [n, d["segments"], d["rows"], d["requests"], d["feedback"], d["unreadable"]]
+                for n, d in done.items()
+            ],
+        ),
     )
 
 
@@ -188,13 +200,14 @@ def collect_cmd(ctx, deployment, as_json) -> None:
     type=click.Path(file_okay=False),
     help="Folder (default .mlops/reports/DEPLOYMENT-TIME).",
 )
-@click.pass_context
-def report(ctx, deployment, window, windows, out) -> None:
+@pass_workspace
+def report(
+    ws: Workspace, deployment: str, window: str | None, windows: int, out: str | None
+) -> None:
     """Write a Markdown and an HTML report with PNG charts (summaries only, no raw rows)."""
     from mlops_console.monitoring.report import write_report
 
-    with open_workspace(ctx) as ws:
-        paths = write_report(ws, deployment, window, windows, out)
+    paths = write_report(ws, deployment, window, windows, out)
     for p in paths:
         click.echo(str(p))
 
@@ -217,22 +230,29 @@ def report(ctx, deployment, window, windows, out) -> None:
 @click.option(
     "--time-column", help="With --entity-column: the latest prediction at or before this time."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
+@output_options
+@pass_workspace
 def labels(
-    ctx, deployment, file, id_column, label_column, row_column, entity_column, time_column, as_json
-) -> None:
+    ws: Workspace,
+    deployment: str,
+    file: str,
+    id_column: str,
+    label_column: str,
+    row_column: str,
+    entity_column: str | None,
+    time_column: str | None,
+) -> Output:
     """Import ground truth for DEPLOYMENT's predictions from a CSV/Parquet FILE.
 
     Rows name a prediction by request id (and row in the request), or by an entity key
     and a time (--entity-column, --time-column) when the requests carried that key."""
-    with open_workspace(ctx) as ws:
-        rep = ws.monitor.import_labels(
-            deployment, file, id_column, label_column, row_column, entity_column, time_column
-        )
-    if as_json:
-        emit_json(rep)
-        return
+    rep = ws.monitor.import_labels(
+        deployment, file, id_column, label_column, row_column, entity_column, time_column
+    )
+    return Output(rep, lambda: _report_labels(rep))
+
+
+def _report_labels(rep: dict[str, Any]) -> None:
     kv(
         [
             ("file", rep["file"]),
@@ -260,16 +280,17 @@ def labels(
 @monitor.command("dataset")
 @click.argument("deployment")
 @click.option("--name", help="Dataset name (default DEPLOYMENT_feedback).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def dataset(ctx, deployment, name, as_json) -> None:
+@output_options
+@pass_workspace
+def dataset(ws: Workspace, deployment: str, name: str | None) -> Output:
     """Labelled predictions as a new version of a dataset (`mlops data`), to train on."""
-    with open_workspace(ctx) as ws:
-        out = ws.monitor.export_dataset(deployment, name)
-    if as_json:
-        emit_json(out)
-        return
-    click.echo(f"{out['rows']} labelled predictions -> dataset {out['dataset']} ({out['ingest']})")
+    out = ws.monitor.export_dataset(deployment, name)
+    return Output(
+        out,
+        lambda: click.echo(
+            f"{out['rows']} labelled predictions -> dataset {out['dataset']} ({out['ingest']})"
+        ),
+    )
 
 
 @click.group()
@@ -277,7 +298,7 @@ def alerts() -> None:
     """Alerts of the `[[alerts]]` rules in mlops.toml: list, show, acknowledge, check."""
 
 
-def _alert_rows(items):
+def _alert_rows(items: list[dict[str, Any]]) -> list[list[Any]]:
     return [
         [
             a["id"],
@@ -296,65 +317,63 @@ def _alert_rows(items):
 @alerts.command("list")
 @click.option("--state", type=click.Choice(["active", "open", "acknowledged", "resolved"]))
 @click.option("--deployment")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def alerts_list(ctx, state, deployment, as_json) -> None:
+@output_options
+@pass_workspace
+def alerts_list(ws: Workspace, state: str | None, deployment: str | None) -> Output:
     """Alerts, newest first."""
-    with open_workspace(ctx) as ws:
-        items = ws.alerts.list(state, deployment)
-    if as_json:
-        emit_json(items)
-        return
-    table(
-        ["id", "state", "severity", "rule", "deployment", "value", "opened", "action"],
-        _alert_rows(items),
+    items = ws.alerts.list(state, deployment)
+    return Output(
+        items,
+        lambda: table(
+            ["id", "state", "severity", "rule", "deployment", "value", "opened", "action"],
+            _alert_rows(items),
+        ),
     )
 
 
 @alerts.command("show")
 @click.argument("alert_id", type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def alerts_show(ctx, alert_id, as_json) -> None:
+@output_options
+@pass_workspace
+def alerts_show(ws: Workspace, alert_id: int) -> Output:
     """One alert and its history (opened, notified, action, acknowledged, resolved)."""
-    with open_workspace(ctx) as ws:
-        a = ws.alerts.get(alert_id)
-        events = ws.alerts.events(alert_id)
-    if as_json:
-        emit_json({**a, "events": events})
-        return
-    kv([(k, when(v) if k.endswith("_at") else v) for k, v in a.items()])
-    click.echo("")
-    table(["at", "event", "detail"], [[when(e["at"]), e["kind"], e["detail"]] for e in events])
+    a = ws.alerts.get(alert_id)
+    events = ws.alerts.events(alert_id)
+
+    def human() -> None:
+        kv([(k, when(v) if k.endswith("_at") else v) for k, v in a.items()])
+        click.echo("")
+        table(["at", "event", "detail"], [[when(e["at"]), e["kind"], e["detail"]] for e in events])
+
+    return Output({**a, "events": events}, human)
 
 
 @alerts.command("ack")
 @click.argument("alert_id", type=int)
 @click.option("--by", default="", help="Who acknowledges (shown in the history).")
-@click.pass_context
-def alerts_ack(ctx, alert_id, by) -> None:
+@pass_workspace
+def alerts_ack(ws: Workspace, alert_id: int, by: str) -> None:
     """Acknowledge an open alert (it still resolves itself when the measure recovers)."""
     from mlops_console.users import current_user
 
-    with open_workspace(ctx) as ws:
-        a = ws.alerts.acknowledge(alert_id, by or current_user())
+    a = ws.alerts.acknowledge(alert_id, by or current_user())
     click.echo(f"Alert {a['id']} acknowledged by {a['acknowledged_by']}.")
 
 
 @alerts.command("check")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def alerts_check(ctx, as_json) -> None:
+@output_options
+@pass_workspace
+def alerts_check(ws: Workspace) -> Output | None:
     """Collect and evaluate every rule now (the daemon does this every [monitoring].every)."""
-    with open_workspace(ctx) as ws:
-        if not ws.config.alerts:
-            click.echo("No [[alerts]] rules in mlops.toml.")
-            return
-        changes = ws.alerts.evaluate()
-        ws.alerts.wait()
-    if as_json:
-        emit_json(changes)
-        return
+    if not ws.config.alerts:
+        click.echo("No [[alerts]] rules in mlops.toml.")
+        return None
+    changes = ws.alerts.evaluate()
+    ws.alerts.wait()
+    return Output(changes, lambda: _report_changes(changes))
+
+
+def _report_changes(changes: list[dict[str, Any]]) -> None:
     if not changes:
         click.echo("No alert opened or resolved.")
     for c in changes:
@@ -363,3 +382,6 @@ def alerts_check(ctx, as_json) -> None:
             + (f": {c['detail']}" if c.get("detail") else "")
             + (f": {c['error']}" if c.get("error") else "")
         )
+
+
+COMMANDS: list[click.Command] = [monitor, alerts]

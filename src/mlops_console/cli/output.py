@@ -1,27 +1,87 @@
-"""What every command shares: opening the workspace, human tables and stable JSON."""
+"""What every command shares: opening the workspace, `--json` or a table, stable JSON.
+
+A list or show command is its own logic only (sqlite-utils' `output_options` is the
+model): `@pass_workspace` opens the workspace, passes it first and closes it when the body
+returns; `@output_options` adds `--json` and prints what the body returns, an `Output`:
+its data as JSON with `--json`, else its human form (a table, key-value lines, text).
+
+    @runs.command("list")
+    @output_options
+    @pass_workspace
+    def list_runs(ws: Workspace) -> Output:
+        found = ws.runs.search()
+        return Output({"runs": [r.to_dict() for r in found]}, lambda: table(HEADERS, rows(found)))
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import json
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
+from mlops_console.formatting import num as num  # re-exported: the commands use them
+from mlops_console.formatting import when as when
 
-def open_workspace(ctx: click.Context):
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def open_workspace(ctx: click.Context) -> Workspace:
     """The workspace `--workspace` names, or the nearest one up from here."""
     from mlops_console.workspace import Workspace
 
-    return Workspace.open(ctx.obj.get("workspace"))
+    return Workspace.open((ctx.obj or {}).get("workspace"))
 
 
-def when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+def pass_workspace(f: Callable[Concatenate[Workspace, P], R]) -> Callable[P, R]:
+    """Open the workspace for the command, pass it as the first argument and close it
+    when the command's body returns (before `output_options` prints what it returned)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with open_workspace(click.get_current_context()) as ws:
+            return f(ws, *args, **kwargs)
+
+    return wrapper
+
+
+def json_option(f: F) -> F:
+    """`--json` (as `as_json`), worded the same on every command."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a command prints: `data` as JSON with `--json`, else `human()`."""
+
+    data: Any
+    human: Callable[[], None]
+
+
+def output_options(f: Callable[P, Output | None]) -> Callable[..., None]:
+    """Add `--json` to a command whose body returns an `Output` (None: it printed itself)."""
+
+    @json_option
+    @functools.wraps(f)
+    def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> None:
+        out = f(*args, **kwargs)
+        if out is None:
+            return
+        if as_json:
+            emit_json(out.data)
+        else:
+            out.human()
+
+    return wrapper
 
 
 def duration(seconds: float | None) -> str:
@@ -33,16 +93,6 @@ def duration(seconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes}m{sec:02d}s"
     return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def num(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4g}"
-    return str(value)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "(none)") -> None:

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from mlops_console.cli.output import duration, emit_json, kv, num, open_workspace, table, when
+from mlops_console.cli.output import (
+    Output,
+    duration,
+    kv,
+    num,
+    open_workspace,
+    output_options,
+    pass_workspace,
+    table,
+    when,
+)
+
+if TYPE_CHECKING:
+    from mlops_console.workspace import Workspace
 
 
 @click.group()
@@ -23,54 +38,60 @@ def runs() -> None:
 @click.option("-o", "--order-by", multiple=True, help="e.g. 'metrics.holdout_roc_auc DESC'.")
 @click.option("-n", "--limit", default=50, show_default=True, help="At most this many runs.")
 @click.option("-m", "--metric", "metric_cols", multiple=True, help="Metric columns to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def list_runs(ctx, experiment, filter_, order_by, limit, metric_cols, as_json) -> None:
+@output_options
+@pass_workspace
+def list_runs(
+    ws: Workspace,
+    experiment: tuple[str, ...],
+    filter_: str | None,
+    order_by: tuple[str, ...],
+    limit: int,
+    metric_cols: tuple[str, ...],
+) -> Output:
     """List runs, newest first (or as --order-by says)."""
-    with open_workspace(ctx) as ws:
-        found = ws.runs.search(
-            experiment=list(experiment) or None,
-            filter=filter_,
-            order_by=list(order_by) or None,
-            limit=limit,
-        )
-    if as_json:
-        emit_json({"runs": [r.to_dict() for r in found]})
-        return
+    found = ws.runs.search(
+        experiment=list(experiment) or None,
+        filter=filter_,
+        order_by=list(order_by) or None,
+        limit=limit,
+    )
     # Default columns: holdout metrics first (what a model is judged on), then the rest.
     all_keys = {k for r in found for k in r.metrics}
     keys = (
         list(metric_cols) or sorted(all_keys, key=lambda k: (not k.startswith("holdout_"), k))[:4]
     )
-    table(
-        ["run", "experiment", "name", "status", "started", "took", *keys],
-        [
-            (
-                r.id[:8],
-                r.experiment,
-                r.name,
-                r.status,
-                when(r.start_time),
-                duration(r.duration),
-                *(num(r.metrics.get(k)) for k in keys),
-            )
-            for r in found
-        ],
-        empty="No runs match. `mlops run PIPELINE` or `mlops demo` creates some.",
+    return Output(
+        {"runs": [r.to_dict() for r in found]},
+        lambda: table(
+            ["run", "experiment", "name", "status", "started", "took", *keys],
+            [
+                (
+                    r.id[:8],
+                    r.experiment,
+                    r.name,
+                    r.status,
+                    when(r.start_time),
+                    duration(r.duration),
+                    *(num(r.metrics.get(k)) for k in keys),
+                )
+                for r in found
+            ],
+            empty="No runs match. `mlops run PIPELINE` or `mlops demo` creates some.",
+        ),
     )
 
 
 @runs.command("show")
 @click.argument("run")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def show_run(ctx, run: str, as_json: bool) -> None:
+@output_options
+@pass_workspace
+def show_run(ws: Workspace, run: str) -> Output:
     """Show one run: params, metrics, inputs, artifacts and lineage (RUN: id or prefix)."""
-    with open_workspace(ctx) as ws:
-        r = ws.runs.get(run)
-    if as_json:
-        emit_json(r.to_dict())
-        return
+    r = ws.runs.get(run)
+    return Output(r.to_dict(), lambda: _show_run(r))
+
+
+def _show_run(r: Any) -> None:
     lin = r.lineage
     git = lin.get("git")
     code = "not under git"
@@ -114,17 +135,17 @@ def show_run(ctx, run: str, as_json: bool) -> None:
 @runs.command("compare")
 @click.argument("run_refs", nargs=-1, required=True, metavar="RUN RUN...")
 @click.option("--all", "show_all", is_flag=True, help="Also show rows that are the same.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_context
-def compare_runs(ctx, run_refs, show_all, as_json) -> None:
+@output_options
+def compare_runs(run_refs: tuple[str, ...], show_all: bool) -> Output:
     """Compare params and metrics of two or more runs side by side."""
     if len(run_refs) < 2:
         raise click.UsageError("Give at least two runs to compare.")
-    with open_workspace(ctx) as ws:
+    with open_workspace(click.get_current_context()) as ws:
         cmp = ws.runs.compare(list(run_refs))
-    if as_json:
-        emit_json(cmp)
-        return
+    return Output(cmp, lambda: _compare_table(cmp, show_all))
+
+
+def _compare_table(cmp: dict[str, Any], show_all: bool) -> None:
     heads = [r["id"][:8] for r in cmp["runs"]]
     rows = []
     for kind in ("params", "metrics"):
@@ -133,3 +154,6 @@ def compare_runs(ctx, run_refs, show_all, as_json) -> None:
                 mark = "*" if entry["differs"] else " "
                 rows.append((f"{mark} {kind[:-1]}.{key}", *(num(v) for v in entry["values"])))
     table(["", *heads], rows, empty="The runs have the same params and metrics.")
+
+
+COMMANDS: list[click.Command] = [runs]

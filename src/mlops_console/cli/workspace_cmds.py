@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from mlops_console.cli.output import emit_json, num, open_workspace, table
+from mlops_console.cli.output import (
+    Output,
+    emit_json,
+    json_option,
+    num,
+    open_workspace,
+    output_options,
+    pass_workspace,
+    table,
+)
+
+if TYPE_CHECKING:
+    from mlops_console.data.datasets import IngestResult
+    from mlops_console.workspace import Workspace
 
 
 class StageProgress:
     """Prints each stage of a long job with its elapsed time (a line per stage, so the
     output stays readable in logs and over SSH)."""
 
-    def __init__(self, total: int | None = None):
+    def __init__(self, total: int | None = None) -> None:
         self.total, self.n, self.t0 = total, 0, time.perf_counter()
 
     def __call__(self, text: str) -> None:
@@ -26,7 +40,7 @@ class StageProgress:
         click.echo(f"{prefix} {text:<100} {elapsed:6.1f}s", err=True)
 
 
-def _parse_sets(values: tuple[str, ...]) -> dict:
+def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
     import json
 
     out = {}
@@ -41,117 +55,117 @@ def _parse_sets(values: tuple[str, ...]) -> dict:
     return out
 
 
-def register(cli: click.Group) -> None:
-    def _add_sample_dataset(ws):
-        """The sample's dataset, registered and ingested, so the sample pipeline runs as is."""
-        if "churn" not in {d["name"] for d in ws.data.list()}:
-            ws.data.add(
-                "churn",
-                "data/churn.csv",
-                timestamp="event_time",
-                entities=["customer_id"],
-                description="Monthly customer snapshots",
+def _add_sample_dataset(ws: Workspace) -> IngestResult:
+    """The sample's dataset, registered and ingested, so the sample pipeline runs as is."""
+    if "churn" not in {d.name for d in ws.data.list()}:
+        ws.data.add(
+            "churn",
+            "data/churn.csv",
+            timestamp="event_time",
+            entities=["customer_id"],
+            description="Monthly customer snapshots",
+        )
+    return ws.data.ingest("churn")
+
+
+@click.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False))
+@click.option("--sample", is_flag=True, help="Copy the sample data and a sample pipeline in.")
+@click.option("--name", help="Workspace name (default: the folder's name).")
+def init(directory: str, sample: bool, name: str | None) -> None:
+    """Create a workspace in DIRECTORY (existing files are kept)."""
+    from mlops_console.workspace import Workspace
+
+    with Workspace.init(directory, sample=sample, name=name) as ws:
+        click.echo(f"Workspace ready at {ws.root}")
+        for sub in ("mlops.toml", "pipelines/", "features/", "data/", ".mlops/"):
+            click.echo(f"  {sub}")
+        if sample:
+            result = _add_sample_dataset(ws)
+            click.echo(
+                f"Sample data in data/ ({result.message}), a pipeline in "
+                f"pipelines/churn.toml. Next: cd {directory} && mlops run churn"
             )
-        return ws.data.ingest("churn")
 
-    @cli.command()
-    @click.argument("directory", default=".", type=click.Path(file_okay=False))
-    @click.option("--sample", is_flag=True, help="Copy the sample data and a sample pipeline in.")
-    @click.option("--name", help="Workspace name (default: the folder's name).")
-    def init(directory: str, sample: bool, name: str | None) -> None:
-        """Create a workspace in DIRECTORY (existing files are kept)."""
-        from mlops_console.workspace import Workspace
 
-        with Workspace.init(directory, sample=sample, name=name) as ws:
-            click.echo(f"Workspace ready at {ws.root}")
-            for sub in ("mlops.toml", "pipelines/", "features/", "data/", ".mlops/"):
-                click.echo(f"  {sub}")
-            if sample:
-                result = _add_sample_dataset(ws)
-                click.echo(
-                    f"Sample data in data/ ({result.message}), a pipeline in "
-                    f"pipelines/churn.toml. Next: cd {directory} && mlops run churn"
-                )
+@click.command()
+@click.argument("directory", default="mlops-demo", type=click.Path(file_okay=False))
+def demo(directory: str) -> None:
+    """Run the main job on the bundled sample data in DIRECTORY.
 
-    @cli.command()
-    @click.argument("directory", default="mlops-demo", type=click.Path(file_okay=False))
-    def demo(directory: str) -> None:
-        """Run the main job on the bundled sample data in DIRECTORY.
+    Creates the workspace, ingests the sample data, trains the churn model, logs the
+    run, registers the version and makes it champion if it beats the current one.
+    """
+    from mlops_console.workspace import Workspace
 
-        Creates the workspace, ingests the sample data, trains the churn model, logs the
-        run, registers the version and makes it champion if it beats the current one.
-        """
-        from mlops_console.workspace import Workspace
+    progress = StageProgress(total=11)
+    progress(f"create workspace {directory}")
+    with Workspace.init(directory, sample=True) as ws:
+        progress("ingest data/churn.csv as dataset churn (contract, profile, snapshot)")
+        click.echo(_add_sample_dataset(ws).message, err=True)
+        result = ws.pipelines.run("churn", stage=progress)
+        progress("materialize feature views for online lookups")
+        ws.features.materialize()
+        _print_result(ws, result)
+        click.echo("\nExplore it:")
+        click.echo(f"  mlops -w {directory} runs list")
+        click.echo(f"  mlops -w {directory} models show churn")
+        click.echo(f"  mlops -w {directory} models card churn@champion")
+        click.echo(f"  mlops -w {directory} data show churn")
+        click.echo(f"  mlops -w {directory} features get customer --key customer_id=C00307")
 
-        progress = StageProgress(total=11)
-        progress(f"create workspace {directory}")
-        with Workspace.init(directory, sample=True) as ws:
-            progress("ingest data/churn.csv as dataset churn (contract, profile, snapshot)")
-            click.echo(_add_sample_dataset(ws).message, err=True)
-            result = ws.pipelines.run("churn", stage=progress)
-            progress("materialize feature views for online lookups")
-            ws.features.materialize()
-            _print_result(ws, result)
-            click.echo("\nExplore it:")
-            click.echo(f"  mlops -w {directory} runs list")
-            click.echo(f"  mlops -w {directory} models show churn")
-            click.echo(f"  mlops -w {directory} models card churn@champion")
-            click.echo(f"  mlops -w {directory} data show churn")
-            click.echo(f"  mlops -w {directory} features get customer --key customer_id=C00307")
 
-    @cli.command("run")
-    @click.argument("pipeline")
-    @click.option(
-        "--set",
-        "sets",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Override a pipeline setting, e.g. --set model.params.max_iter=100.",
-    )
-    @click.pass_context
-    def run_cmd(ctx: click.Context, pipeline: str, sets: tuple[str, ...]) -> None:
-        """Train PIPELINE (pipelines/NAME.toml), log the run and register the model."""
-        overrides = _parse_sets(sets)
-        with open_workspace(ctx) as ws:
-            result = ws.pipelines.run(pipeline, stage=StageProgress(total=8), overrides=overrides)
-            _print_result(ws, result)
+@click.command("run")
+@click.argument("pipeline")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a pipeline setting, e.g. --set model.params.max_iter=100.",
+)
+@click.pass_context
+def run_cmd(ctx: click.Context, pipeline: str, sets: tuple[str, ...]) -> None:
+    """Train PIPELINE (pipelines/NAME.toml), log the run and register the model."""
+    overrides = _parse_sets(sets)
+    with open_workspace(ctx) as ws:
+        result = ws.pipelines.run(pipeline, stage=StageProgress(total=8), overrides=overrides)
+        _print_result(ws, result)
 
-    @cli.command()
-    @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
-    @click.option(
-        "--grace",
-        type=int,
-        default=None,
-        help="Keep unreferenced objects younger than this many seconds "
-        "(default: [store].gc_grace_seconds).",
-    )
-    @click.option(
-        "--trust-registry",
-        is_flag=True,
-        help="Remove what the registry does not refer to even when that is more than half "
-        "of the store (gc refuses otherwise: the registry may be an old backup).",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @click.pass_context
-    def gc(
-        ctx: click.Context, dry_run: bool, grace: int | None, trust_registry: bool, as_json: bool
-    ) -> None:
-        """Remove artifacts and lake snapshots that nothing refers to."""
-        with open_workspace(ctx) as ws:
-            report = ws.gc(dry_run=dry_run, grace_seconds=grace, trust_registry=trust_registry)
-        if as_json:
-            emit_json(report.to_dict())
-            return
-        verb = "Would remove" if dry_run else "Removed"
-        click.echo(
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@click.option(
+    "--grace",
+    type=int,
+    default=None,
+    help="Keep unreferenced objects younger than this many seconds "
+    "(default: [store].gc_grace_seconds).",
+)
+@click.option(
+    "--trust-registry",
+    is_flag=True,
+    help="Remove what the registry does not refer to even when that is more than half "
+    "of the store (gc refuses otherwise: the registry may be an old backup).",
+)
+@output_options
+@pass_workspace
+def gc(ws: Workspace, dry_run: bool, grace: int | None, trust_registry: bool) -> Output:
+    """Remove artifacts and lake snapshots that nothing refers to."""
+    report = ws.gc(dry_run=dry_run, grace_seconds=grace, trust_registry=trust_registry)
+    verb = "Would remove" if dry_run else "Removed"
+    return Output(
+        report.to_dict(),
+        lambda: click.echo(
             f"{verb} {len(report.removed)} object(s) and "
             f"{len(report.lake_files_removed)} lake snapshot(s), {report.bytes_freed / 1e6:.2f} MB; "
             f"kept {report.kept} in use, {report.young} unreferenced but younger than "
             f"the grace period; {report.temp_files_removed} stale temp file(s)."
-        )
+        ),
+    )
 
 
-def _print_result(ws, result) -> None:
+def _print_result(ws: Workspace, result: Any) -> None:
     click.echo(f"\nRun {result.run_id} finished in {result.seconds:.1f}s")
     table(["metric", "value"], [(k, num(v)) for k, v in sorted(result.metrics.items())])
     if result.checks:
@@ -196,79 +210,74 @@ def _print_result(ws, result) -> None:
     click.echo(f"Bundle: {ws.artifacts.path_of(mv.artifact_hash)} (bundle.json)")
 
 
-def register_testing(cli: click.Group) -> None:
-    @cli.command("test")
-    @click.argument("ref")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @click.pass_context
-    def test_cmd(ctx: click.Context, ref: str, as_json: bool) -> None:
-        """Run the model checks and gates again on a registered version (MODEL[@alias|/v])."""
-        with open_workspace(ctx) as ws:
-            out = ws.pipelines.retest(ref, stage=(lambda s: None) if as_json else StageProgress())
-        if as_json:
-            emit_json(out)
-            return
-        table(
-            ["check", "result", "reason"],
-            [
-                (c["name"], "pass" if c["passed"] else "FAIL", c["reason"][:110])
-                for c in out["checks"]
-            ],
-        )
-        ok = out["gates"]["passed"]
-        click.echo(f"\n{out['model']}/{out['version']}: gates {'pass' if ok else 'FAIL'}")
-        for g in out["gates"]["results"]:
-            if not g["passed"]:
-                click.echo(f"  {g['name']}: {g['detail']}")
-        if not ok:
-            ctx.exit(1)
-
-    @cli.command("reproduce")
-    @click.argument("run")
-    @click.option(
-        "--tolerance",
-        type=float,
-        default=1e-6,
-        show_default=True,
-        help="Largest metric difference that still counts as the same.",
+@click.command("test")
+@click.argument("ref")
+@json_option
+@pass_workspace
+def test_cmd(ws: Workspace, ref: str, as_json: bool) -> None:
+    """Run the model checks and gates again on a registered version (MODEL[@alias|/v])."""
+    out = ws.pipelines.retest(ref, stage=(lambda s: None) if as_json else StageProgress())
+    if as_json:
+        emit_json(out)
+        return
+    table(
+        ["check", "result", "reason"],
+        [(c["name"], "pass" if c["passed"] else "FAIL", c["reason"][:110]) for c in out["checks"]],
     )
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @click.pass_context
-    def reproduce_cmd(ctx: click.Context, run: str, tolerance: float, as_json: bool) -> None:
-        """Re-run RUN from its recorded lineage (spec, data version, seed) and compare."""
-        with open_workspace(ctx) as ws:
-            out = ws.pipelines.reproduce(
-                run, tolerance, stage=(lambda s: None) if as_json else StageProgress()
-            )
-        if as_json:
-            emit_json(out)
-            return
-        table(
-            ["metric", "recorded", "now", "same"],
-            [
-                (k, num(m["recorded"]), num(m["now"]), "yes" if m["match"] else "NO")
-                for k, m in sorted(out["metrics"].items())
-            ],
-        )
-        verdict = "reproduced" if out["match"] else "NOT reproduced"
-        click.echo(
-            f"\nRun {out['run'][:8]} {verdict} by run {out['reproduction'][:8]} "
-            f"(tolerance {tolerance})."
-        )
-        if out["differences"]:
-            click.echo("What differs since:")
-            for d in out["differences"]:
-                click.echo(f"  {d['what']}: {_describe_difference(d)}")
-        else:
-            click.echo("Same data, code, environment and configuration.")
-        if not out["match"]:
-            ctx.exit(1)
+    ok = out["gates"]["passed"]
+    click.echo(f"\n{out['model']}/{out['version']}: gates {'pass' if ok else 'FAIL'}")
+    for g in out["gates"]["results"]:
+        if not g["passed"]:
+            click.echo(f"  {g['name']}: {g['detail']}")
+    if not ok:
+        raise click.exceptions.Exit(1)
 
 
-def _describe_difference(d: dict) -> str:
+@click.command("reproduce")
+@click.argument("run")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=1e-6,
+    show_default=True,
+    help="Largest metric difference that still counts as the same.",
+)
+@json_option
+@pass_workspace
+def reproduce_cmd(ws: Workspace, run: str, tolerance: float, as_json: bool) -> None:
+    """Re-run RUN from its recorded lineage (spec, data version, seed) and compare."""
+    out = ws.pipelines.reproduce(
+        run, tolerance, stage=(lambda s: None) if as_json else StageProgress()
+    )
+    if as_json:
+        emit_json(out)
+        return
+    table(
+        ["metric", "recorded", "now", "same"],
+        [
+            (k, num(m["recorded"]), num(m["now"]), "yes" if m["match"] else "NO")
+            for k, m in sorted(out["metrics"].items())
+        ],
+    )
+    verdict = "reproduced" if out["match"] else "NOT reproduced"
+    click.echo(
+        f"\nRun {out['run'][:8]} {verdict} by run {out['reproduction'][:8]} "
+        f"(tolerance {tolerance})."
+    )
+    if out["differences"]:
+        click.echo("What differs since:")
+        for d in out["differences"]:
+            click.echo(f"  {d['what']}: {_describe_difference(d)}")
+    else:
+        click.echo("Same data, code, environment and configuration.")
+    if not out["match"]:
+        raise click.exceptions.Exit(1)
+
+
+def _describe_difference(d: dict[str, Any]) -> str:
     if d["what"] == "code":
 
-        def side(g):
+        def side(g: dict[str, Any] | None) -> str:
             if not g:
                 return "not under git"
             return (g.get("commit") or "no commit")[:10] + (
@@ -281,3 +290,6 @@ def _describe_difference(d: dict) -> str:
     if "then" in d:
         return f"{d['then']} -> {d['now']}"
     return "changed"
+
+
+COMMANDS: list[click.Command] = [init, demo, run_cmd, gc, test_cmd, reproduce_cmd]
