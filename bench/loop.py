@@ -61,10 +61,10 @@ def main() -> None:
             time.sleep(0.1)
         print("first version: train and deploy (not timed) ...", flush=True)
         first = client.call("POST", "/jobs", json={"pipeline": "churn"})
-        while ws.jobs.get(first["id"])["status"] not in ("succeeded", "failed"):
+        while ws.jobs.get(first["id"]).status not in ("succeeded", "failed"):
             time.sleep(0.5)
-        assert ws.jobs.get(first["id"])["status"] == "succeeded", ws.jobs.logs(first["id"])
-        endpoint = ws.deployments.get("churn")["endpoint"]
+        assert ws.jobs.get(first["id"]).status == "succeeded", ws.jobs.logs(first["id"])
+        endpoint = ws.deployments.get("churn").endpoint
         rows = json.loads(
             ws.data.read("churn")
             .drop(columns=["churned"])
@@ -111,24 +111,20 @@ def main() -> None:
         stop.set()
         for t in threads:
             t.join()
-        chain = [
-            j for j in ws.jobs.list(limit=20) if j["kind"] == "chain" and j["id"] != first["id"]
-        ]
-        steps = (
-            sorted(ws.jobs.list(chain_id=chain[0]["id"]), key=lambda s: s["id"]) if chain else []
-        )
+        chain = [j for j in ws.jobs.list(limit=20) if j.kind == "chain" and j.id != first["id"]]
+        steps = sorted(ws.jobs.list(chain_id=chain[0].id), key=lambda s: s.id) if chain else []
         result = {
             "total_s": (served - t0) if served else None,
             "requests_ok": stats["ok"],
             "requests_failed": len(stats["failed"]),
             "failures": stats["failed"][:10],
-            "trigger_delay_s": (chain[0]["created_at"] - t0) if chain else None,
-            "steps": {s["kind"]: s.get("seconds") for s in steps},
-            "chain": chain[0]["detail"] if chain else None,
+            "trigger_delay_s": (chain[0].created_at - t0) if chain else None,
+            "steps": {s.kind: s.seconds for s in steps},
+            "chain": chain[0].detail if chain else None,
         }
     finally:
         for d in ws.deployments.list():
-            ws.deployments.stop(d["name"])
+            ws.deployments.stop(d.name)
         daemon.terminate()
         daemon.wait(timeout=30)
         ws.close()

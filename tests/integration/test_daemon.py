@@ -71,7 +71,7 @@ def wait_for(fn, seconds=90, every=0.3):
 
 
 def chains(ws, status=None):
-    return [j for j in ws.jobs.list(status=status, limit=200) if j["kind"] == "chain"]
+    return [j for j in ws.jobs.list(status=status, limit=200) if j.kind == "chain"]
 
 
 def test_one_daemon_per_workspace_and_a_burst_is_one_chain(tmp_path):
@@ -91,13 +91,11 @@ def test_one_daemon_per_workspace_and_a_burst_is_one_chain(tmp_path):
         done = wait_for(lambda: chains(ws, "succeeded"))
         time.sleep(3)
         assert len(chains(ws)) == 1, chains(ws)
-        steps = [
-            s["kind"] for s in sorted(ws.jobs.list(chain_id=done[0]["id"]), key=lambda s: s["id"])
-        ]
+        steps = [s.kind for s in sorted(ws.jobs.list(chain_id=done[0].id), key=lambda s: s.id)]
         assert steps == ["ingest", "train"]
-        assert ws.data.get("d")["current_version"] == 2
+        assert ws.data.get("d").current_version == 2
         assert ws.models.resolve("m@champion").version == 1
-        assert "chain succeeded" in ws.jobs.logs(done[0]["id"])
+        assert "chain succeeded" in ws.jobs.logs(done[0].id)
     finally:
         d.stop()
         ws.close()
@@ -114,7 +112,7 @@ def test_bad_data_stops_the_chain_and_the_champion_stays(tmp_path):
         bad["plan"] = "enterprise"  # a category the contract does not allow
         bad.to_parquet(ws.root / "data" / "d.parquet")
         failed = wait_for(lambda: chains(ws, "failed"))
-        assert "quarantined" in failed[0]["detail"]
+        assert "quarantined" in failed[0].detail
         assert ws.models.resolve("m@champion").version == champion
         assert len(ws.models.versions("m")) == 1
         time.sleep(3)
@@ -130,15 +128,15 @@ def test_interval_schedule_pause_resume_and_trigger_now(tmp_path):
     try:
         sched = d.client.call("GET", "/schedules")["schedules"]
         assert [s["id"] for s in sched] == ["p:interval"]
-        wait_for(lambda: [c for c in chains(ws) if c["trigger"] == "schedule"], seconds=30)
+        wait_for(lambda: [c for c in chains(ws) if c.trigger == "schedule"], seconds=30)
         d.client.call("POST", "/schedules/p:interval/pause")
         assert d.client.call("GET", "/schedules")["schedules"][0]["paused"]
         time.sleep(1)
-        n = len([c for c in chains(ws) if c["trigger"] == "schedule"])
+        n = len([c for c in chains(ws) if c.trigger == "schedule"])
         time.sleep(7)
-        assert len([c for c in chains(ws) if c["trigger"] == "schedule"]) == n
+        assert len([c for c in chains(ws) if c.trigger == "schedule"]) == n
         out = d.client.call("POST", "/schedules/p:interval/trigger")
-        wait_for(lambda: ws.jobs.get(out["job"]["id"])["status"] == "succeeded")
+        wait_for(lambda: ws.jobs.get(out["job"]["id"]).status == "succeeded")
         d.client.call("POST", "/schedules/p:interval/resume")
         assert not d.client.call("GET", "/schedules")["schedules"][0]["paused"]
         proc = subprocess.run(
@@ -181,27 +179,25 @@ def test_kill_9_mid_training_then_restart(tmp_path):
         lambda: [
             s
             for s in ws.jobs.list(chain_id=job["id"])
-            if s["kind"] == "train" and s["status"] == "running"
+            if s.kind == "train" and s.status == "running"
         ]
     )
     wait_for(lambda: [r for r in ws.runs.search() if r.status == "RUNNING"])  # mid-fit
-    chain_pid = ws.jobs.get(job["id"])["pid"]
+    chain_pid = ws.jobs.get(job["id"]).pid
     os.killpg(d.proc.pid, signal.SIGKILL)  # the daemon dies ...
     os.killpg(chain_pid, signal.SIGKILL)  # ... and so does the chain it ran, as in a power cut
     d.proc.wait()
-    assert ws.jobs.get(job["id"])["status"] == "running"  # nobody marked it
+    assert ws.jobs.get(job["id"]).status == "running"  # nobody marked it
     path.write_text(
         path.read_text().replace('"slowmodel:build"', '"sklearn.linear_model.LogisticRegression"')
     )
     d2 = DaemonProc(ws)
     try:
         interrupted = ws.jobs.get(job["id"])
-        assert interrupted["status"] == "failed" and "interrupted" in interrupted["detail"]
-        assert all(s["status"] != "running" for s in ws.jobs.list(chain_id=job["id"]))
-        retried = wait_for(
-            lambda: [c for c in chains(ws, "succeeded") if c["trigger"] == "recovery"]
-        )
-        assert retried[0]["attempt"] == 2
+        assert interrupted.status == "failed" and "interrupted" in interrupted.detail
+        assert all(s.status != "running" for s in ws.jobs.list(chain_id=job["id"]))
+        retried = wait_for(lambda: [c for c in chains(ws, "succeeded") if c.trigger == "recovery"])
+        assert retried[0].attempt == 2
         mv = ws.models.resolve("m@champion")
         assert ws.artifacts.exists(mv.artifact_hash)
         statuses = [r.status for r in ws.runs.search()]
@@ -250,7 +246,7 @@ def test_cancel_and_the_event_stream(tmp_path):
     assert connected.wait(30)  # events after this point reach the stream
     try:
         job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(job["id"])["status"] == "running")
+        wait_for(lambda: ws.jobs.get(job["id"]).status == "running")
         proc = subprocess.run(
             [
                 sys.executable,
@@ -269,16 +265,15 @@ def test_cancel_and_the_event_stream(tmp_path):
         assert "cancel requested" in proc.stdout
         done = wait_for(
             lambda: (
-                ws.jobs.get(job["id"])["status"] in ("cancelled", "failed")
-                and ws.jobs.get(job["id"])
+                ws.jobs.get(job["id"]).status in ("cancelled", "failed") and ws.jobs.get(job["id"])
             )
         )
-        assert done["status"] == "cancelled" and "cancelled" in done["detail"]
-        assert all(s["status"] != "running" for s in ws.jobs.list(chain_id=job["id"]))
+        assert done.status == "cancelled" and "cancelled" in done.detail
+        assert all(s.status != "running" for s in ws.jobs.list(chain_id=job["id"]))
         t.join(timeout=20)
         assert "started" in events and "ended" in events  # live, over server-sent events
         queued = ws.jobs.submit("chain", "p")  # a queued job cancels at once
-        assert ws.jobs.cancel(queued["id"])["status"] in ("cancelled", "running")
+        assert ws.jobs.cancel(queued.id).status in ("cancelled", "running")
     finally:
         d.stop()
         ws.close()
@@ -295,23 +290,21 @@ def test_chain_deploys_then_canaries_and_rolls_back_without_traffic(tmp_path):
     d = DaemonProc(ws)
     try:
         first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(first["id"])["status"] in ("succeeded", "failed"))
-        assert ws.jobs.get(first["id"])["status"] == "succeeded", ws.jobs.logs(first["id"])
+        wait_for(lambda: ws.jobs.get(first["id"]).status in ("succeeded", "failed"))
+        assert ws.jobs.get(first["id"]).status == "succeeded", ws.jobs.logs(first["id"])
         dep = ws.deployments.get("m")
-        assert dep["status"] == "running" and dep["version"] == 1
+        assert dep.status == "running" and dep.version == 1
         second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(
-            lambda: ws.jobs.get(second["id"])["status"] in ("succeeded", "failed"), seconds=120
-        )
+        wait_for(lambda: ws.jobs.get(second["id"]).status in ("succeeded", "failed"), seconds=120)
         out = ws.jobs.get(second["id"])
-        assert out["result"].get("deploy") == "rollback", ws.jobs.logs(second["id"])
-        served = httpx.get(dep["endpoint"] + "/version").json()
+        assert out.result.get("deploy") == "rollback", ws.jobs.logs(second["id"])
+        served = httpx.get(dep.endpoint + "/version").json()
         assert served["version"] == 1 and served["canary"] is None
         assert ws.models.resolve("m@champion").version == 1  # the canary was never promoted
         assert ws.models.resolve("m@challenger").version == 2
     finally:
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         d.stop()
         ws.close()
 
@@ -328,9 +321,9 @@ def test_scoring_after_promotion_and_on_a_cadence(tmp_path):
     d = DaemonProc(ws)
     try:
         job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(job["id"])["status"] in ("succeeded", "failed"))
-        assert ws.jobs.get(job["id"])["status"] == "succeeded", ws.jobs.logs(job["id"])
-        assert [s["kind"] for s in sorted(ws.jobs.list(chain_id=job["id"]), key=lambda s: s["id"])][
+        wait_for(lambda: ws.jobs.get(job["id"]).status in ("succeeded", "failed"))
+        assert ws.jobs.get(job["id"]).status == "succeeded", ws.jobs.logs(job["id"])
+        assert [s.kind for s in sorted(ws.jobs.list(chain_id=job["id"]), key=lambda s: s.id)][
             -1
         ] == "score"
         assert len(pd.read_parquet(out)) == 800
@@ -338,9 +331,7 @@ def test_scoring_after_promotion_and_on_a_cadence(tmp_path):
             lambda: [
                 j
                 for j in ws.jobs.list(limit=50)
-                if j["kind"] == "score"
-                and j["status"] == "succeeded"
-                and j["trigger"] == "schedule"
+                if j.kind == "score" and j.status == "succeeded" and j.trigger == "schedule"
             ],
             seconds=30,
         )
@@ -364,8 +355,8 @@ def test_kill_9_mid_deploy_then_restart(tmp_path):
     d2 = None
     try:
         first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(first["id"])["status"] == "succeeded", seconds=240)
-        endpoint = ws.deployments.get("m")["endpoint"]
+        wait_for(lambda: ws.jobs.get(first["id"]).status == "succeeded", seconds=240)
+        endpoint = ws.deployments.get("m").endpoint
         second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
 
         def judging():
@@ -376,19 +367,19 @@ def test_kill_9_mid_deploy_then_restart(tmp_path):
 
         wait_for(judging, seconds=240)  # judging the canary
         os.killpg(d.proc.pid, signal.SIGKILL)
-        os.killpg(ws.jobs.get(second["id"])["pid"], signal.SIGKILL)
+        os.killpg(ws.jobs.get(second["id"]).pid, signal.SIGKILL)
         d.proc.wait()
         assert httpx.get(endpoint + "/ping").status_code == 200  # the server outlives the daemon
         d2 = DaemonProc(ws)
-        assert ws.jobs.get(second["id"])["status"] == "failed"
+        assert ws.jobs.get(second["id"]).status == "failed"
         served = httpx.get(endpoint + "/version").json()
         assert served["version"] == 1 and served["canary"] is None
         rec = ws.deployments.get("m")
-        assert rec["version"] == 1 and rec["canary_version"] is None
+        assert rec.version == 1 and rec.canary_version is None
         assert ws.models.resolve("m@champion").version == 1
     finally:
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         if d.proc.poll() is None:  # a failure above must not leave a daemon behind
             os.killpg(d.proc.pid, signal.SIGKILL)
         if d2 is not None:
@@ -412,15 +403,13 @@ def test_a_chain_that_runs_too_long_is_stopped_and_retried(tmp_path):
     try:
         job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
         done = wait_for(
-            lambda: ws.jobs.get(job["id"])["status"] == "failed" and ws.jobs.get(job["id"]),
+            lambda: ws.jobs.get(job["id"]).status == "failed" and ws.jobs.get(job["id"]),
             seconds=60,
         )
-        assert "timed out after 4 s" in done["detail"]
-        assert all(s["status"] != "running" for s in ws.jobs.list(chain_id=job["id"]))
-        retry = wait_for(lambda: [c for c in chains(ws) if c["trigger"] == "retry"], seconds=30)
-        assert (
-            retry[0]["attempt"] == 2 and retry[0]["created_at"] >= done["ended_at"]
-        )  # after a backoff
+        assert "timed out after 4 s" in done.detail
+        assert all(s.status != "running" for s in ws.jobs.list(chain_id=job["id"]))
+        retry = wait_for(lambda: [c for c in chains(ws) if c.trigger == "retry"], seconds=30)
+        assert retry[0].attempt == 2 and retry[0].created_at >= done.ended_at  # after a backoff
     finally:
         d.stop()
         ws.close()

@@ -16,6 +16,7 @@ from tests.integration.test_daemon import DaemonProc, chains, make_ws, wait_for
 from tests.unit.test_pipeline import make_data
 
 from mlops_console import process
+from mlops_console.automation.jobs import Job
 
 pytestmark = pytest.mark.slow
 
@@ -118,12 +119,12 @@ def kill_daemon(d: DaemonProc) -> None:
     d.proc.wait()
 
 
-def final(job: dict) -> tuple:
-    return (job["status"], job["outcome"], job["detail"], job["ended_at"])
+def final(job: Job) -> tuple:
+    return (job.status, job.outcome, job.detail, job.ended_at)
 
 
-def steps_of(ws, chain_id: int) -> list[dict]:
-    return sorted(ws.jobs.list(chain_id=chain_id, limit=100), key=lambda s: s["id"])
+def steps_of(ws, chain_id: int) -> list[Job]:
+    return sorted(ws.jobs.list(chain_id=chain_id, limit=100), key=lambda s: s.id)
 
 
 def registered_by_chains(ws) -> int:
@@ -131,8 +132,8 @@ def registered_by_chains(ws) -> int:
     return sum(
         1
         for c in chains(ws)
-        for s in steps_of(ws, c["id"])
-        if s["kind"] == "train" and s["status"] == "succeeded"
+        for s in steps_of(ws, c.id)
+        if s.kind == "train" and s.status == "succeeded"
     )
 
 
@@ -161,45 +162,42 @@ def test_kill_9_mid_training_twice_ends_the_orphan_before_one_retry(tmp_path):
             job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
             wait_for(lambda job=job: runs_of(ws, job["id"]))  # the fit has begun
             time.sleep(moment)  # the random moment of the kill, not an assertion
-            pid = ws.jobs.get(job["id"])["pid"]
+            pid = ws.jobs.get(job["id"]).pid
             kill_daemon(d)
             assert group_alive(pid), "the chain should outlive its daemon (its own group)"
-            assert ws.jobs.get(job["id"])["status"] == "running"
+            assert ws.jobs.get(job["id"]).status == "running"
             use_estimator(ws, ESTIMATOR)  # the retry is quick
             d = DaemonProc(ws)
             # the new daemon ended the orphan's whole group before it served anything
             assert not group_alive(pid)
             killed = ws.jobs.get(job["id"])
-            assert killed["status"] == "failed" and killed["outcome"] == "interrupted"
-            assert all(s["status"] != "running" for s in steps_of(ws, job["id"]))
+            assert killed.status == "failed" and killed.outcome == "interrupted"
+            assert all(s.status != "running" for s in steps_of(ws, job["id"]))
             assert [r.status for r in runs_of(ws, job["id"])] == ["KILLED"]
             retries = wait_for(
                 lambda job=job: [
                     c
                     for c in chains(ws)
-                    if c["trigger"] == "recovery"
-                    and c["id"] > job["id"]
-                    and c["status"] != "queued"
+                    if c.trigger == "recovery" and c.id > job["id"] and c.status != "queued"
                 ]
             )
             retry = wait_for(
                 lambda r=retries[0]: (
-                    ws.jobs.get(r["id"])["status"] in ("succeeded", "failed")
-                    and ws.jobs.get(r["id"])
+                    ws.jobs.get(r.id).status in ("succeeded", "failed") and ws.jobs.get(r.id)
                 ),
                 seconds=120,
             )
-            assert retry["status"] == "succeeded", ws.jobs.logs(retry["id"])
-            assert retry["outcome"] == "succeeded" and retry["attempt"] == 2
+            assert retry.status == "succeeded", ws.jobs.logs(retry.id)
+            assert retry.outcome == "succeeded" and retry.attempt == 2
             # the orphan would have finished its 8 s fit by now: nothing it could write lands
             assert_unchanged_for(
-                max(0.0, 9.0 - (time.time() - killed["ended_at"])),
+                max(0.0, 9.0 - (time.time() - killed.ended_at)),
                 lambda job=job: final(ws.jobs.get(job["id"])),
                 final(killed),
             )
-            assert len([c for c in chains(ws) if c["trigger"] == "recovery"]) == drill
+            assert len([c for c in chains(ws) if c.trigger == "recovery"]) == drill
             assert len(ws.models.versions("m")) == registered_by_chains(ws)
-            assert not [c for c in chains(ws) if c["status"] in ("queued", "running")]
+            assert not [c for c in chains(ws) if c.status in ("queued", "running")]
         assert len(chains(ws)) == 4  # two killed chains, one retry each
     finally:
         d.stop()
@@ -217,24 +215,24 @@ def test_kill_9_while_judging_a_canary_the_orphan_cannot_roll_back_the_retry(tmp
     stop_traffic = threading.Event()
     try:
         first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(first["id"])["status"] in ("succeeded", "failed"))
-        assert ws.jobs.get(first["id"])["outcome"] == "succeeded", ws.jobs.logs(first["id"])
-        endpoint = ws.deployments.get("m")["endpoint"]
+        wait_for(lambda: ws.jobs.get(first["id"]).status in ("succeeded", "failed"))
+        assert ws.jobs.get(first["id"]).outcome == "succeeded", ws.jobs.logs(first["id"])
+        endpoint = ws.deployments.get("m").endpoint
         second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
         wait_for(lambda: httpx.get(endpoint + "/version").json()["canary"] is not None)
         # the server takes the canary before the chain records it: wait for both
-        wait_for(lambda: ws.deployments.get("m")["canary_version"] is not None)
+        wait_for(lambda: ws.deployments.get("m").canary_version is not None)
         time.sleep(random.uniform(0.0, 2.0))  # the random moment of the kill
-        pid = ws.jobs.get(second["id"])["pid"]
-        killed_version = ws.deployments.get("m")["canary_version"]
+        pid = ws.jobs.get(second["id"]).pid
+        killed_version = ws.deployments.get("m").canary_version
         kill_daemon(d)
         assert group_alive(pid)  # the orphan is still judging
         d = DaemonProc(ws)
         assert not group_alive(pid)
         killed = ws.jobs.get(second["id"])
-        assert killed["status"] == "failed" and killed["outcome"] == "interrupted"
+        assert killed.status == "failed" and killed.outcome == "interrupted"
         rec = ws.deployments.get("m")
-        assert rec["version"] == 1 and rec["canary_version"] is None  # its canary is dropped
+        assert rec.version == 1 and rec.canary_version is None  # its canary is dropped
 
         rows = json.loads(make_data(20, seed=5)[["x1", "x2", "plan"]].to_json(orient="records"))
 
@@ -248,33 +246,32 @@ def test_kill_9_while_judging_a_canary_the_orphan_cannot_roll_back_the_retry(tmp
                     time.sleep(0.05)
 
         threading.Thread(target=traffic, daemon=True).start()
-        retry = wait_for(lambda: [c for c in chains(ws) if c["trigger"] == "recovery"])[0]
+        retry = wait_for(lambda: [c for c in chains(ws) if c.trigger == "recovery"])[0]
         done = wait_for(
             lambda: (
-                ws.jobs.get(retry["id"])["status"] in ("succeeded", "failed")
-                and ws.jobs.get(retry["id"])
+                ws.jobs.get(retry.id).status in ("succeeded", "failed") and ws.jobs.get(retry.id)
             ),
             seconds=150,
         )
-        assert done["outcome"] == "succeeded", ws.jobs.logs(retry["id"])
-        assert done["result"].get("deploy") == "promote", ws.jobs.logs(retry["id"])
-        retry_version = done["result"]["version"]
+        assert done.outcome == "succeeded", ws.jobs.logs(retry.id)
+        assert done.result.get("deploy") == "promote", ws.jobs.logs(retry.id)
+        retry_version = done.result["version"]
         stop_traffic.set()
         history = ws.deployments.history("m")
-        rollbacks = [e for e in history if e["action"] == "rollback"]
+        rollbacks = [e for e in history if e.action == "rollback"]
         # one rollback: recovery dropping the killed chain's canary; none of the retry's
-        assert [(e["from_version"], "interrupted" in e["detail"]) for e in rollbacks] == [
+        assert [(e.from_version, "interrupted" in e.detail) for e in rollbacks] == [
             (killed_version, True)
         ], history
-        assert ws.deployments.get("m")["version"] == int(retry_version.split("/")[-1])
+        assert ws.deployments.get("m").version == int(retry_version.split("/")[-1])
         assert ws.models.resolve("m@champion").ref == retry_version
         assert final(ws.jobs.get(second["id"])) == final(killed)
-        assert len([c for c in chains(ws) if c["trigger"] == "recovery"]) == 1
+        assert len([c for c in chains(ws) if c.trigger == "recovery"]) == 1
         assert len(ws.models.versions("m")) == registered_by_chains(ws) == 3
     finally:
         stop_traffic.set()
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         d.stop()
         ws.close()
 
@@ -286,11 +283,11 @@ def test_a_killed_server_is_restarted_until_the_daemon_gives_up(tmp_path):
     train(ws, "p")
     deployed = mlops(ws, "deploy", "m@champion", check=False)
     assert deployed.returncode == 0, deployed.stderr
-    endpoint = ws.deployments.get("m")["endpoint"]
+    endpoint = ws.deployments.get("m").endpoint
     target = ws.deployments.target("local")
 
     def serving_pid():
-        live = target.get("m", ws.deployments.get("m")["config"])
+        live = target.get("m", ws.deployments.get("m").config)
         return live["status"] == "running" and live["pid"]
 
     d = DaemonProc(ws)
@@ -313,7 +310,7 @@ def test_a_killed_server_is_restarted_until_the_daemon_gives_up(tmp_path):
         assert not serving_pid() and len(events.of("resupervised", deployment="m")) == 5
     finally:
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         d.stop()
         ws.close()
 
@@ -326,11 +323,11 @@ def test_a_restarted_server_gets_its_canary_back(tmp_path):
     train(ws, "p", overrides={"model.params": {"C": 0.05, "max_iter": 500}})
     ws.deployments.deploy("m/1", name="m")
     ws.deployments.deploy("m/2", name="m", strategy="canary", canary_percent=30)
-    endpoint = ws.deployments.get("m")["endpoint"]
+    endpoint = ws.deployments.get("m").endpoint
     target = ws.deployments.target("local")
     d = DaemonProc(ws)
     try:
-        pid = target.get("m", ws.deployments.get("m")["config"])["pid"]
+        pid = target.get("m", ws.deployments.get("m").config)["pid"]
         os.killpg(pid, signal.SIGKILL)
 
         def canary_back():
@@ -342,7 +339,7 @@ def test_a_restarted_server_gets_its_canary_back(tmp_path):
         assert wait_for(canary_back, seconds=60) == {"version": 2, "percent": 30.0}
     finally:
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         d.stop()
         ws.close()
 
@@ -355,15 +352,13 @@ def test_cancel_ends_the_run_killed_and_is_not_retried(tmp_path):
     try:
         job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
         wait_for(lambda: runs_of(ws, job["id"]))
-        pid = ws.jobs.get(job["id"])["pid"]
+        pid = ws.jobs.get(job["id"]).pid
         d.client.call("POST", f"/jobs/{job['id']}/cancel")
         wait_for(lambda: events.of("ended", job=job["id"]))
         done = ws.jobs.get(job["id"])
-        assert done["status"] == "cancelled" and done["outcome"] == "cancelled"
+        assert done.status == "cancelled" and done.outcome == "cancelled"
         assert [r.status for r in runs_of(ws, job["id"])] == ["KILLED"]
-        assert all(
-            s["outcome"] == "cancelled" for s in steps_of(ws, job["id"]) if s["kind"] == "train"
-        )
+        assert all(s.outcome == "cancelled" for s in steps_of(ws, job["id"]) if s.kind == "train")
         assert not group_alive(pid)
         assert len(chains(ws)) == 1  # the retry decision was made before "ended": none
         shown = mlops(ws, "jobs", "show", str(job["id"]), "--json")
@@ -380,7 +375,7 @@ def test_outcomes_are_typed_and_only_a_crash_is_retried(tmp_path):
     d = DaemonProc(ws)
     events = Events(ws)
 
-    def run_once() -> dict:
+    def run_once() -> Job:
         job = d.client.call("POST", "/jobs", json={"pipeline": "p"})
         wait_for(lambda: events.of("ended", job=job["id"]), seconds=120)
         return ws.jobs.get(job["id"])
@@ -388,18 +383,18 @@ def test_outcomes_are_typed_and_only_a_crash_is_retried(tmp_path):
     try:
         use_estimator(ws, '"crashmodel:build"')
         crashed = run_once()
-        assert crashed["outcome"] == "error" and "crashed" in crashed["detail"]
-        retry = wait_for(lambda: [c for c in chains(ws) if c["trigger"] == "retry"], seconds=30)[0]
-        wait_for(lambda: events.of("ended", job=retry["id"]), seconds=120)
-        retry = ws.jobs.get(retry["id"])
-        assert retry["outcome"] == "error" and retry["attempt"] == 2  # the last try: no third
+        assert crashed.outcome == "error" and "crashed" in crashed.detail
+        retry = wait_for(lambda: [c for c in chains(ws) if c.trigger == "retry"], seconds=30)[0]
+        wait_for(lambda: events.of("ended", job=retry.id), seconds=120)
+        retry = ws.jobs.get(retry.id)
+        assert retry.outcome == "error" and retry.attempt == 2  # the last try: no third
         assert len(chains(ws)) == 2
 
         use_estimator(ws, ESTIMATOR)
         path = ws.root / "pipelines" / "p.toml"
         path.write_text(path.read_text().replace("roc_auc = 0.6", "roc_auc = 0.9999"))
         gated = run_once()
-        assert gated["status"] == "failed" and gated["outcome"] == "gates_failed"
+        assert gated.status == "failed" and gated.outcome == "gates_failed"
         assert len(chains(ws)) == 3  # not retried
 
         path.write_text(path.read_text().replace("roc_auc = 0.9999", "roc_auc = 0.6"))
@@ -407,8 +402,8 @@ def test_outcomes_are_typed_and_only_a_crash_is_retried(tmp_path):
         bad["plan"] = "enterprise"  # a category the contract does not allow
         bad.to_parquet(ws.root / "data" / "d.parquet")
         quarantined = run_once()
-        assert quarantined["status"] == "failed" and quarantined["outcome"] == "quarantined"
-        assert [s["outcome"] for s in steps_of(ws, quarantined["id"])] == ["quarantined"]
+        assert quarantined.status == "failed" and quarantined.outcome == "quarantined"
+        assert [s.outcome for s in steps_of(ws, quarantined.id)] == ["quarantined"]
         assert len(chains(ws)) == 4  # not retried
         listed = mlops(ws, "jobs", "list", "--json")
         outcomes = [j["outcome"] for j in json.loads(listed.stdout)["jobs"] if j["kind"] == "chain"]
@@ -443,15 +438,15 @@ def test_a_final_state_is_written_once(tmp_path):
     try:
         ws.jobs.submit("chain", "p")
         job = ws.jobs.claim_next()
-        assert ws.jobs.finish(job["id"], Outcome.CANCELLED, "cancelled on request")
-        assert not ws.jobs.finish(job["id"], Outcome.SUCCEEDED, "chain done")
-        again = ws.jobs.get(job["id"])
-        assert (again["status"], again["outcome"], again["detail"]) == (
+        assert ws.jobs.finish(job.id, Outcome.CANCELLED, "cancelled on request")
+        assert not ws.jobs.finish(job.id, Outcome.SUCCEEDED, "chain done")
+        again = ws.jobs.get(job.id)
+        assert (again.status, again.outcome, again.detail) == (
             "cancelled",
             "cancelled",
             "cancelled on request",
         )
-        assert not ws.jobs.claim_process(job["id"], os.getpid(), None)  # it no longer runs
+        assert not ws.jobs.claim_process(job.id, os.getpid(), None)  # it no longer runs
     finally:
         ws.close()
 
@@ -462,24 +457,24 @@ def test_a_chain_whose_lease_lapsed_stops_and_the_next_daemon_retries_it(tmp_pat
     ws.jobs.submit("chain", "p", max_attempts=2)
     job = ws.jobs.claim_next()  # as a daemon would, which then dies
     chain = subprocess.Popen(
-        [sys.executable, "-m", "mlops_console.automation.chain", str(ws.root), str(job["id"])],
+        [sys.executable, "-m", "mlops_console.automation.chain", str(ws.root), str(job.id)],
         start_new_session=True,
     )
     try:
-        wait_for(lambda: runs_of(ws, job["id"]))
-        ws.jobs.update(job["id"], lease_until=time.time() - 1)  # nobody renewed it
+        wait_for(lambda: runs_of(ws, job.id))
+        ws.jobs.update(job.id, lease_until=time.time() - 1)  # nobody renewed it
         assert chain.wait(timeout=120) == 0
-        stopped = ws.jobs.get(job["id"])
-        assert stopped["status"] == "running" and stopped["outcome"] == ""  # for recovery
-        assert "chain stopped: interrupted" in ws.jobs.logs(job["id"])
-        assert [s["kind"] for s in steps_of(ws, job["id"])] == ["ingest", "train"]  # no more
+        stopped = ws.jobs.get(job.id)
+        assert stopped.status == "running" and stopped.outcome is None  # for recovery
+        assert "chain stopped: interrupted" in ws.jobs.logs(job.id)
+        assert [s.kind for s in steps_of(ws, job.id)] == ["ingest", "train"]  # no more
         use_estimator(ws, ESTIMATOR)
         d = DaemonProc(ws)
         try:
-            assert ws.jobs.get(job["id"])["outcome"] == "interrupted"
-            retry = wait_for(lambda: [c for c in chains(ws) if c["trigger"] == "recovery"])[0]
-            wait_for(lambda: ws.jobs.get(retry["id"])["status"] in ("succeeded", "failed"))
-            assert ws.jobs.get(retry["id"])["outcome"] == "succeeded", ws.jobs.logs(retry["id"])
+            assert ws.jobs.get(job.id).outcome == "interrupted"
+            retry = wait_for(lambda: [c for c in chains(ws) if c.trigger == "recovery"])[0]
+            wait_for(lambda: ws.jobs.get(retry.id).status in ("succeeded", "failed"))
+            assert ws.jobs.get(retry.id).outcome == "succeeded", ws.jobs.logs(retry.id)
             assert len(ws.models.versions("m")) == registered_by_chains(ws) == 2
         finally:
             d.stop()

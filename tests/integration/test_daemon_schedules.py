@@ -139,13 +139,13 @@ def schedule(client):
 
 
 def scheduled_chains(ws):
-    return [c for c in chains(ws) if c["trigger"] == "schedule"]
+    return [c for c in chains(ws) if c.trigger == "schedule"]
 
 
 def cancel_all(ws):
     for c in chains(ws):
-        if c["status"] in ("queued", "running"):
-            ws.jobs.cancel(c["id"])
+        if c.status in ("queued", "running"):
+            ws.jobs.cancel(c.id)
 
 
 def test_a_planted_pickle_is_never_unpickled_and_schedules_keep_their_state(tmp_path):
@@ -167,7 +167,7 @@ def test_a_planted_pickle_is_never_unpickled_and_schedules_keep_their_state(tmp_
         # a pause from the command line survives a restart, even with a table planted again
         assert "paused" in mlops(ws, "schedules", "pause", "p:interval").stdout
         mlops(ws, "down")
-        earlier = {c["id"] for c in scheduled_chains(ws)}
+        earlier = {c.id for c in scheduled_chains(ws)}
         plant(db, marker)
         rewind_last_run(db, 185)  # three runs missed meanwhile: still paused, none runs
         d = DaemonProc(ws)
@@ -183,8 +183,8 @@ def test_a_planted_pickle_is_never_unpickled_and_schedules_keep_their_state(tmp_
             lambda: (s := schedule(d.client))["last_run"] and s["last_run"] > before - 60 and s,
             seconds=60,
         )
-        runs = [c for c in scheduled_chains(ws) if c["id"] not in earlier]
-        assert len(runs) == 1 and runs[0]["created_at"] >= before, runs
+        runs = [c for c in scheduled_chains(ws) if c.id not in earlier]
+        assert len(runs) == 1 and runs[0].created_at >= before, runs
         assert not sch["paused"] and sch["next_run"] > time.time()
         assert abs(sch["next_run"] - sch["last_run"] - 60) < 1  # the cadence goes on from it
         cancel_all(ws)
@@ -217,7 +217,7 @@ def test_touching_a_watched_file_starts_no_chain_but_a_change_does(tmp_path):
         assert chains(ws) == [] and not events.of("triggered")
         make_data(900, seed=5).to_parquet(data)  # new rows: a chain
         done = wait_for(lambda: chains(ws, "succeeded"), seconds=180)
-        assert done[0]["trigger"] == "watch" and ws.data.get("d")["current_version"] == 2
+        assert done[0].trigger == "watch" and ws.data.get("d").current_version == 2
         n = len(events.of("watch_unchanged"))
         data.write_bytes(data.read_bytes())  # unchanged since version 2
         wait_for(lambda: len(events.of("watch_unchanged")) > n, seconds=60)
@@ -262,11 +262,9 @@ def test_a_chain_canary_goes_10_50_100_and_failing_thresholds_roll_back(tmp_path
     seen: list[float] = []  # the canary's share of traffic, as the server reports it
     try:
         first = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(first["id"])["status"] in ("succeeded", "failed"), 180)
-        assert ws.jobs.get(first["id"])["result"].get("deploy") == "first", ws.jobs.logs(
-            first["id"]
-        )
-        endpoint = ws.deployments.get("m")["endpoint"]
+        wait_for(lambda: ws.jobs.get(first["id"]).status in ("succeeded", "failed"), 180)
+        assert ws.jobs.get(first["id"]).result.get("deploy") == "first", ws.jobs.logs(first["id"])
+        endpoint = ws.deployments.get("m").endpoint
         rows = json.loads(make_data(4, seed=5)[["x1", "x2", "plan"]].to_json(orient="records"))
 
         def traffic():
@@ -283,13 +281,13 @@ def test_a_chain_canary_goes_10_50_100_and_failing_thresholds_roll_back(tmp_path
 
         threading.Thread(target=traffic, daemon=True).start()
         second = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(second["id"])["status"] in ("succeeded", "failed"), 240)
+        wait_for(lambda: ws.jobs.get(second["id"]).status in ("succeeded", "failed"), 240)
         out, log = ws.jobs.get(second["id"]), ws.jobs.logs(second["id"])
-        assert out["result"].get("deploy") == "promote", log
+        assert out.result.get("deploy") == "promote", log
         assert seen == [10.0, 50.0, 100.0], (seen, log)
         for step in ("10", "50", "100"):
             assert f"judge at {step}%: healthy" in log, log
-        history = [(e["action"], e["detail"]) for e in ws.deployments.history("m")]
+        history = [(e.action, e.detail) for e in ws.deployments.history("m")]
         assert [a for a, _ in history] == ["create", "canary", "canary", "canary", "promote"]
         assert [d for a, d in history if a == "canary"] == [
             "10.0% of traffic",
@@ -302,19 +300,19 @@ def test_a_chain_canary_goes_10_50_100_and_failing_thresholds_roll_back(tmp_path
         write_spec(ws, extra=deploy + "max_p99_ms = 0.001\n")
         seen.clear()
         third = d.client.call("POST", "/jobs", json={"pipeline": "p"})
-        wait_for(lambda: ws.jobs.get(third["id"])["status"] in ("succeeded", "failed"), 240)
+        wait_for(lambda: ws.jobs.get(third["id"]).status in ("succeeded", "failed"), 240)
         out, log = ws.jobs.get(third["id"]), ws.jobs.logs(third["id"])
-        assert out["result"].get("deploy") == "rollback", log
+        assert out.result.get("deploy") == "rollback", log
         assert "judge at 10%: rollback" in log and "at 50%" not in log, log
         assert seen == [10.0], seen
         served = httpx.get(endpoint + "/version").json()
         assert served["version"] == 2 and served["canary"] is None
-        assert ws.deployments.history("m")[-1]["action"] == "rollback"
+        assert ws.deployments.history("m")[-1].action == "rollback"
         assert ws.models.resolve("m@champion").version == 2
     finally:
         stop.set()
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         d.stop()
         ws.close()
 
@@ -351,7 +349,7 @@ def test_an_edited_mlops_toml_takes_effect_and_stopped_deployments_raise_no_aler
         reloaded = wait_for(lambda: events.of("config_reloaded"), seconds=60)[0]
         assert {"alerts", "monitoring"} <= set(reloaded["changed"])
         opened = wait_for(lambda: ws.alerts.list("active"), seconds=60)
-        assert [(a["rule"], a["deployment"]) for a in opened] == [("old model", "web")]
+        assert [(a.rule, a.deployment) for a in opened] == [("old model", "web")]
         # an invalid edit is reported, and the rule above stays in force
         config.write_text(original + RULE.replace('"model_age_days"', '"model_age"'))
         bad = wait_for(lambda: events.of("config_invalid"), seconds=60)[0]
@@ -360,14 +358,14 @@ def test_an_edited_mlops_toml_takes_effect_and_stopped_deployments_raise_no_aler
         assert "Traceback" not in bad["detail"]
         ws.deployments.stop("web")  # its open alert settles: nothing measures it any more
         resolved = wait_for(
-            lambda: [a for a in ws.alerts.list() if a["state"] == "resolved"], seconds=60
+            lambda: [a for a in ws.alerts.list() if a.state == "resolved"], seconds=60
         )
-        assert resolved[0]["deployment"] == "web"
-        assert "the deployment is stopped" in ws.alerts.events(resolved[0]["id"])[-1]["detail"]
-        assert [a["deployment"] for a in ws.alerts.list()] == ["web"]  # never one on "old"
+        assert resolved[0].deployment == "web"
+        assert "the deployment is stopped" in ws.alerts.events(resolved[0].id)[-1].detail
+        assert [a.deployment for a in ws.alerts.list()] == ["web"]  # never one on "old"
         assert len(events.of("config_invalid")) == 1  # reported once, not every second
     finally:
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         d.stop()
         ws.close()

@@ -90,8 +90,8 @@ path = "{ws.state / "logs" / "lifecycle.log"}"
     ws.reload_config(force=True)
     yield ws
     for d in ws.deployments.list():
-        if d["status"] == "running":
-            ws.deployments.stop(d["name"])
+        if d.status == "running":
+            ws.deployments.stop(d.name)
     ws.close()
     mp.undo()
 
@@ -104,7 +104,7 @@ def test_a_numpy_py_in_the_workspace_is_not_imported(ws):
     )
     try:
         rec = ws.deployments.deploy("m/1", name="planted", port=free_port())
-        assert rec["status"] == "running"
+        assert rec.status == "running"
         assert len(ws.deployments.predict("planted", records())) == 4
         assert not marker.exists(), "the server imported the workspace's numpy.py"
 
@@ -150,9 +150,7 @@ def test_monitor_reads_a_workspace_under_o_brien(ws):
     rec = ws.deployments.deploy("m/1", name="mon", port=free_port())
     rows = make_data(60, seed=3)[["x1", "x2", "plan"]].to_dict("records")
     for i in range(0, 60, 20):
-        r = httpx.post(
-            rec["endpoint"] + "/invocations", json={"dataframe_records": rows[i : i + 20]}
-        )
+        r = httpx.post(rec.endpoint + "/invocations", json={"dataframe_records": rows[i : i + 20]})
         assert r.status_code == 200
 
     def measured():
@@ -197,9 +195,9 @@ def test_move_to_another_target_and_delete(ws, hook, monkeypatch, tmp_path):
     if base:
         monkeypatch.setenv("MLOPS_DOCKER_BASE_IMAGE", base)
         moved = ws.deployments.deploy("m/1", name="mover", target="docker")
-        assert moved["target"] == "docker" and moved["status"] == "running"
+        assert moved.target == "docker" and moved.status == "running"
         assert len(ws.deployments.predict("mover", records())) == 4
-        assert ws.deployments.get("mover")["config"]["base_image"] == base
+        assert ws.deployments.get("mover").config["base_image"] == base
         # export builds from the base the deployment was built from, not today's setting
         monkeypatch.setenv("MLOPS_DOCKER_BASE_IMAGE", "mlops-local/no-such-base:0")
         tar = ws.deployments.export("mover", tmp_path / "mover.tar")
@@ -209,7 +207,7 @@ def test_move_to_another_target_and_delete(ws, hook, monkeypatch, tmp_path):
         with pytest.raises(DeployError) as err:
             ws.deployments.deploy("m/1", name="mover", target="docker")
         assert isinstance(err.value, MlopsError) and "stop it first" not in str(err.value)
-        assert ws.deployments.get("mover")["target"] == "local"
+        assert ws.deployments.get("mover").target == "local"
         assert wait_for(lambda: hook.of_kind("deploy_failed"))[-1]["deployment"] == "mover"
         # the docker half is skipped (no engine or base image here): the record says the
         # stopped deployment was on docker, and it moves to local from there
@@ -217,9 +215,9 @@ def test_move_to_another_target_and_delete(ws, hook, monkeypatch, tmp_path):
             conn.exec_driver_sql("UPDATE deployment SET target = 'docker' WHERE name = 'mover'")
     port = free_port()
     back = ws.deployments.deploy("m/2", name="mover", target="local", port=port)
-    assert back["target"] == "local" and back["status"] == "running"
-    assert back["endpoint"] == f"http://127.0.0.1:{port}" and back["version"] == 2
-    assert "moved from docker to local" in ws.deployments.history("mover")[-1]["detail"]
+    assert back.target == "local" and back.status == "running"
+    assert back.endpoint == f"http://127.0.0.1:{port}" and back.version == 2
+    assert "moved from docker to local" in ws.deployments.history("mover")[-1].detail
     assert len(ws.deployments.predict("mover", records())) == 4
     wait_for(lambda: list((ws.state / "logs" / "predictions" / "mover").glob("*.jsonl")))
 
@@ -227,7 +225,7 @@ def test_move_to_another_target_and_delete(ws, hook, monkeypatch, tmp_path):
     no = subprocess.run(
         [*cli, "deployments", "delete", "mover"], input="n\n", capture_output=True, text=True
     )
-    assert no.returncode == 1 and ws.deployments.get("mover")["status"] == "running"
+    assert no.returncode == 1 and ws.deployments.get("mover").status == "running"
     pid = int((ws.state / "deployments" / "mover" / "pid").read_text().split()[0])
     yes = subprocess.run(
         [*cli, "deployments", "delete", "mover", "--yes"], capture_output=True, text=True
@@ -236,9 +234,9 @@ def test_move_to_another_target_and_delete(ws, hook, monkeypatch, tmp_path):
     assert "deleted" in yes.stdout
     assert not (ws.state / "deployments" / "mover").exists()
     assert not (ws.state / "logs" / "predictions" / "mover").exists()
-    assert "mover" not in [d["name"] for d in ws.deployments.list()]
-    assert [e["action"] for e in ws.deployments.history("mover")][-1] == "delete"
-    assert not serving(back["endpoint"]), "the deleted deployment's server still answers"
+    assert "mover" not in [d.name for d in ws.deployments.list()]
+    assert [e.action for e in ws.deployments.history("mover")][-1] == "delete"
+    assert not serving(back.endpoint), "the deleted deployment's server still answers"
     assert pid > 0
     assert wait_for(lambda: hook.of_kind("deleted"))[-1]["deployment"] == "mover"
     with pytest.raises(MlopsError, match="No deployment"):
@@ -285,7 +283,7 @@ def test_canary_promoted_and_rolled_back_reach_the_notifiers(ws, hook):
     assert promoted[-1]["version"] == 2 and promoted[-1]["model"] == "m"
     log_text = (ws.state / "logs" / "lifecycle.log").read_text()
     assert "life: canary v2 of m promoted" in log_text and "rolled back" in log_text
-    assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 2
+    assert httpx.get(rec.endpoint + "/version").json()["version"] == 2
     ws.deployments.stop("life")
 
 
@@ -397,5 +395,5 @@ def test_score_output_folders_are_created_and_score_jobs_are_listed(ws):
         timeout=120,
     )
     assert listed.returncode == 0, listed.stderr
-    assert job["id"] in [j["id"] for j in json.loads(listed.stdout)["jobs"]]
-    ws.jobs.cancel(job["id"])  # nothing runs it: no daemon
+    assert job.id in [j["id"] for j in json.loads(listed.stdout)["jobs"]]
+    ws.jobs.cancel(job.id)  # nothing runs it: no daemon

@@ -32,7 +32,7 @@ def served(tmp_path_factory):
     ws, _ = train_two_versions(root / "ws")
     rec = ws.deployments.deploy("m/1", target="local", port=free_port())
     try:
-        yield ws, rec["endpoint"]
+        yield ws, rec.endpoint
     finally:
         ws.deployments.stop("m")
         ws.close()
@@ -210,28 +210,28 @@ url_env = "TEST_HOOK_URL"
         assert [c["state"] for c in changes] == ["open"], changes
         alerts.wait()
         alert = alerts.get(changes[0]["alert"])
-        assert alert["state"] == "open" and "x1" in alert["detail"]
-        kinds = [e["kind"] for e in alerts.events(alert["id"])]
+        assert alert.state == "open" and "x1" in alert.detail
+        kinds = [e.kind for e in alerts.events(alert.id)]
         assert kinds.count("notified") == 2  # log and webhook (after one retry)
-        failed = [e for e in alerts.events(alert["id"]) if e["kind"] == "notify_failed"]
-        assert len(failed) == 1 and "pager" in failed[0]["detail"]
+        failed = [e for e in alerts.events(alert.id) if e.kind == "notify_failed"]
+        assert len(failed) == 1 and "pager" in failed[0].detail
         assert len(Hook.calls) == 2 and "inputs drift" in Hook.calls[-1]["text"]
         assert "inputs drift" in (mine.state / "logs" / "alerts.log").read_text()
         assert seen and seen[0]["event"] == "alert" and seen[0]["kind"] == "opened"
         assert hook.server_port and str(hook.server_port) not in json.dumps(
-            alerts.events(alert["id"])
+            [e.to_dict() for e in alerts.events(alert.id)]
         )  # the URL is never recorded
         assert alerts.evaluate(["m"]) == []  # still breaching: the same alert, no new one
-        assert alerts.acknowledge(alert["id"], "tester")["state"] == "acknowledged"
+        assert alerts.acknowledge(alert.id, "tester").state == "acknowledged"
         time.sleep(3.2)
         send(endpoint, make_data(300, seed=32), "calm2")
         wait_collected(mine, "calm2", 300)
         changes = alerts.evaluate(["m"])
         assert [c["state"] for c in changes] == ["resolved"]
-        kinds = [e["kind"] for e in alerts.events(alert["id"])]
+        kinds = [e.kind for e in alerts.events(alert.id)]
         assert kinds[0] == "opened"
         assert kinds.index("acknowledged") < kinds.index("resolved")
-        assert alerts.get(alert["id"])["state"] == "resolved"
+        assert alerts.get(alert.id).state == "resolved"
     finally:
         alerts.wait()
         alerts.close()
@@ -356,10 +356,10 @@ notify = ["log"]
         changes = alerts.evaluate(["m"])
         assert [c["state"] for c in changes] == ["open"], changes
         alert = alerts.get(changes[0]["alert"])
-        assert alert["action_result"] == "rolled m back"
+        assert alert.action_result == "rolled m back"
         assert httpx.get(endpoint + "/version").json()["version"] == 1
-        assert mine.deployments.get("m")["version"] == 1
-        assert mine.deployments.history("m")[-1]["action"] == "rollback"
+        assert mine.deployments.get("m").version == 1
+        assert mine.deployments.history("m")[-1].action == "rollback"
     finally:
         alerts.wait()
         alerts.close()

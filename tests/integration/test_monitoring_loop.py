@@ -69,7 +69,7 @@ def test_drift_alert_retrains_and_the_new_version_goes_out_through_the_canary(
     train(ws, "churn")
     assert ws.models.resolve("churn@champion").version == 1
     dep = ws.deployments.deploy("churn@champion")
-    endpoint = dep["endpoint"]
+    endpoint = dep.endpoint
     # the fresh month lands in the dataset's file (no watcher on it: the alert triggers)
     with open(ws.root / "data" / "churn.csv", "a") as out:
         out.writelines((ws.root / "data" / "churn_2026_01.csv").read_text().splitlines(True)[1:])
@@ -98,35 +98,33 @@ def test_drift_alert_retrains_and_the_new_version_goes_out_through_the_canary(
     d = DaemonProc(ws)
     try:
         alert = wait_for(lambda: ws.alerts.list(), seconds=120)[0]
-        assert alert["rule"] == "input drift" and alert["deployment"] == "churn"
-        assert alert["value"] > 0.2
+        assert alert.rule == "input drift" and alert.deployment == "churn"
+        assert alert.value > 0.2
         chain = wait_for(
-            lambda: [j for j in ws.jobs.list(limit=50) if j["kind"] == "chain"], seconds=60
+            lambda: [j for j in ws.jobs.list(limit=50) if j.kind == "chain"], seconds=60
         )[0]
-        assert chain["trigger"] == f"alert {alert['id']}"
-        assert f"queued retrain chain {chain['id']}" in ws.alerts.get(alert["id"])["action_result"]
+        assert chain.trigger == f"alert {alert.id}"
+        assert f"queued retrain chain {chain.id}" in ws.alerts.get(alert.id).action_result
         done = wait_for(
-            lambda: (j := ws.jobs.get(chain["id"]))["status"] in ("succeeded", "failed") and j,
+            lambda: (j := ws.jobs.get(chain.id)).status in ("succeeded", "failed") and j,
             seconds=300,
         )
-        assert done["status"] == "succeeded", ws.jobs.logs(chain["id"])
-        steps = [
-            s["kind"] for s in sorted(ws.jobs.list(chain_id=chain["id"]), key=lambda s: s["id"])
-        ]
+        assert done.status == "succeeded", ws.jobs.logs(chain.id)
+        steps = [s.kind for s in sorted(ws.jobs.list(chain_id=chain.id), key=lambda s: s.id)]
         assert steps[0] == "ingest" and "train" in steps and "deploy" in steps, steps
-        assert ws.data.get("churn")["current_version"] == 2  # trained on the fresh month
+        assert ws.data.get("churn").current_version == 2  # trained on the fresh month
         assert ws.models.resolve("churn@champion").version == 2
         served = httpx.get(endpoint + "/version").json()
         assert served["version"] == 2 and served["canary"] is None
-        actions = [e["action"] for e in ws.deployments.history("churn")]
+        actions = [e.action for e in ws.deployments.history("churn")]
         assert "canary" in actions and actions[-1] == "promote", actions
         assert versions.get("2", 0) > 0 and versions.get("failed", 0) == 0, versions
-        kinds = [e["kind"] for e in ws.alerts.events(alert["id"])]
+        kinds = [e.kind for e in ws.alerts.events(alert.id)]
         assert kinds[:1] == ["opened"] and "action" in kinds and "notified" in kinds
     finally:
         stop.set()
         sender.join(timeout=10)
         d.stop()
         for dp in ws.deployments.list():
-            ws.deployments.stop(dp["name"])
+            ws.deployments.stop(dp.name)
         ws.close()

@@ -101,7 +101,7 @@ async def test_read_only_refuses_actions(cws):
         await pilot.press("c")
         await pilot.pause()
         assert not isinstance(app.screen, Confirm)
-        assert cws.jobs.list()[0]["status"] == "queued"
+        assert cws.jobs.list()[0].status == "queued"
 
 
 async def test_cancel_a_job_and_help(cws):
@@ -113,7 +113,7 @@ async def test_cancel_a_job_and_help(cws):
         await pilot.pause()
         await pilot.press("y")
         await settle(app, pilot)
-        assert cws.jobs.list()[0]["status"] == "cancelled"
+        assert cws.jobs.list()[0].status == "cancelled"
         await pilot.press("question_mark")
         await pilot.pause()
         assert "job: cancel" in str(app.query_one("#detail").render())
@@ -180,13 +180,13 @@ async def test_archive_a_version_and_run_a_pipeline_now(cws):
         await pilot.press("y")
         await settle(app, pilot)
         assert "queued already" in app.last_message  # one queued chain per pipeline
-        cws.jobs.cancel(cws.jobs.list()[0]["id"])
+        cws.jobs.cancel(cws.jobs.list()[0].id)
         await pilot.press("n")
         await pilot.pause()
         await pilot.press("y")
         await settle(app, pilot)
         assert "queued chain" in app.last_message
-        assert any(j["trigger"] == "console" for j in cws.jobs.list())
+        assert any(j.trigger == "console" for j in cws.jobs.list())
 
 
 async def test_a_run_with_stepped_metrics_gets_a_chart(cws):

@@ -42,7 +42,7 @@ def mws(tmp_path_factory):
         fh.write(RULE)
     ws.close()
     ws = Workspace.open(root)
-    endpoint = ws.deployments.deploy("m/1", target="local", port=free_port())["endpoint"]
+    endpoint = ws.deployments.deploy("m/1", target="local", port=free_port()).endpoint
     frame = make_data(200, seed=5)
     frame["x1"] += 2.5  # drifted
     for i in range(0, 200, 20):
@@ -90,7 +90,7 @@ async def test_monitoring_screen_shows_drift_and_acknowledges_an_alert(mws, size
         await pilot.press("a")  # acknowledging is not destructive: no confirmation
         await settle(app, pilot)
         alert_id = int(alert_key.split(":")[1])
-        assert mws.alerts.get(alert_id)["state"] == "acknowledged"
+        assert mws.alerts.get(alert_id).state == "acknowledged"
         assert "acknowledged" in app.last_message
         await pilot.press("colon", *"overview", "enter")
         await settle(app, pilot)
@@ -149,7 +149,7 @@ async def test_live_updates_come_from_the_daemon(mws):
         finally:
             d.stop()
             for j in mws.jobs.list(status="running") + mws.jobs.list(status="queued"):
-                mws.jobs.cancel(j["id"])
+                mws.jobs.cancel(j.id)
 
 
 async def test_deployment_actions_canary_rollback_and_stop(mws):
@@ -164,25 +164,25 @@ async def test_deployment_actions_canary_rollback_and_stop(mws):
         await pilot.press("y")
         await settle(app, pilot)
         rec = mws.deployments.get("m")
-        assert rec["canary_version"] == 2 and rec["canary_percent"] == 30, app.last_message
+        assert rec.canary_version == 2 and rec.canary_percent == 30, app.last_message
         await pilot.press("p")  # promote the canary
         await pilot.pause()
         await pilot.press("y")
         await settle(app, pilot)
         rec = mws.deployments.get("m")
-        assert rec["version"] == 2 and rec["canary_version"] is None, app.last_message
+        assert rec.version == 2 and rec.canary_version is None, app.last_message
         await pilot.press("d", *"m/1 30", "enter")
         await pilot.pause()
         await pilot.press("y")
         await settle(app, pilot)
-        assert mws.deployments.get("m")["canary_version"] == 1
+        assert mws.deployments.get("m").canary_version == 1
         await pilot.press("b")
         await pilot.pause()
         await pilot.press("y")
         await settle(app, pilot)
-        assert mws.deployments.get("m")["canary_version"] is None
+        assert mws.deployments.get("m").canary_version is None
         await pilot.press("s")
         await pilot.pause()
         await pilot.press("y")
         await settle(app, pilot)
-        assert mws.deployments.get("m")["status"] == "stopped", app.last_message
+        assert mws.deployments.get("m").status == "stopped", app.last_message

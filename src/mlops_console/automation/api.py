@@ -79,7 +79,7 @@ def build_api(d: Daemon) -> OwnerOnly:
             "workspace": str(d.ws.root),
             "started": d.started,
             "uptime_s": time.time() - d.started,
-            "running": [j["id"] for j in running if j["kind"] == "chain"],
+            "running": [j.id for j in running if j.kind == "chain"],
             "queued": len(d.ws.jobs.list(status="queued", limit=1000)),
             "schedules": len(d.schedules()),
             "watching": sorted(d.pending) if d.pending else [],
@@ -88,16 +88,15 @@ def build_api(d: Daemon) -> OwnerOnly:
 
     def jobs(request: Request):
         q = request.query_params
-        return {
-            "jobs": d.ws.jobs.list(
-                status=q.get("status"), pipeline=q.get("pipeline"), limit=int(q.get("limit", 50))
-            )
-        }
+        found = d.ws.jobs.list(
+            status=q.get("status"), pipeline=q.get("pipeline"), limit=int(q.get("limit", 50))
+        )
+        return {"jobs": [j.to_dict() for j in found]}
 
     def job(request: Request):
         j = d.ws.jobs.get(int(request.path_params["id"]))
-        j["steps"] = sorted(d.ws.jobs.list(chain_id=j["id"], limit=100), key=lambda s: s["id"])
-        return j
+        steps = sorted(d.ws.jobs.list(chain_id=j.id, limit=100), key=lambda s: s.id)
+        return {**j.to_dict(), "steps": [s.to_dict() for s in steps]}
 
     def job_logs(request: Request):
         return {
@@ -118,11 +117,11 @@ def build_api(d: Daemon) -> OwnerOnly:
         check_name("pipeline", pipeline)
         d.ws.pipelines.path(pipeline)  # an error if pipelines/NAME.toml does not exist
         j = d.ws.jobs.submit("chain", pipeline, trigger="manual", max_attempts=d.max_attempts)
-        d.event({"event": "triggered", "pipeline": pipeline, "by": "api", "job": j["id"]})
-        return j
+        d.event({"event": "triggered", "pipeline": pipeline, "by": "api", "job": j.id})
+        return j.to_dict()
 
     def cancel(request: Request):
-        return d.ws.jobs.cancel(int(request.path_params["id"]))
+        return d.ws.jobs.cancel(int(request.path_params["id"])).to_dict()
 
     def schedules(_: Request):
         return {"schedules": d.schedules()}
@@ -143,16 +142,16 @@ def build_api(d: Daemon) -> OwnerOnly:
                     "event": "triggered",
                     "pipeline": schedule.pipeline,
                     "by": "trigger-now",
-                    "job": j["id"],
+                    "job": j.id,
                 }
             )
-            return {"schedule": sid, "job": j}
+            return {"schedule": sid, "job": j.to_dict()}
         else:
             return _json({"error": f"Unknown action {action!r}: pause, resume or trigger."}, 400)
         return {"schedules": d.schedules()}
 
     def deployments(_: Request):
-        return {"deployments": d.ws.deployments.list()}
+        return {"deployments": [dep.to_dict() for dep in d.ws.deployments.list()]}
 
     async def events(request: Request):
         async def stream():

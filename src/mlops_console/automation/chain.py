@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import Any
 
-from mlops_console.automation.jobs import Outcome
+from mlops_console.automation.jobs import Job, JobStatus, Outcome
 from mlops_console.errors import MlopsError
 from mlops_console.process import start_time
 
@@ -31,17 +31,17 @@ class ChainStopped(Exception):
 
 
 class Step:
-    def __init__(self, ws, chain: dict[str, Any], kind: str):
+    def __init__(self, ws, chain: Job, kind: str):
         self.ws, self.chain, self.kind = ws, chain, kind
-        self.job = ws.jobs.submit(
+        self.job: Job = ws.jobs.submit(
             kind,
-            chain["pipeline"],
-            trigger=chain["trigger"],
-            chain_id=chain["id"],
+            chain.pipeline,
+            trigger=chain.trigger,
+            chain_id=chain.id,
             status="running",
         )
-        ws.jobs.update(self.job["id"], started_at=time.time())
-        self.fh = open(self.job["log_path"], "a", buffering=1)  # noqa: SIM115 (closed in __exit__)
+        ws.jobs.update(self.job.id, started_at=time.time())
+        self.fh = open(self.job.log_path, "a", buffering=1)  # noqa: SIM115 (closed in __exit__)
 
     def log(self, text: str) -> None:
         self.fh.write(time.strftime("%H:%M:%S ") + text.rstrip() + "\n")
@@ -53,7 +53,7 @@ class Step:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.ws.jobs.finish(
-                self.job["id"],
+                self.job.id,
                 Outcome.SUCCEEDED,
                 self.detail if hasattr(self, "detail") else "done",
                 getattr(self, "result", {}),
@@ -68,7 +68,7 @@ class Step:
             if not isinstance(exc, MlopsError | ChainStopped):
                 self.log(traceback.format_exc())
             outcome = exc.outcome if isinstance(exc, ChainStopped) else Outcome.ERROR
-            self.ws.jobs.finish(self.job["id"], outcome, detail)
+            self.ws.jobs.finish(self.job.id, outcome, detail)
             self.log(f"{self.kind}: FAILED - {detail}")
         self.fh.close()
         return False
@@ -78,16 +78,18 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
     from mlops_console.training.runner import load_spec, train
 
     chain = ws.jobs.get(job_id)
-    spec, _ = load_spec(ws, chain["pipeline"], None)
+    spec, _ = load_spec(ws, chain.pipeline, None)
     result: dict[str, Any] = {"steps": []}
 
     def check_cancel():
         """Stop if cancelled, or if this chain is no longer the daemon's to run (it ended
         the job, or its lease ran out: the daemon died, and a new one may retry it)."""
         job = ws.jobs.get(job_id)
-        if job["cancel_requested"]:
+        if job.cancel_requested:
             raise ChainStopped("cancelled on request", Outcome.CANCELLED)
-        if job["status"] != "running" or (job["lease_until"] and job["lease_until"] < time.time()):
+        if job.status is not JobStatus.RUNNING or (
+            job.lease_until and job.lease_until < time.time()
+        ):
             raise ChainStopped(
                 "interrupted: the daemon that ran this chain is gone", Outcome.INTERRUPTED
             )
@@ -121,7 +123,7 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
         deploys = bool(spec.deploy.target and spec.deploy.auto)
         t = train(
             ws,
-            chain["pipeline"],
+            chain.pipeline,
             stage=s.log,
             promote=not deploys,
             run_tags={"job": str(job_id)},  # so a stopped chain's run can be ended KILLED
@@ -148,12 +150,12 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
     check_cancel()
     if spec.deploy.target and spec.deploy.auto and t.version is not None:
         name = spec.register_as
-        existing = {d["name"]: d for d in ws.deployments.list()}
+        existing = {d.name: d for d in ws.deployments.list()}
         with Step(ws, chain, "deploy") as s:
             current = existing.get(name)
-            if current is None or current["status"] != "running":
+            if current is None or not current.running:
                 rec = ws.deployments.deploy(t.version.ref, target=spec.deploy.target, name=name)
-                s.detail = f"{name}: started with {t.version.ref} at {rec['endpoint']}"
+                s.detail = f"{name}: started with {t.version.ref} at {rec.endpoint}"
                 decision = "first"
             else:
                 from mlops_console.automation.canary import canary_rollout
@@ -180,7 +182,7 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
     return result
 
 
-def score_step(ws, chain: dict[str, Any], spec) -> dict[str, Any]:
+def score_step(ws, chain: Job, spec) -> dict[str, Any]:
     from mlops_console.scoring import batch_score
 
     with Step(ws, chain, "score") as s:
@@ -200,19 +202,19 @@ def notify(ws, event: dict[str, Any]) -> None:
     from mlops_console.events import Event, publish
 
     job = ws.jobs.get(event["job"])
-    kind, outcome = event["event"], str(job.get("outcome") or "")
+    kind, outcome = event["event"], job.outcome.value if job.outcome else ""
     kinds = [outcome, kind] if outcome in ("quarantined", "gates_failed") else [kind]
     kind = next((k for k in kinds if k in ws.config.notify.events), kinds[-1])
-    detail = event.get("detail") or job["detail"]
+    detail = event.get("detail") or job.detail
     said = {"chain_succeeded": "succeeded", "chain_cancelled": "was cancelled"}.get(kind, "stopped")
     publish(
         ws,
         Event(
             kind,
-            f"chain {job['id']} of pipeline {job['pipeline']} {said}: {detail}",
+            f"chain {job.id} of pipeline {job.pipeline} {said}: {detail}",
             severity="info" if kind in ("chain_succeeded", "chain_cancelled") else "warning",
-            pipeline=job["pipeline"],
-            job=job["id"],
+            pipeline=job.pipeline,
+            job=job.id,
             detail=detail,
         ),
     )
@@ -224,10 +226,10 @@ def main() -> None:
     root, job_id = sys.argv[1], int(sys.argv[2])
     ws = Workspace.open(root)
     job = ws.jobs.get(job_id)
-    with open(job["log_path"], "a", buffering=1) as fh:
+    with open(job.log_path, "a", buffering=1) as fh:
         fh.write(
-            time.strftime("%H:%M:%S ") + f"chain {job_id} for pipeline {job['pipeline']} "
-            f"(trigger: {job['trigger']}, attempt {job['attempt']})\n"
+            time.strftime("%H:%M:%S ") + f"chain {job_id} for pipeline {job.pipeline} "
+            f"(trigger: {job.trigger}, attempt {job.attempt})\n"
         )
 
         def finish(outcome: Outcome, detail: str, result: dict | None = None) -> None:
@@ -245,10 +247,10 @@ def main() -> None:
             ws.close()
             return
         try:
-            if job["kind"] == "score":
+            if job.kind == "score":
                 from mlops_console.training.runner import load_spec
 
-                spec, _ = load_spec(ws, job["pipeline"], None)
+                spec, _ = load_spec(ws, job.pipeline, None)
                 score_step(ws, job, spec)
                 result = {"steps": ["score"]}
             else:
@@ -257,7 +259,7 @@ def main() -> None:
             fh.write(time.strftime("%H:%M:%S ") + "chain succeeded\n")
             notify(
                 ws,
-                {"event": "chain_succeeded", "job": job_id, "pipeline": job["pipeline"], **result},
+                {"event": "chain_succeeded", "job": job_id, "pipeline": job.pipeline, **result},
             )
         except ChainStopped as exc:
             status = exc.outcome.status
@@ -274,7 +276,7 @@ def main() -> None:
                 {
                     "event": f"chain_{status}",
                     "job": job_id,
-                    "pipeline": job["pipeline"],
+                    "pipeline": job.pipeline,
                     "detail": str(exc),
                 },
             )
@@ -286,7 +288,7 @@ def main() -> None:
                 {
                     "event": "chain_failed",
                     "job": job_id,
-                    "pipeline": job["pipeline"],
+                    "pipeline": job.pipeline,
                     "detail": str(exc),
                 },
             )

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_console import process
-from mlops_console.automation.jobs import Outcome
+from mlops_console.automation.jobs import Job, JobStatus, Outcome
+from mlops_console.deploy.records import Deployment
 from mlops_console.errors import ConfigError, MlopsError
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Daemon:
             self.event(
                 {
                     "event": "recovered",
-                    "job": job["id"],
+                    "job": job.id,
                     "status": "failed",
                     "outcome": Outcome.INTERRUPTED.value,
                 }
@@ -138,10 +139,10 @@ class Daemon:
         """End the chain processes a killed daemon left running (each in its own process
         group), verified by pid and start time, and wait until each group is gone."""
         for job in self.ws.jobs.running():
-            if job["pid"] is None or job["kind"] not in ("chain", "score"):
+            if job.pid is None or job.kind not in ("chain", "score"):
                 continue
-            if process.end_group(job["pid"], job["pid_start"]):
-                self.event({"event": "orphan_ended", "job": job["id"], "pid": job["pid"]})
+            if process.end_group(job.pid, job.pid_start):
+                self.event({"event": "orphan_ended", "job": job.id, "pid": job.pid})
 
     def _supervised(self) -> set[str]:
         """The targets whose servers the daemon keeps running (the supervised capability)."""
@@ -158,45 +159,45 @@ class Daemon:
         """Restart supervised deployments that should run but do not (after a crash or reboot)."""
         supervised = self._supervised()
         for d in self.ws.deployments.list():
-            if d["status"] != "running" or d["target"] not in supervised:
+            if not d.running or d.target not in supervised:
                 continue
-            live = self.ws.deployments.target(d["target"]).get(d["name"], d["config"])
+            live = self.ws.deployments.target(d.target).get(d.name, d.config)
             if live["status"] != "running":
                 self._restart(d)
 
-    def _restart(self, d: dict[str, Any], **about: Any) -> bool:
+    def _restart(self, d: Deployment, **about: Any) -> bool:
         """Start deployment `d`'s server again with its bundle re-verified against the
         registry's digest (or exported again) and that digest passed to the server."""
         try:
-            mv = self.ws.models.resolve(f"{d['model']}/{d['version']}")
-            self.ws.deployments.target(d["target"]).create(
-                d["name"],
-                self.ws.deployments.bundle_dir(d["name"], mv),  # verified, or exported again
-                d["config"],
+            mv = self.ws.models.resolve(d.ref)
+            self.ws.deployments.target(d.target).create(
+                d.name,
+                self.ws.deployments.bundle_dir(d.name, mv),  # verified, or exported again
+                d.config,
                 digest=mv.artifact_hash,
             )
-            if d.get("canary_version") is not None:  # the canary it held comes back too
-                cv = self.ws.models.resolve(f"{d['model']}/{d['canary_version']}")
-                self.ws.deployments.target(d["target"]).update(
-                    d["name"],
-                    self.ws.deployments.bundle_dir(d["name"], cv),
-                    d["config"],
+            if d.canary_ref is not None:  # the canary it held comes back too
+                cv = self.ws.models.resolve(d.canary_ref)
+                self.ws.deployments.target(d.target).update(
+                    d.name,
+                    self.ws.deployments.bundle_dir(d.name, cv),
+                    d.config,
                     role="canary",
-                    percent=float(d.get("canary_percent") or 0),
+                    percent=float(d.canary_percent or 0),
                     digest=cv.artifact_hash,
                 )
         except Exception as exc:  # reported as an event; the next look tries again
-            log.warning("restarting deployment %s failed: %s", d["name"], exc)
+            log.warning("restarting deployment %s failed: %s", d.name, exc)
             self.event(
                 {
                     "event": "resupervise_failed",
-                    "deployment": d["name"],
+                    "deployment": d.name,
                     "detail": str(exc),
                     **about,
                 }
             )
             return False
-        self.event({"event": "resupervised", "deployment": d["name"], **about})
+        self.event({"event": "resupervised", "deployment": d.name, **about})
         return True
 
     def supervise(self) -> None:
@@ -213,17 +214,17 @@ class Daemon:
         now = time.monotonic()
         supervised = self._supervised()
         for d in self.ws.deployments.list():
-            if d["status"] != "running" or d["target"] not in supervised:
-                self.supervision.pop(d["name"], None)
+            if not d.running or d.target not in supervised:
+                self.supervision.pop(d.name, None)
                 continue
-            target = self.ws.deployments.target(d["target"])
-            state = self.supervision.get(d["name"])
-            if state is None or state["updated_at"] != d["updated_at"]:
+            target = self.ws.deployments.target(d.target)
+            state = self.supervision.get(d.name)
+            if state is None or state["updated_at"] != d.updated_at:
                 # new, or deployed again since: a fresh restart budget
-                state = {"updated_at": d["updated_at"], "restarts": [], "next": 0.0}
+                state = {"updated_at": d.updated_at, "restarts": [], "next": 0.0}
                 state.update(dead_since=None, gave_up=False)
-                self.supervision[d["name"]] = state
-            live = target.get(d["name"], d["config"])
+                self.supervision[d.name] = state
+            live = target.get(d.name, d.config)
             pid = live.get("pid")
             if pid is not None:
                 with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
@@ -244,16 +245,16 @@ class Daemon:
                 self.event(
                     {
                         "event": "supervision_gave_up",
-                        "deployment": d["name"],
-                        "detail": f"{d['name']} died {RESTART_LIMIT + 1} times within "
+                        "deployment": d.name,
+                        "detail": f"{d.name} died {RESTART_LIMIT + 1} times within "
                         f"{RESTART_WINDOW / 60:.0f} minutes; the daemon no longer restarts it. "
-                        f"`mlops deployments logs {d['name']}` shows why; deploying it again "
+                        f"`mlops deployments logs {d.name}` shows why; deploying it again "
                         "resumes supervision.",
                     }
                 )
                 continue
-            fresh = self.ws.deployments.get(d["name"])
-            if fresh["status"] != "running" or fresh["updated_at"] != d["updated_at"]:
+            fresh = self.ws.deployments.get(d.name)
+            if not fresh.running or fresh.updated_at != d.updated_at:
                 continue  # stopped or redeployed meanwhile
             state["restarts"].append(now)
             attempt = len(state["restarts"])
@@ -292,7 +293,7 @@ class Daemon:
                 "by": "schedule",
                 "kind": schedule.kind,
                 "schedule": schedule.id,
-                "job": job["id"],
+                "job": job.id,
             }
         )
 
@@ -311,7 +312,7 @@ class Daemon:
             if not (spec.schedule.on_data_change and spec.data.dataset):
                 continue
             try:
-                source = self.ws.data.get(spec.data.dataset)["source"]
+                source = self.ws.data.get(spec.data.dataset).source
             except MlopsError:
                 continue
             pattern = source if os.path.isabs(source) else str(self.ws.root / source)
@@ -405,7 +406,7 @@ class Daemon:
                     "event": "triggered",
                     "pipeline": pipeline,
                     "by": "watch",
-                    "job": job["id"],
+                    "job": job.id,
                     "files": sorted(p["files"]),
                 }
             )
@@ -441,8 +442,8 @@ class Daemon:
                 self.event({"event": "worker_error", "detail": str(exc)})
             self.stop.wait(0.3)
 
-    def launch(self, job: dict[str, Any]) -> None:
-        log = open(job["log_path"], "ab")  # noqa: SIM115 (handed to the child)
+    def launch(self, job: Job) -> None:
+        log = open(job.log_path, "ab")  # noqa: SIM115 (handed to the child)
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -450,7 +451,7 @@ class Daemon:
                 "-m",
                 "mlops_console.automation.chain",
                 str(self.ws.root),
-                str(job["id"]),
+                str(job.id),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -458,17 +459,17 @@ class Daemon:
             cwd=self.ws.root,
         )
         log.close()
-        self.procs[job["id"]] = proc
-        self.ws.jobs.claim_process(job["id"], proc.pid, process.start_time(proc.pid))
-        self.event({"event": "started", "job": job["id"], "pipeline": job["pipeline"]})
+        self.procs[job.id] = proc
+        self.ws.jobs.claim_process(job.id, proc.pid, process.start_time(proc.pid))
+        self.event({"event": "started", "job": job.id, "pipeline": job.pipeline})
 
     def reap(self) -> None:
         for job_id, proc in list(self.procs.items()):
             job = self.ws.jobs.get(job_id)
             code = proc.poll()
             if code is None:
-                too_long = job["started_at"] and time.time() - job["started_at"] > self.job_timeout
-                if job["cancel_requested"] or too_long:
+                too_long = job.started_at and time.time() - job.started_at > self.job_timeout
+                if job.cancel_requested or too_long:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGTERM)
                     try:
@@ -476,7 +477,7 @@ class Daemon:
                     except subprocess.TimeoutExpired:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
-                    if job["cancel_requested"]:
+                    if job.cancel_requested:
                         self._ended(job, Outcome.CANCELLED, "cancelled on request")
                     else:
                         why = f"timed out after {self.job_timeout:.0f} s"
@@ -488,12 +489,12 @@ class Daemon:
             # written yet) crashed; otherwise `_ended` finds the chain's own outcome
             self._ended(job, Outcome.ERROR, f"the chain process exited with code {code}")
 
-    def _ended(self, job: dict[str, Any], outcome: Outcome, why: str) -> None:
+    def _ended(self, job: Job, outcome: Outcome, why: str) -> None:
         """After a chain's process group is gone: its open steps and its tracking run end,
         a canary it left half judged is dropped, and the job's final state is written
         (unless the chain wrote it first); a retry follows if the outcome allows one."""
-        job_id = job["id"]
-        if self.ws.jobs.get(job_id)["status"] == "running":
+        job_id = job.id
+        if self.ws.jobs.get(job_id).status is JobStatus.RUNNING:
             self._close_children(job_id, why, outcome)
             self.ws.jobs.kill_runs(job_id)
             self.ws.jobs.undo_half_deploy(job)
@@ -504,29 +505,29 @@ class Daemon:
             {
                 "event": "ended",
                 "job": job_id,
-                "status": job["status"],
-                "outcome": job["outcome"],
-                "detail": job["detail"],
+                "status": job.status.value,
+                "outcome": job.outcome.value if job.outcome else "",
+                "detail": job.detail,
             }
         )
 
-    def _maybe_retry(self, job: dict[str, Any]) -> None:
+    def _maybe_retry(self, job: Job) -> None:
         """Failures that may pass on another try (a crash, a timeout) are retried with
         exponential backoff; quarantined data or failed gates are not (the same input
         fails the same way), nor is a cancel."""
-        if job["attempt"] >= job["max_attempts"] or job["outcome"] not in set(Outcome):
+        if job.attempt >= job.max_attempts or job.outcome is None:
             return
-        if not Outcome(job["outcome"]).retryable:
+        if not job.outcome.retryable:
             return
-        delay = 2 ** job["attempt"]
+        delay = 2**job.attempt
         retry = self.ws.jobs.submit(
-            job["kind"], job["pipeline"], trigger="retry", max_attempts=job["max_attempts"]
+            job.kind, job.pipeline, trigger="retry", max_attempts=job.max_attempts
         )
-        self.ws.jobs.update(retry["id"], attempt=job["attempt"] + 1, created_at=time.time() + delay)
+        self.ws.jobs.update(retry.id, attempt=job.attempt + 1, created_at=time.time() + delay)
 
     def _close_children(self, chain_id: int, why: str, outcome: Outcome) -> None:
         for step in self.ws.jobs.list(chain_id=chain_id, status="running"):
-            self.ws.jobs.finish(step["id"], outcome, why)
+            self.ws.jobs.finish(step.id, outcome, why)
 
     # --- monitoring -----------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +22,24 @@ COLS = (
     "detail, result, log_path, pid, created_at, started_at, ended_at, outcome, pid_start, "
     "lease_until"
 )
-KEYS = [c.strip() for c in COLS.split(",")]
-FINAL = ("succeeded", "failed", "cancelled")
 LEASE_SECONDS = 60.0  # a chain whose daemon has not renewed its lease for this long stops
+
+
+class JobStatus(StrEnum):
+    """Where a job is: waiting, running, or ended (and how, in broad strokes)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+FINAL = tuple(s.value for s in JobStatus if s.final)  # plain strings: written into SQL
 
 
 class Outcome(StrEnum):
@@ -38,10 +55,10 @@ class Outcome(StrEnum):
     ERROR = "error"  # anything else: a crash, an exception, a server that would not start
 
     @property
-    def status(self) -> str:
+    def status(self) -> JobStatus:
         if self is Outcome.SUCCEEDED:
-            return "succeeded"
-        return "cancelled" if self is Outcome.CANCELLED else "failed"
+            return JobStatus.SUCCEEDED
+        return JobStatus.CANCELLED if self is Outcome.CANCELLED else JobStatus.FAILED
 
     @property
     def retryable(self) -> bool:
@@ -49,13 +66,85 @@ class Outcome(StrEnum):
         return self in (Outcome.TIMED_OUT, Outcome.INTERRUPTED, Outcome.ERROR)
 
 
-def _row(row) -> dict[str, Any]:
-    d = dict(zip(KEYS, row, strict=True))
-    d["result"] = json.loads(d["result"] or "{}")
-    d["cancel_requested"] = bool(d["cancel_requested"])
-    if d["started_at"] is not None:
-        d["seconds"] = (d["ended_at"] or time.time()) - d["started_at"]
-    return d
+@dataclass
+class Job:
+    """A job as `ws.jobs` gives it: a chain (or a score job) or one of a chain's steps."""
+
+    id: int
+    kind: str  # chain, score; a step: ingest, features, train, deploy, score
+    pipeline: str
+    chain_id: int | None  # the chain a step belongs to
+    status: JobStatus
+    trigger: str  # schedule, watch, manual, retry, recovery, console, alert N
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool
+    detail: str  # how it went, in a sentence or two
+    result: dict[str, Any]
+    log_path: str
+    pid: int | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    outcome: Outcome | None  # None until it ends (stored as "")
+    pid_start: int | None  # the process's start time, so a reused pid is not it
+    lease_until: float | None
+    # how long it ran, or has run when it was read; None before it starts
+    seconds: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        """A row of `SELECT {COLS}`, read by column name."""
+        started, ended = row["started_at"], row["ended_at"]
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            pipeline=row["pipeline"],
+            chain_id=row["chain_id"],
+            status=JobStatus(row["status"]),
+            trigger=row["trigger"],
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            cancel_requested=bool(row["cancel_requested"]),
+            detail=row["detail"],
+            result=json.loads(row["result"] or "{}"),
+            log_path=row["log_path"],
+            pid=row["pid"],
+            created_at=row["created_at"],
+            started_at=started,
+            ended_at=ended,
+            outcome=Outcome(row["outcome"]) if row["outcome"] else None,
+            pid_start=row["pid_start"],
+            lease_until=row["lease_until"],
+            seconds=None if started is None else (ended or time.time()) - started,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as the CLI's `--json` and the daemon's API show it."""
+        d: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "pipeline": self.pipeline,
+            "chain_id": self.chain_id,
+            "status": self.status.value,
+            "trigger": self.trigger,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "cancel_requested": self.cancel_requested,
+            "detail": self.detail,
+            "result": self.result,
+            "log_path": self.log_path,
+            "pid": self.pid,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "outcome": self.outcome.value if self.outcome is not None else "",
+            "pid_start": self.pid_start,
+            "lease_until": self.lease_until,
+        }
+        if self.seconds is not None:
+            d["seconds"] = self.seconds
+        return d
 
 
 class JobStore:
@@ -71,7 +160,9 @@ class JobStore:
         chain_id: int | None = None,
         max_attempts: int = 1,
         status: str = "queued",
-    ) -> dict[str, Any]:
+    ) -> Job:
+        """Queue a job (or record a chain's step, `status="running"`); a chain for a
+        pipeline that already has one queued is that one."""
         now = time.time()
         with self.ws.db.write() as conn:
             if kind == "chain" and status == "queued":
@@ -89,16 +180,19 @@ class JobStore:
             log = self.log_dir / f"job-{job_id}.log"
             conn.exec_driver_sql("UPDATE job SET log_path = ? WHERE id = ?", (str(log), job_id))
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        assert job_id is not None  # an INSERT always sets it
         return self.get(job_id)
 
-    def get(self, job_id: int) -> dict[str, Any]:
+    def get(self, job_id: int) -> Job:
         with self.ws.db.read() as conn:
-            row = conn.exec_driver_sql(
-                f"SELECT {COLS} FROM job WHERE id = ?", (int(job_id),)
-            ).first()
+            row = (
+                conn.exec_driver_sql(f"SELECT {COLS} FROM job WHERE id = ?", (int(job_id),))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound(f"No job {job_id}. `mlops jobs list` shows them.")
-        return _row(row)
+        return Job.from_row(row)
 
     def list(
         self,
@@ -106,8 +200,10 @@ class JobStore:
         pipeline: str | None = None,
         limit: int = 50,
         chain_id: int | None = None,
-    ) -> list[dict[str, Any]]:
-        where, args = ["1=1"], []
+    ) -> builtins.list[Job]:
+        """The newest jobs first (at most `limit`), of one status, pipeline or chain."""
+        where: builtins.list[str] = ["1=1"]
+        args: builtins.list[Any] = []
         if status:
             where.append("status = ?")
             args.append(status)
@@ -118,15 +214,13 @@ class JobStore:
             where.append("chain_id = ?")
             args.append(chain_id)
         with self.ws.db.read() as conn:
-            return [
-                _row(r)
-                for r in conn.exec_driver_sql(
-                    f"SELECT {COLS} FROM job WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-                    (*args, limit),
-                )
-            ]
+            rows = conn.exec_driver_sql(
+                f"SELECT {COLS} FROM job WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).mappings()
+            return [Job.from_row(r) for r in rows]
 
-    def claim_next(self) -> dict[str, Any] | None:
+    def claim_next(self) -> Job | None:
         """Take the oldest queued chain (atomically: one worker gets it)."""
         with self.ws.db.write() as conn:
             row = conn.exec_driver_sql(
@@ -160,7 +254,7 @@ class JobStore:
                 "UPDATE job SET status = ?, outcome = ?, detail = ?, ended_at = ?, result = ?, "
                 f"lease_until = NULL WHERE id = ? AND status NOT IN {FINAL!r}",
                 (
-                    outcome.status,
+                    outcome.status.value,
                     outcome.value,
                     detail[:4000],
                     time.time(),
@@ -182,7 +276,7 @@ class JobStore:
                 == 1
             )
 
-    def renew_leases(self, job_ids: list[int]) -> None:
+    def renew_leases(self, job_ids: builtins.list[int]) -> None:
         if not job_ids:
             return
         marks = ", ".join("?" for _ in job_ids)
@@ -201,12 +295,13 @@ class JobStore:
                 (time.time(), str(chain_id)),
             ).rowcount
 
-    def cancel(self, job_id: int) -> dict[str, Any]:
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a queued job at once, or ask a running one's daemon to end it."""
         job = self.get(job_id)
-        if job["status"] in FINAL:
-            raise Conflict(f"Job {job_id} has already ended ({job['status']}).")
+        if job.status.final:
+            raise Conflict(f"Job {job_id} has already ended ({job.status}).")
         with self.ws.db.write() as conn:
-            if job["status"] == "queued":
+            if job.status is JobStatus.QUEUED:
                 conn.exec_driver_sql(
                     "UPDATE job SET status = 'cancelled', outcome = 'cancelled', ended_at = ?, "
                     "detail = 'cancelled before it started' WHERE id = ? AND status = 'queued'",
@@ -219,63 +314,59 @@ class JobStore:
     def logs(self, job_id: int, tail: int = 200) -> str:
         job = self.get(job_id)
         parts = []
-        for j in [job, *sorted(self.list(chain_id=job_id, limit=100), key=lambda x: x["id"])]:
+        for j in [job, *sorted(self.list(chain_id=job_id, limit=100), key=lambda x: x.id)]:
             try:
-                with open(j["log_path"], errors="replace") as fh:
+                with open(j.log_path, errors="replace") as fh:
                     text = fh.read()
             except OSError:
                 continue
             if j is not job:
-                parts.append(f"--- step {j['kind']} (job {j['id']}, {j['status']}) ---")
+                parts.append(f"--- step {j.kind} (job {j.id}, {j.status}) ---")
             parts.append(text.rstrip())
         return "\n".join("\n".join(parts).splitlines()[-tail:])
 
-    def undo_half_deploy(self, chain: dict[str, Any]) -> None:
+    def undo_half_deploy(self, chain: Job) -> None:
         """A chain killed while judging a canary leaves it loaded: roll it back, so no
         deployment stays between two versions."""
-        steps = self.list(chain_id=chain["id"], limit=100)
-        if not any(s["kind"] == "deploy" for s in steps):
+        steps = self.list(chain_id=chain.id, limit=100)
+        if not any(s.kind == "deploy" for s in steps):
             return
         for d in self.ws.deployments.list():
             try:
-                if d["canary_version"] is not None:
-                    self.ws.deployments.rollback(
-                        d["name"], reason=f"chain {chain['id']} was interrupted"
-                    )
+                if d.canary_version is not None:
+                    self.ws.deployments.rollback(d.name, reason=f"chain {chain.id} was interrupted")
                     continue
                 # killed between loading the canary and recording it: the server knows
-                target = self.ws.deployments.target(d["target"])
-                if (target.status(d["name"], d["config"]) or {}).get("canary"):
-                    target.rollback(d["name"], d["config"])
+                target = self.ws.deployments.target(d.target)
+                if (target.status(d.name, d.config) or {}).get("canary"):
+                    target.rollback(d.name, d.config)
             except Exception as exc:  # a stopped server has no canary left to drop
-                log.warning(
-                    "chain %s: could not drop the canary of %s: %s", chain["id"], d["name"], exc
-                )
+                log.warning("chain %s: could not drop the canary of %s: %s", chain.id, d.name, exc)
 
-    def running(self) -> list[dict[str, Any]]:
+    def running(self) -> builtins.list[Job]:
         with self.ws.db.read() as conn:
-            return [
-                _row(r)
-                for r in conn.exec_driver_sql(f"SELECT {COLS} FROM job WHERE status = 'running'")
-            ]
+            rows = conn.exec_driver_sql(
+                f"SELECT {COLS} FROM job WHERE status = 'running'"
+            ).mappings()
+            return [Job.from_row(r) for r in rows]
 
-    def recover(self) -> list[dict[str, Any]]:
+    def recover(self) -> builtins.list[Job]:
         """After a crash: jobs left running are failed; chains that may retry are queued
         again. The daemon ends their orphaned processes first (`Daemon.end_orphans`), so a
         chain and its retry never run at the same time."""
         out = []
         for job in self.running():
             if not self.finish(
-                job["id"], Outcome.INTERRUPTED, "interrupted: the daemon stopped while this job ran"
+                job.id, Outcome.INTERRUPTED, "interrupted: the daemon stopped while this job ran"
             ):
                 continue  # it ended meanwhile, and said how
             out.append(job)
-            if job["kind"] == "chain":
-                self.kill_runs(job["id"])  # the tracking run it was writing ends KILLED
+            if job.kind == "chain":
+                self.kill_runs(job.id)  # the tracking run it was writing ends KILLED
                 self.undo_half_deploy(job)
-            if job["kind"] == "chain" and job["attempt"] < job["max_attempts"]:
+            if job.kind == "chain" and job.attempt < job.max_attempts:
                 retry = self.submit(
-                    "chain", job["pipeline"], trigger="recovery", max_attempts=job["max_attempts"]
+                    "chain", job.pipeline, trigger="recovery", max_attempts=job.max_attempts
                 )
-                self.update(retry["id"], attempt=job["attempt"] + 1)
+                self.update(retry.id, attempt=job.attempt + 1)
         return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +20,7 @@ from mlops_console.cli.output import (
 
 if TYPE_CHECKING:
     from mlops_console.automation.client import DaemonClient
+    from mlops_console.automation.jobs import Job
     from mlops_console.workspace import Workspace
 
 
@@ -130,10 +131,10 @@ def jobs_list(
         j
         for j in ws.jobs.list(status=status, pipeline=pipeline, limit=limit * 8)
         # top-level jobs (chains and scheduled score jobs); steps only when asked
-        if steps or j["chain_id"] is None
+        if steps or j.chain_id is None
     ][:limit]
     return Output(
-        {"jobs": found},
+        {"jobs": [j.to_dict() for j in found]},
         lambda: table(
             [
                 "job",
@@ -149,16 +150,16 @@ def jobs_list(
             ],
             [
                 (
-                    j["id"],
-                    j["kind"] if j["chain_id"] is None else f"  {j['kind']}",
-                    j["pipeline"],
-                    j["status"],
-                    j["outcome"] or "-",
-                    j["trigger"],
-                    f"{j['attempt']}/{j['max_attempts']}",
-                    when(j["created_at"]),
-                    duration(j.get("seconds")),
-                    j["detail"][:60],
+                    j.id,
+                    j.kind if j.chain_id is None else f"  {j.kind}",
+                    j.pipeline,
+                    j.status,
+                    j.outcome or "-",
+                    j.trigger,
+                    f"{j.attempt}/{j.max_attempts}",
+                    when(j.created_at),
+                    duration(j.seconds),
+                    j.detail[:60],
                 )
                 for j in found
             ],
@@ -174,38 +175,40 @@ def jobs_list(
 def jobs_show(ws: Workspace, job_id: int) -> Output:
     """A job with its steps, timings and outcomes."""
     j = ws.jobs.get(job_id)
-    j["steps"] = sorted(ws.jobs.list(chain_id=job_id, limit=100), key=lambda s: s["id"])
-    return Output(j, lambda: _show_job(j))
+    steps = sorted(ws.jobs.list(chain_id=job_id, limit=100), key=lambda s: s.id)
+    return Output(
+        {**j.to_dict(), "steps": [s.to_dict() for s in steps]}, lambda: _show_job(j, steps)
+    )
 
 
-def _show_job(j: dict[str, Any]) -> None:
+def _show_job(j: Job, steps: list[Job]) -> None:
     kv(
         [
-            ("job", j["id"]),
-            ("pipeline", j["pipeline"]),
-            ("status", j["status"]),
-            ("outcome", j["outcome"] or "-"),
-            ("trigger", j["trigger"]),
-            ("attempt", f"{j['attempt']}/{j['max_attempts']}"),
-            ("created", when(j["created_at"])),
-            ("took", duration(j.get("seconds"))),
-            ("detail", j["detail"] or "-"),
-            ("log", j["log_path"]),
+            ("job", j.id),
+            ("pipeline", j.pipeline),
+            ("status", j.status),
+            ("outcome", j.outcome or "-"),
+            ("trigger", j.trigger),
+            ("attempt", f"{j.attempt}/{j.max_attempts}"),
+            ("created", when(j.created_at)),
+            ("took", duration(j.seconds)),
+            ("detail", j.detail or "-"),
+            ("log", j.log_path),
         ]
     )
-    if j["steps"]:
+    if steps:
         click.echo("")
         table(
             ["step", "status", "outcome", "took", "detail"],
             [
                 (
-                    s["kind"],
-                    s["status"],
-                    s["outcome"] or "-",
-                    duration(s.get("seconds")),
-                    s["detail"][:80],
+                    s.kind,
+                    s.status,
+                    s.outcome or "-",
+                    duration(s.seconds),
+                    s.detail[:80],
                 )
-                for s in j["steps"]
+                for s in steps
             ],
         )
 
@@ -224,9 +227,11 @@ def jobs_logs(ws: Workspace, job_id: int, tail: int) -> None:
 @pass_workspace
 def jobs_cancel(ws: Workspace, job_id: int) -> None:
     """Cancel a queued or running chain."""
+    from mlops_console.automation.jobs import JobStatus
+
     j = ws.jobs.cancel(job_id)
     click.echo(
-        f"Job {job_id}: {'cancelled' if j['status'] == 'cancelled' else 'cancel requested'}."
+        f"Job {job_id}: {'cancelled' if j.status is JobStatus.CANCELLED else 'cancel requested'}."
     )
 
 
@@ -241,7 +246,7 @@ def jobs_submit(ws: Workspace, pipeline: str) -> Output:
     j = (
         client.call("POST", "/jobs", json={"pipeline": pipeline})
         if client.available()
-        else ws.jobs.submit("chain", pipeline, trigger="manual")
+        else ws.jobs.submit("chain", pipeline, trigger="manual").to_dict()
     )
     running = client.available()
     return Output(

@@ -17,6 +17,7 @@ from mlops_console.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from mlops_console.monitoring.alert_records import Alert
     from mlops_console.workspace import Workspace
 
 
@@ -298,17 +299,17 @@ def alerts() -> None:
     """Alerts of the `[[alerts]]` rules in mlops.toml: list, show, acknowledge, check."""
 
 
-def _alert_rows(items: list[dict[str, Any]]) -> list[list[Any]]:
+def _alert_rows(items: list[Alert]) -> list[list[Any]]:
     return [
         [
-            a["id"],
-            a["state"],
-            a["severity"],
-            a["rule"],
-            a["deployment"],
-            num(a["value"]),
-            when(a["opened_at"]),
-            a["action_result"] or a["action"],
+            a.id,
+            a.state,
+            a.severity,
+            a.rule,
+            a.deployment,
+            num(a.value),
+            when(a.opened_at),
+            a.action_result or a.action,
         ]
         for a in items
     ]
@@ -323,7 +324,7 @@ def alerts_list(ws: Workspace, state: str | None, deployment: str | None) -> Out
     """Alerts, newest first."""
     items = ws.alerts.list(state, deployment)
     return Output(
-        items,
+        [a.to_dict() for a in items],
         lambda: table(
             ["id", "state", "severity", "rule", "deployment", "value", "opened", "action"],
             _alert_rows(items),
@@ -341,11 +342,11 @@ def alerts_show(ws: Workspace, alert_id: int) -> Output:
     events = ws.alerts.events(alert_id)
 
     def human() -> None:
-        kv([(k, when(v) if k.endswith("_at") else v) for k, v in a.items()])
+        kv([(k, when(v) if k.endswith("_at") else v) for k, v in a.to_dict().items()])
         click.echo("")
-        table(["at", "event", "detail"], [[when(e["at"]), e["kind"], e["detail"]] for e in events])
+        table(["at", "event", "detail"], [[when(e.at), e.kind, e.detail] for e in events])
 
-    return Output({**a, "events": events}, human)
+    return Output({**a.to_dict(), "events": [e.to_dict() for e in events]}, human)
 
 
 @alerts.command("ack")
@@ -357,7 +358,7 @@ def alerts_ack(ws: Workspace, alert_id: int, by: str) -> None:
     from mlops_console.users import current_user
 
     a = ws.alerts.acknowledge(alert_id, by or current_user())
-    click.echo(f"Alert {a['id']} acknowledged by {a['acknowledged_by']}.")
+    click.echo(f"Alert {a.id} acknowledged by {a.acknowledged_by}.")
 
 
 @alerts.command("check")

@@ -24,22 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.events import Event
+from mlops_console.monitoring.alert_records import COLS, Alert, AlertEvent, AlertState
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-COLS = (
-    "id, rule, deployment, measure, severity, state, value, threshold, window, detail, action, "
-    "action_result, opened_at, updated_at, acknowledged_at, acknowledged_by, resolved_at"
-)
-KEYS = [c.strip() for c in COLS.split(",")]
 TRIES = 3
-
-
-def _row(row) -> dict[str, Any]:
-    return dict(zip(KEYS, row, strict=True))
 
 
 def unknown_column(ws: Workspace, rule, model: str | None, version: int | None) -> str | None:
@@ -74,8 +66,12 @@ class Alerts:
 
     # --- the store --------------------------------------------------------------------
 
-    def list(self, state: str | None = None, deployment: str | None = None, limit: int = 200):
-        where, args = ["1=1"], []
+    def list(
+        self, state: str | None = None, deployment: str | None = None, limit: int = 200
+    ) -> builtins.list[Alert]:
+        """The newest alerts first; `state` is one of AlertState, or "active" (not resolved)."""
+        where: builtins.list[str] = ["1=1"]
+        args: builtins.list[Any] = []
         if state == "active":
             where.append("state IN ('open', 'acknowledged')")
         elif state:
@@ -88,25 +84,28 @@ class Alerts:
             rows = conn.exec_driver_sql(
                 f"SELECT {COLS} FROM alert WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
                 (*args, limit),
-            ).fetchall()
-        return [_row(r) for r in rows]
+            ).mappings()
+            return [Alert.from_row(r) for r in rows]
 
-    def get(self, alert_id: int) -> dict[str, Any]:
+    def get(self, alert_id: int) -> Alert:
         with self.ws.db.read() as conn:
-            row = conn.exec_driver_sql(
-                f"SELECT {COLS} FROM alert WHERE id = ?", (int(alert_id),)
-            ).first()
+            row = (
+                conn.exec_driver_sql(f"SELECT {COLS} FROM alert WHERE id = ?", (int(alert_id),))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise NotFound(f"No alert {alert_id}. `mlops alerts list` shows them.")
-        return _row(row)
+        return Alert.from_row(row)
 
-    def events(self, alert_id: int) -> builtins.list[dict[str, Any]]:
+    def events(self, alert_id: int) -> builtins.list[AlertEvent]:
+        """The alert's history, oldest first."""
         with self.ws.db.read() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT at, kind, detail FROM alert_event WHERE alert_id = ? ORDER BY id",
                 (int(alert_id),),
-            ).fetchall()
-        return [{"at": a, "kind": k, "detail": d} for a, k, d in rows]
+            ).mappings()
+            return [AlertEvent(at=r["at"], kind=r["kind"], detail=r["detail"]) for r in rows]
 
     def _event(self, alert_id: int, kind: str, detail: str = "") -> None:
         with self.ws.db.write() as conn:
@@ -115,11 +114,11 @@ class Alerts:
                 (alert_id, time.time(), kind, detail),
             )
 
-    def acknowledge(self, alert_id: int, by: str = "") -> dict[str, Any]:
+    def acknowledge(self, alert_id: int, by: str = "") -> Alert:
         alert = self.get(alert_id)
-        if alert["state"] != "open":
+        if alert.state is not AlertState.OPEN:
             raise Conflict(
-                f"Alert {alert_id} is {alert['state']}; only an open alert is acknowledged."
+                f"Alert {alert_id} is {alert.state}; only an open alert is acknowledged."
             )
         now = time.time()
         with self.ws.db.write() as conn:
@@ -157,10 +156,10 @@ class Alerts:
                 changes.append({"deployment": name, "error": f"collect failed: {exc}"})
                 continue
             rec = self.ws.deployments.find(name)
-            if rec is not None and rec["status"] != "running":
+            if rec is not None and not rec.running:
                 # a stopped deployment's last windows still hold its traffic: no new alert,
                 # and what was open is settled (nothing measures it any more)
-                changes += self._settle_stopped(name, rec["status"])
+                changes += self._settle_stopped(name, rec.status)
                 continue
             for rule in rules:
                 if not any(fnmatch.fnmatch(name, g) for g in rule.deployments):
@@ -199,16 +198,16 @@ class Alerts:
                 conn.exec_driver_sql(
                     "UPDATE alert SET state = 'resolved', resolved_at = ?, updated_at = ? "
                     "WHERE id = ?",
-                    (now, now, alert["id"]),
+                    (now, now, alert.id),
                 )
-            self._event(alert["id"], "resolved", f"the deployment is {status}")
-            alert = self.get(alert["id"])
-            rule = rules.get(alert["rule"])
+            self._event(alert.id, "resolved", f"the deployment is {status}")
+            alert = self.get(alert.id)
+            rule = rules.get(alert.rule)
             if rule is not None:
                 self._notify(rule, alert, "resolved")
             else:
                 self._emit(alert, "resolved")
-            changes.append({"alert": alert["id"], "state": "resolved", "deployment": deployment})
+            changes.append({"alert": alert.id, "state": "resolved", "deployment": deployment})
         return changes
 
     def _breach(self, rule, value: float) -> bool:
@@ -217,7 +216,7 @@ class Alerts:
     def _apply(
         self, rule, deployment: str, values: builtins.list, latest: dict
     ) -> dict[str, Any] | None:
-        active = [a for a in self.list("active", deployment) if a["rule"] == rule.name]
+        active = [a for a in self.list("active", deployment) if a.rule == rule.name]
         threshold = rule.above if rule.above is not None else rule.below
         current = values[0]
         if current is None:
@@ -230,7 +229,7 @@ class Alerts:
                 with self.ws.db.write() as conn:
                     conn.exec_driver_sql(
                         "UPDATE alert SET value = ?, updated_at = ? WHERE id = ?",
-                        (current, now, alert["id"]),
+                        (current, now, alert.id),
                     )
                 return None
             if not self._breach(rule, current):
@@ -238,12 +237,12 @@ class Alerts:
                     conn.exec_driver_sql(
                         "UPDATE alert SET state = 'resolved', value = ?, resolved_at = ?, "
                         "updated_at = ? WHERE id = ?",
-                        (current, now, now, alert["id"]),
+                        (current, now, now, alert.id),
                     )
-                self._event(alert["id"], "resolved", f"{rule.measure} = {current:.4g}")
-                alert = self.get(alert["id"])
+                self._event(alert.id, "resolved", f"{rule.measure} = {current:.4g}")
+                alert = self.get(alert.id)
                 self._notify(rule, alert, "resolved")
-                return {"alert": alert["id"], "state": "resolved", "deployment": deployment}
+                return {"alert": alert.id, "state": "resolved", "deployment": deployment}
             return None
         if not breach:
             return None
@@ -291,53 +290,53 @@ class Alerts:
 
     # --- actions ----------------------------------------------------------------------
 
-    def _act(self, rule, alert: dict[str, Any]) -> str:
-        name = alert["deployment"]
+    def _act(self, rule, alert: Alert) -> str:
+        name = alert.deployment
         try:
             if rule.action == "rollback":
-                self.ws.deployments.rollback(name, reason=f"alert {alert['id']}: {rule.name}")
+                self.ws.deployments.rollback(name, reason=f"alert {alert.id}: {rule.name}")
                 return f"rolled {name} back"
             rec = self.ws.deployments.get(name)
-            found = self.ws.pipelines.for_model(rec["model"])
+            found = self.ws.pipelines.for_model(rec.model)
             if found is None:
-                return f"no pipeline registers model {rec['model']!r}: nothing to retrain"
+                return f"no pipeline registers model {rec.model!r}: nothing to retrain"
             pipeline = found.name
             busy = [
                 j
                 for j in self.ws.jobs.list(pipeline=pipeline, limit=20)
-                if j["kind"] == "chain" and j["status"] in ("queued", "running")
+                if j.kind == "chain" and not j.status.final
             ]
             if busy:
-                return f"chain {busy[0]['id']} of {pipeline} is already {busy[0]['status']}"
+                return f"chain {busy[0].id} of {pipeline} is already {busy[0].status}"
             job = self.ws.jobs.submit(
-                "chain", pipeline, trigger=f"alert {alert['id']}", max_attempts=2
+                "chain", pipeline, trigger=f"alert {alert.id}", max_attempts=2
             )
-            return f"queued retrain chain {job['id']} of pipeline {pipeline}"
+            return f"queued retrain chain {job.id} of pipeline {pipeline}"
         except (MlopsError, OSError) as exc:
             return f"{rule.action} failed: {exc}"
 
     # --- notifications ----------------------------------------------------------------
 
-    def _emit(self, alert: dict[str, Any], kind: str) -> None:
+    def _emit(self, alert: Alert, kind: str) -> None:
         if self.on_event is not None:
-            self.on_event({"event": "alert", "kind": kind, "alert": alert})
+            self.on_event({"event": "alert", "kind": kind, "alert": alert.to_dict()})
 
-    def _notify(self, rule, alert: dict[str, Any], kind: str) -> None:
+    def _notify(self, rule, alert: Alert, kind: str) -> None:
         self._emit(alert, kind)
         from mlops_console.plugins import load_plugins
 
         available = load_plugins().notifiers()
         text = (
-            f"[{alert['severity']}] alert {alert['id']} {kind}: {rule.name} on "
-            f"{alert['deployment']}: {alert['detail']}"
+            f"[{alert.severity}] alert {alert.id} {kind}: {rule.name} on "
+            f"{alert.deployment}: {alert.detail}"
         )
         shaped = Event(
             kind,
             text,
-            severity=alert["severity"],
-            deployment=alert["deployment"],
-            detail=alert["detail"],
-            alert=alert,
+            severity=alert.severity,
+            deployment=alert.deployment,
+            detail=alert.detail,
+            alert=alert.to_dict(),
         )
         for name in rule.notify:
             if name == "console":
@@ -345,7 +344,7 @@ class Alerts:
             fn = available.get(name)
             if fn is None:
                 self._event(
-                    alert["id"], "notify_failed", f"{name}: no such notifier (`mlops plugins list`)"
+                    alert.id, "notify_failed", f"{name}: no such notifier (`mlops plugins list`)"
                 )
                 continue
             settings = self.ws.config.notifiers.get(name)

@@ -17,18 +17,18 @@ def _jobs(ws: Workspace) -> Listing:
         ["job", "pipeline", "status", "trigger", "created", "outcome"],
         [
             (
-                str(j["id"]),
+                str(j.id),
                 [
-                    str(j["id"]),
-                    j["pipeline"],
-                    j["status"],
-                    j["trigger"],
-                    _when(j["created_at"]),
-                    j["detail"][:50],
+                    str(j.id),
+                    j.pipeline,
+                    j.status.value,
+                    j.trigger,
+                    _when(j.created_at),
+                    j.detail[:50],
                 ],
             )
             for j in ws.jobs.list(limit=500)
-            if j["kind"] in ("chain", "score")
+            if j.kind in ("chain", "score")
         ],
     )
 
@@ -72,15 +72,15 @@ def _job_detail(ws: Workspace, key: str) -> str:
     if key.startswith("schedule:"):
         return f"Schedule {key[9:]}: z pauses, u resumes, n runs it now (the daemon must run)."
     j = ws.jobs.get(int(key))
-    steps = sorted(ws.jobs.list(chain_id=j["id"]), key=lambda s: s["id"])
+    steps = sorted(ws.jobs.list(chain_id=j.id), key=lambda s: s.id)
     lines = [
-        f"Job {j['id']} ({j['kind']}) for {j['pipeline']}: {j['status']}",
-        j["detail"],
+        f"Job {j.id} ({j.kind}) for {j.pipeline}: {j.status}",
+        j.detail,
         "",
         "Steps:",
     ]
-    lines += [f"  {s['kind']:9} {s['status']:10} {s['detail'][:70]}" for s in steps]
-    lines += ["", "Log (tail):", ws.jobs.logs(j["id"], 40)]
+    lines += [f"  {s.kind:9} {s.status:10} {s.detail[:70]}" for s in steps]
+    lines += ["", "Log (tail):", ws.jobs.logs(j.id, 40)]
     return "\n".join(lines)
 
 
@@ -117,17 +117,17 @@ def _run_now(ws: Workspace, key: str) -> str:
     if key.startswith("schedule:"):
         return _schedule("trigger")(ws, key)
     j = ws.jobs.get(int(key))
-    new = ws.jobs.submit("chain", j["pipeline"], trigger="console")
-    if new["trigger"] != "console":  # one queued chain per pipeline: it runs soon anyway
-        return f"chain {new['id']} of {j['pipeline']} is queued already"
-    return f"queued chain {new['id']} of {j['pipeline']}"
+    new = ws.jobs.submit("chain", j.pipeline, trigger="console")
+    if new.trigger != "console":  # one queued chain per pipeline: it runs soon anyway
+        return f"chain {new.id} of {j.pipeline} is queued already"
+    return f"queued chain {new.id} of {j.pipeline}"
 
 
 def _cancel(ws: Workspace, key: str) -> str:
     if not key.isdigit():
         raise ValueError("select a job row to cancel (z pauses a schedule)")
     j = ws.jobs.cancel(int(key))
-    return f"job {key}: {j['status']}" + (" (cancel requested)" if j["cancel_requested"] else "")
+    return f"job {key}: {j.status}" + (" (cancel requested)" if j.cancel_requested else "")
 
 
 AREA = Area(

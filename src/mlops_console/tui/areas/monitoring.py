@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mlops_console.monitoring.alert_records import AlertState
 from mlops_console.tui.areas.common import (
     Action,
     Area,
@@ -42,8 +43,8 @@ def _monitoring(ws: Workspace) -> Listing:
     alerts = ws.alerts.list(limit=100)
     active: dict[str, int] = {}
     for a in alerts:
-        if a["state"] in ("open", "acknowledged"):
-            active[a["deployment"]] = active.get(a["deployment"], 0) + 1
+        if a.state.active:
+            active[a.deployment] = active.get(a.deployment, 0) + 1
     for name in ws.monitor.deployments():
         h = health(ws, name)
         drift = h.get("drift") or {}
@@ -69,19 +70,19 @@ def _monitoring(ws: Workspace) -> Listing:
             )
         )
     for a in alerts:
-        colour = {"open": "red", "acknowledged": "yellow"}.get(a["state"], "green")
+        colour = {AlertState.OPEN: "red", AlertState.ACKNOWLEDGED: "yellow"}.get(a.state, "green")
         rows.append(
             (
-                f"alert:{a['id']}",
+                f"alert:{a.id}",
                 [
                     "alert",
-                    f"#{a['id']} {a['rule']}",
-                    a["deployment"],
-                    f"[{colour}]{a['state']}[/]",
-                    _num(a["value"]),
-                    a["measure"],
-                    _when(a["opened_at"]),
-                    (a["action_result"] or a["action"])[:30],
+                    f"#{a.id} {a.rule}",
+                    a.deployment,
+                    f"[{colour}]{a.state}[/]",
+                    _num(a.value),
+                    a.measure,
+                    _when(a.opened_at),
+                    (a.action_result or a.action)[:30],
                     "",
                     "",
                 ],
@@ -109,17 +110,14 @@ def _monitoring_detail(ws: Workspace, key: str) -> str:
     if kind == "alert":
         a = ws.alerts.get(int(ident))
         lines = [
-            f"Alert #{a['id']} ({a['severity']}): {a['rule']} on {a['deployment']} - {a['state']}",
-            a["detail"],
-            f"measure {a['measure']} = {_num(a['value'])} (threshold {_num(a['threshold'])}, window {a['window']})",
-            f"action: {a['action']} -> {a['action_result'] or '-'}",
+            f"Alert #{a.id} ({a.severity}): {a.rule} on {a.deployment} - {a.state}",
+            a.detail,
+            f"measure {a.measure} = {_num(a.value)} (threshold {_num(a.threshold)}, window {a.window})",
+            f"action: {a.action} -> {a.action_result or '-'}",
             "",
             "History:",
         ]
-        lines += [
-            f"  {_when(e['at'])} {e['kind']:14} {e['detail'][:70]}"
-            for e in ws.alerts.events(a["id"])
-        ]
+        lines += [f"  {_when(e.at)} {e.kind:14} {e.detail[:70]}" for e in ws.alerts.events(a.id)]
         return "\n".join(lines)
     h = health(ws, ident)
     if "error" in h:
@@ -182,7 +180,7 @@ def _ack(ws: Workspace, key: str) -> str:
     from mlops_console.users import current_user
 
     a = ws.alerts.acknowledge(int(ident), f"{current_user()} (console)")
-    return f"alert #{a['id']} acknowledged"
+    return f"alert #{a.id} acknowledged"
 
 
 AREA = Area(

@@ -21,13 +21,9 @@ def _overview(ws: Workspace) -> Listing:
     running, line, schedules = daemon_state(ws)
     rows.append(("daemon:", ["daemon", "automation", line, "up" if running else "down"]))
     for d in ws.deployments.list():
-        h = health(ws, d["name"])
+        h = health(ws, d.name)
         perf, drift = h.get("performance") or {}, h.get("drift") or {}
-        split = (
-            f" + canary v{d['canary_version']} {d['canary_percent']:.0f}%"
-            if d["canary_version"]
-            else ""
-        )
+        split = f" + canary v{d.canary_version} {d.canary_percent:.0f}%" if d.canary_version else ""
         drift_state = (
             "[red]DRIFT[/]"
             if drift.get("drifted")
@@ -37,12 +33,12 @@ def _overview(ws: Workspace) -> Listing:
         )
         rows.append(
             (
-                f"deployment:{d['name']}",
+                f"deployment:{d.name}",
                 [
                     "deployment",
-                    d["name"],
-                    f"{d['model']} v{d['version']}{split}",
-                    f"{d['status']} | {_num(perf.get('rps'))} req/s | p99 "
+                    d.name,
+                    f"{d.model} v{d.version}{split}",
+                    f"{d.status} | {_num(perf.get('rps'))} req/s | p99 "
                     f"{_num(perf.get('latency_p99_ms'))} ms | err {_num(perf.get('error_rate'))} | "
                     + drift_state,
                 ],
@@ -51,8 +47,8 @@ def _overview(ws: Workspace) -> Listing:
     for a in ws.alerts.list("active", limit=20):
         rows.append(
             (
-                f"alert:{a['id']}",
-                ["alert", f"#{a['id']} {a['rule']}", a["deployment"], f"[red]{a['state']}[/]"],
+                f"alert:{a.id}",
+                ["alert", f"#{a.id} {a.rule}", a.deployment, f"[red]{a.state}[/]"],
             )
         )
     for sc in sorted(schedules, key=lambda x: x.get("next_run") or 1e18)[:5]:
@@ -83,8 +79,8 @@ def _overview(ws: Workspace) -> Listing:
         )
     for r in ws.runs.search(limit=5):
         rows.append((f"run:{r.id}", ["run", r.id[:8], r.experiment, r.status]))
-    for j in [j for j in ws.jobs.list(limit=20) if j["kind"] == "chain"][:5]:
-        rows.append((f"job:{j['id']}", ["job", str(j["id"]), j["pipeline"], j["status"]]))
+    for j in [j for j in ws.jobs.list(limit=20) if j.kind == "chain"][:5]:
+        rows.append((f"job:{j.id}", ["job", str(j.id), j.pipeline, j.status.value]))
     return Listing(["kind", "name", "what", "state"], rows)
 
 

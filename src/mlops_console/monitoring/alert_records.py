@@ -1,0 +1,104 @@
+"""The alerts' records: an alert of a rule on one deployment, and its history's events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+COLS = (
+    "id, rule, deployment, measure, severity, state, value, threshold, window, detail, action, "
+    "action_result, opened_at, updated_at, acknowledged_at, acknowledged_by, resolved_at"
+)
+
+
+class AlertState(StrEnum):
+    """Open until someone acknowledges it or its measure recovers; resolved is the end."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+    @property
+    def active(self) -> bool:
+        return self is not AlertState.RESOLVED
+
+
+@dataclass
+class Alert:
+    """An alert as `ws.alerts` gives it."""
+
+    id: int
+    rule: str  # the `[[alerts]]` rule's name
+    deployment: str
+    measure: str  # e.g. drift_share, psi:COLUMN, latency_p99_ms
+    severity: str  # info, warning, critical
+    state: AlertState
+    value: float | None  # the last value measured
+    threshold: float
+    window: str  # the rule's window, e.g. 5m
+    detail: str
+    action: str  # none, retrain, rollback
+    action_result: str  # what the action did ("" before, or without, one)
+    opened_at: float
+    updated_at: float
+    acknowledged_at: float | None
+    acknowledged_by: str
+    resolved_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Alert:
+        """A row of `SELECT {COLS}`, read by column name."""
+        return cls(
+            id=row["id"],
+            rule=row["rule"],
+            deployment=row["deployment"],
+            measure=row["measure"],
+            severity=row["severity"],
+            state=AlertState(row["state"]),
+            value=row["value"],
+            threshold=row["threshold"],
+            window=row["window"],
+            detail=row["detail"],
+            action=row["action"],
+            action_result=row["action_result"],
+            opened_at=row["opened_at"],
+            updated_at=row["updated_at"],
+            acknowledged_at=row["acknowledged_at"],
+            acknowledged_by=row["acknowledged_by"],
+            resolved_at=row["resolved_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The alert as the CLI's `--json`, the event stream and the notifiers show it."""
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "deployment": self.deployment,
+            "measure": self.measure,
+            "severity": self.severity,
+            "state": self.state.value,
+            "value": self.value,
+            "threshold": self.threshold,
+            "window": self.window,
+            "detail": self.detail,
+            "action": self.action,
+            "action_result": self.action_result,
+            "opened_at": self.opened_at,
+            "updated_at": self.updated_at,
+            "acknowledged_at": self.acknowledged_at,
+            "acknowledged_by": self.acknowledged_by,
+            "resolved_at": self.resolved_at,
+        }
+
+
+@dataclass
+class AlertEvent:
+    """One line of an alert's history."""
+
+    at: float
+    kind: str  # opened, notified, notify_failed, action, acknowledged, resolved
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "kind": self.kind, "detail": self.detail}
