@@ -25,6 +25,7 @@ from mlops_console import process
 from mlops_console.errors import MlopsError
 
 if TYPE_CHECKING:
+    from mlops_console.automation.client import DaemonClient
     from mlops_console.workspace import Workspace
 
 START_TIMEOUT = 120.0  # seconds for a live, starting daemon to answer (migrations, orphans)
@@ -87,7 +88,8 @@ def paths(ws_or_root: WorkspaceOrRoot) -> DaemonPaths:
     return DaemonPaths(ws_or_root.root, ws_or_root.state)
 
 
-def _client(where: DaemonPaths):  # -> DaemonClient (httpx loads only when a daemon is asked)
+def _client(where: DaemonPaths) -> DaemonClient:
+    # imported here: httpx loads only when a daemon is asked
     from mlops_console.automation.client import DaemonClient
 
     return DaemonClient(where)
