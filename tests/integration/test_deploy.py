@@ -20,7 +20,7 @@ def dws(tmp_path_factory):
     ws, _ = train_two_versions(tmp_path_factory.mktemp("deploy") / "ws")
     yield ws
     for d in ws.deployments.list():
-        ws.deployments.stop(d["name"])
+        ws.deployments.stop(d.name)
     ws.close()
 
 
@@ -31,22 +31,22 @@ def records(n=4):
 def test_deploy_canary_judge_rollback_and_failed_deploy(dws):
     port = free_port()
     rec = dws.deployments.deploy("m/1", name="svc", port=port)
-    assert rec["status"] == "running" and rec["endpoint"] == f"http://127.0.0.1:{port}"
+    assert rec.status == "running" and rec.endpoint == f"http://127.0.0.1:{port}"
     assert len(dws.deployments.predict("svc", records())) == 4
     assert "svc" in dws.deployments.target("local").list()
     # idempotent: deploying the same version again changes nothing
-    assert dws.deployments.deploy("m/1", name="svc")["version"] == 1
+    assert dws.deployments.deploy("m/1", name="svc").version == 1
     with pytest.raises(Conflict, match="not deployed yet"):
         dws.deployments.deploy("m/2", name="other", strategy="canary")
 
     dws.deployments.deploy("m/2", name="svc", strategy="canary", canary_percent=50)
-    assert dws.deployments.judge_canary("svc", min_requests=20)["decision"] == "wait"
+    assert dws.deployments.judge_canary("svc", min_requests=20).decision == "wait"
     for _ in range(80):
-        httpx.post(rec["endpoint"] + "/invocations", json={"instances": records(2)})
+        httpx.post(rec.endpoint + "/invocations", json={"instances": records(2)})
     verdict = dws.deployments.judge_canary("svc", min_requests=20)
-    assert verdict["decision"] == "promote" and verdict["requests"] >= 20
-    assert dws.deployments.get("svc")["version"] == 2
-    assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 2
+    assert verdict.decision == "promote" and verdict.requests >= 20
+    assert dws.deployments.get("svc").version == 2
+    assert httpx.get(rec.endpoint + "/version").json()["version"] == 2
 
     # a bundle the store cannot vouch for: the deploy fails, the previous version keeps serving
     mv = dws.models.resolve("m/1")
@@ -66,38 +66,38 @@ def test_deploy_canary_judge_rollback_and_failed_deploy(dws):
             dws.deployments.deploy("m/1", name="svc")
     finally:
         obj.write_bytes(good)
-    assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 2
-    assert dws.deployments.history("svc")[-1]["action"] == "failed"
+    assert httpx.get(rec.endpoint + "/version").json()["version"] == 2
+    assert dws.deployments.history("svc")[-1].action == "failed"
 
-    assert dws.deployments.rollback("svc", reason="back")["version"] == 1
-    assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 1
-    actions = [e["action"] for e in dws.deployments.history("svc")]
+    assert dws.deployments.rollback("svc", reason="back").version == 1
+    assert httpx.get(rec.endpoint + "/version").json()["version"] == 1
+    actions = [e.action for e in dws.deployments.history("svc")]
     assert actions[:3] == ["create", "canary", "promote"] and actions[-1] == "rollback"
     log = dws.deployments.logs("svc")
     assert "serving m/1" in log and "loaded m/1" in log, log
-    failed = next(e for e in dws.deployments.history("svc") if e["action"] == "failed")
-    assert "does not match" in failed["detail"] or "hash" in failed["detail"], failed
+    failed = next(e for e in dws.deployments.history("svc") if e.action == "failed")
+    assert "does not match" in failed.detail or "hash" in failed.detail, failed
     dws.deployments.stop("svc")
-    assert dws.deployments.status("svc")["live"]["status"] == "stopped"
+    assert dws.deployments.status("svc").live["status"] == "stopped"
     with pytest.raises(httpx.HTTPError):
-        httpx.get(rec["endpoint"] + "/ping", timeout=1)
+        httpx.get(rec.endpoint + "/ping", timeout=1)
 
 
 def test_an_unhealthy_canary_is_rolled_back(dws):
     dws.deployments.deploy("m/1", name="svc2", port=free_port())
     dws.deployments.deploy("m/2", name="svc2", strategy="canary", canary_percent=100)
-    endpoint = dws.deployments.get("svc2")["endpoint"]
+    endpoint = dws.deployments.get("svc2").endpoint
     for _ in range(30):
         httpx.post(endpoint + "/invocations", json={"instances": records(1)})
     verdict = dws.deployments.judge_canary("svc2", max_p99_ms=0.000001, min_requests=10)
-    assert verdict["decision"] == "rollback"
+    assert verdict.decision == "rollback"
     assert httpx.get(endpoint + "/version").json()["canary"] is None
     dws.deployments.stop("svc2")
 
 
 def test_zero_failed_requests_while_deploying(dws):
     dws.deployments.deploy("m/1", name="svc3", port=free_port())
-    endpoint = dws.deployments.get("svc3")["endpoint"]
+    endpoint = dws.deployments.get("svc3").endpoint
     stop, failed, ok = threading.Event(), [], [0]
 
     def client():
@@ -202,7 +202,7 @@ def test_an_edited_bundle_folder_is_exported_again_and_verified_by_the_server(dw
     for f in edited.iterdir():
         (folder / f.name).write_bytes(f.read_bytes())
     dws.deployments.deploy("m/1", name="svc4")
-    st = dws.deployments.status("svc4")["stats"]
+    st = dws.deployments.status("svc4").stats
     assert st["primary"]["bundle_digest"] == mv.artifact_hash  # checked by the server
     assert st["primary"]["runtime"] == "onnx"  # the registered bundle, not the edited one
     from mlops_console.registry.bundle import bundle_dir_matches

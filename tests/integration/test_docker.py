@@ -38,12 +38,10 @@ def test_docker_build_run_predict_swap_export_stop(engine, tmp_path_factory):
     ws, _ = train_two_versions(tmp_path_factory.mktemp("docker") / "ws")
     try:
         rec = ws.deployments.deploy("m/1", target="docker", name="dk", port=free_port())
-        assert rec["status"] == "running" and rec["target"] == "docker"
+        assert rec.status == "running" and rec.target == "docker"
         assert "dk" in ws.deployments.target("docker").list()
         st = ws.deployments.status("dk")
-        assert st["live"]["status"] == "running" and st["live"]["image"].startswith(
-            "mlops-serve-dk:"
-        )
+        assert st.live["status"] == "running" and st.live["image"].startswith("mlops-serve-dk:")
         rows = [{"x1": 0.5, "x2": -1.0, "plan": "pro"}, {"x1": -2.0, "x2": 0.1, "plan": "basic"}]
         here = ws.models.bundle("m/1", runtime="sklearn").predict_proba(
             __import__("pandas").DataFrame(rows)
@@ -60,16 +58,16 @@ def test_docker_build_run_predict_swap_export_stop(engine, tmp_path_factory):
         assert env["MLOPS_BUNDLE_DIGEST"] == ws.models.resolve("m/1").artifact_hash
         # hot swap inside the running container, then a canary and its rollback
         ws.deployments.deploy("m/2", name="dk")
-        assert httpx.get(rec["endpoint"] + "/version").json()["version"] == 2
+        assert httpx.get(rec.endpoint + "/version").json()["version"] == 2
         ws.deployments.deploy("m/1", name="dk", strategy="canary", canary_percent=50)
-        assert ws.deployments.rollback("dk")["canary_version"] is None
+        assert ws.deployments.rollback("dk").canary_version is None
         # the health check, the logs and the prediction log through the mounted folder
         log = ws.deployments.logs("dk")
         assert "serving m/1" in log and "loaded m/2" in log and "rolled back" in log, log
         tar = ws.deployments.export("dk", tmp_path_factory.mktemp("export") / "dk.tar")
         assert tar.stat().st_size > 50_000_000
         ws.deployments.stop("dk")
-        assert ws.deployments.status("dk")["live"]["status"] == "stopped"
+        assert ws.deployments.status("dk").live["status"] == "stopped"
         import time
 
         time.sleep(1.5)
@@ -77,8 +75,8 @@ def test_docker_build_run_predict_swap_export_stop(engine, tmp_path_factory):
         assert logged, "the container wrote no prediction log into the mounted folder"
     finally:
         for d in ws.deployments.list():
-            if d["status"] == "running":
-                ws.deployments.stop(d["name"])
+            if d.status == "running":
+                ws.deployments.stop(d.name)
         ws.close()
         subprocess.run(
             "docker images -q --filter label=mlops-console=dk | xargs -r docker rmi -f",

@@ -257,7 +257,7 @@ def test_a_plugins_target_is_asked_its_capabilities_not_its_name(trained, extras
     ws, _ = trained
     extras.CALLS.clear()
     rec = ws.deployments.deploy("kunden/1", target="memory", name="mem")
-    assert rec["endpoint"] == "memory://mem" and ("create", "mem") in extras.CALLS
+    assert rec.endpoint == "memory://mem" and ("create", "mem") in extras.CALLS
     with pytest.raises(Conflict, match="cannot run a canary"):
         ws.deployments.deploy("kunden/1", target="memory", name="mem", strategy="canary")
     ws.monitor.collect("mem")  # remote_logs: the target brings its segments first

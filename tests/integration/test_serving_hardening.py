@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     ws, folders = train_two_versions(root / "ws")
     yield ws, folders, root
     for d in ws.deployments.list():
-        ws.deployments.stop(d["name"])
+        ws.deployments.stop(d.name)
     ws.close()
 
 
@@ -478,7 +478,7 @@ def test_a_crashing_canary_is_counted_logged_and_rolled_back(trained):
     mv = faulty_version(ws)
     ws.deployments.deploy("m/1", name="crashy", port=free_port())
     ws.deployments.deploy(mv.ref, name="crashy", strategy="canary", canary_percent=50)
-    endpoint = ws.deployments.get("crashy")["endpoint"]
+    endpoint = ws.deployments.get("crashy").endpoint
     far = {"instances": [{**GOOD, "x1": 1e6}]}
     answers = [httpx.post(endpoint + "/invocations", json=far, timeout=30) for _ in range(60)]
     failed = [r for r in answers if r.status_code == 500]
@@ -487,11 +487,11 @@ def test_a_crashing_canary_is_counted_logged_and_rolled_back(trained):
     assert {r.status_code for r in answers} == {200, 500}  # the primary answers the rest
     metrics = httpx.get(endpoint + "/metrics").text
     assert f'route="invocations",status="500",role="canary"}} {len(failed)}' in metrics
-    stats = ws.deployments.status("crashy")["stats"]
+    stats = ws.deployments.status("crashy").stats
     assert stats["canary_stats"]["errors"] == len(failed)
     assert stats["primary_stats"]["errors"] == 0
     verdict = ws.deployments.judge_canary("crashy", min_requests=10)
-    assert verdict["decision"] == "rollback" and verdict["errors"] == len(failed)
+    assert verdict.decision == "rollback" and verdict.errors == len(failed)
     assert httpx.get(endpoint + "/version").json()["canary"] is None
     # the failures reached the prediction log by role, so monitoring's error rate sees them
     logdir = ws.state / "logs" / "predictions" / "crashy"
@@ -513,7 +513,7 @@ def test_serving_settings_of_the_workspace_reach_its_servers(trained):
     ws.config.serving = before.model_copy(update={"max_rows": 5, "feedback_token": True})
     try:
         ws.deployments.deploy("m/1", name="capped", port=free_port())
-        endpoint = ws.deployments.get("capped")["endpoint"]
+        endpoint = ws.deployments.get("capped").endpoint
         r = httpx.post(endpoint + "/invocations", json={"instances": [GOOD] * 6})
         assert r.status_code == 413 and "at most 5" in r.json()["message"]
         fb = {"request_id": "x", "label": 1}
@@ -604,7 +604,7 @@ def test_workspace_code_travels_in_the_bundle_not_through_sys_path(trained):
     (ws.root / "numpy.py").write_text(f"open({str(marker)!r}, 'w').write('numpy')\n")
     try:
         ws.deployments.deploy(mv.ref, name="codepath", port=free_port())
-        endpoint = ws.deployments.get("codepath")["endpoint"]
+        endpoint = ws.deployments.get("codepath").endpoint
         r = httpx.post(endpoint + "/invocations", json={"instances": [{**GOOD, "x1": 1e6}]})
         assert r.status_code == 500  # the trained Faulty, from the bundle's copy of faulty.py
         assert httpx.post(endpoint + "/invocations", json={"instances": [GOOD]}).status_code == 200

@@ -45,7 +45,7 @@ def canary_rollout(
         return "promote"
     except BaseException as exc:  # cancelled, or the target failed: take the canary out
         try:
-            if ws.deployments.get(name)["canary_version"] is not None:
+            if ws.deployments.get(name).canary_version is not None:
                 ws.deployments.rollback(name, reason=f"the rollout stopped: {exc}")
                 say(f"{name}: canary rolled back ({exc})")
         except Exception as inner:
@@ -68,22 +68,22 @@ def _step(ws, name, percent, deploy, say, check_cancel, poll_seconds) -> bool:
             promote=False,
         )
         line = (
-            f"judge at {percent:g}%: {v['decision']} ({v['requests']} canary requests, "
-            f"{v['errors']} errors, {v['client_errors']} refused, p99 "
-            + (f"{v['p99_ms']:.1f} ms)" if v["p99_ms"] is not None else "n/a)")
+            f"judge at {percent:g}%: {v.decision} ({v.requests} canary requests, "
+            f"{v.errors} errors, {v.client_errors} refused, p99 "
+            + (f"{v.p99_ms:.1f} ms)" if v.p99_ms is not None else "n/a)")
         )
         if line != last:  # one line per change, not one per poll
             say(line)
             last = line
-        if v["decision"] == "rollback":  # judge_canary rolled it back
+        if v.decision == "rollback":  # judge_canary rolled it back
             return False
         now = time.time()
-        if v["decision"] == "healthy" and now >= earliest:
+        if v.decision == "healthy" and now >= earliest:
             return True
         if now >= deadline:
             ws.deployments.rollback(
                 name,
-                reason=f"canary at {percent:g}% saw {v['requests']} of {deploy.min_requests} "
+                reason=f"canary at {percent:g}% saw {v.requests} of {deploy.min_requests} "
                 f"requests in {deploy.canary_minutes:g} min",
             )
             say(f"judge at {percent:g}%: rollback (too few requests in its window)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,6 +19,7 @@ from mlops_console.cli.output import (
 )
 
 if TYPE_CHECKING:
+    from mlops_console.deploy.records import Deployment, DeploymentStatus
     from mlops_console.workspace import Workspace
 
 
@@ -61,18 +62,17 @@ def deploy(
         canary_percent=canary_percent,
         runtime=runtime,
     )
-    return Output(rec, lambda: _report_deployed(rec))
+    return Output(rec.to_dict(), lambda: _report_deployed(rec))
 
 
-def _report_deployed(rec: dict[str, Any]) -> None:
+def _report_deployed(rec: Deployment) -> None:
     canary = (
-        f"; canary v{rec['canary_version']} at {num(rec['canary_percent'])}%"
-        if rec["canary_version"]
+        f"; canary v{rec.canary_version} at {num(rec.canary_percent)}%"
+        if rec.canary_version
         else ""
     )
     click.echo(
-        f"{rec['name']}: {rec['model']} v{rec['version']} serving at {rec['endpoint']} "
-        f"({rec['target']}){canary}."
+        f"{rec.name}: {rec.model} v{rec.version} serving at {rec.endpoint} ({rec.target}){canary}."
     )
 
 
@@ -88,21 +88,19 @@ def list_(ws: Workspace) -> Output:
     """List deployments."""
     found = ws.deployments.list()
     return Output(
-        {"deployments": found},
+        {"deployments": [d.to_dict() for d in found]},
         lambda: table(
             ["name", "target", "model", "version", "canary", "status", "endpoint", "updated"],
             [
                 (
-                    d["name"],
-                    d["target"],
-                    d["model"],
-                    d["version"],
-                    f"v{d['canary_version']} {num(d['canary_percent'])}%"
-                    if d["canary_version"]
-                    else "-",
-                    d["status"],
-                    d["endpoint"],
-                    when(d["updated_at"]),
+                    d.name,
+                    d.target,
+                    d.model,
+                    d.version,
+                    f"v{d.canary_version} {num(d.canary_percent)}%" if d.canary_version else "-",
+                    d.status,
+                    d.endpoint,
+                    when(d.updated_at),
                 )
                 for d in found
             ],
@@ -118,26 +116,22 @@ def list_(ws: Workspace) -> Output:
 def status(ws: Workspace, name: str) -> Output:
     """Live status: what serves, requests, errors, latency of primary and canary."""
     st = ws.deployments.status(name)
-    return Output(st, lambda: _show_status(st))
+    return Output(st.to_dict(), lambda: _show_status(st))
 
 
-def _show_status(st: dict[str, Any]) -> None:
-    p, c = (
-        (st.get("stats") or {}).get("primary_stats", {}),
-        (st.get("stats") or {}).get("canary_stats", {}),
-    )
+def _show_status(st: DeploymentStatus) -> None:
+    stats = st.stats or {}
+    p, c = stats.get("primary_stats", {}), stats.get("canary_stats", {})
     kv(
         [
-            ("deployment", st["name"]),
-            ("target", st["target"]),
-            ("status", st["live"].get("status")),
-            ("endpoint", st["endpoint"]),
-            ("serving", f"{st['model']} v{st['version']}"),
+            ("deployment", st.name),
+            ("target", st.target),
+            ("status", st.live_status),
+            ("endpoint", st.endpoint),
+            ("serving", f"{st.model} v{st.version}"),
             (
                 "canary",
-                f"v{st['canary_version']} at {num(st['canary_percent'])}%"
-                if st["canary_version"]
-                else "-",
+                f"v{st.canary_version} at {num(st.canary_percent)}%" if st.canary_version else "-",
             ),
             (
                 "primary",
@@ -168,17 +162,11 @@ def history(ws: Workspace, name: str) -> Output:
     """Every change: create, update, canary, promote, rollback, stop, failed deploys."""
     events = ws.deployments.history(name)
     return Output(
-        {"deployment": name, "history": events},
+        {"deployment": name, "history": [e.to_dict() for e in events]},
         lambda: table(
             ["when", "action", "from", "to", "detail"],
             [
-                (
-                    when(e["at"]),
-                    e["action"],
-                    e["from_version"] or "-",
-                    e["to_version"] or "-",
-                    e["detail"][:80],
-                )
+                (when(e.at), e.action, e.from_version or "-", e.to_version or "-", e.detail[:80])
                 for e in events
             ],
         ),
@@ -192,7 +180,7 @@ def history(ws: Workspace, name: str) -> Output:
 def promote(ws: Workspace, name: str, reason: str) -> None:
     """Make the canary the primary version."""
     rec = ws.deployments.promote(name, reason)
-    click.echo(f"{name}: now serving v{rec['version']}.")
+    click.echo(f"{name}: now serving v{rec.version}.")
 
 
 @deployments.command("rollback")
@@ -202,7 +190,7 @@ def promote(ws: Workspace, name: str, reason: str) -> None:
 def rollback(ws: Workspace, name: str, reason: str) -> None:
     """Drop the canary, or go back to the previously served version."""
     rec = ws.deployments.rollback(name, reason)
-    click.echo(f"{name}: serving v{rec['version']}.")
+    click.echo(f"{name}: serving v{rec.version}.")
 
 
 @deployments.command("judge")
@@ -233,17 +221,17 @@ def judge(
     deadline = time.time() + watch
     while True:
         v = ws.deployments.judge_canary(name, max_error_rate, max_p99_ms, min_requests)
-        if v["decision"] != "wait" or time.time() >= deadline:
+        if v.decision != "wait" or time.time() >= deadline:
             break
         if not as_json:  # progress goes to stderr, and not at all with --json
-            click.echo(f"  .. waiting: {v['requests']}/{min_requests} canary requests", err=True)
+            click.echo(f"  .. waiting: {v.requests}/{min_requests} canary requests", err=True)
         time.sleep(min(5.0, max(0.5, watch / 20)))
     if as_json:
-        emit_json(v)
+        emit_json(v.to_dict())
         return
     click.echo(
-        f"{name}: {v['decision']} (canary: {v['requests']} requests, {v['errors']} errors, "
-        f"p99 {num(v['p99_ms'])} ms)"
+        f"{name}: {v.decision} (canary: {v.requests} requests, {v.errors} errors, "
+        f"p99 {num(v.p99_ms)} ms)"
     )
 
 
@@ -262,7 +250,7 @@ def export(ws: Workspace, name: str, output: str) -> None:
     from pathlib import Path
 
     path = ws.deployments.export(name, Path(output))
-    base = ws.deployments.get(name)["config"].get("base_image")
+    base = ws.deployments.get(name).config.get("base_image")
     click.echo(
         f"Wrote {path} ({path.stat().st_size / 1e6:.0f} MB"
         + (f", built on {base}" if base else "")
@@ -287,8 +275,8 @@ def delete(ws: Workspace, name: str, yes: bool) -> None:
     """Stop a deployment and remove its folder and prediction logs (its history stays)."""
     rec = ws.deployments.get(name)
     if not yes and not click.confirm(
-        f"Delete {name} ({rec['model']} v{rec['version']} on {rec['target']}, "
-        f"{rec['status']}): stop it and remove its bundles and prediction logs?",
+        f"Delete {name} ({rec.model} v{rec.version} on {rec.target}, "
+        f"{rec.status}): stop it and remove its bundles and prediction logs?",
         default=False,
     ):
         raise click.exceptions.Exit(1)

@@ -11,10 +11,17 @@ import json
 import os
 import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.deploy.base import Capability, DeployTarget
+from mlops_console.deploy.records import (
+    CanaryVerdict,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+)
 from mlops_console.errors import Conflict, MlopsError, NotFound
 from mlops_console.names import check_name, inside
 
@@ -52,34 +59,13 @@ class Deployments:
     def target(self, kind: str) -> DeployTarget:
         return self.target_class(kind)(self.ws)
 
-    def find(self, name: str) -> dict[str, Any] | None:
+    def find(self, name: str) -> Deployment | None:
         """The deployment named `name`, or None if there is none."""
         with self.ws.db.read() as conn:
-            row = conn.exec_driver_sql(
-                "SELECT name, target, model_name, version, canary_version, canary_percent, status, "
-                "endpoint, config, created_at, updated_at FROM deployment WHERE name = ?",
-                (name,),
-            ).first()
-        if row is None:
-            return None
-        keys = (
-            "name",
-            "target",
-            "model",
-            "version",
-            "canary_version",
-            "canary_percent",
-            "status",
-            "endpoint",
-            "config",
-            "created_at",
-            "updated_at",
-        )
-        rec = dict(zip(keys, row, strict=True))
-        rec["config"] = json.loads(rec["config"])
-        return rec
+            row = conn.exec_driver_sql(f"{_SELECT} WHERE name = ?", (name,)).mappings().first()
+        return None if row is None else _deployment(row)
 
-    def get(self, name: str) -> dict[str, Any]:
+    def get(self, name: str) -> Deployment:
         rec = self.find(name)
         if rec is None:
             raise NotFound(f"No deployment {name!r}. `mlops deployments list` shows them.")
@@ -122,16 +108,16 @@ class Deployments:
         strategy: str = "replace",
         canary_percent: float = 10.0,
         runtime: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Deployment:
         """Deploy a version: create the deployment, hot-swap it, or start it as a canary."""
         mv = self.ws.models.resolve(ref)
         name = check_name("deployment", mv.name if name is None else name)
         rec = self.find(name)
-        target = target or (rec["target"] if rec else "local")
-        moving = rec is not None and rec["target"] != target
-        if rec is not None and moving and rec["status"] == "running":
+        target = target or (rec.target if rec else "local")
+        moving = rec is not None and rec.target != target
+        if rec is not None and moving and rec.running:
             raise Conflict(
-                f"Deployment {name!r} runs on {rec['target']}; stop it first "
+                f"Deployment {name!r} runs on {rec.target}; stop it first "
                 f"(`mlops deployments stop {name}`) to move it to {target}, or pick --name."
             )
         tgt = self.target(target)
@@ -143,17 +129,15 @@ class Deployments:
             bundle = self.bundle_dir(name, mv)
         except MlopsError as exc:  # the store cannot vouch for it: nothing changes
             self._failed(name, rec, mv, str(exc))
-            keeps = (
-                " The previous version keeps serving." if rec and rec["status"] == "running" else ""
-            )
+            keeps = " The previous version keeps serving." if rec and rec.running else ""
             raise MlopsError(f"{exc}{keeps}") from None
         now = time.time()
-        if rec is None or rec["status"] != "running":
+        if rec is None or not rec.running:
             if strategy == "canary" and rec is None:
                 raise Conflict(
                     f"{name} is not deployed yet: a canary needs a primary version to split with."
                 )
-            config = (rec or {}).get("config") or {}
+            config = rec.config if rec else {}
             # a target records what it built from (docker: base_image) into config itself;
             # a new start builds afresh, so only where and how to serve carries over
             config = {
@@ -189,17 +173,17 @@ class Deployments:
                     conn,
                     name,
                     "create",
-                    rec["version"] if rec else None,
+                    rec.version if rec else None,
                     mv.version,
-                    f"moved from {rec['target']} to {target}" if rec and moving else "",
+                    f"moved from {rec.target} to {target}" if rec and moving else "",
                 )
             return self.get(name)
-        config = rec["config"]
+        config = rec.config
         if (
             strategy == "replace"
-            and rec["version"] == mv.version
-            and rec["model"] == mv.name
-            and rec["canary_version"] is None
+            and rec.version == mv.version
+            and rec.model == mv.name
+            and rec.canary_version is None
             and tgt.get(name, config).get("status") == "running"
         ):
             return rec  # already serving exactly this: nothing to do
@@ -229,7 +213,7 @@ class Deployments:
                     conn,
                     name,
                     "canary",
-                    rec["version"],
+                    rec.version,
                     mv.version,
                     f"{canary_percent}% of traffic",
                 )
@@ -239,13 +223,13 @@ class Deployments:
                     "canary_percent = 0, updated_at = ? WHERE name = ?",
                     (mv.name, mv.version, now, name),
                 )
-                self._event(conn, name, "update", rec["version"], mv.version)
+                self._event(conn, name, "update", rec.version, mv.version)
         return self.get(name)
 
-    def _failed(self, name, rec, mv, detail) -> None:
+    def _failed(self, name: str, rec: Deployment | None, mv, detail: str) -> None:
         with self.ws.db.write() as conn:
             self._event(
-                conn, name, "failed", rec["version"] if rec else None, mv.version, detail[:2000]
+                conn, name, "failed", rec.version if rec else None, mv.version, detail[:2000]
             )
         self._publish(
             "deploy_failed",
@@ -274,83 +258,83 @@ class Deployments:
             ),
         )
 
-    def promote(self, name: str, reason: str = "") -> dict[str, Any]:
+    def promote(self, name: str, reason: str = "") -> Deployment:
         rec = self.get(name)
-        if rec["canary_version"] is None:
+        if rec.canary_version is None:
             raise Conflict(f"{name} has no canary to promote.")
-        self.target(rec["target"]).promote(name, rec["config"])
+        self.target(rec.target).promote(name, rec.config)
         with self.ws.db.write() as conn:
             conn.exec_driver_sql(
                 "UPDATE deployment SET version = canary_version, canary_version = NULL, "
                 "canary_percent = 0, updated_at = ? WHERE name = ?",
                 (time.time(), name),
             )
-            self._event(conn, name, "promote", rec["version"], rec["canary_version"], reason)
+            self._event(conn, name, "promote", rec.version, rec.canary_version, reason)
         self._publish(
             "promoted",
-            f"{name}: canary v{rec['canary_version']} of {rec['model']} promoted over "
-            f"v{rec['version']}" + (f" ({reason})" if reason else ""),
+            f"{name}: canary v{rec.canary_version} of {rec.model} promoted over "
+            f"v{rec.version}" + (f" ({reason})" if reason else ""),
             name,
-            rec["model"],
-            rec["canary_version"],
+            rec.model,
+            rec.canary_version,
             reason,
         )
         return self.get(name)
 
-    def rollback(self, name: str, reason: str = "") -> dict[str, Any]:
+    def rollback(self, name: str, reason: str = "") -> Deployment:
         """Drop the canary; without one, go back to the version served before the last update."""
         rec = self.get(name)
-        if rec["canary_version"] is not None:
-            self.target(rec["target"]).rollback(name, rec["config"])
+        if rec.canary_version is not None:
+            self.target(rec.target).rollback(name, rec.config)
             with self.ws.db.write() as conn:
                 conn.exec_driver_sql(
                     "UPDATE deployment SET canary_version = NULL, canary_percent = 0, "
                     "updated_at = ? WHERE name = ?",
                     (time.time(), name),
                 )
-                self._event(conn, name, "rollback", rec["canary_version"], rec["version"], reason)
+                self._event(conn, name, "rollback", rec.canary_version, rec.version, reason)
             self._publish(
                 "rolled_back",
-                f"{name}: canary v{rec['canary_version']} of {rec['model']} rolled back; "
-                f"v{rec['version']} serves" + (f" ({reason})" if reason else ""),
+                f"{name}: canary v{rec.canary_version} of {rec.model} rolled back; "
+                f"v{rec.version} serves" + (f" ({reason})" if reason else ""),
                 name,
-                rec["model"],
-                rec["version"],
+                rec.model,
+                rec.version,
                 reason,
                 severity="warning",
             )
             return self.get(name)
         previous = None
         for e in reversed(self.history(name)):
-            if e["action"] in ("update", "promote", "create") and e["to_version"] == rec["version"]:
-                previous = e["from_version"]
+            if e.action in ("update", "promote", "create") and e.to_version == rec.version:
+                previous = e.from_version
                 break
         if previous is None:
             raise Conflict(f"{name} has no canary and no earlier version to roll back to.")
-        out = self.deploy(f"{rec['model']}/{previous}", target=rec["target"], name=name)
+        out = self.deploy(f"{rec.model}/{previous}", target=rec.target, name=name)
         with self.ws.db.write() as conn:
-            self._event(conn, name, "rollback", rec["version"], previous, reason)
+            self._event(conn, name, "rollback", rec.version, previous, reason)
         self._publish(
             "rolled_back",
-            f"{name}: rolled back from v{rec['version']} to v{previous} of {rec['model']}"
+            f"{name}: rolled back from v{rec.version} to v{previous} of {rec.model}"
             + (f" ({reason})" if reason else ""),
             name,
-            rec["model"],
+            rec.model,
             previous,
             reason,
             severity="warning",
         )
         return out
 
-    def stop(self, name: str) -> dict[str, Any]:
+    def stop(self, name: str) -> Deployment:
         rec = self.get(name)
-        self.target(rec["target"]).delete(name, rec["config"])
+        self.target(rec.target).delete(name, rec.config)
         with self.ws.db.write() as conn:
             conn.exec_driver_sql(
                 "UPDATE deployment SET status = 'stopped', updated_at = ? WHERE name = ?",
                 (time.time(), name),
             )
-            self._event(conn, name, "stop", rec["version"], None)
+            self._event(conn, name, "stop", rec.version, None)
         return self.get(name)
 
     def delete(self, name: str) -> None:
@@ -360,7 +344,7 @@ class Deployments:
         import shutil
 
         rec = self.get(name)
-        self.target(rec["target"]).delete(name, rec["config"])
+        self.target(rec.target).delete(name, rec.config)
         from mlops_console.monitoring.collect import monitor_dir
 
         state = self.ws.state
@@ -376,45 +360,44 @@ class Deployments:
                 shutil.rmtree(folder)
         with self.ws.db.write() as conn:
             conn.exec_driver_sql("DELETE FROM deployment WHERE name = ?", (name,))
-            self._event(conn, name, "delete", rec["version"], None, f"on {rec['target']}")
+            self._event(conn, name, "delete", rec.version, None, f"on {rec.target}")
         self._publish(
             "deleted",
-            f"{name}: deleted (it served v{rec['version']} of {rec['model']} on {rec['target']})",
+            f"{name}: deleted (it served v{rec.version} of {rec.model} on {rec.target})",
             name,
-            rec["model"],
-            rec["version"],
+            rec.model,
+            rec.version,
         )
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[Deployment]:
         with self.ws.db.read() as conn:
-            names = [
-                r[0] for r in conn.exec_driver_sql("SELECT name FROM deployment ORDER BY name")
-            ]
-        return [self.get(n) for n in names]
+            rows = conn.exec_driver_sql(f"{_SELECT} ORDER BY name").mappings()
+        return [_deployment(r) for r in rows]
 
-    def status(self, name: str) -> dict[str, Any]:
+    def status(self, name: str) -> DeploymentStatus:
+        """The deployment with what its target reports now (`live`, and `stats` while it runs)."""
         rec = self.get(name)
-        tgt = self.target(rec["target"])
-        live = tgt.get(name, rec["config"])
-        stats = tgt.status(name, rec["config"]) if live.get("status") == "running" else {}
-        return {**rec, "live": live, "stats": stats}
+        tgt = self.target(rec.target)
+        live = tgt.get(name, rec.config)
+        stats = tgt.status(name, rec.config) if live.get("status") == "running" else {}
+        return DeploymentStatus(**vars(rec), live=live, stats=stats)
 
     def logs(self, name: str, tail: int = 100) -> str:
         rec = self.get(name)
-        return self.target(rec["target"]).logs(name, tail)
+        return self.target(rec.target).logs(name, tail)
 
     def predict(
         self, name: str, records: builtins.list[dict[str, Any]], output: str = "predict"
     ) -> builtins.list:
         rec = self.get(name)
-        return self.target(rec["target"]).predict(name, rec["config"], records, output)
+        return self.target(rec.target).predict(name, rec.config, records, output)
 
     def export(self, name: str, dest: Path) -> Path:
         """Write the deployment's image as a tar (targets that build images only)."""
         rec = self.get(name)
         from mlops_console.plugins import load_plugins
 
-        tgt = self.target(rec["target"])
+        tgt = self.target(rec.target)
         if Capability.IMAGE_EXPORT not in tgt.capabilities:
             can = [
                 k
@@ -422,24 +405,23 @@ class Deployments:
                 if Capability.IMAGE_EXPORT in cls.capabilities
             ]
             raise MlopsError(
-                f"Target {rec['target']!r} has no image to export; deploy with a target that "
+                f"Target {rec.target!r} has no image to export; deploy with a target that "
                 f"builds images ({', '.join(sorted(can)) or 'none installed'})."
             )
-        mv = self.ws.models.resolve(f"{rec['model']}/{rec['version']}")
+        mv = self.ws.models.resolve(rec.ref)
         return tgt.export(
-            name, self.bundle_dir(name, mv), rec["config"], dest, digest=mv.artifact_hash
+            name, self.bundle_dir(name, mv), rec.config, dest, digest=mv.artifact_hash
         )
 
-    def history(self, name: str) -> builtins.list[dict[str, Any]]:
+    def history(self, name: str) -> builtins.list[DeploymentEvent]:
+        """The deployment's changes, oldest first (kept after it is deleted)."""
         with self.ws.db.read() as conn:
-            return [
-                {"at": at, "action": a, "from_version": f, "to_version": t, "detail": d}
-                for at, a, f, t, d in conn.exec_driver_sql(
-                    "SELECT at, action, from_version, to_version, detail FROM deployment_event "
-                    "WHERE name = ? ORDER BY at, id",
-                    (name,),
-                )
-            ]
+            rows = conn.exec_driver_sql(
+                "SELECT at, action, from_version, to_version, detail FROM deployment_event "
+                "WHERE name = ? ORDER BY at, id",
+                (name,),
+            ).mappings()
+        return [DeploymentEvent(**r) for r in rows]
 
     def judge_canary(
         self,
@@ -448,15 +430,15 @@ class Deployments:
         max_p99_ms: float = 250.0,
         min_requests: int = 50,
         promote: bool = True,
-    ) -> dict[str, Any]:
+    ) -> CanaryVerdict:
         """Promote or roll back a canary by its health; 'wait' while it has too few requests.
 
         With `promote=False` a healthy canary is left as it is and judged 'healthy' (a step
         of a staged rollout, whose caller moves it on); an unhealthy one is rolled back."""
         st = self.status(name)
-        if st["canary_version"] is None:
+        if st.canary_version is None:
             raise Conflict(f"{name} has no canary to judge.")
-        stats = st.get("stats") or {}
+        stats = st.stats or {}
         c, p = stats.get("canary_stats") or {}, stats.get("primary_stats") or {}
         n, errors, p99 = c.get("requests", 0), c.get("errors", 0), c.get("p99_ms")
         # requests the canary refused that the primary would have taken (a signature that
@@ -464,14 +446,10 @@ class Deployments:
         refused = c.get("client_errors", 0)
         primary_refused = p.get("client_errors", 0) / p["requests"] if p.get("requests") else 0.0
         excess = max(0.0, refused / n - primary_refused) if n else 0.0
-        verdict = {
-            "requests": n,
-            "errors": errors,
-            "client_errors": refused,
-            "p99_ms": p99,
-            "max_error_rate": max_error_rate,
-            "max_p99_ms": max_p99_ms,
-        }
+
+        def verdict(decision: str) -> CanaryVerdict:
+            return CanaryVerdict(n, errors, refused, p99, max_error_rate, max_p99_ms, decision)
+
         p99_text = f"{p99:.1f} ms" if p99 is not None else "n/a"
         if n and (
             errors / n > max_error_rate
@@ -482,13 +460,35 @@ class Deployments:
                 name,
                 reason=f"canary unhealthy: {errors}/{n} errors, {refused} refused, p99 {p99_text}",
             )
-            return {**verdict, "decision": "rollback"}
+            return verdict("rollback")
         if n < min_requests:
-            return {**verdict, "decision": "wait"}
+            return verdict("wait")
         if not promote:
-            return {**verdict, "decision": "healthy"}
+            return verdict("healthy")
         self.promote(name, reason=f"canary healthy: {errors}/{n} errors, p99 {p99_text}")
-        return {**verdict, "decision": "promote"}
+        return verdict("promote")
+
+
+_SELECT = (
+    "SELECT name, target, model_name, version, canary_version, canary_percent, status, "
+    "endpoint, config, created_at, updated_at FROM deployment"
+)
+
+
+def _deployment(row: Mapping[str, Any]) -> Deployment:
+    return Deployment(
+        name=row["name"],
+        target=row["target"],
+        model=row["model_name"],
+        version=row["version"],
+        canary_version=row["canary_version"],
+        canary_percent=row["canary_percent"],
+        status=row["status"],
+        endpoint=row["endpoint"],
+        config=json.loads(row["config"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 def _remove_tree(path: Path) -> None:

@@ -38,7 +38,7 @@ def _model_labels(mon, deployment: str):
     rec = mon.ws.deployments.find(deployment)
     if rec is None:
         raise NotFound(f"No deployment {deployment!r}. `mlops deployments list` shows them.")
-    mv = mon.ws.models.get_version(rec["model"], rec["version"])
+    mv = mon.ws.models.get_version(rec.model, rec.version)
     return mv.signature.get("labels")
 
 
@@ -264,7 +264,7 @@ def export_dataset(mon, deployment: str, name: str | None = None) -> dict[str, A
     rec = mon.ws.deployments.find(deployment)
     if rec is None:
         raise NotFound(f"No deployment {deployment!r}. `mlops deployments list` shows them.")
-    pipeline = mon.ws.pipelines.for_model(rec["model"])
+    pipeline = mon.ws.pipelines.for_model(rec.model)
     target, time_col = "label", "ts"
     if pipeline:
         target, time_col = pipeline.spec.data.target, pipeline.spec.data.time_column or "ts"

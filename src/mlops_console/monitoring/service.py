@@ -36,7 +36,7 @@ class Monitor:
     # --- collection ------------------------------------------------------------------
 
     def deployments(self) -> list[str]:
-        names = {d["name"] for d in self.ws.deployments.list()}
+        names = {d.name for d in self.ws.deployments.list()}
         folder = self.ws.state / "logs" / "predictions"
         if folder.is_dir():
             names |= {
@@ -59,15 +59,15 @@ class Monitor:
         from mlops_console.deploy.base import Capability
 
         rec = self.ws.deployments.find(name)
-        if rec is None or rec["status"] != "running":
+        if rec is None or not rec.running:
             return 0
         try:
-            target = self.ws.deployments.target(rec["target"])
+            target = self.ws.deployments.target(rec.target)
             if Capability.REMOTE_LOGS not in target.capabilities:
                 return 0
             dest = col.log_dir(self.ws, name)
             dest.mkdir(parents=True, exist_ok=True)
-            return int(target.fetch_prediction_logs(name, rec["config"], dest) or 0)
+            return int(target.fetch_prediction_logs(name, rec.config, dest) or 0)
         except Exception as exc:  # an unreachable device is retried at the next collection
             log.warning("prediction logs of %s not fetched: %s: %s", name, type(exc).__name__, exc)
             return 0
@@ -162,7 +162,7 @@ class Monitor:
             "window": window or self.cfg.window,
             "start": start,
             "end": end,
-            "model": rec["model"] if rec else None,
+            "model": rec.model if rec else None,
             "versions": [],
         }
         import pandas as pd
@@ -172,7 +172,7 @@ class Monitor:
             counts = served.groupby(["version", "role"]).size().reset_index(name="rows")
             out["versions"] = counts.to_dict("records")
         if version is None:
-            version = rec["version"] if rec else None
+            version = rec.version if rec else None
             if len(served) and (version is None or not (served["version"] == version).any()):
                 version = int(served["version"].value_counts().idxmax())
         out["version"] = version
@@ -182,7 +182,7 @@ class Monitor:
             out["performance"].update(self._live_memory(deployment))
         mine = served[served["version"] == version] if len(served) else served
         out["rows"] = len(mine)
-        model = rec["model"] if rec else None
+        model = rec.model if rec else None
         if model is None or version is None:
             out["note"] = "no rows served in this window"
             return out
@@ -264,7 +264,7 @@ class Monitor:
             status = self.ws.deployments.status(deployment)
         except Exception:  # a stopped server has no live figures
             return {}
-        rss = (status.get("stats") or {}).get("rss_mb")
+        rss = status.stats.get("rss_mb")
         return {"memory_mb": rss} if rss is not None else {}
 
     def _staleness(self, mv) -> dict[str, Any]:

@@ -16,16 +16,14 @@ def _deployments(ws: Workspace) -> Listing:
         ["deployment", "target", "serving", "canary", "status", "endpoint"],
         [
             (
-                d["name"],
+                d.name,
                 [
-                    d["name"],
-                    d["target"],
-                    f"{d['model']} v{d['version']}",
-                    f"v{d['canary_version']} {d['canary_percent']:.0f}%"
-                    if d["canary_version"]
-                    else "-",
-                    d["status"],
-                    d["endpoint"],
+                    d.name,
+                    d.target,
+                    f"{d.model} v{d.version}",
+                    f"v{d.canary_version} {d.canary_percent:.0f}%" if d.canary_version else "-",
+                    d.status,
+                    d.endpoint,
                 ],
             )
             for d in ws.deployments.list()
@@ -39,29 +37,26 @@ def _deployment_detail(ws: Workspace, key: str) -> str:
     lines = [
         json.dumps(
             {
-                k: st[k]
-                for k in (
-                    "name",
-                    "target",
-                    "model",
-                    "version",
-                    "canary_version",
-                    "status",
-                    "endpoint",
-                )
+                "name": st.name,
+                "target": st.target,
+                "model": st.model,
+                "version": st.version,
+                "canary_version": st.canary_version,
+                "status": st.status,
+                "endpoint": st.endpoint,
             },
             indent=2,
         ),
         "",
         "Live:",
-        json.dumps(st["live"], indent=2, default=str)[:1500],
+        json.dumps(st.live, indent=2, default=str)[:1500],
         "",
         *traffic_lines(ws, key),
         "",
         "History:",
     ]
     lines += [
-        f"  {_when(e['at'])} {e['action']} {e['from_version'] or '-'} -> {e['to_version'] or '-'} {e['detail'][:60]}"
+        f"  {_when(e.at)} {e.action} {e.from_version or '-'} -> {e.to_version or '-'} {e.detail[:60]}"
         for e in hist
     ]
     return "\n".join(lines)
@@ -79,9 +74,9 @@ def _dep_deploy(ws: Workspace, key: str, answer: str) -> str:
         strategy="canary" if percent else "replace",
         canary_percent=percent or 10.0,
     )
-    if rec["canary_version"]:
-        return f"{key}: canary v{rec['canary_version']} at {rec['canary_percent']:.0f}%"
-    return f"{key}: serving v{rec['version']}"
+    if rec.canary_version:
+        return f"{key}: canary v{rec.canary_version} at {rec.canary_percent:.0f}%"
+    return f"{key}: serving v{rec.version}"
 
 
 def _dep_stop(ws: Workspace, key: str) -> str:
@@ -90,11 +85,11 @@ def _dep_stop(ws: Workspace, key: str) -> str:
 
 
 def _dep_promote(ws: Workspace, key: str) -> str:
-    return f"{key}: now serving v{ws.deployments.promote(key, 'from the console')['version']}"
+    return f"{key}: now serving v{ws.deployments.promote(key, 'from the console').version}"
 
 
 def _dep_rollback(ws: Workspace, key: str) -> str:
-    return f"{key}: serving v{ws.deployments.rollback(key, 'from the console')['version']}"
+    return f"{key}: serving v{ws.deployments.rollback(key, 'from the console').version}"
 
 
 AREA = Area(
