@@ -9,6 +9,7 @@ key and what was expected, instead of being silently ignored.
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from pathlib import Path
@@ -48,6 +49,23 @@ def checked_name(kind: str, value: str) -> str:
         raise ValueError(str(exc).rstrip(".")) from None
 
 
+def _provided(plugins, what: str) -> set[str]:
+    hook = {
+        "notifier": plugins.notifiers,
+        "deploy target": plugins.deploy_targets,
+        "check": plugins.model_checks,
+    }[what]
+    return set(hook())
+
+
+@functools.cache
+def _builtin_provided(what: str) -> frozenset[str]:
+    """What the package's own plugins provide (imported once per process)."""
+    from mlops_console.plugins import load_builtin_plugins
+
+    return frozenset(_provided(load_builtin_plugins(), what))
+
+
 # "console" is not a plugin: it is the event log the console shows, written by the core.
 CORE_NOTIFIERS = ("console",)
 
@@ -57,23 +75,15 @@ def check_provided(what: str, names: list[str], builtin: tuple[str, ...] = ()) -
     points as third parties'; `builtin`: names the core itself defines). When a plugin
     failed to load (or MLOPS_PLUGINS leaves some out) an unknown name may be one of its
     own: let it pass, the point of use says what is missing."""
-    from mlops_console.plugins import load_builtin_plugins, load_plugins
-
-    def provided(plugins) -> set[str]:
-        hook = {
-            "notifier": plugins.notifiers,
-            "deploy target": plugins.deploy_targets,
-            "check": plugins.model_checks,
-        }[what]
-        return set(builtin) | set(hook())
+    from mlops_console.plugins import load_plugins
 
     unknown = [n for n in names if n not in builtin]
-    if unknown:  # importing the package's own plugins is cheap; third parties' may not be
-        unknown = [n for n in unknown if n not in provided(load_builtin_plugins())]
+    if unknown:  # the package's own plugins first; third parties' may be costly to import
+        unknown = [n for n in unknown if n not in _builtin_provided(what)]
     if not unknown:
         return
     plugins = load_plugins()
-    known = provided(plugins)
+    known = set(builtin) | _provided(plugins, what)
     unknown = [n for n in unknown if n not in known]
     if not unknown or not all(p.loaded for p in plugins.info) or os.environ.get("MLOPS_PLUGINS"):
         return

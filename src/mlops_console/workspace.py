@@ -45,7 +45,9 @@ class Workspace:
         self.state = self.root / STATE_DIR
         self._config: WorkspaceConfig | None = None
         self._config_sha256 = ""
+        raw = self._config_bytes()
         _private_state(self.state)
+        self._check_config(raw)
         from mlops_console.store.db import Database
 
         self.db = Database(
@@ -105,10 +107,10 @@ class Workspace:
 
     @property
     def config(self) -> WorkspaceConfig:
-        """mlops.toml's settings, read and checked on first use: the pydantic models cost
-        more CPU to build than a read-only command that needs no setting takes in all."""
+        """mlops.toml's settings, built on first use: the pydantic models cost more CPU
+        than a read-only command that needs no setting takes in all (see _check_config)."""
         if self._config is None:
-            self._config, self._config_sha256 = self._read_config()
+            self._config, self._config_sha256 = self._read_config(self._config_bytes())
         return self._config
 
     @property
@@ -117,14 +119,44 @@ class Workspace:
         self.config  # noqa: B018  (loads it)
         return self._config_sha256
 
-    def _read_config(self) -> tuple[WorkspaceConfig, str]:
-        from mlops_console.config import parse_workspace_config
-
+    def _config_bytes(self) -> bytes:
         try:
-            raw = self.config_path.read_bytes()
+            return self.config_path.read_bytes()
+        except FileNotFoundError:
+            raise WorkspaceNotFound(
+                f"{self.root} has no {CONFIG_FILE}; `mlops init {self.root}` makes it a workspace."
+            ) from None
         except OSError as exc:
             raise ConfigError(f"{self.config_path} cannot be read ({exc.strerror}).") from None
+
+    def _read_config(self, raw: bytes) -> tuple[WorkspaceConfig, str]:
+        from mlops_console.config import parse_workspace_config
+
         return parse_workspace_config(raw, self.config_path), hashlib.sha256(raw).hexdigest()
+
+    def _check_config(self, raw: bytes) -> None:
+        """Every open checks mlops.toml, as it always did: a broken file is refused at once
+        with what is wrong. Checking costs ~90 ms of CPU (pydantic), so the bytes this
+        version of the package last found valid are remembered (their sha256 in
+        .mlops/config-checked) and those are not checked again until they change."""
+        from mlops_console import __version__
+
+        seen = f"{__version__} {hashlib.sha256(raw).hexdigest()}\n"
+        marker = self.state / "config-checked"
+        try:
+            if marker.read_text() == seen:
+                return
+        except OSError:
+            pass
+        self._config, self._config_sha256 = self._read_config(raw)  # raises ConfigError
+        tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(seen)
+            os.replace(tmp, marker)
+        except OSError:  # a read-only or full disk: check again next time, nothing lost
+            tmp.unlink(missing_ok=True)
 
     # --- services ----------------------------------------------------------------------
 

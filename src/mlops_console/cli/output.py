@@ -108,6 +108,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], empty: str = "(
 
 
 def _clean(obj: Any) -> Any:
+    if hasattr(obj, "to_dict") and not isinstance(obj, type):  # a service's record
+        return _clean(obj.to_dict())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
     if isinstance(obj, dict):

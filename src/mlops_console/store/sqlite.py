@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -108,6 +109,19 @@ class Connection:
         return Result(self.raw.execute(sql, params))
 
 
+_POOLS: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # another thread may have held a pool's lock at the fork: the child starts afresh
+    for pool in list(_POOLS):
+        pool._lock = threading.Lock()
+        pool._idle, pool._pid = [], os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Pool:
     """Idle connections kept for reuse by any thread (sqlite3 connections are opened with
     check_same_thread=False and each is used by one transaction at a time)."""
@@ -118,6 +132,8 @@ class Pool:
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._closed = False
+        _POOLS.add(self)
 
     def _take(self) -> sqlite3.Connection:
         with self._lock:
@@ -129,7 +145,7 @@ class Pool:
 
     def _give(self, raw: sqlite3.Connection) -> None:
         with self._lock:
-            if self._pid == os.getpid() and len(self._idle) < self._keep:
+            if not self._closed and self._pid == os.getpid() and len(self._idle) < self._keep:
                 self._idle.append(raw)
                 return
         raw.close()
@@ -162,7 +178,9 @@ class Pool:
         self._give(raw)
 
     def close(self) -> None:
+        """Close the idle connections; those in use close when their transaction ends."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for raw in idle:
             raw.close()
