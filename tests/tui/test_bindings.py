@@ -92,6 +92,25 @@ async def test_a_poll_never_overlaps_the_last_one(cws, monkeypatch):
     assert most == 1, f"{most} loads ran at once"
 
 
+async def test_polling_goes_on_when_another_load_replaces_a_polled_one(cws, monkeypatch):
+    """A key press (or an action's reload) right after a poll cancels the polled load
+    before it runs (the loads are exclusive): the next poll must be armed all the same."""
+    app = MlopsConsole(cws, poll_seconds=0.3, live=False)
+    poll = app.poll
+
+    def poll_then_load() -> None:
+        poll()
+        app.load()  # replaces the polled load before its thread starts
+
+    monkeypatch.setattr(app, "poll", poll_then_load)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):  # wait on the condition, up to 10 s on a loaded machine
+            await pilot.pause(0.1)
+            if app.polls >= 3:
+                break
+    assert app.polls >= 3, f"polling stopped after {app.polls} poll(s)"
+
+
 @pytest.mark.slow
 async def test_U_starts_a_daemon_the_listener_then_follows(cws):
     from mlops_console.automation import lifecycle

@@ -23,6 +23,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Label, ListItem, ListView, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -31,7 +32,6 @@ from mlops_console.tui.bindings import (
     AREA_ACTION,
     ActionDone,
     ConsoleScreen,
-    Polled,
     area_bindings,
 )
 from mlops_console.tui.chart import ChartPane
@@ -95,6 +95,7 @@ class MlopsConsole(App[None]):
         self._loads_running = 0  # load threads still running (a cancelled worker's too)
         self._loads_lock = threading.Lock()
         self.polls = 0  # polls that loaded the screen
+        self._poll_timer: Timer | None = None
         self.marked: list[str] = []  # runs marked for comparison
         self.pending: tuple[Action, str] | None = None  # an action waiting for its answer
         self.chart_shown: Chart | None = None
@@ -147,20 +148,22 @@ class MlopsConsole(App[None]):
     # --- live updates: the daemon's event stream, polling otherwise ---------------------------
 
     def _arm_poll(self) -> None:
-        """One poll at a time: the next is armed when this one's load has ended (Dolphie's
-        way), so a slow load can never pile polls up behind it."""
-        self.set_timer(self.poll_seconds, self.poll, name="poll")
+        """One timer at a time, re-armed by each poll (Dolphie's way): a poll that finds a
+        load still running skips its turn, so a slow load never has polls pile up behind
+        it, and a load replaced by another (the loads are exclusive) cannot stop polling."""
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+        self._poll_timer = self.set_timer(self.poll_seconds, self.poll, name="poll")
 
     def poll(self) -> None:
-        # with a daemon, its events trigger the reloads; a load under way refreshes anyway
-        if self.daemon_running or self._loads_running:
+        self._poll_timer = None
+        try:
+            # with a daemon, its events trigger the reloads; a load under way refreshes anyway
+            if not (self.daemon_running or self._loads_running):
+                self.polls += 1
+                self.load()
+        finally:
             self._arm_poll()
-            return
-        self.polls += 1
-        self.load(polled=True)
-
-    def on_polled(self, message: Polled) -> None:
-        self._arm_poll()
 
     @work(thread=True, exclusive=True, group="events", exit_on_error=False)
     def listen(self) -> None:
@@ -283,7 +286,7 @@ class MlopsConsole(App[None]):
         self.query_one("#table", DataTable).focus()
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
-    def load(self, polled: bool = False) -> None:
+    def load(self) -> None:
         with self._loads_lock:
             self._loads_running += 1
         try:
@@ -293,8 +296,6 @@ class MlopsConsole(App[None]):
         finally:
             with self._loads_lock:
                 self._loads_running -= 1
-            if polled:
-                self.post_message(Polled())
 
     def fill(self, area: Area, listing: Listing) -> None:
         if area is not self.area:

@@ -46,7 +46,3 @@ class ActionDone(Message):
         self.key = key
         self.text = text
         self.failed = failed
-
-
-class Polled(Message):
-    """A poll's load has ended (its thread, not only its worker): time to arm the next."""
