@@ -25,6 +25,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench plugins
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	# the docker tests start an engine if none runs (packaging/docker/engine.sh); stop it after
 	$(BIN)/pytest; rc=$$?; bash packaging/docker/engine.sh stop || true; exit $$rc
 
@@ -35,6 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench plugins
 	$(BIN)/ruff format --check src tests bench plugins
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 $(BENCH_VENV)/.installed: bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from mlops_console.errors import InvalidName, MlopsError, NotFound
+from mlops_console.errors import Conflict, InvalidName, MlopsError, NotFound
 from mlops_console.names import check_name
 
 if TYPE_CHECKING:
@@ -82,8 +82,8 @@ def build_api(d: Daemon) -> OwnerOnly:
             "running": [j.id for j in running if j.kind == "chain"],
             "queued": len(d.ws.jobs.list(status="queued", limit=1000)),
             "schedules": len(d.schedules()),
-            "watching": sorted(d.pending) if d.pending else [],
-            "watchers": d.watchers,
+            "watching": sorted(d.watcher.pending) if d.watcher.pending else [],
+            "watchers": d.watcher.watchers,
         }
 
     def jobs(request: Request):
@@ -128,11 +128,14 @@ def build_api(d: Daemon) -> OwnerOnly:
 
     def schedule_action(request: Request):
         sid, action = request.path_params["id"], request.path_params["action"]
-        schedule = d.scheduler.get(sid)  # NotFound: a 404
+        scheduler = d.scheduler
+        if scheduler is None:  # the API answers before the scheduler has started
+            raise Conflict("The daemon is still starting; try again in a moment.")
+        schedule = scheduler.get(sid)  # NotFound: a 404
         if action == "pause":
-            d.scheduler.pause(sid)  # kept in schedule_state: it survives a restart
+            scheduler.pause(sid)  # kept in schedule_state: it survives a restart
         elif action == "resume":
-            d.scheduler.resume(sid)
+            scheduler.resume(sid)
         elif action == "trigger":
             j = d.ws.jobs.submit(
                 schedule.kind, schedule.pipeline, trigger="manual", max_attempts=d.max_attempts

@@ -149,7 +149,7 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
     result["steps"].append("train")
     check_cancel()
     if spec.deploy.target and spec.deploy.auto and t.version is not None:
-        name = spec.register_as
+        name = spec.register_as or t.version.name  # a registered version has its model
         existing = {d.name: d for d in ws.deployments.list()}
         with Step(ws, chain, "deploy") as s:
             current = existing.get(name)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import fnmatch
-import glob
 import logging
 import os
 import signal
@@ -21,19 +19,19 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mlops_console import process
 from mlops_console.automation.jobs import Job, JobStatus, Outcome
-from mlops_console.deploy.records import Deployment
+from mlops_console.automation.supervise import Supervisor
+from mlops_console.automation.watch import Watcher
 from mlops_console.errors import ConfigError, MlopsError
+
+if TYPE_CHECKING:
+    from mlops_console.automation.schedules import Scheduler
 
 log = logging.getLogger(__name__)
 
-SUPERVISE_EVERY = 2.0  # seconds between looks at the local model servers
-RESTART_LIMIT = 5  # restarts of one server within RESTART_WINDOW, then the daemon gives up
-RESTART_WINDOW = 600.0
 CONFIG_POLL_S = 1.0  # how often the daemon looks for an edited mlops.toml
 
 
@@ -55,22 +53,16 @@ class Daemon:
         self.pid_path = ws.state / "daemon.pid"
         self.sock_path = ws.state / "daemon.sock"
         self.procs: dict[int, subprocess.Popen] = {}
-        self.pending: dict[
-            str, dict[str, Any]
-        ] = {}  # pipeline -> {"last": t, "files": {path: (size, mtime)}}
-        self.pending_lock = threading.Lock()
         self.stop = threading.Event()
         self.events: list[dict[str, Any]] = []
-        self.watchers: list[dict[str, str]] = []  # what start_watchers watches
-        self.watched_datasets: dict[str, str] = {}  # pipeline -> the dataset it watches
         self.event_seq = 0
         self._event_lock = threading.Lock()
         self.started = time.time()
-        self.scheduler = None
-        self.observer = None
-        self._lock_fh = None
+        self.scheduler: Scheduler | None = None
+        self._lock_fh: IO[str] | None = None
         self._config_problem: str | None = None  # the last invalid mlops.toml reported
-        self.supervision: dict[str, dict[str, Any]] = {}  # deployment -> restarts, backoff
+        self.supervisor = Supervisor(ws, self.event, self.stop)
+        self.watcher = Watcher(ws, self.event, settle_seconds, max_attempts)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -110,14 +102,14 @@ class Daemon:
                     "outcome": Outcome.INTERRUPTED.value,
                 }
             )
-        self.resupervise()
+        self.supervisor.resupervise()
         self.start_scheduler()
-        self.start_watchers()
+        self.watcher.start(self.pipelines())
         worker = threading.Thread(target=self.work, name="job-queue", daemon=True)
         worker.start()
         watcher = threading.Thread(target=self.monitor, name="monitoring", daemon=True)
         watcher.start()
-        supervisor = threading.Thread(target=self.supervise, name="supervision", daemon=True)
+        supervisor = threading.Thread(target=self.supervisor.run, name="supervision", daemon=True)
         supervisor.start()
         try:
             self.serve(sock)
@@ -130,8 +122,7 @@ class Daemon:
                     os.killpg(proc.pid, signal.SIGTERM)
             if self.scheduler:
                 self.scheduler.shutdown(wait=False)
-            if self.observer:
-                self.observer.stop()
+            self.watcher.close()
             self.sock_path.unlink(missing_ok=True)
             self.pid_path.unlink(missing_ok=True)
 
@@ -143,126 +134,6 @@ class Daemon:
                 continue
             if process.end_group(job.pid, job.pid_start):
                 self.event({"event": "orphan_ended", "job": job.id, "pid": job.pid})
-
-    def _supervised(self) -> set[str]:
-        """The targets whose servers the daemon keeps running (the supervised capability)."""
-        from mlops_console.deploy.base import Capability
-        from mlops_console.plugins import load_plugins
-
-        return {
-            kind
-            for kind, cls in load_plugins().deploy_targets().items()
-            if Capability.SUPERVISED in cls.capabilities
-        }
-
-    def resupervise(self) -> None:
-        """Restart supervised deployments that should run but do not (after a crash or reboot)."""
-        supervised = self._supervised()
-        for d in self.ws.deployments.list():
-            if not d.running or d.target not in supervised:
-                continue
-            live = self.ws.deployments.target(d.target).get(d.name, d.config)
-            if live["status"] != "running":
-                self._restart(d)
-
-    def _restart(self, d: Deployment, **about: Any) -> bool:
-        """Start deployment `d`'s server again with its bundle re-verified against the
-        registry's digest (or exported again) and that digest passed to the server."""
-        try:
-            mv = self.ws.models.resolve(d.ref)
-            self.ws.deployments.target(d.target).create(
-                d.name,
-                self.ws.deployments.bundle_dir(d.name, mv),  # verified, or exported again
-                d.config,
-                digest=mv.artifact_hash,
-            )
-            if d.canary_ref is not None:  # the canary it held comes back too
-                cv = self.ws.models.resolve(d.canary_ref)
-                self.ws.deployments.target(d.target).update(
-                    d.name,
-                    self.ws.deployments.bundle_dir(d.name, cv),
-                    d.config,
-                    role="canary",
-                    percent=float(d.canary_percent or 0),
-                    digest=cv.artifact_hash,
-                )
-        except Exception as exc:  # reported as an event; the next look tries again
-            log.warning("restarting deployment %s failed: %s", d.name, exc)
-            self.event(
-                {
-                    "event": "resupervise_failed",
-                    "deployment": d.name,
-                    "detail": str(exc),
-                    **about,
-                }
-            )
-            return False
-        self.event({"event": "resupervised", "deployment": d.name, **about})
-        return True
-
-    def supervise(self) -> None:
-        """Every SUPERVISE_EVERY seconds, restart a local server that died while the daemon
-        runs: with backoff, at most RESTART_LIMIT times in RESTART_WINDOW, then give up."""
-        while not self.stop.wait(SUPERVISE_EVERY):
-            try:
-                self.supervise_once()
-            except Exception as exc:  # supervision must never take the daemon down
-                log.warning("supervision: %s", exc)
-                self.event({"event": "supervision_error", "detail": str(exc)})
-
-    def supervise_once(self) -> None:
-        now = time.monotonic()
-        supervised = self._supervised()
-        for d in self.ws.deployments.list():
-            if not d.running or d.target not in supervised:
-                self.supervision.pop(d.name, None)
-                continue
-            target = self.ws.deployments.target(d.target)
-            state = self.supervision.get(d.name)
-            if state is None or state["updated_at"] != d.updated_at:
-                # new, or deployed again since: a fresh restart budget
-                state = {"updated_at": d.updated_at, "restarts": [], "next": 0.0}
-                state.update(dead_since=None, gave_up=False)
-                self.supervision[d.name] = state
-            live = target.get(d.name, d.config)
-            pid = live.get("pid")
-            if pid is not None:
-                with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
-                    os.waitpid(pid, os.WNOHANG)  # a server this daemon started, now a zombie
-            if live["status"] == "running" or (pid is not None and process.is_alive(pid)):
-                state["dead_since"] = None  # serving, or alive and starting (or hung: its
-                continue  # own watchdog fails readiness and restarts its scoring loop)
-            if state["dead_since"] is None:
-                # seen dead once: look again before acting, so a `deployments stop` that
-                # is between ending the server and recording it is not undone
-                state["dead_since"] = now
-                continue
-            if state["gave_up"] or now < state["next"]:
-                continue
-            state["restarts"] = [t for t in state["restarts"] if now - t < RESTART_WINDOW]
-            if len(state["restarts"]) >= RESTART_LIMIT:
-                state["gave_up"] = True
-                self.event(
-                    {
-                        "event": "supervision_gave_up",
-                        "deployment": d.name,
-                        "detail": f"{d.name} died {RESTART_LIMIT + 1} times within "
-                        f"{RESTART_WINDOW / 60:.0f} minutes; the daemon no longer restarts it. "
-                        f"`mlops deployments logs {d.name}` shows why; deploying it again "
-                        "resumes supervision.",
-                    }
-                )
-                continue
-            fresh = self.ws.deployments.get(d.name)
-            if not fresh.running or fresh.updated_at != d.updated_at:
-                continue  # stopped or redeployed meanwhile
-            state["restarts"].append(now)
-            attempt = len(state["restarts"])
-            if self._restart(d, attempt=attempt):
-                state["dead_since"] = None
-            # the next restart waits 1, 2, 4, 8 ... s (at most 60): a server that dies at
-            # once does not spin
-            state["next"] = time.monotonic() + min(2 ** (attempt - 1), 60)
 
     # --- schedules ------------------------------------------------------------------------
 
@@ -300,128 +171,6 @@ class Daemon:
     def schedules(self) -> list[dict[str, Any]]:
         return self.scheduler.list() if self.scheduler else []
 
-    # --- file watchers ----------------------------------------------------------------------
-
-    def start_watchers(self) -> None:
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
-
-        daemon = self
-        targets: dict[str, list[tuple[str, str]]] = {}  # folder -> [(pipeline, absolute glob)]
-        for name, spec in self.pipelines().items():
-            if not (spec.schedule.on_data_change and spec.data.dataset):
-                continue
-            try:
-                source = self.ws.data.get(spec.data.dataset).source
-            except MlopsError:
-                continue
-            pattern = source if os.path.isabs(source) else str(self.ws.root / source)
-            folder = Path(pattern)
-            while glob.has_magic(str(folder)):
-                folder = folder.parent
-            if folder.is_file() or not folder.exists():
-                folder = folder.parent
-            targets.setdefault(str(folder), []).append((name, pattern))
-            self.watched_datasets[name] = spec.data.dataset
-
-        class Handler(FileSystemEventHandler):
-            def __init__(self, watches):
-                self.watches = watches
-
-            def on_any_event(self, event):
-                if event.is_directory or event.event_type not in (
-                    "created",
-                    "modified",
-                    "moved",
-                    "closed",
-                ):
-                    return
-                path = getattr(event, "dest_path", None) or event.src_path
-                for pipeline, pattern in self.watches:
-                    if fnmatch.fnmatch(path, pattern):
-                        try:
-                            st = os.stat(path)
-                            sig = (st.st_size, st.st_mtime)
-                        except OSError:
-                            sig = None
-                        with daemon.pending_lock:
-                            p = daemon.pending.setdefault(pipeline, {"files": {}})
-                            p["last"] = time.time()
-                            p["files"][path] = sig
-
-        self.observer = Observer()
-        self.watchers = [
-            {"folder": folder, "pipeline": name, "pattern": pattern}
-            for folder, watches in sorted(targets.items())
-            for name, pattern in watches
-        ]
-        for folder, watches in targets.items():
-            self.observer.schedule(Handler(watches), folder, recursive=False)
-            self.event(
-                {"event": "watching", "folder": folder, "pipelines": [w[0] for w in watches]}
-            )
-        self.observer.start()
-
-    def settle_pending(self) -> None:
-        """Trigger once the files of a burst stopped changing (size and mtime stable)."""
-        now = time.time()
-        with self.pending_lock:
-            items = list(self.pending.items())
-        for pipeline, p in items:
-            if now - p["last"] < self.settle:
-                continue
-            stable = True
-            for path, seen in list(p["files"].items()):
-                try:
-                    st = os.stat(path)
-                    sig = (st.st_size, st.st_mtime)
-                except OSError:
-                    sig = None
-                if sig != seen:
-                    p["files"][path] = sig
-                    stable = False
-            if not stable:
-                with self.pending_lock:
-                    p["last"] = now  # look again after another settle period
-                continue
-            with self.pending_lock:
-                self.pending.pop(pipeline, None)
-            same = self._unchanged_version(pipeline)
-            if same is not None:  # touched or saved again with the same bytes: nothing new
-                self.event(
-                    {
-                        "event": "watch_unchanged",
-                        "pipeline": pipeline,
-                        "dataset": same.dataset,
-                        "version": same.version,
-                        "files": sorted(p["files"]),
-                    }
-                )
-                continue
-            job = self.ws.jobs.submit(
-                "chain", pipeline, trigger="watch", max_attempts=self.max_attempts
-            )
-            self.event(
-                {
-                    "event": "triggered",
-                    "pipeline": pipeline,
-                    "by": "watch",
-                    "job": job.id,
-                    "files": sorted(p["files"]),
-                }
-            )
-
-    def _unchanged_version(self, pipeline: str):
-        """The dataset version the watched files still hash to, or None if they changed."""
-        dataset = self.watched_datasets.get(pipeline)
-        if dataset is None:
-            return None
-        try:
-            return self.ws.data.unchanged_since(dataset)
-        except (MlopsError, OSError) as exc:  # gone or unreadable: the chain's ingest says why
-            self.event({"event": "watch_hash_failed", "pipeline": pipeline, "detail": str(exc)})
-            return None
-
     # --- the job queue ------------------------------------------------------------------------
 
     def work(self) -> None:
@@ -431,7 +180,7 @@ class Daemon:
                 if time.monotonic() - renewed > 5:
                     self.ws.jobs.renew_leases(list(self.procs))
                     renewed = time.monotonic()
-                self.settle_pending()
+                self.watcher.settle_pending()
                 self.reap()
                 while len(self.procs) < self.concurrency:
                     job = self.ws.jobs.claim_next()

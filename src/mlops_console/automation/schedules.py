@@ -131,7 +131,7 @@ class Scheduler:
         self.store = ScheduleStore(ws)
         self.by_id: dict[str, Schedule] = {}
         self._lock = threading.Lock()
-        self._aps = None
+        self._aps: Any = None  # APScheduler 3's BackgroundScheduler (untyped)
 
     def start(self, pipelines: dict[str, Any]) -> None:
         from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
