@@ -129,7 +129,7 @@ def test_binary_metrics_describe_the_positive_class():
     from sklearn import metrics as m
     from sklearn.linear_model import LogisticRegression
 
-    from mlops_console.training.metrics import classification_metrics, scorer
+    from mlops_console.metrics import classification_metrics, scorer
 
     X, y = rare_target()
     model = LogisticRegression().fit(X, y)

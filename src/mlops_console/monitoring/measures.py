@@ -183,7 +183,7 @@ def decay(rows, feedback, ref: Reference, trained: dict[str, float]) -> dict[str
         current["rmse"] = float(np.sqrt(np.mean((y[ok] - pred[ok]) ** 2)))
         current["mae"] = float(np.mean(np.abs(y[ok] - pred[ok])))
     out["metrics"] = current
-    from mlops_console.training.metrics import LOWER_IS_BETTER
+    from mlops_console.metrics import LOWER_IS_BETTER
 
     drops = {}
     for k, v in current.items():

@@ -123,7 +123,7 @@ def check_robustness(ctx: CheckContext) -> dict[str, Any]:
 
 
 def check_out_of_time(ctx: CheckContext, metrics: dict[str, float]) -> dict[str, Any]:
-    from mlops_console.training.metrics import LOWER_IS_BETTER
+    from mlops_console.metrics import LOWER_IS_BETTER
 
     m = ctx.spec.validation.primary_metric
     hold, cv = metrics.get(f"holdout_{m}"), ctx.cv_score
@@ -144,7 +144,7 @@ def check_out_of_time(ctx: CheckContext, metrics: dict[str, float]) -> dict[str,
 
 
 def check_no_regression(ctx: CheckContext, metrics: dict[str, float]) -> dict[str, Any]:
-    from mlops_console.training.metrics import better, evaluate
+    from mlops_console.metrics import better, evaluate
 
     m = ctx.spec.validation.primary_metric
     new = metrics.get(f"holdout_{m}")
@@ -191,7 +191,7 @@ def check_fairness(ctx: CheckContext) -> dict[str, Any]:
         )
     if ctx.spec.task != "classification" or len(ctx.bundle.signature.get("labels") or []) != 2:
         return result("fairness", True, "measured for binary classifiers only")
-    from mlops_console.training.metrics import positive_column
+    from mlops_console.metrics import positive_column
 
     col = positive_column(ctx.model.classes_, _positive(ctx))
     pred = (ctx.model.predict_proba(ctx.prepared.X_hold)[:, col] >= 0.5).astype(int)
@@ -222,7 +222,7 @@ def check_fairness(ctx: CheckContext) -> dict[str, Any]:
 def check_interpretability(ctx: CheckContext) -> dict[str, Any]:
     from sklearn.inspection import permutation_importance
 
-    from mlops_console.training.metrics import scorer
+    from mlops_console.metrics import scorer
 
     p = ctx.prepared
     n = min(len(p.X_hold), ctx.spec.checks.importance_rows)
@@ -343,7 +343,7 @@ def _plugin_check(name: str, fn, ctx: CheckContext):
 def run_checks(
     ctx: CheckContext, stage=lambda s: None, metrics: dict[str, float] | None = None
 ) -> list[dict[str, Any]]:
-    from mlops_console.training.metrics import evaluate
+    from mlops_console.metrics import evaluate
 
     if metrics is None:
         metrics = {

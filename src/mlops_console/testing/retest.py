@@ -44,9 +44,9 @@ def recorded_dataset_version(ws: Workspace, run_id: str, spec: PipelineSpec) -> 
 def retest_version(ws: Workspace, ref: str, stage=lambda s: None) -> dict[str, Any]:
     from sklearn.base import clone
 
+    from mlops_console.metrics import evaluate
     from mlops_console.testing.checks import CheckContext, run_checks
     from mlops_console.testing.gates import evaluate_gates
-    from mlops_console.training.metrics import evaluate
     from mlops_console.training.prepare import prepare
 
     mv = ws.models.resolve(ref)

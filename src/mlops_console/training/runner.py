@@ -52,11 +52,11 @@ def train(
     import numpy as np
     import pandas as pd
 
+    from mlops_console.metrics import evaluate
     from mlops_console.registry.bundle import BundleDraft, LoadedBundle
     from mlops_console.testing.checks import CheckContext, run_checks
     from mlops_console.testing.gates import evaluate_gates
     from mlops_console.tracking.lineage import environment
-    from mlops_console.training.metrics import evaluate
     from mlops_console.training.onnx_export import export
     from mlops_console.training.search import search
 

@@ -86,8 +86,8 @@ def search(ws, p, run, stage) -> SearchResult:
     from sklearn.base import clone
     from sklearn.model_selection import ParameterGrid, ParameterSampler, cross_val_score
 
+    from mlops_console.metrics import scorer
     from mlops_console.training.build import build_pipeline
-    from mlops_console.training.metrics import scorer
 
     spec = p.spec
     base = build_pipeline(spec, p.numeric, p.categorical, ws.root)
@@ -142,7 +142,7 @@ def search(ws, p, run, stage) -> SearchResult:
                 f"  candidate {done}/{n}: cv {spec.validation.primary_metric} {mean:.4f}  {_short(params)}"
             )
     table.sort(key=lambda r: r["candidate"])
-    from mlops_console.training.metrics import LOWER_IS_BETTER
+    from mlops_console.metrics import LOWER_IS_BETTER
 
     pick = min if spec.validation.primary_metric in LOWER_IS_BETTER else max
     best = pick(table, key=lambda r: r["score"])
