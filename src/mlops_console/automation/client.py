@@ -13,9 +13,12 @@ from mlops_console.errors import MlopsError
 if TYPE_CHECKING:
     import httpx
 
+    from mlops_console.automation.lifecycle import DaemonPaths
+    from mlops_console.workspace import Workspace
+
 
 class DaemonClient:
-    def __init__(self, ws, timeout: float = 30.0):
+    def __init__(self, ws: Workspace | DaemonPaths, timeout: float = 30.0):
         self.sock = ws.state / "daemon.sock"
         self.timeout = timeout
 

@@ -29,6 +29,7 @@ from mlops_console.errors import ConfigError, MlopsError
 
 if TYPE_CHECKING:
     from mlops_console.automation.schedules import Scheduler
+    from mlops_console.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ CONFIG_POLL_S = 1.0  # how often the daemon looks for an edited mlops.toml
 class Daemon:
     def __init__(
         self,
-        ws,
+        ws: Workspace,
         concurrency: int = 1,
         job_timeout: float = 3600.0,
         settle_seconds: float = 2.0,
