@@ -156,11 +156,11 @@ def test_monitor_reads_a_workspace_under_o_brien(ws):
     def measured():
         ws.monitor.collect("mon")
         m = ws.monitor.measure("mon", window="1h", collect_first=False)
-        return m if (m.get("rows") or 0) >= 60 else None
+        return m if m.rows >= 60 else None
 
     assert "'" in str(ws.root)
     m = wait_for(measured, seconds=30)
-    assert m["rows"] >= 60
+    assert m.rows >= 60
     out = subprocess.run(
         [
             sys.executable,

@@ -102,26 +102,26 @@ def test_drift_stability_performance_and_decay_per_window(served):
     end = time.time()
 
     calm = ws.monitor.measure("m", window=f"{mid - t0:.3f}s", end=mid)
-    assert calm["rows"] == 400 and calm["enough_rows"]
-    assert calm["drift"]["drifted_columns"] == []
+    assert calm.rows == 400 and calm.enough_rows
+    assert calm.drift["drifted_columns"] == []
     shifted = ws.monitor.measure("m", window=f"{end - mid:.3f}s", end=end)
-    assert shifted["rows"] == 400
-    assert shifted["drift"]["drifted_columns"] == ["x1"]
-    x1 = next(f for f in shifted["drift"]["features"] if f["column"] == "x1")
+    assert shifted.rows == 400
+    assert shifted.drift["drifted_columns"] == ["x1"]
+    x1 = next(f for f in shifted.drift["features"] if f["column"] == "x1")
     assert x1["psi"] > 0.2 and x1["ks"] > 0.3
-    assert shifted["drift"]["prediction"]["drifted"]  # x1 drives the prediction
+    assert shifted.drift["prediction"]["drifted"]  # x1 drives the prediction
     # x1 two standard deviations up: many values above anything seen in training
-    assert shifted["stability"]["out_of_range"].get("x1", 0) > 0.02
-    assert shifted["stability"]["nan_output_rate"] == 0 and not shifted["stability"]["collapsed"]
-    perf = shifted["performance"]
+    assert shifted.stability["out_of_range"].get("x1", 0) > 0.02
+    assert shifted.stability["nan_output_rate"] == 0 and not shifted.stability["collapsed"]
+    perf = shifted.performance
     assert perf["requests"] == 21 and perf["errors"] == 1
     assert 0 < perf["latency_p50_ms"] <= perf["latency_p99_ms"]
     assert perf["memory_mb"] > 10
-    decay = shifted["decay"]
+    decay = shifted.decay
     assert decay["labelled"] == 400
     assert set(decay["metrics"]) >= {"accuracy", "roc_auc", "log_loss"}
     assert decay["training"]["roc_auc"] == ws.models.get_version("m", 1).metrics["holdout_roc_auc"]
-    assert shifted["staleness"]["model_age_days"] >= 0
+    assert shifted.staleness["model_age_days"] >= 0
 
 
 def test_label_file_with_bad_rows_is_reported_and_nothing_is_lost(served, tmp_path):

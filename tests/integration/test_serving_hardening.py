@@ -500,7 +500,7 @@ def test_a_crashing_canary_is_counted_logged_and_rolled_back(trained):
     assert len(errors) == len(failed) and {r["role"] for r in errors} == {"canary"}
     assert {r["version"] for r in errors} == {mv.version}
     deadline = time.time() + 60  # the log is written off the request path
-    while (perf := ws.monitor.measure("crashy", window="1h")["performance"])["requests"] < 60:
+    while (perf := ws.monitor.measure("crashy", window="1h").performance)["requests"] < 60:
         assert time.time() < deadline, perf
         time.sleep(0.5)
     assert perf["requests"] == 60 and perf["errors"] == len(failed)  # what error_rate alerts read

@@ -53,7 +53,7 @@ def mws(tmp_path_factory):
         assert r.status_code == 200
     deadline = time.time() + 20
     while time.time() < deadline:
-        if ws.monitor.measure("m").get("rows") == 200:
+        if ws.monitor.measure("m").rows == 200:
             break
         time.sleep(0.3)
     alerts = Alerts(ws)

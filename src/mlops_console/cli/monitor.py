@@ -18,6 +18,7 @@ from mlops_console.cli.output import (
 
 if TYPE_CHECKING:
     from mlops_console.monitoring.alert_records import Alert
+    from mlops_console.monitoring.window import WindowReport
     from mlops_console.workspace import Workspace
 
 
@@ -42,18 +43,18 @@ def monitor() -> None:
     """
 
 
-def print_window(r: dict[str, Any]) -> None:
-    perf = r.get("performance") or {}
-    stab = r.get("stability") or {}
-    drift = r.get("drift") or {}
-    decay = r.get("decay") or {}
-    stale = r.get("staleness") or {}
-    served = ", ".join(f"v{v['version']} {v['role']} {v['rows']}" for v in r.get("versions", []))
+def print_window(r: WindowReport) -> None:
+    perf = r.performance or {}
+    stab = r.stability or {}
+    drift = r.drift or {}
+    decay = r.decay or {}
+    stale = r.staleness or {}
+    served = ", ".join(f"v{v['version']} {v['role']} {v['rows']}" for v in r.versions)
     kv(
         [
-            ("deployment", r["deployment"]),
-            ("window", f"{r['window']} ({when(r['start'])} .. {when(r['end'])})"),
-            ("measured", f"{r.get('model')} v{r.get('version')}: {r.get('rows', 0)} rows"),
+            ("deployment", r.deployment),
+            ("window", f"{r.window} ({when(r.start)} .. {when(r.end)})"),
+            ("measured", f"{r.model} v{r.version}: {r.rows} rows"),
             ("served", served or "-"),
             (
                 "traffic",
@@ -133,8 +134,8 @@ def print_window(r: dict[str, Any]) -> None:
                 ]
             )
         table(["column", "kind", "psi", "ks / js", "p-value", "verdict"], rows)
-    if r.get("note"):
-        click.echo(f"\nnote: {r['note']}")
+    if r.note:
+        click.echo(f"\nnote: {r.note}")
 
 
 @monitor.command("show")
@@ -152,7 +153,7 @@ def show(ws: Workspace, deployment: str, window: str | None, history: int) -> Ou
     return Output(results if history else results[0], lambda: _show_windows(results, history))
 
 
-def _show_windows(results: list[dict[str, Any]], history: int) -> None:
+def _show_windows(results: list[WindowReport], history: int) -> None:
     print_window(results[0])
     if history:
         click.echo("")
@@ -160,13 +161,13 @@ def _show_windows(results: list[dict[str, Any]], history: int) -> None:
             ["window end", "rows", "drift share", "pred psi", "p99 ms", "errors %", "nan %"],
             [
                 [
-                    when(r["end"]),
-                    r.get("rows", 0),
-                    num((r.get("drift") or {}).get("drift_share")),
-                    num(((r.get("drift") or {}).get("prediction") or {}).get("psi")),
-                    num((r.get("performance") or {}).get("latency_p99_ms")),
-                    num(100 * (r.get("performance") or {}).get("error_rate", 0)),
-                    num(100 * (r.get("stability") or {}).get("nan_output_rate", 0)),
+                    when(r.end),
+                    r.rows,
+                    num((r.drift or {}).get("drift_share")),
+                    num(((r.drift or {}).get("prediction") or {}).get("psi")),
+                    num(r.performance.get("latency_p99_ms")),
+                    num(100 * r.performance.get("error_rate", 0)),
+                    num(100 * (r.stability or {}).get("nan_output_rate", 0)),
                 ]
                 for r in results
             ],

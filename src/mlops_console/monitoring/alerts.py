@@ -27,6 +27,7 @@ from mlops_console.events import Event
 from mlops_console.monitoring.alert_records import COLS, Alert, AlertEvent, AlertState
 
 if TYPE_CHECKING:
+    from mlops_console.monitoring.window import WindowReport
     from mlops_console.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,6 @@ class Alerts:
     ) -> builtins.list[dict[str, Any]]:
         """Evaluate every rule on every deployment once; returns what changed."""
         from mlops_console.durations import parse_duration
-        from mlops_console.monitoring.service import measure_value
 
         rules = self.ws.config.alerts
         if not rules:
@@ -149,7 +149,8 @@ class Alerts:
         changes = []
         now = time.time()
         for name in names:
-            results: dict[tuple[str, int], dict[str, Any]] = {}
+            # None: the window could not be measured (its measures count as not taken)
+            results: dict[tuple[str, int], WindowReport | None] = {}
             try:
                 mon.collect(name)
             except OSError as exc:
@@ -173,18 +174,24 @@ class Alerts:
                             results[key] = mon.measure(
                                 name, rule.window, end=now - k * w, collect_first=False
                             )
-                        except (MlopsError, OSError) as exc:
-                            results[key] = {"error": str(exc)}
-                    values.append(measure_value(results[key], rule.measure))
-                latest = results.get((rule.window, 0)) or {}
-                problem = unknown_column(self.ws, rule, latest.get("model"), latest.get("version"))
+                        except (MlopsError, OSError):
+                            results[key] = None
+                    report = results[key]
+                    values.append(report.value(rule.measure) if report is not None else None)
+                latest = results.get((rule.window, 0))
+                problem = unknown_column(
+                    self.ws,
+                    rule,
+                    latest.model if latest is not None else None,
+                    latest.version if latest is not None else None,
+                )
                 if problem:
                     if (rule.name, name) not in self._reported:  # once a process, not a minute
                         self._reported.add((rule.name, name))
                         log.warning("%s", problem)
                     changes.append({"deployment": name, "rule": rule.name, "error": problem})
                     continue
-                change = self._apply(rule, name, values, results.get((rule.window, 0)) or {})
+                change = self._apply(rule, name, values, latest)
                 if change:
                     changes.append(change)
         return changes
@@ -214,7 +221,7 @@ class Alerts:
         return value > rule.above if rule.above is not None else value < rule.below
 
     def _apply(
-        self, rule, deployment: str, values: builtins.list, latest: dict
+        self, rule, deployment: str, values: builtins.list, latest: WindowReport | None
     ) -> dict[str, Any] | None:
         active = [a for a in self.list("active", deployment) if a.rule == rule.name]
         threshold = rule.above if rule.above is not None else rule.below
@@ -251,7 +258,7 @@ class Alerts:
             f"{rule.measure} = {current:.4g} {op} {threshold:g} over the last "
             f"{rule.windows} x {rule.window}"
         )
-        drift = latest.get("drift") or {}
+        drift = (latest.drift if latest is not None else None) or {}
         if drift.get("drifted_columns"):
             detail += f"; drifted: {', '.join(drift['drifted_columns'])}"
         with self.ws.db.write() as conn:

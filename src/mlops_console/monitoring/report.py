@@ -10,12 +10,15 @@ from __future__ import annotations
 import html
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops_console.formatting import num
 from mlops_console.monitoring.reference import PREDICTION, load_reference
+
+if TYPE_CHECKING:
+    from mlops_console.monitoring.window import WindowReport
 
 MAX_HISTOGRAMS = 6
 
@@ -92,10 +95,10 @@ def _histograms(ref, rows, drift: dict[str, Any], path: Path) -> str | None:
     return _save(fig, path)
 
 
-def _over_time(history: list[dict[str, Any]], path: Path) -> str:
+def _over_time(history: list[WindowReport], path: Path) -> str:
     plt = _plt()
     hist = list(reversed(history))
-    x = [time.strftime("%m-%d %H:%M", time.localtime(r["end"])) for r in hist]
+    x = [time.strftime("%m-%d %H:%M", time.localtime(r.end)) for r in hist]
     fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
 
     def series(fn):
@@ -103,30 +106,28 @@ def _over_time(history: list[dict[str, Any]], path: Path) -> str:
         for r in hist:
             try:
                 v = fn(r)
-            except (KeyError, TypeError):
+            except (KeyError, TypeError):  # not measured in that window (None, or no key)
                 v = None
             out.append(np.nan if v is None else v)
         return out
 
-    axes[0].plot(x, series(lambda r: r["drift"]["drift_share"]), marker="o", label="drift share")
+    axes[0].plot(x, series(lambda r: r.drift["drift_share"]), marker="o", label="drift share")
     axes[0].plot(
-        x, series(lambda r: r["drift"]["prediction"]["psi"]), marker="o", label="prediction PSI"
+        x, series(lambda r: r.drift["prediction"]["psi"]), marker="o", label="prediction PSI"
     )
     axes[0].set_title("Drift", fontsize=9)
     for q in ("p50", "p95", "p99"):
         axes[1].plot(
-            x, series(lambda r, q=q: r["performance"][f"latency_{q}_ms"]), marker=".", label=q
+            x, series(lambda r, q=q: r.performance[f"latency_{q}_ms"]), marker=".", label=q
         )
     axes[1].set_ylabel("ms")
     axes[1].set_title("Latency", fontsize=9)
+    axes[2].plot(x, series(lambda r: r.performance["error_rate"]), marker=".", label="error rate")
     axes[2].plot(
-        x, series(lambda r: r["performance"]["error_rate"]), marker=".", label="error rate"
+        x, series(lambda r: r.stability["nan_output_rate"]), marker=".", label="NaN outputs"
     )
     axes[2].plot(
-        x, series(lambda r: r["stability"]["nan_output_rate"]), marker=".", label="NaN outputs"
-    )
-    axes[2].plot(
-        x, series(lambda r: r["stability"]["out_of_range_rate"]), marker=".", label="out of range"
+        x, series(lambda r: r.stability["out_of_range_rate"]), marker=".", label="out of range"
     )
     axes[2].set_title("Errors and stability", fontsize=9)
     for ax in axes:
@@ -147,14 +148,14 @@ def write_report(ws, deployment: str, window: str | None, windows: int, out: str
     folder = Path(out) if out else ws.state / "reports" / f"{deployment}-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     images: list[tuple[str, str]] = []
-    drift = latest.get("drift")
-    if drift:
+    drift = latest.drift
+    if drift and latest.model is not None and latest.version is not None:
         images.append(
             ("PSI per column", _psi_chart(drift, ws.config.monitoring.psi, folder / "psi.png"))
         )
-        mv = ws.models.get_version(latest["model"], int(latest["version"]))
-        rows, _, _ = ws.monitor.frames(deployment, latest["start"], latest["end"])
-        rows = rows[(rows["version"] == latest["version"]) & (rows["role"] != "shadow")]
+        mv = ws.models.get_version(latest.model, int(latest.version))
+        rows, _, _ = ws.monitor.frames(deployment, latest.start, latest.end)
+        rows = rows[(rows["version"] == latest.version) & (rows["role"] != "shadow")]
         hist = _histograms(load_reference(ws, mv), rows, drift, folder / "distributions.png")
         if hist:
             images.append(("Reference and current distributions (largest PSI first)", hist))
@@ -168,15 +169,15 @@ def write_report(ws, deployment: str, window: str | None, windows: int, out: str
 _fmt = num
 
 
-def _summary(r: dict[str, Any]) -> list[tuple[str, str]]:
-    perf, stab = r.get("performance") or {}, r.get("stability") or {}
-    drift, decay = r.get("drift") or {}, r.get("decay") or {}
-    stale = r.get("staleness") or {}
+def _summary(r: WindowReport) -> list[tuple[str, str]]:
+    perf, stab = r.performance or {}, r.stability or {}
+    drift, decay = r.drift or {}, r.decay or {}
+    stale = r.staleness or {}
     return [
-        ("Model", f"{r.get('model')} v{r.get('version')} ({r.get('rows', 0)} rows in the window)"),
+        ("Model", f"{r.model} v{r.version} ({r.rows} rows in the window)"),
         (
             "Window",
-            f"{r['window']} ending {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['end']))}",
+            f"{r.window} ending {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.end))}",
         ),
         (
             "Requests",
@@ -213,8 +214,8 @@ def _summary(r: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def _columns(r: dict[str, Any]) -> list[list[str]]:
-    drift = r.get("drift") or {}
+def _columns(r: WindowReport) -> list[list[str]]:
+    drift = r.drift or {}
     out = []
     for f in [*drift.get("features", []), *([drift["prediction"]] if drift else [])]:
         num = f["kind"] == "numeric"
@@ -234,11 +235,11 @@ def _columns(r: dict[str, Any]) -> list[list[str]]:
 HEAD = ["column", "kind", "PSI", "KS / JS", "p-value", "verdict"]
 
 
-def _markdown(r, history, images) -> str:
-    lines = [f"# Monitoring report: {r['deployment']}", ""]
+def _markdown(r: WindowReport, history: list[WindowReport], images) -> str:
+    lines = [f"# Monitoring report: {r.deployment}", ""]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in _summary(r)]
-    if r.get("note"):
-        lines += ["", f"> {r['note']}"]
+    if r.note:
+        lines += ["", f"> {r.note}"]
     cols = _columns(r)
     if cols:
         lines += [
@@ -254,20 +255,20 @@ def _markdown(r, history, images) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(r, history, images) -> str:
+def _html(r: WindowReport, history: list[WindowReport], images) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>Monitoring report: {e(r['deployment'])}</title>",
+        f"<title>Monitoring report: {e(r.deployment)}</title>",
         "<style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
         ".DRIFT{color:#c0392b;font-weight:bold}</style></head><body>",
-        f"<h1>Monitoring report: {e(r['deployment'])}</h1><table>",
+        f"<h1>Monitoring report: {e(r.deployment)}</h1><table>",
     ]
     parts += [f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _summary(r)]
     parts.append("</table>")
-    if r.get("note"):
-        parts.append(f"<p><em>{e(r['note'])}</em></p>")
+    if r.note:
+        parts.append(f"<p><em>{e(r.note)}</em></p>")
     cols = _columns(r)
     if cols:
         parts.append(

@@ -8,7 +8,6 @@ primary by default) against that version's training reference.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_console.durations import parse_duration
 from mlops_console.errors import MlopsError, NotFound
 from mlops_console.monitoring import collect as col
+from mlops_console.monitoring.window import WindowReport
 from mlops_console.names import is_name
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Monitor:
         end: float | None = None,
         version: int | None = None,
         collect_first: bool = True,
-    ) -> dict[str, Any]:
+    ) -> WindowReport:
         """Every measure of one window of a deployment (see measures.py)."""
         from mlops_console.monitoring import measures
         from mlops_console.monitoring.drift import Thresholds
@@ -157,41 +157,43 @@ class Monitor:
         start = end - w
         rows, requests, feedback = self.frames(deployment, start, end)
         rec = self.ws.deployments.find(deployment)
-        out: dict[str, Any] = {
-            "deployment": deployment,
-            "window": window or self.cfg.window,
-            "start": start,
-            "end": end,
-            "model": rec.model if rec else None,
-            "versions": [],
-        }
         import pandas as pd
 
         served = rows[rows["role"] != "shadow"] if rows is not None else pd.DataFrame()
+        versions: list[dict[str, Any]] = []
         if len(served):
             counts = served.groupby(["version", "role"]).size().reset_index(name="rows")
-            out["versions"] = counts.to_dict("records")
+            versions = counts.to_dict("records")
         if version is None:
             version = rec.version if rec else None
             if len(served) and (version is None or not (served["version"] == version).any()):
                 version = int(served["version"].value_counts().idxmax())
-        out["version"] = version
         req = requests[requests["role"] != "shadow"] if requests is not None else None
-        out["performance"] = measures.performance(req if req is not None else pd.DataFrame(), w)
+        performance = measures.performance(req if req is not None else pd.DataFrame(), w)
         if rec is not None:
-            out["performance"].update(self._live_memory(deployment))
+            performance.update(self._live_memory(deployment))
         mine = served[served["version"] == version] if len(served) else served
-        out["rows"] = len(mine)
         model = rec.model if rec else None
+        out = WindowReport(
+            deployment=deployment,
+            window=window or self.cfg.window,
+            start=start,
+            end=end,
+            model=model,
+            versions=versions,
+            version=version,
+            performance=performance,
+            rows=len(mine),
+        )
         if model is None or version is None:
-            out["note"] = "no rows served in this window"
+            out.note = "no rows served in this window"
             return out
         mv = self.ws.models.get_version(model, int(version))
-        out["staleness"] = self._staleness(mv)
+        out.staleness = self._staleness(mv)
         try:
             ref = load_reference(self.ws, mv)
         except NotFound as exc:
-            out["note"] = str(exc)
+            out.note = str(exc)
             return out
         t = Thresholds(
             psi=self.cfg.psi,
@@ -200,19 +202,21 @@ class Monitor:
             js=self.cfg.js,
             drift_share=self.cfg.drift_share,
         )
-        out["enough_rows"] = len(mine) >= self.cfg.min_rows
+        out.enough_rows = len(mine) >= self.cfg.min_rows
         if len(mine):
-            out["drift"] = measures.drift(mine, ref, t)
-            out["stability"] = measures.stability(mine, ref)
-            out["decay"] = measures.decay(mine, feedback, ref, mv.metrics)
-        if not out["enough_rows"]:
-            out["note"] = (
+            out.drift = measures.drift(mine, ref, t)
+            out.stability = measures.stability(mine, ref)
+            out.decay = measures.decay(mine, feedback, ref, mv.metrics)
+        if not out.enough_rows:
+            out.note = (
                 f"{len(mine)} rows of version {version} in this window; verdicts need "
                 f"[monitoring] min_rows = {self.cfg.min_rows}"
             )
         return out
 
-    def history(self, deployment: str, window: str | None = None, count: int = 24):
+    def history(
+        self, deployment: str, window: str | None = None, count: int = 24
+    ) -> list[WindowReport]:
         """The last `count` windows, newest first."""
         w = parse_duration(window or self.cfg.window, "window")
         now = time.time()
@@ -310,34 +314,3 @@ class Monitor:
         from mlops_console.monitoring.labels import export_dataset
 
         return export_dataset(self, deployment, name)
-
-
-def measure_value(result: dict[str, Any], measure: str) -> float | None:
-    """The value of a named measure in a window result (None: not measured)."""
-    perf = result.get("performance") or {}
-    drift = result.get("drift") or {}
-    stab = result.get("stability") or {}
-    decay = result.get("decay") or {}
-    stale = result.get("staleness") or {}
-    if measure in ("error_rate", "rps", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms"):
-        v = perf.get(measure)
-    elif measure == "drift_share":
-        v = drift.get("drift_share") if result.get("enough_rows") else None
-    elif measure == "prediction_psi":
-        v = (drift.get("prediction") or {}).get("psi") if result.get("enough_rows") else None
-    elif measure.startswith("psi:"):
-        found = [f for f in drift.get("features", []) if f["column"] == measure[4:]]
-        v = found[0].get("psi") if found and result.get("enough_rows") else None
-    elif measure in ("nan_output_rate", "out_of_range_rate", "saturated_rate"):
-        v = stab.get(measure)
-    elif measure == "collapsed":
-        v = None if "collapsed" not in stab else float(stab["collapsed"])
-    elif measure.startswith("decay:"):
-        v = (decay.get("drop") or {}).get(measure[6:])
-    elif measure.startswith("metric:"):
-        v = (decay.get("metrics") or {}).get(measure[7:])
-    else:
-        v = stale.get(measure)
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return float(v)

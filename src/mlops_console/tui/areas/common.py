@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_console.formatting import num, when
 
 if TYPE_CHECKING:
+    from mlops_console.monitoring.window import WindowReport
     from mlops_console.workspace import Workspace
 
 # {"title", "ylabel", "series": {label: (xs, ys)}}: a plotext chart under the detail
@@ -90,13 +91,12 @@ class Area:
     chart: Callable[[Workspace, str], Chart | None] | None = None
 
 
-def health(ws: Workspace, name: str) -> dict[str, Any]:
-    """The last window's measures of a deployment, or what stopped them."""
+def health(ws: Workspace, name: str) -> WindowReport | str:
+    """The last window's report of a deployment, or what stopped it (a message)."""
     try:
-        result: dict[str, Any] = ws.monitor.measure(name, collect_first=False)
+        return ws.monitor.measure(name, collect_first=False)
     except Exception as exc:  # a broken log never breaks the screen
-        return {"error": str(exc)}
-    return result
+        return str(exc)
 
 
 def traffic_lines(ws: Workspace, name: str, window: str = "5m", count: int = 12) -> list[str]:

@@ -47,9 +47,10 @@ def _monitoring(ws: Workspace) -> Listing:
             active[a.deployment] = active.get(a.deployment, 0) + 1
     for name in ws.monitor.deployments():
         h = health(ws, name)
-        drift = h.get("drift") or {}
-        perf = h.get("performance") or {}
-        stab = h.get("stability") or {}
+        report = None if isinstance(h, str) else h  # a window that failed to measure: dashes
+        drift = (report.drift if report else None) or {}
+        perf = report.performance if report else {}
+        stab = (report.stability if report else None) or {}
         share = drift.get("drift_share")
         colour = "red" if drift.get("drifted") else ("yellow" if share else "green")
         rows.append(
@@ -58,8 +59,8 @@ def _monitoring(ws: Workspace) -> Listing:
                 [
                     "deployment",
                     name,
-                    f"v{h.get('version', '-')}",
-                    str(h.get("rows", 0)),
+                    f"v{report.version if report else '-'}",
+                    str(report.rows if report else 0),
                     f"[{colour}]{_num(share)}[/]" if drift else "-",
                     ", ".join(drift.get("drifted_columns", []))[:30] or "-",
                     _num(perf.get("latency_p99_ms")),
@@ -120,17 +121,17 @@ def _monitoring_detail(ws: Workspace, key: str) -> str:
         lines += [f"  {_when(e.at)} {e.kind:14} {e.detail[:70]}" for e in ws.alerts.events(a.id)]
         return "\n".join(lines)
     h = health(ws, ident)
-    if "error" in h:
-        return f"{ident}: {h['error']}"
-    drift = h.get("drift") or {}
-    stab = h.get("stability") or {}
-    decay = h.get("decay") or {}
-    perf = h.get("performance") or {}
+    if isinstance(h, str):
+        return f"{ident}: {h}"
+    drift = h.drift or {}
+    stab = h.stability or {}
+    decay = h.decay or {}
+    perf = h.performance or {}
     lines = [
-        f"{ident}: {h.get('model')} v{h.get('version')}, {h.get('rows', 0)} rows in the last {h['window']}",
+        f"{ident}: {h.model} v{h.version}, {h.rows} rows in the last {h.window}",
     ]
-    if h.get("note"):
-        lines.append(f"note: {h['note']}")
+    if h.note:
+        lines.append(f"note: {h.note}")
     limit = ws.config.monitoring.psi
     if drift:
         lines += ["", "Drift (PSI on the training deciles; KS or JS):"]
@@ -165,8 +166,8 @@ def _monitoring_detail(ws: Workspace, key: str) -> str:
     try:
         hist = ws.monitor.history(ident, count=8)[::-1]
         lines.append(
-            f"  drift   {spark([(r.get('drift') or {}).get('drift_share') for r in hist])}"
-            f"  share of drifted inputs, 8 x {h['window']}"
+            f"  drift   {spark([(r.drift or {}).get('drift_share') for r in hist])}"
+            f"  share of drifted inputs, 8 x {h.window}"
         )
     except Exception:
         pass

@@ -22,7 +22,9 @@ def _overview(ws: Workspace) -> Listing:
     rows.append(("daemon:", ["daemon", "automation", line, "up" if running else "down"]))
     for d in ws.deployments.list():
         h = health(ws, d.name)
-        perf, drift = h.get("performance") or {}, h.get("drift") or {}
+        report = None if isinstance(h, str) else h  # a window that failed to measure: dashes
+        perf = report.performance if report else {}
+        drift = (report.drift if report else None) or {}
         split = f" + canary v{d.canary_version} {d.canary_percent:.0f}%" if d.canary_version else ""
         drift_state = (
             "[red]DRIFT[/]"
