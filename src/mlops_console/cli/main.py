@@ -89,36 +89,27 @@ def cli(ctx: click.Context, workspace: str | None, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+COMMAND_MODULES = (
+    "automation",
+    "console",
+    "data",
+    "deploy",
+    "features",
+    "models",
+    "monitor",
+    "plugins",
+    "runs",
+    "serve",
+    "workspace_cmds",
+)
+
+
 def _register() -> None:
     """Every command module lists its commands in COMMANDS; they are added here, one way."""
-    from mlops_console.cli import (
-        automation,
-        console,
-        data,
-        deploy,
-        features,
-        models,
-        monitor,
-        plugins,
-        runs,
-        serve,
-        workspace_cmds,
-    )
+    import importlib
 
-    for module in (
-        automation,
-        console,
-        data,
-        deploy,
-        features,
-        models,
-        monitor,
-        plugins,
-        runs,
-        serve,
-        workspace_cmds,
-    ):
-        for command in module.COMMANDS:
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(f"mlops_console.cli.{name}").COMMANDS:
             cli.add_command(command)
 
 
