@@ -100,6 +100,10 @@ def test_user_errors_are_one_clear_line_and_exit_1(tmp_path):
     (ws / "mlops.toml").write_text("[serving]\nport = 'x'\n")
     proc = run_cli("-w", str(ws), "runs", "list")
     assert proc.returncode == 1 and "serving.port" in proc.stderr and "Traceback" not in proc.stderr
+    # the daemon's status and stop do not need the settings: they answer all the same
+    proc = run_cli("-w", str(ws), "status", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"running": False}
+    assert run_cli("-w", str(ws), "down").returncode == 0
 
 
 def test_usage_errors_exit_2(tmp_path):

@@ -16,6 +16,7 @@ from mlops_console.cli.output import (
     pass_workspace,
     table,
     when,
+    workspace_root,
 )
 
 if TYPE_CHECKING:
@@ -71,12 +72,13 @@ def up(ws: Workspace, settle: float) -> None:
 
 
 @click.command("down")
-@pass_workspace
-def down(ws: Workspace) -> None:
+@click.pass_context
+def down(ctx: click.Context) -> None:
     """Stop the background daemon (running chains are stopped and marked)."""
     from mlops_console.automation import lifecycle
 
-    st = lifecycle.stop(ws)
+    # not opening the workspace: a daemon can be stopped while mlops.toml is broken
+    st = lifecycle.stop(workspace_root(ctx))
     if not st.running:
         click.echo("No daemon runs for this workspace.")
         return
@@ -85,12 +87,12 @@ def down(ws: Workspace) -> None:
 
 @click.command("status")
 @output_options
-@pass_workspace
-def status(ws: Workspace) -> Output:
+@click.pass_context
+def status(ctx: click.Context) -> Output:
     """Whether a daemon runs, and what it is doing."""
     from mlops_console.automation import lifecycle
 
-    st = lifecycle.status(ws)
+    st = lifecycle.status(workspace_root(ctx))  # works while mlops.toml is broken too
 
     def human() -> None:
         if not st.running:

@@ -20,6 +20,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
@@ -40,6 +41,14 @@ def open_workspace(ctx: click.Context) -> Workspace:
     from mlops_console.workspace import Workspace
 
     return Workspace.open((ctx.obj or {}).get("workspace"))
+
+
+def workspace_root(ctx: click.Context) -> Path:
+    """The folder of the workspace `--workspace` names (or the nearest one up from here),
+    without opening it: for the commands that must work while mlops.toml is broken."""
+    from mlops_console.workspace import find_root
+
+    return find_root((ctx.obj or {}).get("workspace"))
 
 
 def pass_workspace(f: Callable[Concatenate[Workspace, P], R]) -> Callable[P, R]:
