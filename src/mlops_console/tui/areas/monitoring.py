@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from mlops_console.monitoring.alert_records import AlertState
 from mlops_console.tui.areas.common import (
     Action,
@@ -112,13 +114,15 @@ def _monitoring_detail(ws: Workspace, key: str) -> str:
         a = ws.alerts.get(int(ident))
         lines = [
             f"Alert #{a.id} ({a.severity}): {a.rule} on {a.deployment} - {a.state}",
-            a.detail,
+            escape(a.detail),  # words from the data are text, not markup
             f"measure {a.measure} = {_num(a.value)} (threshold {_num(a.threshold)}, window {a.window})",
-            f"action: {a.action} -> {a.action_result or '-'}",
+            f"action: {a.action} -> {escape(a.action_result or '-')}",
             "",
             "History:",
         ]
-        lines += [f"  {_when(e.at)} {e.kind:14} {e.detail[:70]}" for e in ws.alerts.events(a.id)]
+        lines += [
+            f"  {_when(e.at)} {e.kind:14} {escape(e.detail[:70])}" for e in ws.alerts.events(a.id)
+        ]
         return "\n".join(lines)
     h = health(ws, ident)
     if isinstance(h, str):
@@ -131,7 +135,7 @@ def _monitoring_detail(ws: Workspace, key: str) -> str:
         f"{ident}: {h.model} v{h.version}, {h.rows} rows in the last {h.window}",
     ]
     if h.note:
-        lines.append(f"note: {h.note}")
+        lines.append(f"note: {escape(h.note)}")  # e.g. "[monitoring] min_rows"
     limit = ws.config.monitoring.psi
     if drift:
         lines += ["", "Drift (PSI on the training deciles; KS or JS):"]
