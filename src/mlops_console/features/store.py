@@ -129,9 +129,7 @@ class FeatureStore:
         assert view.sql is not None  # a view reads a dataset or runs SQL (spec.py checks it)
         used = []
         for ds in self.ws.data.list():
-            if ds.current_version is None or not re.search(
-                rf"\b{re.escape(ds.name)}\b", view.sql
-            ):
+            if ds.current_version is None or not re.search(rf"\b{re.escape(ds.name)}\b", view.sql):
                 continue
             dv = self.ws.data.version(ds.name)
             con.execute(
