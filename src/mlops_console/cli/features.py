@@ -148,7 +148,8 @@ def get(view: str, keys: tuple[str, ...]) -> Output:
     def human() -> None:
         if rec is None:
             click.echo(
-                f"No values for {entity} in {view} (unknown entity, or not materialized since)."
+                f"No values for {', '.join(f'{k}={v}' for k, v in entity.items())} in {view} "
+                "(unknown entity, or not materialized since)."
             )
             raise click.exceptions.Exit(1)
         kv([(k, num(v)) for k, v in rec.items()])

@@ -73,7 +73,11 @@ def print_window(r: WindowReport) -> None:
                     f"{len(drift.get('drifted_columns', []))}/{drift.get('columns', 0)} inputs drifted "
                     f"(share {num(drift.get('drift_share', 0))}), prediction PSI "
                     f"{num((drift.get('prediction') or {}).get('psi'))}"
-                    + (" -> DATASET DRIFT" if drift.get("drifted") else "")
+                    + (
+                        " -> DATASET DRIFT"
+                        if drift.get("drifted") and r.enough_rows
+                        else (" (too few rows for a verdict)" if not r.enough_rows else "")
+                    )
                 )
                 if drift
                 else "-",
@@ -130,7 +134,7 @@ def print_window(r: WindowReport) -> None:
                     num(f.get("psi")),
                     num(f.get("ks")) if f["kind"] == "numeric" else num(f.get("js")),
                     num(f.get("ks_p")) if f["kind"] == "numeric" else num(f.get("chi2_p")),
-                    "DRIFT" if f.get("drifted") else "ok",
+                    ("DRIFT" if f.get("drifted") else "ok") if r.enough_rows else "(few rows)",
                 ]
             )
         table(["column", "kind", "psi", "ks / js", "p-value", "verdict"], rows)

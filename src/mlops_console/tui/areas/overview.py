@@ -27,7 +27,9 @@ def _overview(ws: Workspace) -> Listing:
         drift = (report.drift if report else None) or {}
         split = f" + canary v{d.canary_version} {d.canary_percent:.0f}%" if d.canary_version else ""
         drift_state = (
-            "[red]DRIFT[/]"
+            "drift: few rows"  # no verdict below [monitoring] min_rows, as the alerts
+            if drift and report is not None and not report.enough_rows
+            else "[red]DRIFT[/]"
             if drift.get("drifted")
             else ("[yellow]some drift[/]" if drift.get("drifted_columns") else "no drift")
             if drift
