@@ -93,7 +93,9 @@ def test_a_window_with_rows_has_every_measure_in_order(trained):
     json.dumps(r.to_dict())  # what --json and the daemon send
 
 
-def test_too_few_rows_are_measured_without_a_verdict_and_the_note_comes_last(trained):
+def test_too_few_rows_are_measured_without_a_verdict_and_the_note_comes_last(trained, capsys):
+    from mlops_console.cli.monitor import print_window
+
     ws = trained
     _serve(ws, "web", 40)
     r = ws.monitor.measure("web", window="1h")
@@ -101,6 +103,10 @@ def test_too_few_rows_are_measured_without_a_verdict_and_the_note_comes_last(tra
     assert list(r.to_dict()) == [*ALWAYS, *MEASURED, "note"]
     assert "min_rows = 100" in r.to_dict()["note"]
     assert r.value("drift_share") is None  # no verdict on 40 rows
+    print_window(r)  # what `mlops monitor web` prints: no verdict either
+    shown = capsys.readouterr().out
+    assert "too few rows for a verdict" in shown
+    assert "DRIFT" not in shown and "(few rows)" in shown
 
 
 def test_a_window_without_rows_leaves_out_what_it_did_not_measure(trained):
