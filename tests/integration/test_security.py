@@ -309,6 +309,17 @@ def test_the_api_takes_pipeline_names_only(daemon_ws, pipeline):
             assert r.status_code == 400 and ws.jobs.list() == []
 
 
+def test_unknown_routes_and_methods_answer_json(daemon_ws):
+    ws, _ = daemon_ws
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(ws.state / "daemon.sock")), base_url="http://d"
+    ) as c:
+        r = c.get("/nosuch")
+        assert r.status_code == 404 and "GET /nosuch" in r.json()["error"]
+        r = c.delete("/status")
+        assert r.status_code == 405 and "DELETE /status" in r.json()["error"]
+
+
 # --- 5 and 6: names and modes, on a workspace the CLI made ---------------------------------
 
 

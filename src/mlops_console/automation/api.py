@@ -204,5 +204,13 @@ def build_api(d: Daemon) -> OwnerOnly:
     def refused(creds) -> None:
         d.event({"event": "refused", "peer": creds._asdict() if creds else None})
 
-    app = Starlette(routes=routes)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # unknown routes and wrong methods answer JSON too, like every other answer
+        from starlette.exceptions import HTTPException
+
+        code = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return _json({"error": f"{detail}: {request.method} {request.url.path}"}, code)
+
+    app = Starlette(routes=routes, exception_handlers={404: http_error, 405: http_error})
     return OwnerOnly(app, os.getuid(), on_refused=refused)

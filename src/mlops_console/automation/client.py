@@ -55,6 +55,11 @@ class DaemonClient:
         try:
             with self._client() as c:
                 r = c.request(method, path, **kw)
+        except httpx.ConnectError:  # the socket of a daemon that was killed: none runs
+            raise MlopsError(
+                "No daemon runs for this workspace (its socket is left from one that was "
+                "stopped or killed); start one with `mlops up`."
+            ) from None
         except httpx.HTTPError as exc:
             raise MlopsError(
                 f"The daemon does not answer on {self.sock} ({exc}); `mlops status` "
