@@ -46,6 +46,21 @@ async def test_the_footer_shows_the_actions_of_the_area_on_screen(cws):
         await pilot.press("escape")
 
 
+async def test_enter_on_a_fresh_confirmation_never_says_yes(cws):
+    before = [(m.kind, m.to_version) for m in cws.models.history("m")]
+    app = MlopsConsole(cws, poll_seconds=3600, live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("enter")  # the focused button is No
+        await pilot.pause()
+        assert not isinstance(app.screen, Confirm)
+    assert [(m.kind, m.to_version) for m in cws.models.history("m")] == before
+
+
 async def test_the_footer_shows_remapped_keys_and_read_only_disables_them(cws):
     with open(cws.root / "mlops.toml", "a") as fh:
         fh.write('\n[console]\nkeys = { "model-promote" = "P" }\n')

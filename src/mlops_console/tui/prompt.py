@@ -13,6 +13,10 @@ from textual.widgets import Button, Input, Label
 
 
 class Confirm(ModalScreen[bool]):
+    """A yes/no question before an action that changes something. No has the focus, so
+    Enter (or a stray key) on a fresh dialog never says yes: only `y` or the Yes button."""
+
+    AUTO_FOCUS = "#no"
     BINDINGS = [
         Binding("escape", "dismiss(False)", "Cancel", id="confirm-cancel"),
         Binding("y", "dismiss(True)", "Yes", id="confirm-yes"),
