@@ -147,3 +147,16 @@ def test_init_sample_is_ready_to_run_as_printed(tmp_path):
     assert versions, versions  # the dataset the sample pipeline reads is there
     proc = run_cli("-w", str(root), "run", "churn", "--set", "search.method=none")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_clear_line(demo_ws):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = run_cli("-w", str(demo_ws), "serve", "churn@champion", "--port", str(port))
+    assert proc.returncode == 1, proc.stderr
+    assert f"Cannot serve on 127.0.0.1:{port}" in proc.stderr and "Serving" not in proc.stderr
+    assert "Traceback" not in proc.stderr

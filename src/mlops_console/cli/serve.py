@@ -64,6 +64,7 @@ def serve(
             os.environ["MLOPS_FEEDBACK_TOKEN"] = _secret(fb_file)
         host = host or ws.config.serving.host
         port = port or ws.config.serving.port
+    _require_free(host, port)
     click.echo(
         f"Serving {mv.ref} on http://{host}:{port} (POST /invocations, /v2/models/{mv.name}/infer; "
         f"GET /metrics). Admin token in {token_file}. Ctrl-C stops.",
@@ -77,6 +78,24 @@ def serve(
         admin_token=token,
         runtime=runtime,
     )
+
+
+def _require_free(host: str, port: int) -> None:
+    """Refuse a port another program holds before saying anything is served on it."""
+    import socket
+
+    from mlops_console.errors import MlopsError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise MlopsError(
+                f"Cannot serve on {host}:{port}: {exc.strerror}. Pick another with --port "
+                "(or stop what holds it: `mlops deployments list` shows the deployments' ports)."
+            ) from None
 
 
 @click.command("predict")
