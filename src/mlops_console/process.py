@@ -23,9 +23,19 @@ def _stat(pid: int) -> list[str] | None:
     return [text[: text.index("(")].strip(), "comm", *text[text.rindex(")") + 2 :].split()]
 
 
+_MACHINE: dict[int, str | None] = {}  # pid -> machine(): fixed for a process's life
+
+
 def machine() -> str | None:
     """Where pids mean something: this boot of this host, in this pid namespace (a
     container sharing the workspace has its own). None where /proc cannot tell."""
+    pid = os.getpid()
+    if pid not in _MACHINE:
+        _MACHINE[pid] = _machine()
+    return _MACHINE[pid]
+
+
+def _machine() -> str | None:
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         namespace = os.stat("/proc/self/ns/pid").st_ino

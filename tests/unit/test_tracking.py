@@ -229,3 +229,14 @@ def test_git_lineage_runs_none_of_the_repositorys_own_programs(tmp_path):
     state = git_state(repo)
     assert state is not None and state["dirty"] is True and state["commit"]
     assert not marker.exists(), marker.read_text()
+
+
+def test_the_latest_value_is_the_highest_step_and_the_later_one_on_a_tie(ws):
+    """One flush writes one latest_metric row per key: the one the per-value upsert kept."""
+    with ws.runs.start(experiment="e") as run:
+        for step, value in ((5, 0.1), (3, 0.2), (5, 0.3), (4, 0.4)):
+            run.log_metric("loss", value, step=step)
+        run.log_metric("acc", 0.9)
+    got = ws.runs.get(run.id)
+    assert got.metrics == {"loss": 0.3, "acc": 0.9}
+    assert [s for s, _, _ in ws.runs.metric_history(run.id, "loss")] == [3, 4, 5, 5]  # all kept

@@ -217,7 +217,7 @@ class ActiveRun:
                 "VALUES (?,?,?,?,?) ON CONFLICT(run_id, key) DO UPDATE SET "
                 "value = excluded.value, step = excluded.step, timestamp = excluded.timestamp "
                 "WHERE excluded.step >= latest_metric.step",
-                rows,
+                _latest_per_key(rows),
             )
         return clashes
 
@@ -416,3 +416,15 @@ def param_text(value: Any) -> str:
     if isinstance(value, bool | int | float) or value is None:
         return json.dumps(value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _latest_per_key(rows: list[tuple]) -> list[tuple]:
+    """Of a batch of (run, key, value, step, time) rows, the one per (run, key) that the
+    latest_metric upsert would keep: the highest step, the later row on a tie. Writing only
+    those gives the same table with one upsert per key instead of one per value."""
+    last: dict[tuple, tuple] = {}
+    for row in rows:
+        kept = last.get((row[0], row[1]))
+        if kept is None or row[3] >= kept[3]:
+            last[(row[0], row[1])] = row
+    return list(last.values())

@@ -84,11 +84,17 @@ class RunRecord:
         }
 
 
+_STARTED: dict[int, int | None] = {}  # pid -> its start time (a forked child is another)
+
+
 def _this_process() -> tuple[int, int | None]:
-    """This process's pid and start time (read each time: a forked child is another)."""
+    """This process's pid and start time."""
     from mlops_console.process import start_time
 
-    return os.getpid(), start_time(os.getpid())
+    pid = os.getpid()
+    if pid not in _STARTED:
+        _STARTED[pid] = start_time(pid)
+    return pid, _STARTED[pid]
 
 
 def end_abandoned_runs(db) -> list[str]:
