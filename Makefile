@@ -23,6 +23,8 @@ demo: $(STAMP)
 	$(BIN)/mlops demo mlops-demo
 
 test: $(STAMP)
+	# the fleet tests' devices: sshd, iptables, zstd (installed when missing)
+	bash packaging/edge/test-host.sh
 	$(BIN)/ruff check src tests bench plugins
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -30,6 +32,7 @@ test: $(STAMP)
 	$(BIN)/pytest; rc=$$?; bash packaging/docker/engine.sh stop || true; exit $$rc
 
 test-fast: $(STAMP)
+	bash packaging/edge/test-host.sh
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
