@@ -543,6 +543,13 @@ async def put_object(
     sha = _check_sha(sha256)
     source = Path(source)
     stats = TransferStats(sha256=sha)
+    if not verify_existing:
+        # one round trip spares hashing and compressing a large file the device already has
+        size = os.stat(source).st_size
+        if (await _remote_sizes(conn, root, [sha])).get(sha) == size:
+            stats.raw_size, stats.skipped, stats.attempts = size, True, 1
+            stats.seconds = time.monotonic() - stats._started
+            return stats
     manifest = await asyncio.to_thread(
         build_manifest, source, chunk_size=chunk_size, compress=compress
     )
@@ -565,6 +572,12 @@ async def put_object(
             own.exit()  # no waiting for the channel to close: the link may be dead
     stats.seconds = time.monotonic() - stats._started
     return stats
+
+
+def _bind(progress: FleetProgress | None, sha: str) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(sha, done, total)
 
 
 def _check_manifest(manifest: Manifest, sha: str, source: Path) -> None:
@@ -643,7 +656,7 @@ async def put_objects(
                         manifest,
                         st,
                         verify_existing=verify_existing,
-                        progress=((lambda d, t, s=sha: progress(s, d, t)) if progress else None),
+                        progress=_bind(progress, sha),
                         on_advance=advanced,
                     )
                 st.seconds = time.monotonic() - st._started
