@@ -206,7 +206,7 @@ def _show_rollout(r) -> None:
 @click.option("--group", default=None, help="Only this group (or tag key=value).")
 @click.option("--device", "device_names", multiple=True, help="Only these devices.")
 @click.option(
-    "--waves", default="1,10%,50%,100%", show_default=True, help="Cumulative devices per wave."
+    "--waves", default="1,10%,50%,100%", show_default=True, help="Devices per wave: a count is a wave's size, a percentage the share reached by its end."
 )
 @click.option(
     "--soak", default="60s", show_default=True, help="Wait after each wave before the next."
@@ -468,3 +468,16 @@ def logs(device, lines) -> Output:
     with ws, svc:
         text = svc.logs(device, lines)
     return Output({"device": device, "log": text}, lambda: click.echo(text or "(empty)"))
+
+
+@fleet.command("golden")
+@click.argument("ref")
+@output_options
+def golden(ref) -> Output:
+    """Record golden rows from a version known to be good (golden/MODEL.json): the gate of
+    every later rollout of the model checks the device agrees with them."""
+    ws, svc = _service()
+    with ws, svc:
+        path = svc.record_golden(ref)
+    return Output({"path": str(path)}, lambda: click.echo(f"Recorded {path} from {ref}; "
+                                                        "rollouts of this model are gated on it."))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GOLDEN_ROWS = 16
+GOLDEN_ROWS = 64
 
 
 @dataclass

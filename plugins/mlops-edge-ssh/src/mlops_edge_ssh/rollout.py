@@ -45,8 +45,9 @@ def parse_waves(spec: str, n: int) -> list[int]:
                 f"wave {part!r} is not a count or a percentage; use e.g. --waves 1,10%,50%,100%."
             )
         value = float(m.group(1))
-        count = math.ceil(n * value / 100) if m.group(2) else int(value)
-        if (m.group(2) and value > 100) or count < 1:
+        prev = out[-1] if out else 0
+        count = math.ceil(n * value / 100) if m.group(2) else prev + int(value)
+        if (m.group(2) and value > 100) or value <= 0:
             raise MlopsError(f"wave {part!r} must be between 1 device and 100%.")
         count = min(n, max(count, out[-1] if out else 0))
         if not out or count > out[-1]:

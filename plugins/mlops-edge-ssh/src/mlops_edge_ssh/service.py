@@ -428,6 +428,29 @@ class FleetService:
     def events(self, rid: str | None = None, device: str | None = None, limit: int = 200):
         return self.store.events(rid, device, limit)
 
+    def record_golden(self, ref: str, rows: int | None = None) -> Path:
+        """Record golden rows for a model from a version known to be good: its inputs and
+        that version's answers, in golden/<model>.json. Later rollouts of any version of
+        the model must agree with them (`min_agreement`, 90% by default)."""
+        import json
+
+        from mlops_edge_ssh.gate import build_golden
+
+        mv = self.ws.models.resolve(ref)
+        g = build_golden(self.ws, mv)
+        n = rows or len(g.rows)
+        path = Path(self.ws.root) / "golden" / f"{mv.name}.json"
+        path.parent.mkdir(exist_ok=True)
+        doc = {
+            "recorded_from": mv.ref,
+            "recorded_at": time.time(),
+            "columns": g.columns,
+            "data": g.rows[:n],
+            "labels": g.expected[:n],
+        }
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return path
+
     # -- pins and holds (written to fleet.toml, the engineer's text) ----------------------
     def pin(self, ref: str, device: str | None = None, group: str | None = None) -> Fleet:
         mv = self.ws.models.resolve(ref)

@@ -1,0 +1,332 @@
+"""Rollouts to real devices: sshd in network namespaces, the runtime and the model sent over
+SSH, servers started on the devices' loopback and gated through port forwards, link faults
+made with ip/tc. Nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlops_edge_ssh.service import FleetService
+
+from mlops_console.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def _frame(seed: int, invert: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 600
+    x1 = rng.normal(size=n)
+    plan = rng.choice(["basic", "pro", "max"], n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(2.5 * x1 + (plan == "pro"))))).astype(int)
+    return pd.DataFrame(
+        {
+            "id": [f"u{i}" for i in range(n)],
+            "ts": pd.date_range("2025-01-01", periods=n, freq="h"),
+            "x1": x1.round(4),
+            "x2": rng.normal(size=n).round(4),
+            "plan": plan,
+            "label": 1 - y if invert else y,
+        }
+    )
+
+
+PIPELINE = (
+    'name = "{name}"\nregister_as = "m"\nseed = 7\n'
+    '[data]\ndataset = "{data}"\ntarget = "label"\ntime_column = "ts"\nentity_column = "id"\n'
+    '[model]\nestimator = "sklearn.linear_model.LogisticRegression"\n'
+    "params = {{ max_iter = 500, C = {c} }}\n"
+    '[search]\nmethod = "none"\n'
+)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """m/1 and m/2 (good, slightly different), m/3 (trained on inverted labels: bad), and
+    golden rows recorded from m/1."""
+    from mlops_console.training.runner import train
+
+    root = tmp_path_factory.mktemp("fleetws") / "ws"
+    ws = Workspace.init(root)
+    try:
+        for name, frame in (("d", _frame(0)), ("dbad", _frame(0, invert=True))):
+            frame.to_parquet(ws.root / "data" / f"{name}.parquet")
+            ws.data.add(name, f"data/{name}.parquet", timestamp="ts", entities=["id"])
+            ws.data.ingest(name)
+        for name, data, c in (("p1", "d", 1.0), ("p2", "d", 0.3), ("pbad", "dbad", 1.0)):
+            (ws.root / "pipelines" / f"{name}.toml").write_text(
+                PIPELINE.format(name=name, data=data, c=c)
+            )
+            train(ws, name)
+        with FleetService(ws) as svc:
+            svc.record_golden("m/1")
+    finally:
+        ws.close()
+    return root
+
+
+@pytest.fixture
+def ws_for(trained, tmp_path):
+    """A fresh copy of the trained workspace with the lab's fleet.toml."""
+    opened: list[Workspace] = []
+
+    def make(lab, **defaults) -> Workspace:
+        root = tmp_path / "ws"
+        shutil.copytree(trained, root, symlinks=True)
+        (root / "fleet.toml").write_text(lab.fleet_toml(**defaults))
+        ws = Workspace.open(root)
+        opened.append(ws)
+        return ws
+
+    yield make
+    for ws in opened:
+        ws.close()
+
+
+def rollout(ws, ref: str, **opts):
+    opts.setdefault("soak", 0.5)
+    opts.setdefault("waves", "100%")
+    with FleetService(ws) as svc:
+        rid = svc.start(svc.plan(ref, **opts))
+        return svc.run(rid)
+
+
+def serving(dev_root: Path) -> str | None:
+    """What a device's current symlink names and whether its server is alive (read from
+    its own files, not through the controller)."""
+    link = dev_root / "current"
+    if not link.is_symlink():
+        return None
+    state = json.loads((dev_root / "run" / "server.json").read_text())
+    alive = Path(f"/proc/{state['pid']}").exists()
+    return os.readlink(link).split("/")[-1] if alive else "dead"
+
+
+def vid(ws, ref: str) -> str:
+    mv = ws.models.resolve(ref)
+    return f"{mv.name}-{mv.version}-{mv.artifact_hash[:12]}"
+
+
+def mlops(ws, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlops_console.cli.main", "-w", str(ws.root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_ten_devices_three_waves_then_a_delta_and_a_rollback_with_no_transfer(
+    device_lab_factory, ws_for
+):
+    lab = device_lab_factory(10)
+    ws = ws_for(lab)
+    r = rollout(ws, "m/1", waves="1,50%,100%", soak=1)
+    assert r.state == "done", r.to_dict()
+    assert [len(w) for w in r.waves] == [1, 4, 5]
+    assert r.counts() == {"healthy": 10}
+    for d in lab.devices:
+        assert serving(d.root) == vid(ws, "m/1")
+    first = {d.device: d.detail["transfer"] for d in r.devices}
+    assert all(t["sent_objects"] == 4 for t in first.values())  # runtime + the bundle's files
+
+    # m/2: only the files that changed travel; the runtime is already there
+    r2 = rollout(ws, "m/2", waves="1,50%,100%", soak=0)
+    assert r2.state == "done" and r2.counts() == {"healthy": 10}
+    for d in r2.devices:
+        t = d.detail["transfer"]
+        assert 1 <= t["sent_objects"] <= 3, t
+        assert t["wire_bytes"] < 0.01 * first[d.device]["wire_bytes"], t
+
+    # the status every command shows, from outside
+    st = json.loads(mlops(ws, "fleet", "status", "--json").stdout)
+    assert {(d["name"], d["reachable"], d["serving"], d["health"]) for d in st["devices"]} == {
+        (d.name, True, "m/2", "ok") for d in lab.devices
+    }
+
+    # a whole-fleet rollback: the previous version is on every device, nothing is sent
+    objects_before = {d.name: sorted(os.listdir(d.root / "objects")) for d in lab.devices}
+    res = json.loads(mlops(ws, "fleet", "rollback", "--json").stdout)["devices"]
+    assert all(x["ok"] for x in res), res
+    for d in lab.devices:
+        assert serving(d.root) == vid(ws, "m/1")
+        assert sorted(os.listdir(d.root / "objects")) == objects_before[d.name]
+
+
+def test_a_bad_model_fails_the_golden_rows_is_rolled_back_and_the_rollout_aborts(
+    device_lab_factory, ws_for
+):
+    lab = device_lab_factory(3)
+    ws = ws_for(lab)
+    assert rollout(ws, "m/1").counts() == {"healthy": 3}
+    r = rollout(ws, "m/3", waves="1,100%", max_failed="10%")
+    assert r.state == "aborted", r.to_dict()
+    first, *rest = r.devices
+    assert first.state == "failed"
+    gate = first.detail["gate"]
+    assert gate["step"] == "golden" and "recorded labels" in gate["reason"]
+    assert '"predictions"' in gate["response"]  # what the device answered is kept
+    assert first.detail["rolled_back_to"] == vid(ws, "m/1")
+    assert first.detail["rollback_s"] < 30
+    assert all(d.state == "skipped" for d in rest)
+    for d in lab.devices:  # the failed one is back on m/1; the others never left it
+        assert serving(d.root) == vid(ws, "m/1")
+    with FleetService(ws) as svc:
+        desired = svc.store.desired()
+    assert desired[first.device]["version"] == 1
+
+
+def test_unreachable_is_not_failed_and_converges_when_the_device_comes_back(
+    device_lab_factory, ws_for
+):
+    lab = device_lab_factory(3)
+    ws = ws_for(lab)
+    (ws.root / "fleet.toml").write_text(
+        (ws.root / "fleet.toml").read_text() + "\n[fleet]\nconnect_timeout = 4\n"
+    )
+    lab.devices[2].link_down()
+    r = rollout(ws, "m/1", max_unreachable="50%", max_failed="0%")
+    assert r.state == "done", r.to_dict()  # an unreachable device is no verdict on the model
+    assert r.counts() == {"healthy": 2, "unreachable": 1}
+    assert "come back" in r.reason
+    st = json.loads(mlops(ws, "fleet", "status", "--json").stdout)
+    down = next(d for d in st["devices"] if d["name"] == "gw-03")
+    assert down["reachable"] is False and down["desired"] == "m/1" and not down["converged"]
+    lab.devices[2].link_up()
+    out = mlops(ws, "fleet", "reconcile")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert serving(lab.devices[2].root) == vid(ws, "m/1")
+    st = json.loads(mlops(ws, "fleet", "status", "--json").stdout)
+    assert all(d["converged"] and d["serving"] == "m/1" for d in st["devices"])
+
+
+def test_a_changed_host_key_is_refused_and_nothing_is_sent(device_lab_factory, ws_for):
+    lab = device_lab_factory(2)
+    ws = ws_for(lab)
+    lab.devices[1].rotate_host_key()
+    out = mlops(ws, "fleet", "check")
+    assert out.returncode == 1
+    assert "gw-02" in out.stdout and "does not vouch for" in out.stdout
+    assert "ssh-keygen -lf" in out.stdout and "Traceback" not in out.stdout + out.stderr
+    r = rollout(ws, "m/1", max_failed="100%")
+    states = {d.device: d for d in r.devices}
+    assert states["gw-01"].state == "healthy"
+    assert states["gw-02"].state == "failed" and "host key" in states["gw-02"].detail["reason"]
+    assert not (lab.devices[1].root / "objects").exists()
+
+
+def test_a_pin_is_honoured(device_lab_factory, ws_for):
+    lab = device_lab_factory(3)
+    ws = ws_for(lab)
+    assert rollout(ws, "m/1").counts() == {"healthy": 3}
+    out = mlops(ws, "fleet", "pin", "m/1", "--device", "gw-01")
+    assert out.returncode == 0, out.stderr
+    assert 'pin = "m/1"' in (ws.root / "fleet.toml").read_text()
+    r = rollout(ws, "m/2")
+    states = {d.device: d for d in r.devices}
+    assert states["gw-01"].state == "skipped" and "pinned to m/1" in states["gw-01"].detail["reason"]
+    assert serving(lab.devices[0].root) == vid(ws, "m/1")
+    assert serving(lab.devices[1].root) == serving(lab.devices[2].root) == vid(ws, "m/2")
+
+
+def _wait(cond, timeout: float, what: str, every: float = 0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _device_state(ws, name: str):
+    with FleetService(ws) as svc:
+        r = svc.store.active() or svc.store.rollout()
+        return next((d for d in r.devices if d.device == name), None) if r else None
+
+
+def test_a_link_cut_for_25s_mid_transfer_resumes_and_resends_at_most_one_chunk(
+    device_lab_factory, ws_for
+):
+    lab = device_lab_factory(2)
+    ws = ws_for(lab)
+    for d in lab.devices:
+        d.limit_rate(40_000)  # 40 Mbit/s: the ~40 MB runtime takes several seconds
+    result: dict = {}
+
+    def run() -> None:
+        with Workspace.open(ws.root) as w:
+            result["r"] = rollout(w, "m/1")
+
+    t = threading.Thread(target=run)
+    t.start()
+    cut = lab.devices[1]
+    _wait(
+        lambda: (s := _device_state(ws, "gw-02")) and s.state == "sending" and (s.progress or 0) > 0.15,
+        240,
+        "gw-02 to be part-way through its transfer",
+        every=0.05,
+    )
+    cut.link_down()
+    time.sleep(25)
+    cut.link_up()
+    t.join(600)
+    assert not t.is_alive()
+    r = result["r"]
+    assert r.counts() == {"healthy": 2}, r.to_dict()
+    clean = r.devices[0].detail["transfer"]["wire_bytes"]
+    cutd = r.devices[1].detail["transfer"]["wire_bytes"]
+    assert r.devices[1].detail["transfer"]["chunks_reused"] >= 1
+    assert cutd - clean <= 1024 * 1024 + 4096, (clean, cutd)
+    assert serving(cut.root) == vid(ws, "m/1")
+
+
+def test_the_controller_killed_mid_rollout_resumes_with_no_device_half_switched(
+    device_lab_factory, ws_for
+):
+    lab = device_lab_factory(3)
+    ws = ws_for(lab)
+    for d in lab.devices:
+        d.limit_rate(40_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlops_console.cli.main", "-w", str(ws.root), "fleet", "rollout",
+         "m/1", "--waves", "1,100%", "--soak", "1s", "-y"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait(
+            lambda: (s := _device_state(ws, "gw-02")) and s.state == "sending" and (s.progress or 0) > 0.2,
+            300,
+            "wave 2 to be sending",
+            every=0.05,
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with FleetService(ws) as svc:
+        r = svc.store.rollout()
+        assert r.state == "running" and r.counts().get("healthy") == 1
+    st = json.loads(mlops(ws, "fleet", "status", "--json", "--cached").stdout)
+    assert st["rollout"]["state"] == "running"
+    out = mlops(ws, "fleet", "resume", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    done = json.loads(out.stdout)["rollout"]
+    assert done["state"] == "done" and done["counts"] == {"healthy": 3}
+    resumed = next(d for d in done["devices"] if d["device"] == "gw-02")
+    assert resumed["detail"]["transfer"]["chunks_reused"] >= 1  # went on, did not restart
+    for d in lab.devices:
+        assert serving(d.root) == vid(ws, "m/1")
