@@ -89,6 +89,10 @@ class Area:
     actions: list[Action] = field(default_factory=list)
     # (ws, key) -> a Chart or None, computed in the same worker as the detail text
     chart: Callable[[Workspace, str], Chart | None] | None = None
+    # (ws) -> rows (key, [kind, name, what, state]) this area adds to the Overview (a
+    # plugin's way onto it: the Overview never imports plugins); a row picked there is
+    # detailed by this area's `detail` with that key. Fast: it runs in every Overview load.
+    overview: Callable[[Workspace], list[tuple[str, list[str]]]] | None = None
 
 
 def health(ws: Workspace, name: str) -> WindowReport | str:

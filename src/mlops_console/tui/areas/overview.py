@@ -1,9 +1,12 @@
-"""The Overview area: the daemon, each deployment's health, open alerts, next schedules,
-models, the latest runs and chains, each row detailed by the area it belongs to."""
+"""The Overview area: the daemon, each deployment's health, open alerts, what other areas
+add (`Area.overview`, e.g. a plugin's fleet), next schedules, models, the latest runs and
+chains, each row detailed by the area it belongs to."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from rich.markup import escape
 
 from mlops_console.tui.areas.automation import _job_detail, daemon_state
 from mlops_console.tui.areas.common import Area, Listing, _num, _when, health
@@ -55,6 +58,7 @@ def _overview(ws: Workspace) -> Listing:
                 ["alert", f"#{a.id} {a.rule}", a.deployment, f"[red]{a.state}[/]"],
             )
         )
+    rows += _area_rows(ws)
     for sc in sorted(schedules, key=lambda x: x.get("next_run") or 1e18)[:5]:
         rows.append(
             (
@@ -88,9 +92,40 @@ def _overview(ws: Workspace) -> Listing:
     return Listing(["kind", "name", "what", "state"], rows)
 
 
+def _area_rows(ws: Workspace) -> list[tuple[str, list[str]]]:
+    """The rows areas add through `Area.overview` (keys "area:NAME:KEY"); one that fails
+    is a row saying so, never a broken Overview."""
+    from mlops_console.tui.areas import AREAS  # the list plugins' areas are appended to
+
+    rows: list[tuple[str, list[str]]] = []
+    for area in AREAS:
+        if area.overview is None:
+            continue
+        try:
+            got = area.overview(ws)
+        except Exception as exc:
+            rows.append(
+                (f"area:{area.name}:", [area.name, area.title, "[red]failed[/]", escape(str(exc))])
+            )
+            continue
+        rows += [(f"area:{area.name}:{key}", (list(cells) + [""] * 4)[:4]) for key, cells in got]
+    return rows
+
+
+def _area_detail(ws: Workspace, ident: str) -> str:
+    from mlops_console.tui.areas import BY_NAME
+
+    name, _, key = ident.partition(":")
+    area = BY_NAME[name]
+    if not key:
+        return f"The {area.title} area could not add its rows here; its screen says more."
+    return area.detail(ws, key)
+
+
 def _overview_detail(ws: Workspace, key: str) -> str:
     kind, _, ident = key.partition(":")
     return {
+        "area": _area_detail,
         "daemon": lambda w, k: daemon_state(w)[1],
         "deployment": _deployment_detail,
         "alert": lambda w, k: _monitoring_detail(w, f"alert:{k}"),
