@@ -39,6 +39,18 @@ def sws():
 
 
 @pytest.fixture(autouse=True)
+def only_the_example_plugin(monkeypatch):
+    """The screens show the example plugin only, whatever else is installed (the
+    first-party edge plugin adds a Fleet area and a Plugins row of its own)."""
+    from mlops_console import plugins
+
+    monkeypatch.setenv("MLOPS_PLUGINS", "example")
+    plugins.load_plugins.cache_clear()
+    yield
+    plugins.load_plugins.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def frozen_clock(monkeypatch):
     """Every area module formats times with the `_when` it imported: freeze each one."""
     frozen = lambda ts: "-" if ts is None else "2026-01-01 12:00"  # noqa: E731
