@@ -200,6 +200,11 @@ class PipelineDeploy(Strict):
     )
     max_p99_ms: float = Field(default=250.0, gt=0, description="the canary's p99 latency")
     auto: bool = False
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the target's own settings, recorded in the deployment's config (fleet: "
+        "group, waves, soak, max_failed, max_unreachable)",
+    )
 
     @field_validator("target")
     @classmethod

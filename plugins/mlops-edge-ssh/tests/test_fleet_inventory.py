@@ -4,10 +4,10 @@ their own lines."""
 from pathlib import Path
 
 import pytest
-from mlops_edge_ssh import inventory
-from mlops_edge_ssh.rollout import parse_fraction, parse_waves
 
 from mlops_console.errors import MlopsError
+from mlops_edge_ssh import inventory
+from mlops_edge_ssh.rollout import parse_fraction, parse_waves
 
 BASE = """\
 # the plant's gateways
@@ -54,7 +54,7 @@ def test_defaults_groups_pins_and_tags(tmp_path):
     "change, says",
     [
         (('name = "gw-02"', 'name = "../x"'), "Device name '../x' is not allowed"),
-        (('port = 2222', 'port = 99999'), "port must be a whole number"),
+        (("port = 2222", "port = 99999"), "port must be a whole number"),
         (('root = "/srv/edge"', 'root = "srv"'), "root must be an absolute path"),
         (('pin = "churn/3"', 'pin = "churn@champion"'), "must name a version"),
         (('host = "10.210.1.3"', 'host = "10.210.1.3"\ncolour = "red"'), "unknown key"),

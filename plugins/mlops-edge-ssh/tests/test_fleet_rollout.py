@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlops_edge_ssh.service import FleetService
 
 from mlops_console.workspace import Workspace
+from mlops_edge_ssh.service import FleetService
 
 pytestmark = pytest.mark.slow
 
@@ -236,7 +236,9 @@ def test_a_pin_is_honoured(device_lab_factory, ws_for):
     assert 'pin = "m/1"' in (ws.root / "fleet.toml").read_text()
     r = rollout(ws, "m/2")
     states = {d.device: d for d in r.devices}
-    assert states["gw-01"].state == "skipped" and "pinned to m/1" in states["gw-01"].detail["reason"]
+    assert (
+        states["gw-01"].state == "skipped" and "pinned to m/1" in states["gw-01"].detail["reason"]
+    )
     assert serving(lab.devices[0].root) == vid(ws, "m/1")
     assert serving(lab.devices[1].root) == serving(lab.devices[2].root) == vid(ws, "m/2")
 
@@ -274,7 +276,9 @@ def test_a_link_cut_for_25s_mid_transfer_resumes_and_resends_at_most_one_chunk(
     t.start()
     cut = lab.devices[1]
     _wait(
-        lambda: (s := _device_state(ws, "gw-02")) and s.state == "sending" and (s.progress or 0) > 0.15,
+        lambda: (
+            (s := _device_state(ws, "gw-02")) and s.state == "sending" and (s.progress or 0) > 0.15
+        ),
         240,
         "gw-02 to be part-way through its transfer",
         every=0.05,
@@ -301,13 +305,32 @@ def test_the_controller_killed_mid_rollout_resumes_with_no_device_half_switched(
     for d in lab.devices:
         d.limit_rate(40_000)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops_console.cli.main", "-w", str(ws.root), "fleet", "rollout",
-         "m/1", "--waves", "1,100%", "--soak", "1s", "-y"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "mlops_console.cli.main",
+            "-w",
+            str(ws.root),
+            "fleet",
+            "rollout",
+            "m/1",
+            "--waves",
+            "1,100%",
+            "--soak",
+            "1s",
+            "-y",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         _wait(
-            lambda: (s := _device_state(ws, "gw-02")) and s.state == "sending" and (s.progress or 0) > 0.2,
+            lambda: (
+                (s := _device_state(ws, "gw-02"))
+                and s.state == "sending"
+                and (s.progress or 0) > 0.2
+            ),
             300,
             "wave 2 to be sending",
             every=0.05,

@@ -154,9 +154,22 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
         with Step(ws, chain, "deploy") as s:
             current = existing.get(name)
             if current is None or not current.running:
-                rec = ws.deployments.deploy(t.version.ref, target=spec.deploy.target, name=name)
+                rec = ws.deployments.deploy(
+                    t.version.ref,
+                    target=spec.deploy.target,
+                    name=name,
+                    options=spec.deploy.options,
+                )
                 s.detail = f"{name}: started with {t.version.ref} at {rec.endpoint}"
                 decision = "first"
+            elif not ws.deployments.can_canary(current.target):
+                # a target with gates of its own (a fleet rolls out in gated waves): it
+                # raises when its rollout fails or pauses, so the alias does not move
+                ws.deployments.deploy(
+                    t.version.ref, target=current.target, name=name, options=spec.deploy.options
+                )
+                decision = "promote"
+                s.detail = f"{name}: {t.version.ref} rolled out on {current.target} (its own gates)"
             else:
                 from mlops_console.automation.canary import canary_rollout
 

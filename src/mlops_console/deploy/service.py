@@ -63,6 +63,10 @@ class Deployments:
     def target(self, kind: str) -> DeployTarget:
         return self.target_class(kind)(self.ws)
 
+    def can_canary(self, kind: str) -> bool:
+        """Whether target `kind` splits traffic for a canary (else it gates on its own)."""
+        return Capability.CANARY in self.target_class(kind).capabilities
+
     def find(self, name: str) -> Deployment | None:
         """The deployment named `name`, or None if there is none."""
         with self.ws.db.read() as conn:
@@ -112,8 +116,10 @@ class Deployments:
         strategy: str = "replace",
         canary_percent: float = 10.0,
         runtime: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> Deployment:
-        """Deploy a version: create the deployment, hot-swap it, or start it as a canary."""
+        """Deploy a version: create the deployment, hot-swap it, or start it as a canary.
+        `options` are the target's own settings ([deploy] options), kept in its config."""
         mv = self.ws.models.resolve(ref)
         name = check_name("deployment", mv.name if name is None else name)
         rec = self.find(name)
@@ -148,6 +154,7 @@ class Deployments:
                 "host": host or config.get("host") or self.ws.config.serving.host,
                 "port": port or config.get("port") or _free_port(self.ws.config.serving.port),
                 "runtime": runtime or config.get("runtime"),
+                **(options or {}),
             }
             try:
                 info = tgt.create(name, bundle, config, digest=mv.artifact_hash)
@@ -182,7 +189,7 @@ class Deployments:
                     f"moved from {rec.target} to {target}" if rec and moving else "",
                 )
             return self.get(name)
-        config = rec.config
+        config = {**rec.config, **options} if options else rec.config
         if (
             strategy == "replace"
             and rec.version == mv.version
@@ -224,8 +231,8 @@ class Deployments:
             else:
                 conn.exec_driver_sql(
                     "UPDATE deployment SET model_name = ?, version = ?, canary_version = NULL, "
-                    "canary_percent = 0, updated_at = ? WHERE name = ?",
-                    (mv.name, mv.version, now, name),
+                    "canary_percent = 0, config = ?, updated_at = ? WHERE name = ?",
+                    (mv.name, mv.version, json.dumps(config), now, name),
                 )
                 self._event(conn, name, "update", rec.version, mv.version)
         return self.get(name)

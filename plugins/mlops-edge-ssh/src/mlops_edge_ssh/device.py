@@ -3,6 +3,7 @@ version, switch, gate, roll back, read its telemetry and logs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -178,13 +179,67 @@ class DeviceOps:
             "chunks_reused": sum(s.chunks_reused for s in stats),
         }
 
-    async def configure(self, runtime_sha: str) -> None:
-        argv = layers.server_command(
-            "{runtime}", "{bundle}", self.dev.serve_port, "{logs}", "{digest}", self.dev.python
-        )
-        env = layers.server_env("{runtime}")
-        doc = {"argv": argv, "env": env, "port": self.dev.serve_port, "runtime": runtime_sha}
+    async def configure(
+        self,
+        runtime_sha: str,
+        argv: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        server_env: dict[str, str] | None = None,
+    ) -> None:
+        """How the device's supervisor starts the server: the process runtime's command
+        from an extracted layer, or (docker) the given argv. Prediction logs go to
+        {logs}/predlog, where `fleet` pulls them from."""
+        if argv is None:
+            argv = layers.server_command(
+                "{runtime}",
+                "{bundle}",
+                self.dev.serve_port,
+                "{logs}/predlog",
+                "{digest}",
+                self.dev.python,
+            )
+            env = layers.server_env("{runtime}")
+        doc = {
+            "argv": argv,
+            "env": {**(env or {}), **(server_env or {})},
+            "port": self.dev.serve_port,
+            "runtime": runtime_sha,
+        }
         await self.agent("configure", input=json.dumps(doc))
+
+    async def docker_runtime(self, progress=None) -> tuple[list[tuple[str, Path]], Any]:
+        """(objects to send, a step to run after) for a docker device: the edge image's
+        layers the device's engine lacks, as one delta tar, loaded once it has arrived."""
+        from mlops_edge_ssh import docker_runtime as dr
+
+        image = await asyncio.to_thread(dr.edge_image, self.platform())
+        docker = dr.device_docker(self.dev.root)
+        conn = await self.links.get(self.dev)
+        try:
+            present = await dr.device_layers(conn, docker)
+        except LOST as e:
+            self.links.drop(self.dev)
+            raise Unreachable(self.dev.name, f"the link dropped ({e}).") from None
+        except dr.DockerRuntimeError as e:
+            raise DeviceError(self.dev.name, str(e)) from None
+        argv = dr.serve_argv(image, self.dev.serve_port, docker)
+        if image.chain_ids[-1] in present:
+
+            async def nothing() -> list[str]:
+                return argv
+
+            return [], nothing
+        path, sha, _size = await asyncio.to_thread(dr.delta_tar, image, present)
+
+        async def load() -> list[str]:
+            conn = await self.links.get(self.dev)
+            try:
+                await dr.load_delta(conn, f"{self.dev.root}/objects/{sha}", docker, image)
+            except dr.DockerRuntimeError as e:
+                raise DeviceError(self.dev.name, str(e)) from None
+            return argv
+
+        return [(sha, path)], load
 
     async def install(self, target: Target, runtime_sha: str) -> dict[str, Any]:
         return await self.agent(

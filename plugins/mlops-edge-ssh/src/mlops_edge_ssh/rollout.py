@@ -222,6 +222,8 @@ class Controller:
         r = self._load()
         if r.state in FINAL:
             return r
+        if r.owner and not controller_alive(r):
+            self.store.set_rollout(self.rid, owner=None, heartbeat=None)  # it died
         if not self.store.claim(self.rid, self.owner):
             raise MlopsError(
                 f"Rollout {self.rid} is being run by {r.owner} (it beat "
@@ -453,8 +455,15 @@ class Controller:
             state = "sending"
         if state in ("pending", "unreachable", "sending"):
             self.store.set_device(self.rid, dev.name, state="sending", progress=0.0)
-            layer = await self._layer(ops.platform())
-            items = [] if layer.sha256 in info.get("runtimes", []) else [(layer.sha256, layer.path)]
+            after = None
+            if dev.runtime == "docker":
+                items, after = await ops.docker_runtime()
+                runtime_sha = ""
+            else:
+                layer = await self._layer(ops.platform())
+                runtime_sha = layer.sha256
+                present = layer.sha256 in info.get("runtimes", [])
+                items = [] if present else [(layer.sha256, layer.path)]
             items += self.target.files
             last = [0.0]
 
@@ -465,8 +474,12 @@ class Controller:
                     self.store.set_device(self.rid, dev.name, progress=sent / max(total, 1))
 
             stats = await ops.send(items, progress)
-            await ops.configure(layer.sha256)
-            await ops.install(self.target, layer.sha256)
+            server_env = self.ws.config.serving.server_env()  # [serving] limits, rotation
+            if after is not None:
+                await ops.configure("", argv=await after(), env={}, server_env=server_env)
+            else:
+                await ops.configure(runtime_sha, server_env=server_env)
+            await ops.install(self.target, runtime_sha)
             detail = {**detail, "transfer": stats}
             self.store.set_device(
                 self.rid, dev.name, state="switching", progress=1.0, detail=detail
@@ -631,7 +644,20 @@ def request(store: FleetStore, state: str, reason: str) -> Rollout:
 
 
 def controller_alive(r: Rollout, stale_after: float = 20.0) -> bool:
-    return bool(r.owner) and (r.heartbeat or 0) > time.time() - stale_after
+    """Whether a controller holds `r`: its heartbeat is fresh and, when it ran on this
+    machine, its process still lives (a killed one is known dead at once)."""
+    if not r.owner or (r.heartbeat or 0) <= time.time() - stale_after:
+        return False
+    host, _, rest = r.owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return True
 
 
 __all__ = [
