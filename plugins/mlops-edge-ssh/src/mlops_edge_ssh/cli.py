@@ -206,7 +206,10 @@ def _show_rollout(r) -> None:
 @click.option("--group", default=None, help="Only this group (or tag key=value).")
 @click.option("--device", "device_names", multiple=True, help="Only these devices.")
 @click.option(
-    "--waves", default="1,10%,50%,100%", show_default=True, help="Devices per wave: a count is a wave's size, a percentage the share reached by its end."
+    "--waves",
+    default="1,10%,50%,100%",
+    show_default=True,
+    help="Devices per wave: a count is a wave's size, a percentage the share reached by its end.",
 )
 @click.option(
     "--soak", default="60s", show_default=True, help="Wait after each wave before the next."
@@ -479,5 +482,7 @@ def golden(ref) -> Output:
     ws, svc = _service()
     with ws, svc:
         path = svc.record_golden(ref)
-    return Output({"path": str(path)}, lambda: click.echo(f"Recorded {path} from {ref}; "
-                                                        "rollouts of this model are gated on it."))
+    return Output(
+        {"path": str(path)},
+        lambda: click.echo(f"Recorded {path} from {ref}; rollouts of this model are gated on it."),
+    )
