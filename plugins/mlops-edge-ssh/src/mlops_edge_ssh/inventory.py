@@ -387,6 +387,18 @@ def _text(ws_root: Path) -> str:
     return path.read_text(encoding="utf-8") if path.exists() else ""
 
 
+NEW_FILE = """\
+# Edge devices for `mlops fleet` (see plugins/mlops-edge-ssh/README.md).
+# Host keys are always verified: put each device's line in fleet_known_hosts
+# (`ssh-keyscan -p PORT HOST`, compared with the key shown on the device itself).
+[defaults]
+user = "root"
+known_hosts = "fleet_known_hosts"
+runtime = "process"
+root = "/opt/mlops-edge"
+"""
+
+
 def add_device(ws_root: Path, name: str, host: str, **keys: Any) -> Fleet:
     check_device_name(name)
     text = _text(ws_root)
@@ -394,6 +406,8 @@ def add_device(ws_root: Path, name: str, host: str, **keys: Any) -> Fleet:
         raise MlopsError(
             f"Device {name!r} is already in {FILE}; `mlops fleet remove {name}` first."
         )
+    if not text.strip():
+        text = NEW_FILE
     block = ["", "[[device]]", f"name = {_quote(name)}", f"host = {_quote(host)}"]
     for k, v in keys.items():
         if v is None or v == () or v == []:

@@ -152,9 +152,10 @@ class FleetService:
         try:
             await links.get(d)
         except DeviceError as e:
-            add(
-                "reachable", e.kind != "unreachable", e.reason if e.kind == "unreachable" else "yes"
-            )
+            local = e.reason.startswith(("the known_hosts file", "the key file"))
+            if not local:  # else a file on this side is missing: the device was not tried
+                ok = e.kind != "unreachable"
+                add("reachable", ok, "yes" if ok else e.reason)
             if e.kind != "unreachable":
                 add("host key and login", False, e.reason)
             res["reachable"] = e.kind != "unreachable"
