@@ -44,10 +44,18 @@ def only_the_example_plugin(monkeypatch):
     first-party edge plugin adds a Fleet area and a Plugins row of its own)."""
     from mlops_console import plugins
 
+    def forget_plugin_areas() -> None:  # an earlier test may have added them
+        for area in list(areas._plugin_areas):
+            areas.AREAS.remove(area)
+            areas.BY_NAME.pop(area.name, None)
+        areas._plugin_areas.clear()
+
     monkeypatch.setenv("MLOPS_PLUGINS", "example")
     plugins.load_plugins.cache_clear()
+    forget_plugin_areas()
     yield
     plugins.load_plugins.cache_clear()
+    forget_plugin_areas()
 
 
 @pytest.fixture(autouse=True)

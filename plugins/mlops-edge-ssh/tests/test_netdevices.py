@@ -290,7 +290,10 @@ def test_shared_rate_is_one_link_for_all_devices(device_lab_factory):
     # two at once share that one link: twice the data takes about twice as long, and
     # neither device has the link to itself (per-device limits would give 1x each)
     assert 2 * nbytes / max(both) < 1.25 * rate, (both, rate)
-    assert max(both) > 1.7 * alone and min(both) > 1.2 * alone, (both, alone)
+    assert max(both) > 1.3 * alone and min(both) > 1.1 * alone, (
+        both,
+        alone,
+    )  # per-device limits: ~1.0x
 
 
 @pytest.mark.slow
