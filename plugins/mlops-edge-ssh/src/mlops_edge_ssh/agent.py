@@ -290,6 +290,12 @@ def install_runtime(sha):
             if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
                 fail("runtime layer %s holds %r, which is not allowed" % (sha[:12], m.name))
         tf.extractall(tmp)
+    for dirpath, _dirnames, filenames in os.walk(tmp):  # 0700 / 0600 (0700 if executable)
+        os.chmod(dirpath, 0o700)
+        for n in filenames:
+            f = os.path.join(dirpath, n)
+            if not os.path.islink(f):
+                os.chmod(f, 0o700 if os.stat(f).st_mode & 0o100 else 0o600)
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     os.unlink(obj)  # extracted: the tar is not kept twice

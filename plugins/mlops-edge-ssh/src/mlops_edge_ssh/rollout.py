@@ -334,7 +334,9 @@ class Controller:
         r = self._load()
         if await self._stopped(r):
             return True
-        attempted = [d for d in r.devices if d.wave >= 0 and d.wave <= r.wave]
+        attempted = [
+            d for d in r.devices if 0 <= d.wave <= r.wave and d.state not in ("skipped", "pending")
+        ]
         n = max(1, len(attempted))
         failed = sum(d.state == "failed" for d in attempted)
         unreachable = sum(d.state == "unreachable" for d in attempted)
@@ -444,7 +446,11 @@ class Controller:
         info = await ops.probe()
         if "previous" not in detail:
             cur = info.get("current")
-            meta = next((v for v in info.get("versions", []) if v.get("id") == cur), None)
+            meta = (
+                None
+                if cur == tid
+                else next((v for v in info.get("versions", []) if v.get("id") == cur), None)
+            )
             detail = {**detail, "previous": cur if cur != tid else None, "previous_meta": meta}
             self.store.set_device(self.rid, dev.name, previous=detail["previous"], detail=detail)
         if info.get("current") == tid and (info.get("server") or {}).get("alive"):
