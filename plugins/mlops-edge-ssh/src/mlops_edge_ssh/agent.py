@@ -10,10 +10,11 @@ Layout under ROOT (0700 dirs, 0600 files):
     runtime/<sha256>/site/      an extracted runtime layer (the server's packages)
     versions/<id>/              a model version: hard links to objects (no copy)
     versions/<id>.json          what it is: model, version, digest
+    versions/<id>.serve.json    how to start that version's server (from the controller)
     current, previous           symlinks into versions/, replaced atomically
-    run/serve.json              how to start the server (from the controller)
+    run/serve.json              how to start a version that has no .serve.json of its own
     run/server.json             what the supervisor runs now (pid, version, restarts)
-    run/supervisor.pid
+    run/supervisor.json         the supervisor (pid, the agent it runs)
     logs/server.log, logs/predlog/
 """
 
@@ -22,6 +23,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -65,21 +67,45 @@ def write_json(path, doc):
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(doc, fh, sort_keys=True)
+    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
 
 
-def alive(pid):
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (state first), or None."""
+    try:
+        with open("/proc/%d/stat" % int(pid)) as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def proc_start(pid):
+    """When PID started (field 22 of /proc/PID/stat, in clock ticks since boot), or None
+    where there is no /proc: recorded with a pid, so a reused pid is not taken for it."""
+    fields = proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def alive(pid, start=None):
+    """PID runs, is no zombie and (when `start` was recorded) is the process that was."""
     if not pid:
         return False
     try:
         os.kill(int(pid), 0)
     except (OSError, ValueError):
         return False
-    try:  # a zombie child of a dead supervisor is not alive
-        with open("/proc/%d/stat" % int(pid)) as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
+    fields = proc_stat(pid)
+    if fields is None:  # no /proc: kill 0 is all there is
         return True
+    if fields[0] == "Z":  # a zombie child of a dead supervisor is not alive
+        return False
+    return start is None or len(fields) <= 19 or fields[19] == str(start)
+
+
+def alive_record(doc):
+    """Whether the process a run/*.json record names is still that process."""
+    return alive(doc.get("pid"), doc.get("pid_start"))
 
 
 def link_target(name):
@@ -153,7 +179,7 @@ def versions():
     found = []
     try:
         for name in sorted(os.listdir(p("versions"))):
-            if name.endswith(".json"):
+            if name.endswith(".json") and not name.endswith(".serve.json"):
                 meta = read_json(p("versions", name), {})
                 vid = name[:-5]
                 if os.path.isdir(p("versions", vid)):
@@ -167,8 +193,8 @@ def versions():
 def server_state():
     state = read_json(p("run", "server.json"), {}) or {}
     sup = read_json(p("run", "supervisor.json"), {}) or {}
-    state["alive"] = alive(state.get("pid"))
-    state["supervisor"] = alive(sup.get("pid"))
+    state["alive"] = alive_record(state)
+    state["supervisor"] = alive_record(sup)
     state["supervisor_pid"] = sup.get("pid")
     return state
 
@@ -224,9 +250,13 @@ def cmd_probe(args):
 
 
 def cmd_install(args):
-    """install ID MODEL VERSION DIGEST [RUNTIME_SHA]: hard-link the version's objects."""
+    """install ID MODEL VERSION DIGEST [RUNTIME_SHA]: hard-link the version's objects.
+
+    A folder that exists already (it may be served: `current` or `previous`) is never
+    removed or replaced: what it lacks is linked in, one file at a time, atomically."""
     vid, model, version, digest = args[:4]
     runtime = args[4] if len(args) > 4 else None
+    check_version_id(vid)
     ensure_dirs()
     if runtime:
         install_runtime(runtime)
@@ -243,24 +273,17 @@ def cmd_install(args):
     if hashlib.sha256(raw).hexdigest() != digest:
         fail("object %s does not match its hash; it was removed, send it again" % digest[:12])
     manifest = json.loads(raw.decode())
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp, mode=0o700)
-    missing = []
-    for name, fmeta in sorted(manifest["files"].items()):
-        src = p("objects", fmeta["sha256"])
-        if not os.path.exists(src) or os.path.getsize(src) != fmeta["size"]:
-            missing.append(fmeta["sha256"])
-            continue
-        if "/" in name or name.startswith("."):
+    files = sorted(manifest["files"].items())
+    for name, _fmeta in files:
+        if "/" in name or name.startswith(".") or name == "bundle.json":
             fail("bundle file name %r is not allowed" % name)
-        os.link(src, os.path.join(tmp, name))
-    if missing:
-        shutil.rmtree(tmp, ignore_errors=True)
-        fail("objects missing: %s" % ", ".join(m[:12] for m in missing), missing=missing)
-    os.link(manifest_obj, os.path.join(tmp, "bundle.json"))
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
+    wanted = [(name, fmeta["sha256"], fmeta["size"]) for name, fmeta in files]
+    wanted.append(("bundle.json", digest, len(raw)))
+    if os.path.isdir(final) and not os.path.islink(final):
+        repaired = repair_version(final, wanted)
+    else:
+        build_version(final, wanted)
+        repaired = None
     write_json(
         meta_path,
         {
@@ -272,7 +295,78 @@ def cmd_install(args):
         },
     )
     fsync_dir(p("versions"))
-    out({"ok": True, "id": vid, "installed": True})
+    doc = {"ok": True, "id": vid, "installed": True}
+    if repaired is not None:
+        doc["repaired"] = repaired
+    out(doc)
+
+
+def check_version_id(vid):
+    if not vid or "/" in vid or vid.startswith(".") or vid.endswith((".tmp", ".serve")):
+        fail("version id %r is not allowed" % vid)
+
+
+def has_content(path, sha, size):
+    """Whether `path` is a regular file holding the object `sha` (its link, or a copy)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not os.path.isfile(path) or os.path.islink(path) or st.st_size != size:
+        return False
+    try:
+        if os.path.samefile(path, p("objects", sha)):
+            return True
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest() == sha
+
+
+def object_missing(sha, size):
+    src = p("objects", sha)
+    return not os.path.isfile(src) or os.path.getsize(src) != size
+
+
+def build_version(final, wanted):
+    """A new version folder: built under a temporary name, renamed into place."""
+    missing = [sha for _name, sha, size in wanted if object_missing(sha, size)]
+    if missing:
+        fail("objects missing: %s" % ", ".join(m[:12] for m in missing), missing=missing)
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp, mode=0o700)
+    for name, sha, _size in wanted:
+        os.link(p("objects", sha), os.path.join(tmp, name))
+    if os.path.lexists(final):  # a stray file or link where the folder goes
+        os.unlink(final)
+    os.rename(tmp, final)
+
+
+def repair_version(final, wanted):
+    """Link into an existing version folder the files it lacks (or holds wrong), each
+    under a temporary name renamed over: the folder stays, and so does its server."""
+    todo = [
+        (name, sha, size)
+        for name, sha, size in wanted
+        if not has_content(os.path.join(final, name), sha, size)
+    ]
+    missing = [sha for _name, sha, size in todo if object_missing(sha, size)]
+    if missing:
+        fail("objects missing: %s" % ", ".join(m[:12] for m in missing), missing=missing)
+    for name, sha, _size in todo:
+        tmp = os.path.join(final, ".%s.tmp" % name)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        os.link(p("objects", sha), tmp)
+        os.replace(tmp, os.path.join(final, name))
+    fsync_dir(final)
+    return [name for name, _sha, _size in todo]
 
 
 def install_runtime(sha):
@@ -283,13 +377,23 @@ def install_runtime(sha):
     if not os.path.exists(obj):
         fail("runtime layer %s is not on the device; send it first" % sha[:12])
     tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp, mode=0o700)
     with tarfile.open(obj) as tf:
-        for m in tf.getmembers():
-            if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
-                fail("runtime layer %s holds %r, which is not allowed" % (sha[:12], m.name))
-        tf.extractall(tmp)
+        links = check_layer(sha, tf.getmembers())
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, mode=0o700)
+        try:
+            if hasattr(tarfile, "data_filter"):  # 3.12+ (and the fixed 3.8-3.11 releases)
+                tf.extractall(tmp, filter="data")
+            else:
+                tf.extractall(tmp)
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    top = os.path.realpath(tmp)
+    for name in links:  # where the links resolve on disk, chains of links included
+        if not within(os.path.realpath(os.path.join(tmp, name)), top):
+            shutil.rmtree(tmp, ignore_errors=True)
+            fail("runtime layer %s links %r outside the layer" % (sha[:12], name))
     for dirpath, _dirnames, filenames in os.walk(tmp):  # 0700 / 0600 (0700 if executable)
         os.chmod(dirpath, 0o700)
         for n in filenames:
@@ -301,19 +405,80 @@ def install_runtime(sha):
     os.unlink(obj)  # extracted: the tar is not kept twice
 
 
+def within(path, top):
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def check_layer(sha, members):
+    """Refuse a layer member that could write or point outside the extraction folder:
+    absolute or `..` names, devices and fifos, a name below a symlink, a symlink that is
+    absolute or resolves outside, a hard link to anything but a file of the layer.
+    Returns the symlinks' names (their targets are checked again once extracted)."""
+
+    def refuse(m, why):
+        fail("runtime layer %s holds %r (%s), which is not allowed" % (sha[:12], m.name, why))
+
+    files, links, names = set(), set(), []
+    for m in members:
+        name = os.path.normpath(m.name)
+        if m.name.startswith("/") or ".." in m.name.split("/"):
+            refuse(m, "a path outside the layer")
+        if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+            refuse(m, "a device, fifo or other special file")
+        if m.issym():
+            target = m.linkname
+            resolved = os.path.normpath(os.path.join(os.path.dirname(name), target))
+            if not target or target.startswith("/") or resolved.split("/")[0] == "..":
+                refuse(m, "a symlink to %r, outside the layer" % target)
+            if name in links:
+                refuse(m, "a second symlink of that name")
+            links.add(name)
+        elif m.islnk() and os.path.normpath(m.linkname) not in files:
+            refuse(m, "a hard link to %r, not a file of the layer" % m.linkname)
+        elif m.isfile():
+            files.add(name)
+        names.append((m, name.split("/")))
+    for m, parts in names:  # nothing is written through a link, nor replaces one
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if prefix in links and (i < len(parts) or not m.issym()):
+                refuse(m, "a path through the symlink %r" % prefix)
+    return sorted(links)
+
+
+RESTORE_WAIT = 20  # the controller waits TIMEOUT + 30 s for a switch or rollback
+
+
+def agent_path():
+    return os.path.abspath(sys.argv[0])
+
+
+def supervisor_record():
+    return read_json(p("run", "supervisor.json"), {}) or {}
+
+
 def signal_supervisor(sig):
-    sup = read_json(p("run", "supervisor.json"), {}) or {}
-    if alive(sup.get("pid")):
+    sup = supervisor_record()
+    if alive_record(sup):
         os.kill(int(sup["pid"]), sig)
         return True
     return False
 
 
+def ours(sup):
+    """The supervisor runs this agent (an older agent's knows no per-version config)."""
+    return alive_record(sup) and sup.get("agent") == agent_path()
+
+
 def start_supervisor():
-    """The watchdog that keeps `current` served; by systemd where the device has it."""
-    if signal_supervisor(0):
+    """The watchdog that keeps `current` served; by systemd where the device has it. A
+    supervisor of another agent (the agent was upgraded) is replaced."""
+    sup = supervisor_record()
+    if ours(sup):
         return "running"
-    agent = os.path.abspath(sys.argv[0])
+    if alive_record(sup):
+        stop_processes()
+    agent = agent_path()
     py = sys.executable or "python3"
     unit = None
     if os.path.isdir("/run/systemd/system") and os.getuid() == 0 and which("systemctl"):
@@ -326,7 +491,8 @@ def start_supervisor():
                 "[Install]\nWantedBy=multi-user.target\n" % (ROOT, py, agent, ROOT)
             )
         subprocess.call(["systemctl", "daemon-reload"])
-        subprocess.call(["systemctl", "enable", "--now", unit])
+        subprocess.call(["systemctl", "enable", unit])
+        subprocess.call(["systemctl", "restart", unit])  # starts it, or its new ExecStart
         how = "systemd"
     else:
         pid = os.fork()
@@ -346,7 +512,7 @@ def start_supervisor():
         how = "watchdog"
     deadline = time.time() + 10
     while time.time() < deadline:
-        if signal_supervisor(0):
+        if ours(supervisor_record()):
             return how
         time.sleep(0.05)
     fail("the supervisor did not start; see %s" % p("logs", "supervisor.log"))
@@ -354,26 +520,137 @@ def start_supervisor():
 
 
 def cmd_configure(args):
-    """configure: read the server settings (JSON on stdin) into run/serve.json."""
+    """configure: read the server settings (JSON on stdin: argv, env, port, runtime and,
+    from newer controllers, version) into versions/<version>.serve.json, or without a
+    version into run/serve.json (used for versions that have no config of their own)."""
     ensure_dirs()
     doc = json.loads(sys.stdin.read())
-    write_json(p("run", "serve.json"), doc)
-    out({"ok": True})
+    argv = doc.get("argv") if isinstance(doc, dict) else None
+    if not argv or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        fail("configure needs a JSON object whose argv is a non-empty list of strings")
+    vid = doc.get("version")
+    if vid is None:
+        write_json(p("run", "serve.json"), doc)
+        out({"ok": True})
+    check_version_id(vid)
+    write_json(p("versions", vid + ".serve.json"), doc)
+    out({"ok": True, "version": vid})
+
+
+def serve_config(vid):
+    """(config, its path) for starting `vid`: its own, else the device-wide one."""
+    for path in (p("versions", vid + ".serve.json"), p("run", "serve.json")):
+        cfg = read_json(path)
+        if cfg:
+            return cfg, os.path.relpath(path, ROOT)
+    return None, None
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def ready(st, vid, since):
+    """`vid`'s server started after `since`, runs, and accepts connections on its port
+    (without a port: has stayed up for a second)."""
+    if st.get("version_id") != vid or not st.get("alive") or st.get("started_at", 0) < since:
+        return False
+    if st.get("port"):
+        return port_open(st["port"])
+    return time.time() - st.get("started_at", 0) >= 1.0
 
 
 def wait_serving(vid, since, timeout):
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
         st = server_state()
-        if st.get("version_id") == vid and st.get("alive") and st.get("started_at", 0) >= since:
-            return st
+        if ready(st, vid, since):
+            again = server_state()  # the same process, still up after answering
+            if again.get("pid") == st.get("pid") and again.get("alive"):
+                return again
+        if time.time() >= deadline:
+            return None
         time.sleep(0.05)
-    return None
+
+
+def why_not_ready(st, vid):
+    if st.get("version_id") != vid:
+        return "the supervisor did not start it"
+    if st.get("restarts") or not st.get("alive"):
+        return "it exited (restarts: %s, last exit: %s)" % (
+            st.get("restarts", 0),
+            st.get("last_exit"),
+        )
+    if st.get("port"):
+        return "it accepts no connections on port %s" % st["port"]
+    return "it did not stay up"
+
+
+def set_links(current, previous):
+    set_link("previous", previous)
+    set_link("current", current)
+    fsync_dir(ROOT)
+
+
+def serve(current, previous, timeout):
+    """Point current/previous at these versions and have the supervisor serve `current`.
+    If its server is not ready within `timeout`, the links are put back as they were, the
+    version that was current is started again, and the answer is ok=false."""
+    was_current, was_previous = link_target("current"), link_target("previous")
+    since = time.time()
+    set_links(current, previous)
+    how = start_supervisor()
+    signal_supervisor(signal.SIGHUP)
+    st = wait_serving(current, since - 1, timeout)
+    if st is not None:
+        return st, how
+    reason = why_not_ready(server_state(), current)
+    log = tail(40)
+    if was_current == current:
+        fail(
+            "the server of %s did not become ready within %ss: %s" % (current, timeout, reason),
+            log=log,
+            current=current,
+            previous=link_target("previous"),
+            server=server_state(),
+            restored=False,
+        )
+    set_links(was_current, was_previous)
+    since = time.time()
+    signal_supervisor(signal.SIGHUP)
+    restored = None
+    if was_current is None:
+        then = "nothing was served before, nor is now"
+    else:
+        restored = wait_serving(was_current, since - 1, min(timeout, RESTORE_WAIT))
+        if restored is not None:
+            then = "%s is serving again" % was_current
+        else:
+            then = "%s did not become ready again either: %s" % (
+                was_current,
+                why_not_ready(server_state(), was_current),
+            )
+    fail(
+        "the server of %s did not become ready within %ss: %s. current and previous are "
+        "back to %s and %s; %s (the server log: logs/server.log)"
+        % (current, timeout, reason, was_current, was_previous, then),
+        log=log,
+        current=was_current,
+        previous=was_previous,
+        server=restored or server_state(),
+        restored=restored is not None,
+    )
+    return None, how
 
 
 def cmd_switch(args):
     """switch ID [TIMEOUT]: make ID current (the old current becomes previous), and have
-    the supervisor serve it. Idempotent: switching to what is current restarts nothing."""
+    the supervisor serve it; if it does not start, the old current serves again (ok=false).
+    Idempotent: switching to what is current restarts nothing."""
     vid = args[0]
     timeout = float(args[1]) if len(args) > 1 else 30
     ensure_dirs()
@@ -391,22 +668,13 @@ def cmd_switch(args):
                 "server": st,
             }
         )
-    since = time.time()
-    if cur != vid:
-        if cur is not None:
-            set_link("previous", cur)
-        set_link("current", vid)
-        fsync_dir(ROOT)
-    how = start_supervisor()
-    signal_supervisor(signal.SIGHUP)
-    st = wait_serving(vid, since - 1, timeout)
-    if st is None:
-        fail("the server did not start on %s within %ss" % (vid, timeout), log=tail(40))
+    previous = cur if cur not in (None, vid) else link_target("previous")
+    st, how = serve(vid, previous, timeout)
     out(
         {
             "ok": True,
             "current": vid,
-            "previous": link_target("previous"),
+            "previous": previous,
             "switched": True,
             "server": st,
             "supervisor": how,
@@ -415,20 +683,15 @@ def cmd_switch(args):
 
 
 def cmd_rollback(args):
-    """rollback [TIMEOUT]: serve `previous` again (no transfer: it is still on the device)."""
+    """rollback [TIMEOUT]: serve `previous` again (no transfer: it is still on the device);
+    if it does not start, the links stay as they were and current serves again (ok=false)."""
     timeout = float(args[0]) if args else 30
     prev, cur = link_target("previous"), link_target("current")
     if prev is None:
         fail("there is no previous version on the device to roll back to")
-    since = time.time()
-    set_link("current", prev)
-    set_link("previous", cur)
-    fsync_dir(ROOT)
-    start_supervisor()
-    signal_supervisor(signal.SIGHUP)
-    st = wait_serving(prev, since - 1, timeout)
-    if st is None:
-        fail("the server did not start on %s within %ss" % (prev, timeout), log=tail(40))
+    if not os.path.isdir(p("versions", prev)):
+        fail("the previous version %s is no longer installed; nothing was changed" % prev)
+    st, _how = serve(prev, cur, timeout)
     out({"ok": True, "current": prev, "previous": cur, "server": st})
 
 
@@ -465,6 +728,10 @@ def cmd_gc(args):
         if v["id"] not in kept:
             shutil.rmtree(p("versions", v["id"]), ignore_errors=True)
             os.unlink(p("versions", v["id"] + ".json"))
+            try:
+                os.unlink(p("versions", v["id"] + ".serve.json"))
+            except OSError:
+                pass
             removed.append(v["id"])
     used = set()
     for vid in kept:
@@ -490,22 +757,30 @@ def cmd_predlogs(args):
     out({"ok": True, "files": files})
 
 
-def cmd_stop(args):
-    """stop: stop the supervisor and the server (the device keeps its versions)."""
-    sup = read_json(p("run", "supervisor.json"), {}) or {}
+def stop_processes():
+    """Stop the supervisor and the server: TERM, then KILL what is still up after 10 s."""
+    sup = supervisor_record()
     st = read_json(p("run", "server.json"), {}) or {}
-    for pid in (sup.get("pid"), st.get("pid")):
-        if alive(pid):
+    running = [d for d in (sup, st) if alive_record(d)]
+    for d in running:
+        try:
+            os.kill(int(d["pid"]), signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.time() + 10
+    while time.time() < deadline and any(alive_record(d) for d in running):
+        time.sleep(0.05)
+    for d in running:
+        if alive_record(d):
             try:
-                os.kill(int(pid), signal.SIGTERM)
+                os.kill(int(d["pid"]), signal.SIGKILL)
             except OSError:
                 pass
-    deadline = time.time() + 10
-    while time.time() < deadline and (alive(sup.get("pid")) or alive(st.get("pid"))):
-        time.sleep(0.05)
-    for pid in (sup.get("pid"), st.get("pid")):
-        if alive(pid):
-            os.kill(int(pid), signal.SIGKILL)
+
+
+def cmd_stop(args):
+    """stop: stop the supervisor and the server (the device keeps its versions)."""
+    stop_processes()
     out({"ok": True})
 
 
@@ -520,11 +795,16 @@ class Supervisor:
         self.stopping = False
         self.restarts = 0
         self.last_exit = None
+        self.exec_failed = False
 
     def start(self):
-        cfg = read_json(p("run", "serve.json"))
+        """Start the server of the version `current` points to, with that version's
+        serve config (run/serve.json for a version that has none)."""
         vid = link_target("current")
-        if not cfg or vid is None:
+        if vid is None:
+            return
+        cfg, cfg_path = serve_config(vid)
+        if not cfg:
             return
         meta = read_json(p("versions", vid + ".json"), {}) or {}
         subst = {
@@ -547,22 +827,31 @@ class Supervisor:
         log = open(p("logs", "server.log"), "ab")
         log.write(("\n--- %s starting %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), vid)).encode())
         log.flush()
-        self.child = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
-        )
-        log.close()
+        record = {
+            "version_id": vid,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "port": cfg.get("port"),
+            "serve": cfg_path,
+        }
+        try:
+            self.child = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
+        except OSError as e:  # a bad argv: logged, and retried with the crash backoff
+            log.write(("could not start %s: %s\n" % (argv[:1], e)).encode())
+            self.child = None
+            self.exec_failed = True
+            record.update(pid=None, pid_start=None, started_at=time.time())
+        else:
+            self.exec_failed = False
+            record.update(
+                pid=self.child.pid, pid_start=proc_start(self.child.pid), started_at=time.time()
+            )
+        finally:
+            log.close()
         self.vid = vid
-        write_json(
-            p("run", "server.json"),
-            {
-                "pid": self.child.pid,
-                "version_id": vid,
-                "started_at": time.time(),
-                "restarts": self.restarts,
-                "last_exit": self.last_exit,
-                "port": cfg.get("port"),
-            },
-        )
+        write_json(p("run", "server.json"), record)
 
     def stop_child(self):
         if self.child is None:
@@ -576,6 +865,12 @@ class Supervisor:
                 self.child.wait()
         self.child = None
 
+    def pause(self, seconds):
+        """Sleep, but not through a reload or a stop."""
+        end = time.time() + seconds
+        while time.time() < end and not (self.reload or self.stopping):
+            time.sleep(0.05)
+
     def run(self):
         def on_hup(signum, frame):
             self.reload = True
@@ -585,7 +880,16 @@ class Supervisor:
 
         signal.signal(signal.SIGHUP, on_hup)
         signal.signal(signal.SIGTERM, on_term)
-        write_json(p("run", "supervisor.json"), {"pid": os.getpid(), "started_at": time.time()})
+        me = os.getpid()
+        write_json(
+            p("run", "supervisor.json"),
+            {
+                "pid": me,
+                "pid_start": proc_start(me),
+                "agent": agent_path(),
+                "started_at": time.time(),
+            },
+        )
         backoff = 0.5
         self.start()
         while not self.stopping:
@@ -596,14 +900,19 @@ class Supervisor:
                 self.restarts = 0
                 self.start()
                 continue
-            if self.child is not None and self.child.poll() is not None:
+            if self.child is not None and self.child.poll() is None:
+                continue
+            crashed = self.exec_failed
+            if self.child is not None:
                 self.last_exit = self.child.returncode
                 self.child = None
+                crashed = True
+            if crashed:
                 self.restarts += 1
-                time.sleep(min(backoff * self.restarts, 10))
-                self.start()
-            elif self.child is None and link_target("current") is not None:
-                self.start()
+                self.pause(min(backoff * self.restarts, 10))
+                if self.reload or self.stopping:
+                    continue
+            self.start()
         self.stop_child()
         try:
             os.unlink(p("run", "supervisor.json"))
@@ -613,8 +922,8 @@ class Supervisor:
 
 def cmd_supervise(args):
     ensure_dirs()
-    sup = read_json(p("run", "supervisor.json"), {}) or {}
-    if alive(sup.get("pid")) and int(sup["pid"]) != os.getpid():
+    sup = supervisor_record()
+    if alive_record(sup) and int(sup["pid"]) != os.getpid():
         sys.exit(0)  # one supervisor per root
     Supervisor().run()
 
