@@ -61,6 +61,7 @@ def test_defaults_groups_pins_and_tags(tmp_path):
         (('known_hosts = "fleet_known_hosts"\n', ""), "host keys are always verified"),
         (('name = "gw-02"', 'name = "gw-01"'), "listed twice"),
         (("[[device]]", "[[device]"), "not valid TOML"),
+        (("[[device]]", "[gate]\nrequets = 5\n[[device]]"), "gate settings requets are not known"),
     ],
 )
 def test_bad_inventories_are_refused_with_what_to_do(tmp_path, change, says):
@@ -88,6 +89,8 @@ def test_edits_touch_only_their_lines_and_never_write_an_invalid_file(tmp_path):
         inventory.add_device(tmp_path, "gw-04", "10.0.0.9", port=0)  # invalid: not written
     with pytest.raises(MlopsError, match="already in"):
         inventory.add_device(tmp_path, "gw-01", "10.0.0.9")
+    with pytest.raises(MlopsError, match="No device is in group 'plant-z'; groups: plant-a"):
+        inventory.set_key(tmp_path, "group", "plant-z", "pin", "churn/2")  # a typo
     assert (tmp_path / "fleet.toml").read_text() == before
 
 

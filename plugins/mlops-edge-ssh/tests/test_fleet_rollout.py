@@ -220,11 +220,19 @@ def test_a_changed_host_key_is_refused_and_nothing_is_sent(device_lab_factory, w
     assert out.returncode == 1
     assert "gw-02" in out.stdout and "does not vouch for" in out.stdout
     assert "ssh-keygen -lf" in out.stdout and "Traceback" not in out.stdout + out.stderr
-    r = rollout(ws, "m/1", max_failed="100%")
+    # a refusal is no verdict on the model: 1 of 2 is past --max-unreachable 30%, a pause
+    r = rollout(ws, "m/1", max_failed="0%")
     states = {d.device: d for d in r.devices}
+    assert r.state == "paused" and "refusing us" in r.reason, r.to_dict()
     assert states["gw-01"].state == "healthy"
-    assert states["gw-02"].state == "failed" and "host key" in states["gw-02"].detail["reason"]
+    assert states["gw-02"].state == "refused" and "host key" in states["gw-02"].detail["reason"]
     assert not (lab.devices[1].root / "objects").exists()
+    # the engineer checked the new key on the device and accepted it: resume converges
+    lab.write_known_hosts()
+    out = mlops(ws, "fleet", "resume", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["rollout"]["counts"] == {"healthy": 2}
+    assert serving(lab.devices[1].root) == vid(ws, "m/1")
 
 
 def test_a_pin_is_honoured(device_lab_factory, ws_for):
@@ -353,3 +361,82 @@ def test_the_controller_killed_mid_rollout_resumes_with_no_device_half_switched(
     assert resumed["detail"]["transfer"]["chunks_reused"] >= 1  # went on, did not restart
     for d in lab.devices:
         assert serving(d.root) == vid(ws, "m/1")
+
+
+def test_a_link_lost_in_the_gate_is_unreachable_and_an_abort_leaves_nothing_on_the_version(
+    device_lab_factory, ws_for
+):
+    """gw-01 loses its link while it is being gated, gw-03 is down from the start, gw-02
+    passes; the engineer aborts in the soak. No device is failed; gw-02 is rolled back;
+    gw-01 (which may serve the aborted version) gets its previous version back as desired
+    and `reconcile` puts it there once the link is back; nobody's desired state names the
+    aborted version."""
+    lab = device_lab_factory(4)
+    ws = ws_for(lab)
+    assert rollout(ws, "m/1").counts() == {"healthy": 4}
+    fleet = ws.root / "fleet.toml"
+    # a long gate window (from fleet.toml's [gate]), so the link can drop in the middle
+    fleet.write_text(
+        fleet.read_text() + "\n[fleet]\nconnect_timeout = 4\n[gate]\nrequests = 1500\n"
+    )
+    lab.devices[2].link_down()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "mlops_console.cli.main", "-w", str(ws.root)),
+            *("fleet", "rollout", "m/2", "--waves", "3,100%", "--soak", "10m"),
+            *("--max-failed", "0%", "--max-unreachable", "100%", "-y"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait(
+            lambda: (s := _device_state(ws, "gw-01")) and s.state == "gating",
+            300,
+            "gw-01 to be gated",
+            every=0.05,
+        )
+        lab.devices[0].link_down()
+        _wait(
+            lambda: (
+                {d.device: d.state for d in svc_rollout(ws).devices if d.device != "gw-04"}
+                == {"gw-01": "unreachable", "gw-02": "healthy", "gw-03": "unreachable"}
+            ),
+            300,
+            "the first wave to be judged",
+        )
+        r = svc_rollout(ws)
+        assert r.state == "running", r.to_dict()  # not aborted by --max-failed 0%
+        gw1 = next(d for d in r.devices if d.device == "gw-01")
+        assert gw1.detail["step"] == "gating" and "failed" not in r.counts()
+        out = mlops(ws, "fleet", "abort", "--reason", "seen enough")
+        assert out.returncode == 0, out.stdout + out.stderr
+        proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    r = svc_rollout(ws)
+    states = {d.device: d for d in r.devices}
+    assert r.state == "aborted", r.to_dict()
+    assert states["gw-02"].state == "rolled_back"
+    assert serving(lab.devices[1].root) == vid(ws, "m/1")
+    assert states["gw-01"].state == "unreachable"
+    assert "not rolled back" in states["gw-01"].detail["reason"]
+    assert serving(lab.devices[0].root) == vid(ws, "m/2")  # cut off on the new version
+    assert states["gw-03"].state == states["gw-04"].state == "skipped"
+    with FleetService(ws) as svc:
+        desired = svc.store.desired()
+    assert {n: d["version"] for n, d in desired.items()} == {f"gw-0{i}": 1 for i in (1, 2, 3, 4)}
+    lab.devices[0].link_up()
+    lab.devices[2].link_up()
+    out = mlops(ws, "fleet", "reconcile")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for d in lab.devices:
+        assert serving(d.root) == vid(ws, "m/1"), d.name
+
+
+def svc_rollout(ws):
+    with FleetService(ws) as svc:
+        return svc.store.active() or svc.store.rollout()

@@ -15,13 +15,25 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
 from mlops_edge_ssh import layers, transfer
 from mlops_edge_ssh.gate import GateResult, GateSettings, Golden, parse_metrics, run_gate
 from mlops_edge_ssh.inventory import Device
-from mlops_edge_ssh.ssh import LOST, DeviceError, Links, Unreachable, connect
+from mlops_edge_ssh.ssh import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_INTERVAL,
+    LOST,
+    DeviceError,
+    Links,
+    Unreachable,
+    connect,
+)
 
 AGENT_SOURCE = (resources.files("mlops_edge_ssh") / "agent.py").read_bytes()
 AGENT_SHA = hashlib.sha256(AGENT_SOURCE).hexdigest()
+# how long a live link takes to answer a no-op after a failed gate, at most
+KEEPALIVE_WAIT = KEEPALIVE_INTERVAL * KEEPALIVE_COUNT
 
 
 def version_id(model: str, version: int, digest: str) -> str:
@@ -185,10 +197,12 @@ class DeviceOps:
         argv: list[str] | None = None,
         env: dict[str, str] | None = None,
         server_env: dict[str, str] | None = None,
+        version: str | None = None,
     ) -> None:
-        """How the device's supervisor starts the server: the process runtime's command
-        from an extracted layer, or (docker) the given argv. Prediction logs go to
-        {logs}/predlog, where `fleet` pulls them from."""
+        """How the device's supervisor starts the server of `version` (kept with that
+        version, so a rollback or a restart runs each version with its own runtime): the
+        process runtime's command from an extracted layer, or (docker) the given argv.
+        Prediction logs go to {logs}/predlog, where `fleet` pulls them from."""
         if argv is None:
             argv = layers.server_command(
                 "{runtime}",
@@ -205,6 +219,8 @@ class DeviceOps:
             "port": self.dev.serve_port,
             "runtime": runtime_sha,
         }
+        if version:
+            doc["version"] = version
         await self.agent("configure", input=json.dumps(doc))
 
     async def docker_runtime(self, progress=None) -> tuple[list[tuple[str, Path]], Any]:
@@ -275,11 +291,31 @@ class DeviceOps:
             listener.close()
 
     async def gate(self, golden: Golden, version: int, settings: GateSettings) -> GateResult:
-        async with self.forward() as url:
-            result = await run_gate(url, golden, version, settings)
-        if not result.passed:
-            with contextlib.suppress(DeviceError):
-                result.detail["server_log"] = await self.logs(60)
+        """Gate the server just switched to. A gate that failed because the SSH link
+        carrying it dropped is no verdict on the model: it is run once more over a new
+        connection, and a device that cannot be reached again is Unreachable."""
+        for attempt in (1, 2):
+            conn = await self.links.get(self.dev)
+            async with self.forward() as url:
+                result = await run_gate(url, golden, version, settings)
+            if result.passed:
+                return result
+            lost = conn.is_closed()
+            if not lost:
+                try:  # a link that died quietly: the keepalive has not noticed yet
+                    await asyncio.wait_for(conn.run("true", check=False), KEEPALIVE_WAIT)
+                except (*LOST, asyncssh.Error):
+                    lost = True
+            if not lost:
+                break
+            self.links.drop(self.dev)
+            if attempt == 2:
+                raise Unreachable(
+                    self.dev.name, f"the link dropped during the gate twice ({result.reason})."
+                )
+            await self.probe()  # Unreachable when the device cannot be reached again
+        with contextlib.suppress(DeviceError):
+            result.detail["server_log"] = await self.logs(60)
         return result
 
     async def telemetry(self) -> dict[str, Any]:

@@ -15,6 +15,11 @@ lines they own, and a change that would leave the file invalid is not written.
     parallel = 8          # devices worked on at once (OpenSSH throttles >10 logins)
     per_link = 4          # at once behind one `link` (devices sharing an uplink)
 
+    [gate]                # the health gate after a switch (these are the defaults)
+    ready_timeout = 60    # seconds for /health and /version to name the new version
+    requests = 20         # the window: requests after the golden one, none may fail
+    max_p99_ms = 2000
+
     [group.plant-a]
     pin = "churn/3"       # optional: every device of the group stays on churn/3
 
@@ -39,6 +44,7 @@ from typing import Any
 
 from mlops_console.errors import ConfigError, MlopsError
 from mlops_console.registry.records import parse_ref
+from mlops_edge_ssh.gate import GateSettings
 
 FILE = "fleet.toml"
 RUNTIMES = ("process", "docker")
@@ -138,6 +144,7 @@ class Fleet:
     parallel: int = 8
     per_link: int = 4
     connect_timeout: float = 15.0
+    gate: dict[str, Any] = field(default_factory=dict)  # [gate]: GateSettings for rollouts
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -207,13 +214,13 @@ def parse(text: str, path: Path, ws_root: Path) -> Fleet:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InventoryError(_where(path, f"not valid TOML ({e}); fix the line it names.")) from e
-    unknown = set(doc) - {"defaults", "device", "group", "fleet"}
+    unknown = set(doc) - {"defaults", "device", "group", "fleet", "gate"}
     if unknown:
         raise InventoryError(
             _where(
                 path,
                 f"unknown section(s) {', '.join(sorted(unknown))}; "
-                "use [defaults], [fleet], [group.NAME] and [[device]].",
+                "use [defaults], [fleet], [gate], [group.NAME] and [[device]].",
             )
         )
     defaults = doc.get("defaults", {})
@@ -232,6 +239,13 @@ def parse(text: str, path: Path, ws_root: Path) -> Fleet:
                 f"{', '.join(sorted(FLEET_KEYS))}.",
             )
         )
+    gate = doc.get("gate", {})
+    try:
+        if not isinstance(gate, dict):
+            raise ValueError("[gate] must be a table")
+        GateSettings.from_dict(gate)
+    except (ValueError, TypeError, MlopsError) as e:
+        raise InventoryError(_where(path, f"{e}.")) from None
     groups = doc.get("group", {})
     if not isinstance(groups, dict):
         raise InventoryError(_where(path, "[group.NAME] tables expected."))
@@ -326,6 +340,7 @@ def parse(text: str, path: Path, ws_root: Path) -> Fleet:
         parallel=_int(path, "[fleet]", "parallel", settings.get("parallel", 8), 1, 256),
         per_link=_int(path, "[fleet]", "per_link", settings.get("per_link", 4), 1, 256),
         connect_timeout=float(settings.get("connect_timeout", 15.0)),
+        gate=gate,
     )
 
 
@@ -440,6 +455,13 @@ def set_key(ws_root: Path, scope: str, name: str, key: str, value: Any) -> Fleet
         s, e = spans[0]
     else:
         check_device_name(name)
+        known = sorted({g for d in load(ws_root).devices for g in d.groups})
+        if name not in known and value is not None:
+            raise MlopsError(
+                f"No device is in group {name!r}"
+                + (f"; groups: {', '.join(known)}" if known else "; no device has groups yet")
+                + ". Add the group to devices' `groups` in fleet.toml first."
+            )
         header = [i for i, ln in enumerate(lines) if ln.strip() == f"[group.{name}]"]
         if not header:
             if value is None:

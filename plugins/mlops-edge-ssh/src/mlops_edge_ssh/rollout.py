@@ -26,7 +26,7 @@ from mlops_edge_ssh import layers
 from mlops_edge_ssh.device import DeviceOps, Target, version_id
 from mlops_edge_ssh.gate import GateSettings, Golden, build_golden
 from mlops_edge_ssh.inventory import Device, Fleet
-from mlops_edge_ssh.ssh import DeviceError, Links, Unreachable
+from mlops_edge_ssh.ssh import AuthRefused, DeviceError, HostKeyRefused, Links, Unreachable
 from mlops_edge_ssh.store import FINAL, FleetStore, Rollout
 
 Say = Callable[[str], None]
@@ -150,7 +150,7 @@ def plan(
         max_failed=parse_fraction(max_failed, "--max-failed"),
         max_unreachable=parse_fraction(max_unreachable, "--max-unreachable"),
         auto_rollback=auto_rollback,
-        gate=GateSettings.from_dict(gate),
+        gate=GateSettings.from_dict({**fleet.gate, **(gate or {})}),  # [gate], then ours
         selector=group,
     )
 
@@ -275,7 +275,13 @@ class Controller:
                 and d.state not in ("healthy", "failed", "rolled_back", "skipped")
             ]
             self._event("wave", f"wave {wave + 1}/{len(r.waves)}: {len(names)} device(s)")
+            desired = self.store.desired()
             for d in todo:
+                if "prior_desired" not in d.detail:  # what an abort puts back
+                    prior = desired.get(d.device)
+                    self.store.set_device(
+                        self.rid, d.device, detail={**d.detail, "prior_desired": prior}
+                    )
                 self.store.set_desired(d.device, r.model, r.version, r.digest, self.rid)
             await asyncio.gather(
                 *(self._deliver(self.fleet.device(d.device)) for d in todo if self._known(d.device))
@@ -291,12 +297,19 @@ class Controller:
         r = self._load()
         counts = r.counts()
         unreachable = counts.get("unreachable", 0)
-        reason = (
-            f"{unreachable} device(s) unreachable: they get {r.target} when they come back "
-            "(`mlops fleet reconcile`)"
-            if unreachable
-            else None
-        )
+        refused = counts.get("refused", 0)
+        reasons = []
+        if unreachable:
+            reasons.append(
+                f"{unreachable} device(s) unreachable: they get {r.target} when they come back "
+                "(`mlops fleet reconcile`)"
+            )
+        if refused:
+            reasons.append(
+                f"{refused} device(s) refused us (host key or login; `mlops fleet check` says "
+                f"why): they get {r.target} once that is fixed (`mlops fleet reconcile`)"
+            )
+        reason = "; ".join(reasons) or None
         self.store.set_rollout(self.rid, state="done", reason=reason)
         self._event("done", f"rollout of {r.target} done: {self._summary(counts)}")
         await self._gc(r)
@@ -339,7 +352,7 @@ class Controller:
         ]
         n = max(1, len(attempted))
         failed = sum(d.state == "failed" for d in attempted)
-        unreachable = sum(d.state == "unreachable" for d in attempted)
+        unreachable = sum(d.state in ("unreachable", "refused") for d in attempted)
         if failed and failed / n > r.max_failed:
             await self._abort(
                 f"{failed} of {n} device(s) failed their gate ({failed / n:.0%} > "
@@ -348,7 +361,8 @@ class Controller:
             return True
         if unreachable and unreachable / n > r.max_unreachable:
             why = (
-                f"{unreachable} of {n} device(s) unreachable ({unreachable / n:.0%} > "
+                f"{unreachable} of {n} device(s) unreachable or refusing us "
+                f"({unreachable / n:.0%} > "
                 f"--max-unreachable {r.max_unreachable:.0%}); not a verdict on the model: "
                 "`mlops fleet resume` when the links are back"
             )
@@ -426,12 +440,22 @@ class Controller:
             self.store.set_device(self.rid, dev.name, attempts=d.attempts + 1)
             try:
                 await self._steps(dev, ops, d.state, d.detail)
-            except Unreachable as e:
+            except (Unreachable, HostKeyRefused, AuthRefused) as e:
+                # no verdict on the model: the device keeps the version as desired and
+                # converges when it can be reached (and trusted) again
+                now = self._dstate(dev.name)
+                state = "unreachable" if isinstance(e, Unreachable) else "refused"
+                step = now.state  # how far it got, which an abort needs to know
+                if step in ("unreachable", "refused"):
+                    step = now.detail.get("step", step)
                 self.store.set_device(
-                    self.rid, dev.name, state="unreachable", detail={**d.detail, "reason": e.reason}
+                    self.rid,
+                    dev.name,
+                    state=state,
+                    detail={**now.detail, "reason": e.reason, "step": step},
                 )
                 self.store.observe(dev.name, False, error=e.reason)
-                self._event("unreachable", e.reason, dev.name)
+                self._event(state, e.reason, dev.name)
             except layers.PlatformError as e:
                 await self._fail(dev, ops, {"step": "platform", "reason": str(e)}, switched=False)
             except DeviceError as e:
@@ -482,9 +506,10 @@ class Controller:
             stats = await ops.send(items, progress)
             server_env = self.ws.config.serving.server_env()  # [serving] limits, rotation
             if after is not None:
-                await ops.configure("", argv=await after(), env={}, server_env=server_env)
+                argv = await after()
+                await ops.configure("", argv=argv, env={}, server_env=server_env, version=tid)
             else:
-                await ops.configure(runtime_sha, server_env=server_env)
+                await ops.configure(runtime_sha, server_env=server_env, version=tid)
             await ops.install(self.target, runtime_sha)
             detail = {**detail, "transfer": stats}
             self.store.set_device(
@@ -557,6 +582,8 @@ class Controller:
             self.store.set_desired(
                 dev.name, meta["model"], meta["version"], meta["digest"], self.rid
             )
+        else:  # the failed version is not what the device should converge to
+            self._restore_desired(dev.name, detail)
         self.store.observe(
             dev.name, True, serving=rolled, health="failed", error=detail.get("reason")
         )
@@ -566,65 +593,117 @@ class Controller:
             dev.name,
         )
 
+    def _restore_desired(self, name: str, detail: dict[str, Any]) -> None:
+        """Put back the device's desired version from before this rollout set it."""
+        if "prior_desired" not in detail:
+            return  # this rollout never set it
+        prior = detail["prior_desired"]
+        if prior:
+            self.store.set_desired(
+                name, prior["model"], prior["version"], prior["digest"], prior.get("rollout_id")
+            )
+        else:
+            self.store.clear_desired(name)
+
     async def _abort(self, why: str) -> None:
+        """Stop the rollout: devices that were not reached keep (or get back) the version
+        they had as desired; with auto-rollback, every device that may have switched goes
+        back to its previous version, and one that cannot be reached now is left with that
+        version as desired, for `mlops fleet reconcile`."""
         r = self._load()
         self.store.set_rollout(self.rid, state="aborting", reason=why)
         self._event("abort", f"aborting: {why}")
+        maybe_switched: list[str] = []
         for d in r.devices:
-            if d.state in ("pending", "unreachable", "sending"):
+            step = d.detail.get("step")
+            if d.state in ("healthy", "switching", "gating") or (
+                d.state in ("unreachable", "refused") and step in ("switching", "gating", "healthy")
+            ):
+                maybe_switched.append(d.device)
+            elif d.state in ("pending", "unreachable", "refused", "sending"):
                 self.store.set_device(
                     self.rid,
                     d.device,
                     state="skipped",
                     detail={**d.detail, "reason": "rollout aborted"},
                 )
-                if d.state != "pending":
-                    prev = d.detail.get("previous_meta")
-                    if prev:
-                        self.store.set_desired(
-                            d.device, prev["model"], prev["version"], prev["digest"], self.rid
-                        )
+                self._restore_desired(d.device, d.detail)
         if r.auto_rollback:
-            switched = [d for d in r.devices if d.state in ("healthy", "switching", "gating")]
             await asyncio.gather(
-                *(self._roll_one(d.device, d.detail) for d in switched if self._known(d.device))
+                *(self._roll_one(name) for name in maybe_switched if self._known(name))
             )
         self.store.set_rollout(self.rid, state="aborted", reason=why)
         self._event("aborted", f"rollout of {r.target} aborted: {why}")
 
-    async def _roll_one(self, name: str, detail: dict[str, Any]) -> None:
+    async def _roll_one(self, name: str) -> None:
+        d = self._dstate(name)
+        detail = d.detail
         dev = self.fleet.device(name)
         ops = DeviceOps(self.links, dev, give_up_after=self.give_up_after)
+        meta = detail.get("previous_meta")
         try:
             info = await ops.probe()
-            if info.get("current") == self.target.id and info.get("previous"):
-                t0 = time.monotonic()
-                await ops.rollback()
-                self.store.set_device(
-                    self.rid,
-                    name,
-                    state="rolled_back",
-                    detail={
-                        **detail,
-                        "rollback_s": round(time.monotonic() - t0, 3),
-                        "rolled_back_to": info.get("previous"),
-                    },
-                )
-                meta = detail.get("previous_meta")
-                if meta:
-                    self.store.set_desired(
-                        name, meta["model"], meta["version"], meta["digest"], self.rid
-                    )
-                self.store.observe(name, True, serving=info.get("previous"), health="ok")
-                self._event("rolled_back", f"back on {info.get('previous')} (no transfer)", name)
-            else:
+            if info.get("current") != self.target.id:
                 self.store.set_device(
                     self.rid,
                     name,
                     state="rolled_back",
                     detail={**detail, "rolled_back_to": info.get("current")},
                 )
+                self._restore_desired(name, detail)
+                return
+            t0 = time.monotonic()
+            if info.get("previous"):
+                await ops.rollback()
+                back = info.get("previous")
+                msg = f"back on {back} (no transfer)"
+            else:
+                await ops.agent("stop")
+                back = None
+                msg = "no previous version to go back to: its server was stopped"
+            self.store.set_device(
+                self.rid,
+                name,
+                state="rolled_back",
+                detail={
+                    **detail,
+                    "rollback_s": round(time.monotonic() - t0, 3),
+                    "rolled_back_to": back,
+                    **({} if back else {"stopped": msg}),
+                },
+            )
+            if back and meta:
+                self.store.set_desired(
+                    name, meta["model"], meta["version"], meta["digest"], self.rid
+                )
+            else:
+                self._restore_desired(name, detail)
+            self.store.observe(name, True, serving=back, health="ok" if back else "stopped")
+            self._event("rolled_back", msg, name)
+        except (Unreachable, HostKeyRefused, AuthRefused) as e:
+            # it may serve the aborted version: it goes back when it can be reached
+            if meta:
+                self.store.set_desired(
+                    name, meta["model"], meta["version"], meta["digest"], self.rid
+                )
+                later = f"`mlops fleet reconcile` puts {meta['model']}/{meta['version']} back"
+            else:
+                self._restore_desired(name, detail)
+                later = "it had no previous version; check it with `mlops fleet check`"
+            self.store.set_device(
+                self.rid,
+                name,
+                state="unreachable",
+                detail={**detail, "reason": f"not rolled back: {e.reason}; {later}"},
+            )
+            self._event("rollback_failed", f"not rolled back ({e.reason}); {later}", name)
         except DeviceError as e:
+            self.store.set_device(
+                self.rid,
+                name,
+                state="failed",
+                detail={**detail, "rollback_error": e.reason},
+            )
             self._event("rollback_failed", f"could not roll back: {e.reason}", name)
 
     async def _gc(self, r: Rollout) -> None:

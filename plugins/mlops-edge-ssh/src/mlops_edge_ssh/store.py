@@ -327,6 +327,10 @@ class FleetStore:
                 (device, model, version, digest, rid, time.time()),
             )
 
+    def clear_desired(self, device: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM desired WHERE device = ?", (device,))
+
     def desired(self) -> dict[str, dict[str, Any]]:
         return {r["device"]: dict(r) for r in self.conn.execute("SELECT * FROM desired")}
 

@@ -37,6 +37,7 @@ STATE_COLOUR = {
     "healthy": "green",
     "failed": "red",
     "unreachable": "yellow",
+    "refused": "red",
     "rolled_back": "yellow",
     "skipped": "dim",
     "sending": "cyan",
