@@ -6,6 +6,7 @@ Every model forbids unknown keys, as in config.py, which also parses and loads t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
@@ -177,6 +178,38 @@ class PipelineSchedule(Strict):
         return self
 
 
+# A deployment's own settings, which the core writes into its config (deploy/service.py),
+# and where a user sets each: [deploy] options add a target's settings beside them and
+# never replace them (a `port` in options would move the server behind the core's back).
+DEPLOYMENT_SETTINGS = {
+    "host": "[serving] host in mlops.toml or `mlops deploy --host`",
+    "port": "[serving] port in mlops.toml (the first free port from it) or `mlops deploy "
+    "--port` (later deploys keep it)",
+    "runtime": "`mlops deploy --runtime` (later deploys keep it)",
+}
+
+
+def owned_options(options: Mapping[str, Any]) -> str | None:
+    """What is wrong with `options` that name a deployment's own settings, or None."""
+    owned = [key for key in options if key in DEPLOYMENT_SETTINGS]
+    if not owned:
+        return None
+    named = ", ".join(f"`{key}`" for key in owned)
+    where = "; ".join(
+        f"{key} with {DEPLOYMENT_SETTINGS[key]}" if len(owned) > 1 else DEPLOYMENT_SETTINGS[key]
+        for key in owned
+    )
+    if len(owned) == 1:
+        return (
+            f"option {named} is the deployment's own setting, which options (the target's "
+            f"settings) cannot replace; set it with {where} instead"
+        )
+    return (
+        f"options {named} are the deployment's own settings, which options (the target's "
+        f"settings) cannot replace; set {where} instead"
+    )
+
+
 class PipelineDeploy(Strict):
     """How a chain deploys a new version: as a canary, judged step by step by its health."""
 
@@ -217,6 +250,14 @@ class PipelineDeploy(Strict):
     @classmethod
     def _alias(cls, value: str) -> str:
         return checked_name("alias", value)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        wrong = owned_options(value)
+        if wrong:
+            raise ValueError(wrong)
+        return value
 
     @model_validator(mode="after")
     def _steps_ok(self):

@@ -28,6 +28,7 @@ from mlops_console.deploy.base import Capability, DeployTarget
 
 hookimpl = pluggy.HookimplMarker("mlops_console")
 CALLS = []
+CONFIGS = {}  # deployment -> the config create or update received last
 
 
 class MemoryTarget(DeployTarget):
@@ -38,10 +39,12 @@ class MemoryTarget(DeployTarget):
 
     def create(self, name, bundle, config, digest=None):
         CALLS.append(("create", name))
+        CONFIGS[name] = dict(config)
         return {"endpoint": f"memory://{name}", "status": "running"}
 
     def update(self, name, bundle, config, role="primary", percent=0.0, digest=None):
         CALLS.append(("update", name, role))
+        CONFIGS[name] = dict(config)
         return {"endpoint": f"memory://{name}", "status": "running"}
 
     def delete(self, name, config=None):
@@ -318,3 +321,117 @@ def test_a_plugins_check_can_gate_a_pipeline(trained, monkeypatch):
     path.write_text(path.read_text().replace('"max_model_size"]', '"max_model_sise"]'))
     with pytest.raises(ConfigError, match="unknown check.*max_model_sise"):
         load_pipeline(path)
+
+
+# --- [deploy] options: a target's own settings, beside the deployment's ---------------------
+
+
+def test_deploy_options_cannot_replace_the_deployments_own_settings(trained, extras):
+    from mlops_console.pipeline_spec import load_pipeline
+
+    ws, _ = trained
+    write_pipeline(ws.root, name="owned")
+    path = ws.root / "pipelines" / "owned.toml"
+    path.write_text(
+        path.read_text() + '[deploy]\ntarget = "local"\noptions = { group = "a", port = 9000 }\n'
+    )
+    try:
+        with pytest.raises(ConfigError, match=r"deploy\.options: option `port`") as err:
+            load_pipeline(path)
+        said = str(err.value)
+        assert "the deployment's own setting" in said and "[serving] port" in said, said
+        assert "group" not in said  # a target's setting is welcome
+        proc = run_cli("-w", str(ws.root), "run", "owned")  # told before anything trains
+        assert proc.returncode == 1 and "option `port`" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        path.unlink()
+    # API callers too: nothing starts, nothing is recorded
+    with pytest.raises(ConfigError, match=r"option `host`.*\[serving\] host"):
+        ws.deployments.deploy(
+            "kunden/1", target="memory", name="owned", options={"group": "a", "host": "0.0.0.0"}
+        )
+    assert ws.deployments.find("owned") is None and ws.deployments.history("owned") == []
+
+
+def test_changed_options_of_a_deployment_serving_the_version_are_saved(trained, extras):
+    from mlops_console.training.runner import train
+
+    ws, _ = trained
+    extras.CALLS.clear()
+    ws.deployments.deploy("kunden/1", target="memory", name="opts", options={"group": "a"})
+    assert extras.CONFIGS["opts"]["group"] == "a"
+    ws.deployments.deploy("kunden/1", name="opts", options={"group": "a"})  # the same
+    assert [e.action for e in ws.deployments.history("opts")] == ["create"]
+    rec = ws.deployments.deploy("kunden/1", name="opts", options={"group": "b", "waves": "1,100%"})
+    assert (rec.config["group"], rec.config["waves"]) == ("b", "1,100%")
+    assert ws.deployments.get("opts").config == rec.config  # saved
+    last = ws.deployments.history("opts")[-1]
+    assert (last.action, last.from_version, last.to_version) == ("configure", 1, 1)
+    assert "group 'a' -> 'b'" in last.detail and "waves '1,100%' (new)" in last.detail
+    assert "the target uses them from its next deploy" in last.detail, last.detail
+    assert [c for c in extras.CALLS if c[1] == "opts"] == [("create", "opts")]  # no redeploy
+    # the next deploy (a new version, no options given) hands the saved ones to the target
+    v2 = train(ws, "kunden").version
+    assert v2 is not None
+    ws.deployments.deploy(v2.ref, name="opts")
+    assert ("update", "opts", "primary") in extras.CALLS
+    assert (extras.CONFIGS["opts"]["group"], extras.CONFIGS["opts"]["waves"]) == ("b", "1,100%")
+
+
+def test_a_chain_whose_deployments_target_was_uninstalled_fails_its_deploy_step(trained, extras):
+    """A deployment on `memory` (the extras plugin); then processes without that plugin:
+    the chain's deploy step fails with what to do, and the CLI shows the target as
+    unavailable, with no traceback anywhere."""
+    ws, _ = trained
+    write_pipeline(ws.root, name="moved")
+    path = ws.root / "pipelines" / "moved.toml"
+    path.write_text(path.read_text() + '[deploy]\ntarget = "local"\nauto = true\n')
+    ws.deployments.deploy("kunden/1", target="memory", name="moved")
+    ws.jobs.submit("chain", "moved", max_attempts=1)
+    job = ws.jobs.claim_next()  # as the daemon would; its process has no extras plugin
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlops_console.automation.chain", str(ws.root), str(job.id)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert proc.returncode == 0, proc.stderr
+        said = (
+            "Deployment 'moved' uses target 'memory', which no installed plugin provides; "
+            "install the plugin or redeploy to another target"
+        )
+        chain, log = ws.jobs.get(job.id), ws.jobs.logs(job.id)
+        assert (chain.status, chain.outcome) == ("failed", "error"), log
+        assert chain.detail.startswith(said), chain.detail
+        (step,) = [s for s in ws.jobs.list(chain_id=job.id) if s.kind == "deploy"]
+        assert step.status == "failed" and step.detail == chain.detail
+        assert "Traceback" not in log, log
+        rec = ws.deployments.get("moved")
+        assert (rec.target, rec.version, rec.running) == ("memory", 1, True)  # untouched
+        champion = ws.config.registry.champion_alias
+        assert champion not in ws.models.resolve("moved/1").aliases  # never deployed
+
+        root = str(ws.root)
+        listed = run_cli("-w", root, "deployments", "list")
+        assert listed.returncode == 0 and "moved" in listed.stdout, listed.stderr
+        shown = run_cli("-w", root, "deployments", "status", "moved", "--json")
+        assert shown.returncode == 0, shown.stderr
+        live = json.loads(shown.stdout)["live"]
+        assert live["status"] == "unavailable" and live["error"].startswith(said), live
+        shown = run_cli("-w", root, "deployments", "status", "moved")
+        assert shown.returncode == 0 and "unavailable" in shown.stdout, shown.stderr
+        for out in (listed, shown):
+            assert "Traceback" not in out.stderr
+        # what the message says works: redeployed to another target (its server cannot
+        # be stopped without the plugin: the move says so in the history)
+        moved = run_cli("-w", root, "deploy", "kunden/1", "--name", "moved", "--target", "local")
+        assert moved.returncode == 0, moved.stderr
+        rec = ws.deployments.get("moved")
+        assert (rec.target, rec.running) == ("local", True)
+        assert "moved from memory" in ws.deployments.history("moved")[-1].detail
+    finally:
+        path.unlink()
+        if ws.deployments.get("moved").target == "local":
+            ws.deployments.stop("moved")

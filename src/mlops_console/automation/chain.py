@@ -162,9 +162,10 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
                 )
                 s.detail = f"{name}: started with {t.version.ref} at {rec.endpoint}"
                 decision = "first"
-            elif not ws.deployments.can_canary(current.target):
+            elif not ws.deployments.can_canary(current.target, current):
                 # a target with gates of its own (a fleet rolls out in gated waves): it
-                # raises when its rollout fails or pauses, so the alias does not move
+                # raises when its rollout fails or pauses, so the alias does not move (a
+                # target no installed plugin provides fails the step above, saying so)
                 ws.deployments.deploy(
                     t.version.ref, target=current.target, name=name, options=spec.deploy.options
                 )
@@ -294,8 +295,15 @@ def main() -> None:
                 },
             )
         except Exception as exc:
-            finish(Outcome.ERROR, f"{type(exc).__name__}: {exc}")
-            fh.write(traceback.format_exc())
+            # a user's error (a removed target plugin, a bad spec) is its message, which
+            # the failed step's log already shows; anything else is a bug: its traceback
+            mine = isinstance(exc, MlopsError)
+            finish(Outcome.ERROR, str(exc) if mine else f"{type(exc).__name__}: {exc}")
+            fh.write(
+                time.strftime("%H:%M:%S ") + f"chain failed: {exc}\n"
+                if mine
+                else traceback.format_exc()
+            )
             notify(
                 ws,
                 {

@@ -26,7 +26,7 @@ from mlops_console.deploy.records import (
     DeploymentEvent,
     DeploymentStatus,
 )
-from mlops_console.errors import Conflict, MlopsError, NotFound
+from mlops_console.errors import ConfigError, Conflict, MlopsError, NotFound
 from mlops_console.names import check_name, inside
 
 if TYPE_CHECKING:
@@ -48,24 +48,33 @@ class Deployments:
     def __init__(self, ws: Workspace):
         self.ws = ws
 
-    def target_class(self, kind: str) -> type[DeployTarget]:
-        """The class a plugin registered as target `kind` (ask it `.capabilities`)."""
+    def target_class(self, kind: str, used_by: Deployment | None = None) -> type[DeployTarget]:
+        """The class a plugin registered as target `kind` (ask it `.capabilities`);
+        `used_by`: the deployment on it, which the error names if no plugin provides it."""
         from mlops_console.plugins import load_plugins
 
         targets = load_plugins().deploy_targets()
         if kind not in targets:
+            if used_by is not None:
+                raise NotFound(_unavailable(used_by))
             raise MlopsError(
                 f"No deploy target {kind!r}; available: {', '.join(sorted(targets)) or 'none'}. "
                 "`mlops plugins list --check` shows what loaded and what failed."
             )
         return targets[kind]
 
-    def target(self, kind: str) -> DeployTarget:
-        return self.target_class(kind)(self.ws)
+    def target(self, kind: str, used_by: Deployment | None = None) -> DeployTarget:
+        return self.target_class(kind, used_by)(self.ws)
 
-    def can_canary(self, kind: str) -> bool:
+    def provides(self, kind: str) -> bool:
+        """Whether an installed plugin provides target `kind` (a deployment's may be gone)."""
+        from mlops_console.plugins import load_plugins
+
+        return kind in load_plugins().deploy_targets()
+
+    def can_canary(self, kind: str, used_by: Deployment | None = None) -> bool:
         """Whether target `kind` splits traffic for a canary (else it gates on its own)."""
-        return Capability.CANARY in self.target_class(kind).capabilities
+        return Capability.CANARY in self.target_class(kind, used_by).capabilities
 
     def find(self, name: str) -> Deployment | None:
         """The deployment named `name`, or None if there is none."""
@@ -119,18 +128,28 @@ class Deployments:
         options: dict[str, Any] | None = None,
     ) -> Deployment:
         """Deploy a version: create the deployment, hot-swap it, or start it as a canary.
-        `options` are the target's own settings ([deploy] options), kept in its config."""
+        `options` are the target's own settings ([deploy] options), kept in its config
+        beside the deployment's own (host, port, runtime), which they may not replace."""
+        from mlops_console.pipeline_spec import DEPLOYMENT_SETTINGS, owned_options
+
+        wrong = owned_options(options or {})
+        if wrong:
+            given = ", ".join(f"{k}=..." for k in options or {} if k in DEPLOYMENT_SETTINGS)
+            raise ConfigError(f"Deploy options: {wrong} (from Python: deploy({given})).")
         mv = self.ws.models.resolve(ref)
         name = check_name("deployment", mv.name if name is None else name)
         rec = self.find(name)
         target = target or (rec.target if rec else "local")
         moving = rec is not None and rec.target != target
-        if rec is not None and moving and rec.running:
+        # a deployment whose target no installed plugin provides cannot be stopped first:
+        # moving it is how it is served again (what ran there is out of reach)
+        stranded = rec is not None and moving and not self.provides(rec.target)
+        if rec is not None and moving and rec.running and not stranded:
             raise Conflict(
                 f"Deployment {name!r} runs on {rec.target}; stop it first "
                 f"(`mlops deployments stop {name}`) to move it to {target}, or pick --name."
             )
-        tgt = self.target(target)
+        tgt = self.target(target, rec if rec is not None and not moving else None)
         if strategy == "canary" and Capability.CANARY not in tgt.capabilities:
             raise Conflict(
                 f"The {target} target cannot run a canary; deploy with --strategy replace."
@@ -142,7 +161,7 @@ class Deployments:
             keeps = " The previous version keeps serving." if rec and rec.running else ""
             raise MlopsError(f"{exc}{keeps}") from None
         now = time.time()
-        if rec is None or not rec.running:
+        if rec is None or not rec.running or stranded:
             if strategy == "canary" and rec is None:
                 raise Conflict(
                     f"{name} is not deployed yet: a canary needs a primary version to split with."
@@ -180,14 +199,13 @@ class Deployments:
                         now,
                     ),
                 )
-                self._event(
-                    conn,
-                    name,
-                    "create",
-                    rec.version if rec else None,
-                    mv.version,
-                    f"moved from {rec.target} to {target}" if rec and moving else "",
-                )
+                moved = f"moved from {rec.target} to {target}" if rec and moving else ""
+                if stranded and rec is not None and rec.running:
+                    moved += (
+                        f" (no installed plugin provides {rec.target!r}: what it served "
+                        "there was not stopped)"
+                    )
+                self._event(conn, name, "create", rec.version if rec else None, mv.version, moved)
             return self.get(name)
         config = {**rec.config, **options} if options else rec.config
         if (
@@ -197,7 +215,9 @@ class Deployments:
             and rec.canary_version is None
             and tgt.get(name, config).get("status") == "running"
         ):
-            return rec  # already serving exactly this: nothing to do
+            if config == rec.config:
+                return rec  # already serving exactly this: nothing to do
+            return self._configure(rec, config)
         try:
             if strategy == "canary":
                 tgt.update(
@@ -216,9 +236,9 @@ class Deployments:
         with self.ws.db.write() as conn:
             if strategy == "canary":
                 conn.exec_driver_sql(
-                    "UPDATE deployment SET canary_version = ?, canary_percent = ?, updated_at = ? "
-                    "WHERE name = ?",
-                    (mv.version, canary_percent, now, name),
+                    "UPDATE deployment SET canary_version = ?, canary_percent = ?, config = ?, "
+                    "updated_at = ? WHERE name = ?",
+                    (mv.version, canary_percent, json.dumps(config), now, name),
                 )
                 self._event(
                     conn,
@@ -236,6 +256,34 @@ class Deployments:
                 )
                 self._event(conn, name, "update", rec.version, mv.version)
         return self.get(name)
+
+    def _configure(self, rec: Deployment, config: dict[str, Any]) -> Deployment:
+        """Save new options of a deployment that already serves the version asked for.
+
+        No target verb takes settings alone (each reads the config it is handed), so they
+        are saved and the history says which changed; the next deploy hands them over."""
+        changed = ", ".join(
+            f"{key} {rec.config[key]!r} -> {value!r}"
+            if key in rec.config
+            else f"{key} {value!r} (new)"
+            for key, value in config.items()
+            if rec.config.get(key, _MISSING) != value
+        )
+        with self.ws.db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE deployment SET config = ?, updated_at = ? WHERE name = ?",
+                (json.dumps(config), time.time(), rec.name),
+            )
+            self._event(
+                conn,
+                rec.name,
+                "configure",
+                rec.version,
+                rec.version,
+                f"options changed: {changed}; saved, v{rec.version} keeps serving and the "
+                "target uses them from its next deploy",
+            )
+        return self.get(rec.name)
 
     def _failed(self, name: str, rec: Deployment | None, mv, detail: str) -> None:
         with self.ws.db.write() as conn:
@@ -273,7 +321,7 @@ class Deployments:
         rec = self.get(name)
         if rec.canary_version is None:
             raise Conflict(f"{name} has no canary to promote.")
-        self.target(rec.target).promote(name, rec.config)
+        self.target(rec.target, rec).promote(name, rec.config)
         with self.ws.db.write() as conn:
             conn.exec_driver_sql(
                 "UPDATE deployment SET version = canary_version, canary_version = NULL, "
@@ -296,7 +344,7 @@ class Deployments:
         """Drop the canary; without one, go back to the version served before the last update."""
         rec = self.get(name)
         if rec.canary_version is not None:
-            self.target(rec.target).rollback(name, rec.config)
+            self.target(rec.target, rec).rollback(name, rec.config)
             with self.ws.db.write() as conn:
                 conn.exec_driver_sql(
                     "UPDATE deployment SET canary_version = NULL, canary_percent = 0, "
@@ -339,7 +387,7 @@ class Deployments:
 
     def stop(self, name: str) -> Deployment:
         rec = self.get(name)
-        self.target(rec.target).delete(name, rec.config)
+        self.target(rec.target, rec).delete(name, rec.config)
         with self.ws.db.write() as conn:
             conn.exec_driver_sql(
                 "UPDATE deployment SET status = 'stopped', updated_at = ? WHERE name = ?",
@@ -355,7 +403,7 @@ class Deployments:
         import shutil
 
         rec = self.get(name)
-        self.target(rec.target).delete(name, rec.config)
+        self.target(rec.target, rec).delete(name, rec.config)
         from mlops_console.monitoring.collect import monitor_dir
 
         state = self.ws.state
@@ -386,29 +434,34 @@ class Deployments:
         return [_deployment(r) for r in rows]
 
     def status(self, name: str) -> DeploymentStatus:
-        """The deployment with what its target reports now (`live`, and `stats` while it runs)."""
+        """The deployment with what its target reports now (`live`, and `stats` while it
+        runs); `live` is {"status": "unavailable", "error": ...} if no plugin provides it."""
         rec = self.get(name)
-        tgt = self.target(rec.target)
+        if not self.provides(rec.target):  # its plugin was removed: the record still shows
+            return DeploymentStatus(
+                **vars(rec), live={"status": "unavailable", "error": _unavailable(rec)}
+            )
+        tgt = self.target(rec.target, rec)
         live = tgt.get(name, rec.config)
         stats = tgt.status(name, rec.config) if live.get("status") == "running" else {}
         return DeploymentStatus(**vars(rec), live=live, stats=stats)
 
     def logs(self, name: str, tail: int = 100) -> str:
         rec = self.get(name)
-        return self.target(rec.target).logs(name, tail)
+        return self.target(rec.target, rec).logs(name, tail)
 
     def predict(
         self, name: str, records: builtins.list[dict[str, Any]], output: str = "predict"
     ) -> builtins.list:
         rec = self.get(name)
-        return self.target(rec.target).predict(name, rec.config, records, output)
+        return self.target(rec.target, rec).predict(name, rec.config, records, output)
 
     def export(self, name: str, dest: Path) -> Path:
         """Write the deployment's image as a tar (targets that build images only)."""
         rec = self.get(name)
         from mlops_console.plugins import load_plugins
 
-        tgt = self.target(rec.target)
+        tgt = self.target(rec.target, rec)
         if Capability.IMAGE_EXPORT not in tgt.capabilities:
             can = [
                 k
@@ -484,6 +537,18 @@ _SELECT = (
     "SELECT name, target, model_name, version, canary_version, canary_percent, status, "
     "endpoint, config, created_at, updated_at FROM deployment"
 )
+
+
+_MISSING = object()
+
+
+def _unavailable(rec: Deployment) -> str:
+    return (
+        f"Deployment {rec.name!r} uses target {rec.target!r}, which no installed plugin "
+        "provides; install the plugin or redeploy to another target "
+        f"(`mlops deploy {rec.ref} --name {rec.name} --target TARGET`; `mlops plugins list` "
+        "shows the targets installed)."
+    )
 
 
 def _deployment(row: Mapping[str, Any]) -> Deployment:
