@@ -262,21 +262,32 @@ async def test_console_shows_the_fleet_and_its_polls_follow_the_rollout(fleet_ws
         await settle(app, pilot)
         assert "the golden request answered 500" in str(app.query_one("#detail").render())
 
-        # a controller elsewhere moves gw-02 on: the console's polls show it
+        # a controller elsewhere (the daemon's, say) moves gw-02 on and rolls gw-01 back:
+        # the console's polls show both, the shown detail too, though a daemon runs (its
+        # events say nothing of a rollout's progress)
+        app.daemon_running = True
         moved = threading.Event()
 
         def controller() -> None:
             other = FleetStore(Path(fleet_ws.state))
             other.set_device(rid, "gw-02", progress=0.75)
+            other.set_device(rid, "gw-01", state="rolled_back")
             other.close()
             moved.set()
 
         threading.Thread(target=controller).start()
+        detail = app.query_one("#detail")
         for _ in range(100):
             await pilot.pause(0.1)
-            if moved.is_set() and "75%" in str(table.get_row("gw-02")[1]):
+            if (
+                moved.is_set()
+                and "75%" in str(table.get_row("gw-02")[1])
+                and "rolled_back" in str(detail.render())
+            ):
                 break
         assert "██████░░ 75%" in str(table.get_row("gw-02")[1])
+        assert "rolled_back" in str(detail.render())
+        app.daemon_running = False
 
         await pilot.press("z")  # pause: no confirmation needed
         await settle(app, pilot)

@@ -96,6 +96,7 @@ class MlopsConsole(App[None]):
         self._loads_lock = threading.Lock()
         self.polls = 0  # polls that loaded the screen
         self._poll_timer: Timer | None = None
+        self._detail_key: str | None = None  # the row whose detail the pane shows
         self.marked: list[str] = []  # runs marked for comparison
         self.pending: tuple[Action, str] | None = None  # an action waiting for its answer
         self.chart_shown: Chart | None = None
@@ -158,8 +159,9 @@ class MlopsConsole(App[None]):
     def poll(self) -> None:
         self._poll_timer = None
         try:
-            # with a daemon, its events trigger the reloads; a load under way refreshes anyway
-            if not (self.daemon_running or self._loads_running):
+            # with a daemon, its events trigger the reloads (but not of a live area, whose
+            # state changes without events); a load under way refreshes anyway
+            if not self._loads_running and (self.area.live or not self.daemon_running):
                 self.polls += 1
                 self.load()
         finally:
@@ -258,6 +260,7 @@ class MlopsConsole(App[None]):
         self.filter_text = ""
         self.console_screen.show_actions(area_bindings(self.area))
         self.query_one("#areas", ListView).index = AREAS.index(self.area)
+        self._detail_key = None
         self.query_one("#detail", Static).update(self.area.help + self._keys_text())
         self.query_one("#chart", ChartPane).hide()
         self.load()
@@ -323,6 +326,8 @@ class MlopsConsole(App[None]):
             )
         if table.row_count:
             table.move_cursor(row=min(keep, table.row_count - 1))
+        if area.live and self._detail_key in {k for k, _ in shown}:
+            self.show_detail(self._detail_key)  # the detail follows the record too
 
     @on(DataTable.RowSelected, "#table")
     def row_picked(self, event: DataTable.RowSelected) -> None:
@@ -332,6 +337,7 @@ class MlopsConsole(App[None]):
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def show_detail(self, key: str) -> None:
         area = self.area
+        self._detail_key = key
         text = area.detail(self.ws, key)
         chart = None
         if area.chart is not None:
@@ -435,6 +441,7 @@ class MlopsConsole(App[None]):
         from mlops_console.tui.areas import compare_runs
 
         text = compare_runs(self.ws, ids)
+        self._detail_key = None
         self.call_from_thread(self.query_one("#detail", Static).update, text)
 
     @on(DataTable.HeaderSelected, "#table")
@@ -466,11 +473,13 @@ class MlopsConsole(App[None]):
             text = self.ws.deployments.logs(ident, 200)
         else:
             text = "No log here: `l` shows the logs of jobs and deployments."
+        self._detail_key = None
         self.call_from_thread(
             self.query_one("#detail", Static).update, _plain(text or "(empty log)")
         )
 
     def action_help(self) -> None:
+        self._detail_key = None
         keys = "\n".join(
             f"  {self.keymap.get(b.id, b.key) if b.id else b.key:12} {b.description}  (id {b.id})"
             for b in Binding.make_bindings(self.BINDINGS)

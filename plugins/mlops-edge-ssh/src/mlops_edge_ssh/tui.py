@@ -558,4 +558,5 @@ AREA = Area(
         ),
     ],
     overview=_overview,
+    live=True,  # a rollout's progress is in fleet.db, not in the daemon's events
 )

@@ -93,6 +93,10 @@ class Area:
     # plugin's way onto it: the Overview never imports plugins); a row picked there is
     # detailed by this area's `detail` with that key. Fast: it runs in every Overview load.
     overview: Callable[[Workspace], list[tuple[str, list[str]]]] | None = None
+    # rows that change with no daemon event (a plugin's own state, such as a fleet
+    # rollout's progress): polled even while a daemon runs, and the detail shown for the
+    # selected row is refreshed by each poll
+    live: bool = False
 
 
 def health(ws: Workspace, name: str) -> WindowReport | str:
