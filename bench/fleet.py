@@ -62,16 +62,7 @@ PARTS = ("delta", "cut", "rollback", "shared", "scale")
 MiB = 1 << 20
 CHUNK = 1 << 20
 
-PIPELINE = (
-    'name = "{name}"\nregister_as = "{model}"\nseed = {seed}\n'
-    '[data]\ndataset = "{data}"\ntarget = "label"\ntime_column = "ts"\nentity_column = "id"\n'
-    '[model]\nestimator = "{estimator}"\n'
-    "params = {params}\n"
-    '[search]\nmethod = "none"\n'
-)
-RF = "sklearn.ensemble.RandomForestClassifier"
 RF_PARAMS = "{{ n_estimators = {n}, max_depth = 14, min_samples_leaf = 1 }}"
-LR = "sklearn.linear_model.LogisticRegression"
 
 
 def say(msg: str) -> None:
@@ -89,55 +80,31 @@ def fmt_bytes(n: float) -> str:
 # --------------------------------------------------------------------------- workspace
 
 
-def _frame(seed: int, n: int, invert: bool = False):
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    x1 = rng.normal(size=n)
-    plan = rng.choice(["basic", "pro", "max"], n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(2.5 * x1 + (plan == "pro"))))).astype(int)
-    return pd.DataFrame(
-        {
-            "id": [f"u{i}" for i in range(n)],
-            "ts": pd.date_range("2025-01-01", periods=n, freq="min"),
-            "x1": x1.round(4),
-            "x2": rng.normal(size=n).round(4),
-            "plan": plan,
-            "label": 1 - y if invert else y,
-        }
-    )
-
-
 def build_workspace(root: Path, trees: int, rows: int) -> dict:
     """m/1, m/2 (good random forests), m/3 (inverted labels), s/1 (small); golden from
     m/1. Returns the sizes of the bundles."""
-    from mlops_console.training.runner import train
+    import fleetdata
+
     from mlops_console.workspace import Workspace
-    from mlops_edge_ssh.service import FleetService
 
     t0 = time.monotonic()
-    ws = Workspace.init(root)
+    rf = RF_PARAMS.format(n=trees)
+    fleetdata.train_workspace(
+        root,
+        {
+            "d": fleetdata.frame(0, rows, freq="min"),
+            "dbad": fleetdata.frame(0, rows, invert=True, freq="min"),
+        },
+        [
+            ("p1", "m", "d", 7, fleetdata.RF, rf),
+            ("p2", "m", "d", 8, fleetdata.RF, rf),
+            ("pbad", "m", "dbad", 7, fleetdata.RF, rf),
+            ("ps", "s", "d", 7, fleetdata.LR, fleetdata.lr(1.0)),
+        ],
+        golden="m/1",
+    )
+    ws = Workspace.open(root)
     try:
-        for name, frame in (("d", _frame(0, rows)), ("dbad", _frame(0, rows, invert=True))):
-            frame.to_parquet(ws.root / "data" / f"{name}.parquet")
-            ws.data.add(name, f"data/{name}.parquet", timestamp="ts", entities=["id"])
-            ws.data.ingest(name)
-        specs = (
-            ("p1", "m", "d", 7, RF, RF_PARAMS.format(n=trees)),
-            ("p2", "m", "d", 8, RF, RF_PARAMS.format(n=trees)),
-            ("pbad", "m", "dbad", 7, RF, RF_PARAMS.format(n=trees)),
-            ("ps", "s", "d", 7, LR, "{ max_iter = 500, C = 1.0 }"),
-        )
-        for name, model, data, seed, est, params in specs:
-            (ws.root / "pipelines" / f"{name}.toml").write_text(
-                PIPELINE.format(
-                    name=name, model=model, data=data, seed=seed, estimator=est, params=params
-                )
-            )
-            train(ws, name)
-        with FleetService(ws) as svc:
-            svc.record_golden("m/1")
         sizes = {}
         for ref in ("m/1", "m/2", "s/1"):
             files = bundle_files(ws, ref)
@@ -518,7 +485,9 @@ def part_scale(tmpl: Path, tmp: Path, rows: list) -> None:
 
     def fit(ys):
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mx) ** 2 for x in xs
+        )
         return my - b * mx, b
 
     a_r, b_r = fit([p[1] for p in points])

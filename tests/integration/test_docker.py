@@ -9,26 +9,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.docker_engine import BASE, ensure_engine
 from tests.integration.serving_helpers import free_port, train_two_versions
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-BASE = "mlops-local/python:3.11"
 
 
 @pytest.fixture(scope="module")
 def engine():
-    started = subprocess.run(
-        ["bash", str(REPO / "packaging/docker/engine.sh"), "start"], capture_output=True, text=True
-    )
-    if started.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a Docker engine and none could be started: {started.stderr}")
-        pytest.skip(f"no Docker engine can be started here: {started.stderr.strip()}")
-    base = subprocess.run(
-        ["bash", str(REPO / "packaging/docker/base-image.sh"), BASE], capture_output=True, text=True
-    )
-    assert base.returncode == 0, base.stderr
+    ensure_engine(BASE)
     os.environ["MLOPS_DOCKER_BASE_IMAGE"] = BASE
     yield
     os.environ.pop("MLOPS_DOCKER_BASE_IMAGE", None)

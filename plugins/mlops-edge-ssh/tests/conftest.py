@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fleetdata
 import netdevices
 import pytest
 
@@ -53,6 +54,34 @@ def device_lab_factory(tmp_path: Path) -> Iterator[Callable[..., netdevices.Devi
 def device_lab(device_lab_factory: Callable[..., netdevices.DeviceLab]) -> netdevices.DeviceLab:
     """Three started devices gw-01..gw-03 (gw-01, gw-02 in plant-a; gw-03 in plant-b)."""
     return device_lab_factory(3)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """One trained workspace for the whole run (fleetdata.standard_workspace: m/1, m/2,
+    the bad m/3, golden rows from m/1); tests copy it (`ws_for`), never change it."""
+    return fleetdata.standard_workspace(tmp_path_factory.mktemp("fleetws") / "ws")
+
+
+@pytest.fixture
+def ws_for(trained: Path, tmp_path: Path):
+    """``make(lab, **defaults) -> Workspace``: a fresh copy of the trained workspace with
+    the lab's fleet.toml (``defaults`` go to its [defaults]); closed at teardown."""
+    from mlops_console.workspace import Workspace
+
+    opened: list[Workspace] = []
+
+    def make(lab: netdevices.DeviceLab, **defaults: object) -> Workspace:
+        root = tmp_path / "ws"
+        shutil.copytree(trained, root, symlinks=True)
+        (root / "fleet.toml").write_text(lab.fleet_toml(**defaults))
+        ws = Workspace.open(root)
+        opened.append(ws)
+        return ws
+
+    yield make
+    for ws in opened:
+        ws.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,12 +22,10 @@ import httpx
 import pytest
 from device_docker import DeviceDocker, mounts_of
 from test_fleet_layers import train_bundle
+from tests.docker_engine import BASE, ensure_engine
 
 from mlops_edge_ssh import docker_runtime as dr
 from mlops_edge_ssh import layers, transfer
-
-REPO = Path(__file__).resolve().parents[3]
-BASE = "mlops-local/python:3.11"
 
 
 def _host_platform() -> layers.Platform:
@@ -74,17 +72,7 @@ def test_chain_ids_argv_and_device_docker(monkeypatch):
 
 @pytest.fixture(scope="module")
 def engine():
-    started = subprocess.run(
-        ["bash", str(REPO / "packaging/docker/engine.sh"), "start"], capture_output=True, text=True
-    )
-    if started.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a Docker engine and none could be started: {started.stderr}")
-        pytest.skip(f"no Docker engine can be started here: {started.stderr.strip()}")
-    base = subprocess.run(
-        ["bash", str(REPO / "packaging/docker/base-image.sh"), BASE], capture_output=True, text=True
-    )
-    assert base.returncode == 0, base.stderr
+    ensure_engine(BASE)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import fleetdata
 import httpx
-import numpy as np
-import pandas as pd
 import pytest
 
 from mlops_console.errors import MlopsError
@@ -124,41 +123,16 @@ def test_host_layer_is_deterministic_cached_and_lean(host_layer, tmp_path):
 def train_bundle(root: Path) -> tuple[Path, str]:
     """A real registered model with an ONNX file, exported as a bundle folder."""
     from mlops_console.registry.bundle import export_bundle
-    from mlops_console.training.runner import train
     from mlops_console.workspace import Workspace
 
-    rng = np.random.default_rng(0)
-    n = 400
-    x1 = rng.normal(size=n)
-    plan = rng.choice(["basic", "pro", "max"], n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x1 + (plan == "pro"))))).astype(int)
-    frame = pd.DataFrame(
-        {
-            "id": [f"u{i}" for i in range(n)],
-            "ts": pd.date_range("2025-01-01", periods=n, freq="h"),
-            "x1": x1.round(4),
-            "x2": rng.normal(size=n).round(4),
-            "plan": plan,
-            "label": y,
-        }
+    fleetdata.train_workspace(
+        root / "ws",
+        {"d": fleetdata.frame(0, 400)},
+        [("p", "m", "d", 7, fleetdata.LR, fleetdata.lr(1.0))],
     )
-    ws = Workspace.init(root / "ws")
-    try:
-        frame.to_parquet(ws.root / "data" / "d.parquet")
-        ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
-        ws.data.ingest("d")
-        (ws.root / "pipelines" / "p.toml").write_text(
-            'name = "p"\nregister_as = "m"\nseed = 7\n'
-            '[data]\ndataset = "d"\ntarget = "label"\ntime_column = "ts"\nentity_column = "id"\n'
-            '[model]\nestimator = "sklearn.linear_model.LogisticRegression"\n'
-            "params = { max_iter = 500 }\n"
-            '[search]\nmethod = "none"\n'
-        )
-        train(ws, "p")
+    with Workspace.open(root / "ws") as ws:
         mv = ws.models.resolve("m/1")
         folder = export_bundle(ws.artifacts, mv.artifact_hash, root / "bundle", read_only=True)
-    finally:
-        ws.close()
     assert "model.onnx" in json.loads((folder / "bundle.json").read_text())["files"]
     return folder, mv.artifact_hash
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,84 +13,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from mlops_console.workspace import Workspace
 from mlops_edge_ssh.service import FleetService
 
 pytestmark = pytest.mark.slow
-
-
-def _frame(seed: int, invert: bool = False) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    n = 600
-    x1 = rng.normal(size=n)
-    plan = rng.choice(["basic", "pro", "max"], n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(2.5 * x1 + (plan == "pro"))))).astype(int)
-    return pd.DataFrame(
-        {
-            "id": [f"u{i}" for i in range(n)],
-            "ts": pd.date_range("2025-01-01", periods=n, freq="h"),
-            "x1": x1.round(4),
-            "x2": rng.normal(size=n).round(4),
-            "plan": plan,
-            "label": 1 - y if invert else y,
-        }
-    )
-
-
-PIPELINE = (
-    'name = "{name}"\nregister_as = "m"\nseed = 7\n'
-    '[data]\ndataset = "{data}"\ntarget = "label"\ntime_column = "ts"\nentity_column = "id"\n'
-    '[model]\nestimator = "sklearn.linear_model.LogisticRegression"\n'
-    "params = {{ max_iter = 500, C = {c} }}\n"
-    '[search]\nmethod = "none"\n'
-)
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> Path:
-    """m/1 and m/2 (good, slightly different), m/3 (trained on inverted labels: bad), and
-    golden rows recorded from m/1."""
-    from mlops_console.training.runner import train
-
-    root = tmp_path_factory.mktemp("fleetws") / "ws"
-    ws = Workspace.init(root)
-    try:
-        for name, frame in (("d", _frame(0)), ("dbad", _frame(0, invert=True))):
-            frame.to_parquet(ws.root / "data" / f"{name}.parquet")
-            ws.data.add(name, f"data/{name}.parquet", timestamp="ts", entities=["id"])
-            ws.data.ingest(name)
-        for name, data, c in (("p1", "d", 1.0), ("p2", "d", 0.3), ("pbad", "dbad", 1.0)):
-            (ws.root / "pipelines" / f"{name}.toml").write_text(
-                PIPELINE.format(name=name, data=data, c=c)
-            )
-            train(ws, name)
-        with FleetService(ws) as svc:
-            svc.record_golden("m/1")
-    finally:
-        ws.close()
-    return root
-
-
-@pytest.fixture
-def ws_for(trained, tmp_path):
-    """A fresh copy of the trained workspace with the lab's fleet.toml."""
-    opened: list[Workspace] = []
-
-    def make(lab, **defaults) -> Workspace:
-        root = tmp_path / "ws"
-        shutil.copytree(trained, root, symlinks=True)
-        (root / "fleet.toml").write_text(lab.fleet_toml(**defaults))
-        ws = Workspace.open(root)
-        opened.append(ws)
-        return ws
-
-    yield make
-    for ws in opened:
-        ws.close()
 
 
 def rollout(ws, ref: str, **opts):

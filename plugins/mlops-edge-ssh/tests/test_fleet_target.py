@@ -1,8 +1,7 @@
 """The `fleet` deploy target and the prediction-log pull, against real sshd devices.
 
-A model is trained once per module (two versions, m/1 and m/2); each test copies that
-workspace, rolls it out to two devices of a device lab (netdevices.py) and checks what the
-core sees: the deploy service's records, the devices' served versions, and the core's
+Each test copies the run's trained workspace (conftest `trained`: m/1 and m/2), rolls it
+out to two devices of a device lab (netdevices.py) and checks what the core sees: the deploy service's records, the devices' served versions, and the core's
 monitoring counting the rows the devices served, per device and for the fleet."""
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -28,51 +25,6 @@ def _marked(ws, deployment: str) -> int:
 
     rows, _, _ = ws.monitor.frames(deployment, 0, time.time() + 60)
     return 0 if rows is None else int((rows["in.x2"] == MARK).sum())
-
-
-def _train(root: Path) -> Path:
-    from mlops_console.training.runner import train
-    from mlops_console.workspace import Workspace
-
-    rng = np.random.default_rng(0)
-    n = 400
-    x1 = rng.normal(size=n)
-    plan = rng.choice(["basic", "pro", "max"], n)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * x1 + (plan == "pro"))))).astype(int)
-    frame = pd.DataFrame(
-        {
-            "id": [f"u{i}" for i in range(n)],
-            "ts": pd.date_range("2025-01-01", periods=n, freq="h"),
-            "x1": x1.round(4),
-            "x2": rng.normal(size=n).round(4),
-            "plan": plan,
-            "label": y,
-        }
-    )
-    ws = Workspace.init(root)
-    try:
-        frame.to_parquet(ws.root / "data" / "d.parquet")
-        ws.data.add("d", "data/d.parquet", timestamp="ts", entities=["id"])
-        ws.data.ingest("d")
-        spec = (
-            'name = "p"\nregister_as = "m"\nseed = 7\n'
-            '[data]\ndataset = "d"\ntarget = "label"\ntime_column = "ts"\nentity_column = "id"\n'
-            '[model]\nestimator = "sklearn.linear_model.LogisticRegression"\n'
-            "params = { max_iter = 500, C = %s }\n"
-            '[search]\nmethod = "none"\n'
-        )
-        for c in ("1.0", "0.5"):  # two versions with different weights
-            (ws.root / "pipelines" / "p.toml").write_text(spec % c)
-            train(ws, "p")
-        assert ws.models.resolve("m/2").artifact_hash != ws.models.resolve("m/1").artifact_hash
-    finally:
-        ws.close()
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory.mktemp("trained") / "ws")
 
 
 @pytest.fixture
