@@ -223,9 +223,13 @@ class DeviceOps:
             doc["version"] = version
         await self.agent("configure", input=json.dumps(doc))
 
-    async def docker_runtime(self, progress=None) -> tuple[list[tuple[str, Path]], Any]:
+    async def docker_runtime(
+        self, progress=None, env_names: tuple[str, ...] = ()
+    ) -> tuple[list[tuple[str, Path]], Any]:
         """(objects to send, a step to run after) for a docker device: the edge image's
-        layers the device's engine lacks, as one delta tar, loaded once it has arrived."""
+        layers the device's engine lacks, as one delta tar, loaded once it has arrived.
+        The step returns the serve argv (`env_names`: the serve config's variables the
+        container is given)."""
         from mlops_edge_ssh import docker_runtime as dr
 
         image = await asyncio.to_thread(dr.edge_image, self.platform())
@@ -238,7 +242,7 @@ class DeviceOps:
             raise Unreachable(self.dev.name, f"the link dropped ({e}).") from None
         except dr.DockerRuntimeError as e:
             raise DeviceError(self.dev.name, str(e)) from None
-        argv = dr.serve_argv(image, self.dev.serve_port, docker)
+        argv = dr.serve_argv(image, self.dev.serve_port, docker, env_names)
         if image.chain_ids[-1] in present:
 
             async def nothing() -> list[str]:

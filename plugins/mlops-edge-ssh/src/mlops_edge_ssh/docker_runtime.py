@@ -6,7 +6,7 @@ and the runtime layer's `site/` (layers.runtime_layer: numpy, onnxruntime, starl
 uvicorn, orjson ... and mlops-console), as two layers: the third-party packages, then
 mlops-console alone on top, so a new mlops-console changes only the top layer. No model is
 inside: the agent keeps versions/<id>/ as for the `process` runtime and the supervisor's
-child is `docker run ... -v {bundle}:/bundle:ro -v {logs}:/logs IMAGE` (serve_argv), so
+child is `docker run ... -v {bundle}:/bundle:ro -v {logs}/predlog:/logs IMAGE` (serve_argv), so
 install, switch, rollback and gc are unchanged.
 
 Transfer, with no registry: `docker save` of the image on the controller (cached), the
@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import platform as _platform
+import re
 import shlex
 import subprocess
 import tarfile
@@ -420,10 +421,11 @@ async def load_delta(conn, object_path: str, docker: list[str], image: EdgeImage
 _SERVE = """\
 n=$1; b=$2; d=$3; l=$4; shift 4
 "$@" rm -f "$n" >/dev/null 2>&1
+mkdir -p "$l/predlog" || exit 1
 "$@" run --rm --init --name "$n" --label mlops-edge=serve --network host \\
   --user "$(id -u):$(id -g)" --cap-drop ALL --security-opt no-new-privileges \\
-  --read-only --tmpfs /tmp --stop-timeout 5 \\
-  -v "$b:/bundle:ro" -v "$l:/logs" %(image)s \\
+  --read-only --tmpfs /tmp --stop-timeout 5 %(env)s\\
+  -v "$b:/bundle:ro" -v "$l/predlog:/logs" %(image)s \\
   python3 -B -m mlops_console.serving.app /bundle --host 127.0.0.1 --port %(port)d \\
   --log-dir /logs --runtime onnx --digest "$d" &
 c=$!
@@ -439,13 +441,31 @@ def container_name(port: int) -> str:
     return f"mlops-edge-{port}"
 
 
-def serve_argv(image: EdgeImage, port: int, docker: list[str]) -> list[str]:
-    """The supervisor's child for a docker device (run/serve.json's argv; {bundle}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def serve_argv(
+    image: EdgeImage, port: int, docker: list[str], env_names: Iterable[str] = ()
+) -> list[str]:
+    """The supervisor's child for a docker device (a version's serve config argv; {bundle}
     {digest} {logs} are the agent's placeholders, passed as arguments, never spliced into
     the script). A small sh that removes a leftover container of the same name, runs the
     server attached (its output in the server log), and on SIGTERM (the supervisor's
-    stop) runs `docker stop`, then exits with the container's status."""
-    script = _SERVE % {"image": shlex.quote(image.id), "port": int(port)}
+    stop) runs `docker stop`, then exits with the container's status.
+
+    `env_names`: variables of the serve config's env (the [serving] limits) handed on to
+    the container (`-e NAME`: a container sees none of its client's environment). The
+    prediction log goes to {logs}/predlog, as with the process runtime, where `fleet`
+    pulls it from."""
+    names = sorted(set(env_names))
+    bad = [n for n in names if not _ENV_NAME.fullmatch(n)]
+    if bad:
+        raise DockerRuntimeError(f"not a variable name for the server's environment: {bad}")
+    script = _SERVE % {
+        "image": shlex.quote(image.id),
+        "port": int(port),
+        "env": "".join(f"-e {n} " for n in names),
+    }
     return [
         "sh",
         "-c",

@@ -487,7 +487,9 @@ class Controller:
             self.store.set_device(self.rid, dev.name, state="sending", progress=0.0)
             after = None
             if dev.runtime == "docker":
-                items, after = await ops.docker_runtime()
+                # the [serving] limits reach the server only if the container is given them
+                names = tuple(self.ws.config.serving.server_env())
+                items, after = await ops.docker_runtime(env_names=names)
                 runtime_sha = ""
             else:
                 layer = await self._layer(ops.platform())
