@@ -37,6 +37,7 @@ def monitor() -> None:
 
     \b
     mlops monitor DEPLOYMENT [--window 1h] [--json]
+    mlops monitor DEPLOYMENT --device D | --group G | --per-device   (a fleet's devices)
     mlops monitor report DEPLOYMENT [--out DIR]
     mlops monitor labels DEPLOYMENT FILE
     mlops monitor dataset DEPLOYMENT [--name NAME]
@@ -52,7 +53,15 @@ def print_window(r: WindowReport) -> None:
     served = ", ".join(f"v{v['version']} {v['role']} {v['rows']}" for v in r.versions)
     kv(
         [
-            ("deployment", r.deployment),
+            (
+                "deployment",
+                r.subject
+                + (
+                    f" ({', '.join(r.devices)})"
+                    if r.scope and r.devices and len(r.devices) > 1
+                    else ""
+                ),
+            ),
             ("window", f"{r.window} ({when(r.start)} .. {when(r.end)})"),
             ("measured", f"{r.model} v{r.version}: {r.rows} rows"),
             ("served", served or "-"),
@@ -146,15 +155,63 @@ def print_window(r: WindowReport) -> None:
 @click.argument("deployment")
 @click.option("--window", help="Rolling window: 1h, 30m, 1d (default [monitoring].window).")
 @click.option("--history", type=int, default=0, help="Also the N windows before, one line each.")
+@click.option("--device", help="Only the rows one device of a fleet deployment served.")
+@click.option("--group", help="Only the rows of the devices in one group of a fleet deployment.")
+@click.option(
+    "--per-device",
+    is_flag=True,
+    help="The deployment, then each of its devices and groups, one line each.",
+)
 @output_options
 @pass_workspace
-def show(ws: Workspace, deployment: str, window: str | None, history: int) -> Output:
-    """Every measure of DEPLOYMENT over the last window."""
+def show(
+    ws: Workspace,
+    deployment: str,
+    window: str | None,
+    history: int,
+    device: str | None,
+    group: str | None,
+    per_device: bool,
+) -> Output:
+    """Every measure of DEPLOYMENT over the last window (of one device or group of it)."""
+    if device and group:
+        raise click.UsageError("Give --device or --group, not both.")
+    if per_device:
+        if device or group or history:
+            raise click.UsageError(
+                "--per-device shows every device: no --device, --group or --history."
+            )
+        scopes = ws.monitor.measure_scopes(deployment, window)
+        return Output(
+            [r.to_dict() for r in scopes.values()], lambda: _show_scopes(list(scopes.values()))
+        )
     if history:
-        results = ws.monitor.history(deployment, window, history + 1)
+        results = ws.monitor.history(deployment, window, history + 1, device=device, group=group)
     else:
-        results = [ws.monitor.measure(deployment, window)]
+        results = [ws.monitor.measure(deployment, window, device=device, group=group)]
     return Output(results if history else results[0], lambda: _show_windows(results, history))
+
+
+def _show_scopes(reports: list[WindowReport]) -> None:
+    if len(reports) == 1:
+        click.echo(f"{reports[0].deployment} is not served by devices; the whole deployment:\n")
+    table(
+        ["scope", "devices", "rows", "drift share", "drifted", "pred psi", "p99 ms", "errors %"],
+        [
+            [
+                r.scope or "(all)",
+                ",".join(r.devices or []) or "-",
+                r.rows,
+                num((r.drift or {}).get("drift_share"))
+                + (" (few rows)" if r.enough_rows is False else ""),
+                ", ".join((r.drift or {}).get("drifted_columns", [])) or "-",
+                num(((r.drift or {}).get("prediction") or {}).get("psi")),
+                num(r.performance.get("latency_p99_ms")),
+                num(100 * r.performance.get("error_rate", 0)),
+            ]
+            for r in reports
+        ],
+    )
 
 
 def _show_windows(results: list[WindowReport], history: int) -> None:
@@ -311,7 +368,7 @@ def _alert_rows(items: list[Alert]) -> list[list[Any]]:
             a.state,
             a.severity,
             a.rule,
-            a.deployment,
+            a.subject,
             num(a.value),
             when(a.opened_at),
             a.action_result or a.action,
@@ -385,6 +442,7 @@ def _report_changes(changes: list[dict[str, Any]]) -> None:
     for c in changes:
         click.echo(
             f"alert {c.get('alert', '-')} {c.get('state', '')} on {c['deployment']}"
+            + (f" {c['scope']}" if c.get("scope") else "")
             + (f": {c['detail']}" if c.get("detail") else "")
             + (f": {c['error']}" if c.get("error") else "")
         )

@@ -118,3 +118,11 @@ class DeployTarget(abc.ABC):
         `dest` and delete them remotely once copied; returns how many (the remote_logs
         capability). Targets that write into `dest` directly do nothing."""
         return 0
+
+    def scopes(self, name: str, config: dict[str, Any]) -> dict[str, builtins.list[str]]:
+        """The devices serving deployment `name`, each with the groups it is in, so
+        monitoring and alerts can measure one device or one group (the fleet capability;
+        {} for one server). Cheap: read from the target's own records, never the devices.
+        Segments of device D are published into the deployment's log folder as
+        `STEM--D.jsonl`."""
+        return {}

@@ -1,4 +1,11 @@
-"""The alerts' records: an alert of a rule on one deployment, and its history's events."""
+"""The alerts' records: an alert of a rule on one deployment, and its history's events.
+
+An alert of one device or one group of a fleet deployment has a scope ("device gw-01",
+"group plant-a"). Until the alert table has a column of its own for it, the scope is
+stored after the deployment's name in the `deployment` column, separated by a space (a
+deployment name never holds one): "churn device gw-01". `Alert` splits it back, so
+`deployment` is always the deployment's name.
+"""
 
 from __future__ import annotations
 
@@ -45,14 +52,22 @@ class Alert:
     acknowledged_at: float | None
     acknowledged_by: str
     resolved_at: float | None
+    scope: str = ""  # "": the whole deployment; "device D" or "group G" of a fleet
+
+    @property
+    def subject(self) -> str:
+        """What the alert is about, in words: "churn", "churn device gw-01"."""
+        return f"{self.deployment} {self.scope}" if self.scope else self.deployment
 
     @classmethod
     def from_row(cls, row: Any) -> Alert:
         """A row of `SELECT {COLS}`, read by column name."""
+        deployment, _, scope = str(row["deployment"]).partition(" ")
         return cls(
             id=row["id"],
             rule=row["rule"],
-            deployment=row["deployment"],
+            deployment=deployment,
+            scope=scope,
             measure=row["measure"],
             severity=row["severity"],
             state=AlertState(row["state"]),
@@ -70,11 +85,14 @@ class Alert:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The alert as the CLI's `--json`, the event stream and the notifiers show it."""
+        """The alert as the CLI's `--json`, the event stream and the notifiers show it; an
+        alert of a device or group adds its `scope` and `subject` after `deployment`."""
+        scoped = {"scope": self.scope, "subject": self.subject} if self.scope else {}
         return {
             "id": self.id,
             "rule": self.rule,
             "deployment": self.deployment,
+            **scoped,
             "measure": self.measure,
             "severity": self.severity,
             "state": self.state.value,

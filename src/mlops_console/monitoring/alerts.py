@@ -8,6 +8,12 @@ deployment back. An alert resolves itself when the latest measured window no lon
 breaches; a window without enough rows changes nothing. The history is kept in
 `alert_event`.
 
+A deployment served by many devices (a fleet) is evaluated as a whole and per device and
+per group (`ws.monitor.measure_scopes`): one device whose inputs drift opens an alert that
+names it ("churn device gw-01"), however little it moves the fleet's figure. The key is
+(rule, deployment, scope): one open alert per device and rule, resolved when that
+device's window no longer breaches.
+
 Notifications run on a small thread pool with three tries and backoff, so a slow or
 failing webhook never holds up the daemon's loop; every try's outcome is an event.
 """
@@ -55,6 +61,11 @@ def unknown_column(ws: Workspace, rule, model: str | None, version: int | None) 
     )
 
 
+def _scoped(alert: Alert) -> dict[str, str]:
+    """The scope of an alert in a change record (absent for a whole deployment)."""
+    return {"scope": alert.scope} if alert.scope else {}
+
+
 class Alerts:
     def __init__(self, ws: Workspace, on_event=None, backoff: float = 1.0):
         self.ws = ws
@@ -79,8 +90,9 @@ class Alerts:
             where.append("state = ?")
             args.append(state)
         if deployment:
-            where.append("deployment = ?")
-            args.append(deployment)
+            # the deployment's own alerts and those of its devices and groups (alert_records)
+            where.append("(deployment = ? OR substr(deployment, 1, ?) = ?)")
+            args += [deployment, len(deployment) + 1, deployment + " "]
         with self.ws.db.read() as conn:
             rows = conn.exec_driver_sql(
                 f"SELECT {COLS} FROM alert WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
@@ -149,8 +161,9 @@ class Alerts:
         changes = []
         now = time.time()
         for name in names:
-            # None: the window could not be measured (its measures count as not taken)
-            results: dict[tuple[str, int], WindowReport | None] = {}
+            # per window: the report of each scope ("" the whole deployment); None: the
+            # window could not be measured (its measures count as not taken)
+            results: dict[tuple[str, int], dict[str, WindowReport] | None] = {}
             try:
                 mon.collect(name)
             except OSError as exc:
@@ -166,19 +179,17 @@ class Alerts:
                 if not any(fnmatch.fnmatch(name, g) for g in rule.deployments):
                     continue
                 w = parse_duration(rule.window, "window")
-                values = []
                 for k in range(rule.windows):
                     key = (rule.window, k)
                     if key not in results:
                         try:
-                            results[key] = mon.measure(
+                            results[key] = mon.measure_scopes(
                                 name, rule.window, end=now - k * w, collect_first=False
                             )
                         except (MlopsError, OSError):
                             results[key] = None
-                    report = results[key]
-                    values.append(report.value(rule.measure) if report is not None else None)
-                latest = results.get((rule.window, 0))
+                newest = results.get((rule.window, 0)) or {}
+                latest = newest.get("")
                 problem = unknown_column(
                     self.ws,
                     rule,
@@ -191,9 +202,14 @@ class Alerts:
                         log.warning("%s", problem)
                     changes.append({"deployment": name, "rule": rule.name, "error": problem})
                     continue
-                change = self._apply(rule, name, values, latest)
-                if change:
-                    changes.append(change)
+                for scope in list(newest) or [""]:
+                    values = []
+                    for k in range(rule.windows):
+                        report = (results.get((rule.window, k)) or {}).get(scope)
+                        values.append(report.value(rule.measure) if report is not None else None)
+                    change = self._apply(rule, name, values, newest.get(scope), scope)
+                    if change:
+                        changes.append(change)
         return changes
 
     def _settle_stopped(self, deployment: str, status: str) -> builtins.list[dict[str, Any]]:
@@ -214,16 +230,25 @@ class Alerts:
                 self._notify(rule, alert, "resolved")
             else:
                 self._emit(alert, "resolved")
-            changes.append({"alert": alert.id, "state": "resolved", "deployment": deployment})
+            changes.append(
+                {"alert": alert.id, "state": "resolved", "deployment": deployment, **_scoped(alert)}
+            )
         return changes
 
     def _breach(self, rule, value: float) -> bool:
         return value > rule.above if rule.above is not None else value < rule.below
 
     def _apply(
-        self, rule, deployment: str, values: builtins.list, latest: WindowReport | None
+        self,
+        rule,
+        deployment: str,
+        values: builtins.list,
+        latest: WindowReport | None,
+        scope: str = "",
     ) -> dict[str, Any] | None:
-        active = [a for a in self.list("active", deployment) if a.rule == rule.name]
+        active = [
+            a for a in self.list("active", deployment) if a.rule == rule.name and a.scope == scope
+        ]
         threshold = rule.above if rule.above is not None else rule.below
         current = values[0]
         if current is None:
@@ -249,7 +274,12 @@ class Alerts:
                 self._event(alert.id, "resolved", f"{rule.measure} = {current:.4g}")
                 alert = self.get(alert.id)
                 self._notify(rule, alert, "resolved")
-                return {"alert": alert.id, "state": "resolved", "deployment": deployment}
+                return {
+                    "alert": alert.id,
+                    "state": "resolved",
+                    "deployment": deployment,
+                    **_scoped(alert),
+                }
             return None
         if not breach:
             return None
@@ -258,6 +288,10 @@ class Alerts:
             f"{rule.measure} = {current:.4g} {op} {threshold:g} over the last "
             f"{rule.windows} x {rule.window}"
         )
+        if scope:  # the message names the device (or group) on its own
+            members = (latest.devices if latest is not None else None) or []
+            shown = f" ({', '.join(members)})" if scope.startswith("group ") and members else ""
+            detail = f"{scope}{shown}: {detail}"
         drift = (latest.drift if latest is not None else None) or {}
         if drift.get("drifted_columns"):
             detail += f"; drifted: {', '.join(drift['drifted_columns'])}"
@@ -268,7 +302,7 @@ class Alerts:
                 "VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, '', ?, ?, '')",
                 (
                     rule.name,
-                    deployment,
+                    f"{deployment} {scope}" if scope else deployment,  # see alert_records
                     rule.measure,
                     rule.severity,
                     current,
@@ -293,13 +327,25 @@ class Alerts:
             self._event(alert_id, "action", result)
             alert = self.get(alert_id)
             self._emit(alert, "action")
-        return {"alert": alert_id, "state": "open", "deployment": deployment, "detail": detail}
+        return {
+            "alert": alert_id,
+            "state": "open",
+            "deployment": deployment,
+            **_scoped(alert),
+            "detail": detail,
+        }
 
     # --- actions ----------------------------------------------------------------------
 
     def _act(self, rule, alert: Alert) -> str:
         name = alert.deployment
         try:
+            if rule.action == "rollback" and alert.scope:
+                # a rollback acts on every device: one device's breach does not decide it
+                return (
+                    f"not rolled back: the rollback would move all of {name}, and only "
+                    f"{alert.scope} breached; roll that device back on its own if it must"
+                )
             if rule.action == "rollback":
                 self.ws.deployments.rollback(name, reason=f"alert {alert.id}: {rule.name}")
                 return f"rolled {name} back"
@@ -335,7 +381,7 @@ class Alerts:
         available = load_plugins().notifiers()
         text = (
             f"[{alert.severity}] alert {alert.id} {kind}: {rule.name} on "
-            f"{alert.deployment}: {alert.detail}"
+            f"{alert.subject}: {alert.detail}"
         )
         shaped = Event(
             kind,

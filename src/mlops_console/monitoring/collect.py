@@ -15,6 +15,10 @@ segment's output names are fixed, so a crash at any point repeats work and loses
 A segment still `.open` whose writer stopped (no change for `stale_seconds`: the server
 died or was stopped) is collected too. `live_rows` reads the open segments without
 consuming them, so a report also sees the last minute.
+
+A deployment served by many devices (a fleet) publishes each device's segments as
+`STEM--DEVICE.jsonl`; the collected files keep that name, and `segment_device` reads the
+device back from it, so monitoring can measure one device (or a group of them).
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ from mlops_console.names import check_name, inside
 
 STALE_SECONDS = 600.0
 KINDS = ("rows", "requests", "feedback")
+DEVICE_SEP = "--"  # STEM--DEVICE: a segment one device of a fleet wrote
+
+
+def segment_device(name: str) -> str:
+    """The device a segment (or its collected Parquet file) came from; "" for one server."""
+    stem = name.split(".jsonl")[0].removesuffix(".parquet")
+    return stem.rpartition(DEVICE_SEP)[2] if DEVICE_SEP in stem else ""
 
 
 def log_dir(ws, deployment: str) -> Path:
@@ -219,9 +230,9 @@ def collect(ws, deployment: str, stale_seconds: float = STALE_SECONDS) -> dict[s
     return done
 
 
-def live_records(ws, deployment: str) -> dict[str, list[dict]]:
-    """Records of the segments still open (read, not consumed)."""
-    out: dict[str, list[dict]] = {k: [] for k in KINDS}
+def live_segments(ws, deployment: str) -> list[tuple[str, dict[str, list[dict]]]]:
+    """(device, records by kind) of each segment not collected yet (read, not consumed)."""
+    out: list[tuple[str, dict[str, list[dict]]]] = []
     src = log_dir(ws, deployment)
     if not src.is_dir():
         return out
@@ -230,6 +241,14 @@ def live_records(ws, deployment: str) -> dict[str, list[dict]]:
             parsed = parse_segment(path)
         except FileNotFoundError:
             continue
+        out.append((segment_device(path.name), parsed))
+    return out
+
+
+def live_records(ws, deployment: str) -> dict[str, list[dict]]:
+    """Records of the segments still open (read, not consumed)."""
+    out: dict[str, list[dict]] = {k: [] for k in KINDS}
+    for _device, parsed in live_segments(ws, deployment):
         for k in KINDS:
             out[k].extend(parsed[k])
     return out

@@ -3,6 +3,11 @@
 Windows are rolling: "1h" is the hour up to now; the window before it is the hour
 before that, and so on. A window measures the rows of one version (the deployment's
 primary by default) against that version's training reference.
+
+A deployment served by many devices (a fleet) is also measured per device and per group
+of devices: the same version, the same reference, only those devices' rows. Which devices
+and groups a deployment has comes from its target's `scopes` hook, plus every device whose
+segments were collected (`STEM--DEVICE`); `NAME--DEVICE` names one device of `NAME`.
 """
 
 from __future__ import annotations
@@ -36,16 +41,99 @@ class Monitor:
     # --- collection ------------------------------------------------------------------
 
     def deployments(self) -> list[str]:
-        names = {d.name for d in self.ws.deployments.list()}
+        recorded = {d.name for d in self.ws.deployments.list()}
+        names = set(recorded)
         folder = self.ws.state / "logs" / "predictions"
         if folder.is_dir():
             names |= {
-                p.name for p in folder.iterdir() if p.is_dir() and is_name("deployment", p.name)
+                p.name
+                for p in folder.iterdir()
+                if p.is_dir()
+                and is_name("deployment", p.name)
+                # NAME--DEVICE of a recorded NAME is one device of it, not a deployment
+                and p.name.rpartition(col.DEVICE_SEP)[0] not in recorded
             }
         return sorted(names)
 
+    # --- scopes: devices and groups of a fleet ---------------------------------------
+
+    def resolve(self, name: str) -> tuple[str, str | None]:
+        """(deployment, device): `NAME--DEVICE` without a record of its own is a device of
+        deployment NAME (recorded, or with a prediction log while NAME--DEVICE has none)."""
+        base, sep, device = name.rpartition(col.DEVICE_SEP)
+        if not sep or not base or not is_name("deployment", base):
+            return name, None
+        if self.ws.deployments.find(name) is not None:
+            return name, None
+        if self.ws.deployments.find(base) is not None:
+            return base, device
+        logs = self.ws.state / "logs" / "predictions"
+        if not (logs / name).is_dir() and (logs / base).is_dir():
+            return base, device
+        return name, None
+
+    def scopes(self, deployment: str, seen: set[str] | None = None) -> dict[str, list[str]]:
+        """Each device of a deployment with the groups it is in ({} for one server): the
+        target's (`DeployTarget.scopes`) and those `seen` in its logs (default: every
+        collected or open segment's)."""
+        out: dict[str, list[str]] = {}
+        rec = self.ws.deployments.find(deployment)
+        if rec is not None and self.ws.deployments.provides(rec.target):
+            try:
+                target = self.ws.deployments.target(rec.target)
+                out = {
+                    str(d): [str(g) for g in gs]
+                    for d, gs in target.scopes(rec.name, rec.config).items()
+                }
+            except Exception as exc:  # an unreadable inventory: the devices seen still count
+                log.warning("devices of %s unknown: %s: %s", deployment, type(exc).__name__, exc)
+        if seen is None:
+            rows = col.monitor_dir(self.ws, deployment) / "rows"
+            seen = {col.segment_device(p.name) for p in rows.glob("*.parquet")}
+            seen |= {dev for dev, _ in col.live_segments(self.ws, deployment)}
+        for dev in sorted(seen - {""}):
+            out.setdefault(dev, [])
+        return out
+
+    def scope_devices(
+        self, deployment: str, device: str | None = None, group: str | None = None
+    ) -> tuple[str | None, list[str] | None]:
+        """The scope ("device D", "group G" or None) and the devices it measures."""
+        if device is None and group is None:
+            return None, None
+        if device is not None and group is not None:
+            raise MlopsError("Name a device or a group, not both.")
+        known = self.scopes(deployment)
+        if device is not None:
+            if device not in known:
+                raise NotFound(
+                    f"{deployment} has no device {device!r} (its devices: "
+                    f"{', '.join(sorted(known)) or 'none: it is not served by devices'})."
+                )
+            return f"device {device}", [device]
+        members = sorted(d for d, gs in known.items() if group in gs)
+        if not members:
+            groups = sorted({g for gs in known.values() for g in gs})
+            raise NotFound(
+                f"{deployment} has no device in group {group!r} (its groups: "
+                f"{', '.join(groups) or 'none'})."
+            )
+        return f"group {group}", members
+
+    def all_scopes(self, deployment: str, seen: set[str] | None = None) -> dict[str, list[str]]:
+        """Every scope worth measuring on its own: each device, and each group that is
+        not the whole deployment (scope -> its devices); {} for one server."""
+        known = self.scopes(deployment, seen)
+        out = {f"device {d}": [d] for d in sorted(known)}
+        everyone = set(known)
+        for g in sorted({g for gs in known.values() for g in gs}):
+            members = sorted(d for d, gs in known.items() if g in gs)
+            if set(members) != everyone:
+                out[f"group {g}"] = members
+        return out
+
     def collect(self, deployment: str | None = None) -> dict[str, dict[str, int]]:
-        names = [deployment] if deployment else self.deployments()
+        names = [self.resolve(deployment)[0]] if deployment else self.deployments()
         out = {}
         for n in names:
             fetched = self._fetch_remote(n)
@@ -89,13 +177,20 @@ class Monitor:
         start: float,
         end: float,
         kinds: tuple[str, ...] = ("rows", "requests", "feedback"),
+        devices: list[str] | None = None,
     ):
-        """Rows and requests in [start, end), collected and live; all feedback."""
+        """Rows and requests in [start, end), collected and live; all feedback.
+
+        Rows and requests carry the `device` that served them ("" for one server);
+        `devices` keeps only theirs (`NAME--DEVICE` as the deployment: that device's)."""
         import duckdb
         import pandas as pd
 
+        deployment, device = self.resolve(deployment)
+        if device is not None:
+            devices = [device]
         base = col.monitor_dir(self.ws, deployment)
-        live = col.live_records(self.ws, deployment)
+        live = col.live_segments(self.ws, deployment)
         out: dict[str, Any] = {k: None for k in ("rows", "requests", "feedback")}
         con = duckdb.connect()
         try:
@@ -103,26 +198,36 @@ class Monitor:
                 parts = []
                 if any((base / kind).glob("*.parquet")):
                     # paths and bounds are bound, never pasted: a workspace may live in o'brien/
-                    where, bounds = (
-                        ("", [])
-                        if kind == "feedback"
-                        else (" WHERE ts >= ? AND ts < ?", [start, end])
-                    )
-                    parts.append(
-                        con.execute(
-                            f"SELECT * FROM read_parquet(?, union_by_name = true){where}",
-                            [f"{base / kind}/*.parquet", *bounds],
-                        ).df()
-                    )
-                if live[kind]:
-                    build = {
-                        "rows": col.rows_table,
-                        "requests": col.requests_table,
-                        "feedback": col.feedback_table,
-                    }[kind]
-                    frame = build(live[kind]).to_pandas()
+                    if kind == "feedback":
+                        sql = "SELECT * FROM read_parquet(?, union_by_name = true)"
+                        bounds: list[Any] = []
+                    else:
+                        # the device is the file's name after "--" (collect.segment_device)
+                        sql = (
+                            "SELECT * EXCLUDE (filename), regexp_extract(filename, "
+                            "'--([^/]*)[.]parquet$', 1) AS device "
+                            "FROM read_parquet(?, union_by_name = true, filename = true) "
+                            "WHERE ts >= ? AND ts < ?"
+                        )
+                        bounds = [start, end]
+                        if devices is not None:
+                            sql = f"SELECT * FROM ({sql}) WHERE list_contains(?, device)"
+                            bounds.append(list(devices))
+                    parts.append(con.execute(sql, [f"{base / kind}/*.parquet", *bounds]).df())
+                build = {
+                    "rows": col.rows_table,
+                    "requests": col.requests_table,
+                    "feedback": col.feedback_table,
+                }[kind]
+                for dev, parsed in live:
+                    if not parsed[kind] or (
+                        kind != "feedback" and devices is not None and dev not in devices
+                    ):
+                        continue
+                    frame = build(parsed[kind]).to_pandas()
                     if kind != "feedback":
                         frame = frame[(frame["ts"] >= start) & (frame["ts"] < end)]
+                        frame["device"] = dev
                     parts.append(frame)
                 parts = [p for p in parts if len(p)]
                 out[kind] = pd.concat(parts, ignore_index=True) if parts else None
@@ -139,12 +244,14 @@ class Monitor:
         end: float | None = None,
         version: int | None = None,
         collect_first: bool = True,
+        device: str | None = None,
+        group: str | None = None,
     ) -> WindowReport:
-        """Every measure of one window of a deployment (see measures.py)."""
-        from mlops_console.monitoring import measures
-        from mlops_console.monitoring.drift import Thresholds
-        from mlops_console.monitoring.reference import load_reference
-
+        """Every measure of one window of a deployment (see measures.py), or of one of
+        its devices or groups (`NAME--DEVICE` is `device=DEVICE` of NAME)."""
+        deployment, named = self.resolve(deployment)
+        if named is not None and group is None:
+            device = device or named
         if deployment not in self.deployments():
             raise NotFound(
                 f"No deployment {deployment!r} and no prediction log for it. "
@@ -152,10 +259,66 @@ class Monitor:
             )
         if collect_first:
             col.collect(self.ws, deployment)
+        scope, devices = self.scope_devices(deployment, device, group)
         w = parse_duration(window or self.cfg.window, "window")
         end = end if end is not None else time.time()
+        rows, requests, feedback = self.frames(deployment, end - w, end, devices=devices)
+        return self._report(
+            deployment, window, w, end, rows, requests, feedback, version, scope, devices
+        )
+
+    def measure_scopes(
+        self,
+        deployment: str,
+        window: str | float | None = None,
+        end: float | None = None,
+        collect_first: bool = True,
+    ) -> dict[str, WindowReport]:
+        """One window of the whole deployment ("") and of each device and group of it
+        (`all_scopes`), from one read of its logs."""
+        deployment, _ = self.resolve(deployment)
+        if deployment not in self.deployments():
+            raise NotFound(f"No deployment {deployment!r} and no prediction log for it.")
+        if collect_first:
+            col.collect(self.ws, deployment)
+        w = parse_duration(window or self.cfg.window, "window")
+        end = end if end is not None else time.time()
+        rows, requests, feedback = self.frames(deployment, end - w, end)
+        out = {"": self._report(deployment, window, w, end, rows, requests, feedback)}
+        # the devices seen are those of the window (no listing of every collected file)
+        seen = set() if rows is None else set(rows["device"].unique())
+        for scope, devices in self.all_scopes(deployment, seen).items():
+            out[scope] = self._report(
+                deployment,
+                window,
+                w,
+                end,
+                None if rows is None else rows[rows["device"].isin(devices)],
+                None if requests is None else requests[requests["device"].isin(devices)],
+                feedback,
+                scope=scope,
+                devices=devices,
+            )
+        return out
+
+    def _report(
+        self,
+        deployment: str,
+        window: str | float | None,
+        w: float,
+        end: float,
+        rows,
+        requests,
+        feedback,
+        version: int | None = None,
+        scope: str | None = None,
+        devices: list[str] | None = None,
+    ) -> WindowReport:
+        from mlops_console.monitoring import measures
+        from mlops_console.monitoring.drift import Thresholds
+        from mlops_console.monitoring.reference import load_reference
+
         start = end - w
-        rows, requests, feedback = self.frames(deployment, start, end)
         rec = self.ws.deployments.find(deployment)
         import pandas as pd
 
@@ -170,7 +333,7 @@ class Monitor:
                 version = int(served["version"].value_counts().idxmax())
         req = requests[requests["role"] != "shadow"] if requests is not None else None
         performance = measures.performance(req if req is not None else pd.DataFrame(), w)
-        if rec is not None:
+        if rec is not None and scope is None:
             performance.update(self._live_memory(deployment))
         mine = served[served["version"] == version] if len(served) else served
         model = rec.model if rec else None
@@ -184,6 +347,8 @@ class Monitor:
             version=version,
             performance=performance,
             rows=len(mine),
+            scope=scope,
+            devices=devices,
         )
         if model is None or version is None:
             out.note = "no rows served in this window"
@@ -215,15 +380,25 @@ class Monitor:
         return out
 
     def history(
-        self, deployment: str, window: str | None = None, count: int = 24
+        self,
+        deployment: str,
+        window: str | None = None,
+        count: int = 24,
+        device: str | None = None,
+        group: str | None = None,
     ) -> list[WindowReport]:
         """The last `count` windows, newest first."""
         w = parse_duration(window or self.cfg.window, "window")
         now = time.time()
-        col.collect(self.ws, deployment)
+        col.collect(self.ws, self.resolve(deployment)[0])
         return [
             self.measure(
-                deployment, window or self.cfg.window, end=now - i * w, collect_first=False
+                deployment,
+                window or self.cfg.window,
+                end=now - i * w,
+                collect_first=False,
+                device=device,
+                group=group,
             )
             for i in range(count)
         ]

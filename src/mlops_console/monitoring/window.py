@@ -1,7 +1,9 @@
 """The monitoring service's record: the report of one window of a deployment.
 
 `to_dict()` is the JSON `mlops monitor show --json` has always given: a measure that was
-not taken (no model, no reference, no rows) is absent, not null.
+not taken (no model, no reference, no rows) is absent, not null. A window of one device or
+one group of a fleet deployment adds `scope` ("device gw-01", "group plant-a") and the
+`devices` measured, right after `deployment`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ class WindowReport:
     stability: dict[str, Any] | None = None
     decay: dict[str, Any] | None = None
     note: str | None = None  # why a measure is missing or carries no verdict
+    scope: str | None = None  # None: the whole deployment; "device D" or "group G" of a fleet
+    devices: list[str] | None = None  # with a scope: the devices whose rows were measured
+
+    @property
+    def subject(self) -> str:
+        """What was measured, in words: "churn", "churn device gw-01"."""
+        return f"{self.deployment} {self.scope}" if self.scope else self.deployment
 
     def value(self, measure: str) -> float | None:
         """The value of a named measure (an alert rule's `measure`); None: not measured."""
@@ -70,17 +79,21 @@ class WindowReport:
         return float(v)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "deployment": self.deployment,
-            "window": self.window,
-            "start": self.start,
-            "end": self.end,
-            "model": self.model,
-            "versions": self.versions,
-            "version": self.version,
-            "performance": self.performance,
-            "rows": self.rows,
-        }
+        out: dict[str, Any] = {"deployment": self.deployment}
+        if self.scope:
+            out.update(scope=self.scope, devices=self.devices or [])
+        out.update(
+            {
+                "window": self.window,
+                "start": self.start,
+                "end": self.end,
+                "model": self.model,
+                "versions": self.versions,
+                "version": self.version,
+                "performance": self.performance,
+                "rows": self.rows,
+            }
+        )
         # measure() stops at the first thing missing, so the note always comes last
         for key, value in (
             ("staleness", self.staleness),

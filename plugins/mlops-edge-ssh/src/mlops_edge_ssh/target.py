@@ -34,10 +34,12 @@ The verbs:
 - logs: the server log of each selected device (`mlops fleet logs DEVICE` for one).
 - rollback: every selected device back to its previous version (no transfer).
 - fetch_prediction_logs (remote_logs): a resumable pull of each reachable device's
-  segments into `.mlops/deployments/NAME/predlog/DEVICE/`, then published (hard links,
-  fixed names, so a repeat is harmless) into the deployment's log folder as
-  `STEM--DEVICE.jsonl` (the fleet's monitoring) and, unless config["per_device"] is false,
-  into the folder of `NAME--DEVICE` (one device's monitoring: `mlops monitor NAME--DEVICE`).
+  segments into `.mlops/deployments/NAME/predlog/DEVICE/`, then published (a hard link,
+  a fixed name, so a repeat is harmless) into the deployment's log folder as
+  `STEM--DEVICE.jsonl`: the core's monitoring reads the device from that name.
+- scopes: each selected device with its fleet.toml groups (no SSH), so `mlops monitor NAME
+  --device D | --group G` and the alerts measure one device or one group against the
+  deployment's version (`mlops monitor NAME--DEVICE` is `--device DEVICE`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ from typing import Any
 
 from mlops_console.deploy.base import Capability, DeployError, DeployTarget
 from mlops_console.errors import MlopsError
-from mlops_console.names import check_name, inside, is_name
+from mlops_console.monitoring.collect import DEVICE_SEP
+from mlops_console.names import check_name, inside
 from mlops_edge_ssh import inventory, predlogs
 from mlops_edge_ssh.device import DeviceOps, version_id
 from mlops_edge_ssh.inventory import Device, Fleet
@@ -71,11 +74,12 @@ DEFAULTS: dict[str, Any] = {
     "max_unreachable": "30%",
     "auto_rollback": True,
 }
-SEP = "--"  # NAME--DEVICE: the deployment name one device's prediction logs go under
+SEP = DEVICE_SEP  # STEM--DEVICE: one device's segment; NAME--DEVICE: one device's monitoring
 
 
 def device_deployment(name: str, device: str) -> str:
-    """The name one device's traffic of deployment `name` is monitored under."""
+    """The name one device's traffic of deployment `name` is monitored under (the core
+    resolves it to `name` measured on that device alone)."""
     return f"{name}{SEP}{device}"
 
 
@@ -415,28 +419,25 @@ class FleetTarget(DeployTarget):
             self.ws.state / "deployments", check_name("deployment", name), "predlog", device
         )
 
+    def scopes(self, name: str, config: dict[str, Any]) -> dict[str, builtins.list[str]]:
+        """Each device of the deployment with its fleet.toml groups (no SSH)."""
+        return {d.name: list(d.groups) for d in self._devices(name, config)}
+
     def fetch_prediction_logs(self, name: str, config: dict[str, Any], dest: Path) -> int:
         """Pull every reachable device's new prediction-log bytes and publish the complete
-        segments into `dest` (and each device's own folder); how many were published.
+        segments into `dest` as `STEM--DEVICE.jsonl`; how many were published.
         Unreachable devices are skipped (logged): the next collection resumes them."""
-        from mlops_console.monitoring.collect import log_dir
-
         fleet = self._fleet()
         devs = self._devices(name, config, fleet)
-        per_device = config.get("per_device", True)
         published = [0]
         errors: dict[str, str] = {}
 
         def publish(dev: Device, seg: Path) -> None:
             stem = seg.name[: -len(".jsonl")]
-            targets = [Path(dest) / f"{stem}{SEP}{dev.name}.jsonl"]
-            own = device_deployment(name, dev.name)
-            if per_device and is_name("deployment", own):
-                targets.append(log_dir(self.ws, own) / f"{stem}.jsonl")
-            for t in targets:
-                t.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    os.link(seg, t)
+            t = Path(dest) / f"{stem}{SEP}{dev.name}.jsonl"
+            t.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.link(seg, t)
             seg.unlink()
             published[0] += 1
 
