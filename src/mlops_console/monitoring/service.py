@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_console.durations import parse_duration
 from mlops_console.errors import MlopsError, NotFound
 from mlops_console.monitoring import collect as col
+from mlops_console.monitoring import scopes as fleet_scopes
 from mlops_console.monitoring.window import WindowReport
 from mlops_console.names import is_name
 
@@ -55,82 +56,25 @@ class Monitor:
             }
         return sorted(names)
 
-    # --- scopes: devices and groups of a fleet ---------------------------------------
+    # --- scopes: devices and groups of a fleet (scopes.py) ----------------------------
 
     def resolve(self, name: str) -> tuple[str, str | None]:
-        """(deployment, device): `NAME--DEVICE` without a record of its own is a device of
-        deployment NAME (recorded, or with a prediction log while NAME--DEVICE has none)."""
-        base, sep, device = name.rpartition(col.DEVICE_SEP)
-        if not sep or not base or not is_name("deployment", base):
-            return name, None
-        if self.ws.deployments.find(name) is not None:
-            return name, None
-        if self.ws.deployments.find(base) is not None:
-            return base, device
-        logs = self.ws.state / "logs" / "predictions"
-        if not (logs / name).is_dir() and (logs / base).is_dir():
-            return base, device
-        return name, None
+        """(deployment, device): `NAME--DEVICE` is device DEVICE of deployment NAME."""
+        return fleet_scopes.resolve(self.ws, name)
 
     def scopes(self, deployment: str, seen: set[str] | None = None) -> dict[str, list[str]]:
-        """Each device of a deployment with the groups it is in ({} for one server): the
-        target's (`DeployTarget.scopes`) and those `seen` in its logs (default: every
-        collected or open segment's)."""
-        out: dict[str, list[str]] = {}
-        rec = self.ws.deployments.find(deployment)
-        if rec is not None and self.ws.deployments.provides(rec.target):
-            try:
-                target = self.ws.deployments.target(rec.target)
-                out = {
-                    str(d): [str(g) for g in gs]
-                    for d, gs in target.scopes(rec.name, rec.config).items()
-                }
-            except Exception as exc:  # an unreadable inventory: the devices seen still count
-                log.warning("devices of %s unknown: %s: %s", deployment, type(exc).__name__, exc)
-        if seen is None:
-            rows = col.monitor_dir(self.ws, deployment) / "rows"
-            seen = {col.segment_device(p.name) for p in rows.glob("*.parquet")}
-            seen |= {dev for dev, _ in col.live_segments(self.ws, deployment)}
-        for dev in sorted(seen - {""}):
-            out.setdefault(dev, [])
-        return out
+        """Each device of a deployment with the groups it is in ({} for one server)."""
+        return fleet_scopes.device_groups(self.ws, deployment, seen)
 
     def scope_devices(
         self, deployment: str, device: str | None = None, group: str | None = None
     ) -> tuple[str | None, list[str] | None]:
         """The scope ("device D", "group G" or None) and the devices it measures."""
-        if device is None and group is None:
-            return None, None
-        if device is not None and group is not None:
-            raise MlopsError("Name a device or a group, not both.")
-        known = self.scopes(deployment)
-        if device is not None:
-            if device not in known:
-                raise NotFound(
-                    f"{deployment} has no device {device!r} (its devices: "
-                    f"{', '.join(sorted(known)) or 'none: it is not served by devices'})."
-                )
-            return f"device {device}", [device]
-        members = sorted(d for d, gs in known.items() if group in gs)
-        if not members:
-            groups = sorted({g for gs in known.values() for g in gs})
-            raise NotFound(
-                f"{deployment} has no device in group {group!r} (its groups: "
-                f"{', '.join(groups) or 'none'})."
-            )
-        return f"group {group}", members
+        return fleet_scopes.scope_devices(self.scopes(deployment), deployment, device, group)
 
     def all_scopes(self, deployment: str, seen: set[str] | None = None) -> dict[str, list[str]]:
-        """Every scope worth measuring on its own: each device, and each group that is
-        not the whole deployment (scope -> its devices); {} for one server."""
-        known = self.scopes(deployment, seen)
-        out = {f"device {d}": [d] for d in sorted(known)}
-        everyone = set(known)
-        for g in sorted({g for gs in known.values() for g in gs}):
-            members = sorted(d for d, gs in known.items() if g in gs)
-            if set(members) != everyone:
-                out[f"group {g}"] = members
-        return out
+        """Each device, and each group that is not the whole deployment (-> its devices)."""
+        return fleet_scopes.all_scopes(self.scopes(deployment, seen))
 
     def collect(self, deployment: str | None = None) -> dict[str, dict[str, int]]:
         names = [self.resolve(deployment)[0]] if deployment else self.deployments()
