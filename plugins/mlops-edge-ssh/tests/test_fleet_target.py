@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,25 +27,19 @@ def _marked(ws, deployment: str) -> int:
 
 
 @pytest.fixture
-def make_ws(trained, tmp_path):
-    from mlops_console.workspace import Workspace
-
-    opened = []
+def make_ws(ws_for):
+    """A copy of the trained workspace whose lab devices are all in `group`."""
 
     def make(lab, group: str = "m"):
-        root = tmp_path / "ws"
-        shutil.copytree(trained, root)
-        text = lab.fleet_toml()
+        ws = ws_for(lab)
+        fleet = ws.root / "fleet.toml"
+        text = fleet.read_text()
         for g in ("plant-a", "plant-b"):
             text = text.replace(f'groups = ["{g}"]', f'groups = ["{group}"]')
-        (root / "fleet.toml").write_text(text)
-        ws = Workspace.open(root)
-        opened.append(ws)
+        fleet.write_text(text)
         return ws
 
-    yield make
-    for ws in opened:
-        ws.close()
+    return make
 
 
 def _run(ws, work):
