@@ -39,7 +39,9 @@ BASE = "mlops-local/python:3.11"
 def engine():
     """The controller's engine (it builds the edge image); stopped after the module if
     this module started it."""
-    running = subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    running = bool(shutil.which("docker")) and (
+        subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
+    )
     started = subprocess.run(
         ["bash", str(REPO / "packaging/docker/engine.sh"), "start"], capture_output=True, text=True
     )
