@@ -67,8 +67,7 @@ class Step:
             )
             if not isinstance(exc, MlopsError | ChainStopped):
                 self.log(traceback.format_exc())
-            outcome = exc.outcome if isinstance(exc, ChainStopped) else Outcome.ERROR
-            self.ws.jobs.finish(self.job.id, outcome, detail)
+            self.ws.jobs.finish(self.job.id, outcome_of(exc), detail)
             self.log(f"{self.kind}: FAILED - {detail}")
         self.fh.close()
         return False
@@ -196,6 +195,17 @@ def run_chain(ws, job_id: int) -> dict[str, Any]:
     return result
 
 
+def outcome_of(exc: BaseException) -> Outcome:
+    """How a chain (or a step) that raised `exc` ended: a deploy the target's own gates
+    refused fails again with the same version (not retried); anything unknown is an error,
+    which may pass another time."""
+    from mlops_console.deploy.base import DeployRefused
+
+    if isinstance(exc, ChainStopped):
+        return exc.outcome
+    return Outcome.GATES_FAILED if isinstance(exc, DeployRefused) else Outcome.ERROR
+
+
 def score_step(ws, chain: Job, spec) -> dict[str, Any]:
     from mlops_console.scoring import batch_score
 
@@ -298,7 +308,7 @@ def main() -> None:
             # a user's error (a removed target plugin, a bad spec) is its message, which
             # the failed step's log already shows; anything else is a bug: its traceback
             mine = isinstance(exc, MlopsError)
-            finish(Outcome.ERROR, str(exc) if mine else f"{type(exc).__name__}: {exc}")
+            finish(outcome_of(exc), str(exc) if mine else f"{type(exc).__name__}: {exc}")
             fh.write(
                 time.strftime("%H:%M:%S ") + f"chain failed: {exc}\n"
                 if mine

@@ -19,6 +19,12 @@ class DeployError(MlopsError):
     Targets raise it (plugins' too); every surface reports it like any other MlopsError."""
 
 
+class DeployRefused(DeployError):
+    """The target's own gates refused the version (a fleet rollout its device gates aborted)
+    or its rollout stopped for the engineer (paused past its unreachable threshold): the
+    same deploy fails again, so a chain that meets it ends `gates_failed`, not retried."""
+
+
 class Capability(StrEnum):
     """What a target can do beyond create / update / delete / list / get / predict / logs.
     The core asks `capability in target.capabilities`, never which class a target is."""

@@ -19,8 +19,10 @@ The verbs:
 - create / update (role "primary"): plan + start + run a rollout of the version the bundle
   folder names (its bundle.json), checked against `digest`; the fleet ships the registry's
   objects, not the folder. An unfinished rollout of the same version is resumed. A rollout
-  that ends aborted or failed, or pauses (too many unreachable), raises DeployError: the
-  devices it switched were rolled back (aborted) or wait for `mlops fleet resume` (paused).
+  that ends aborted or failed, or pauses (too many unreachable), raises DeployRefused (a
+  chain that meets it ends gates_failed and is not retried: the same version would fail
+  again): the devices it switched were rolled back (aborted) or wait for `mlops fleet
+  resume` (paused).
   Canary and shadow roles are refused (no such capability: the fleet's own waves and gates
   are its canary).
 - get / status: each selected device polled now (serving, health, reachable), the versions
@@ -53,7 +55,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mlops_console.deploy.base import Capability, DeployError, DeployTarget
+from mlops_console.deploy.base import Capability, DeployError, DeployRefused, DeployTarget
 from mlops_console.errors import MlopsError
 from mlops_console.monitoring.collect import DEVICE_SEP
 from mlops_console.names import check_name, inside
@@ -199,17 +201,17 @@ class FleetTarget(DeployTarget):
         shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         if r.state == "done":
             if not counts.get("healthy"):
-                raise DeployError(
+                raise DeployRefused(
                     f"{name}: rollout {r.id} of {r.target} ended with no device serving it "
                     f"({shown}); `mlops fleet status {r.id}` shows why."
                 )
             return
         if r.state == "paused":
-            raise DeployError(
+            raise DeployRefused(
                 f"{name}: rollout {r.id} of {r.target} paused: {r.reason} ({shown}). "
                 "Deploying the same version again, or `mlops fleet resume`, goes on."
             )
-        raise DeployError(
+        raise DeployRefused(
             f"{name}: rollout {r.id} of {r.target} {r.state}: {r.reason} ({shown}); devices it "
             "switched were put back on their previous version."
         )
