@@ -100,6 +100,9 @@ def plant(db, marker, rewind_to_0007=False):
         for table, column in (("run", "pid"), ("run", "pid_start"), ("run", "heartbeat_at")):
             con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")  # and what 0009 added
         con.execute("ALTER TABLE dataset DROP COLUMN read_options")
+        con.execute("DROP INDEX ix_alert_state")  # and what 0010 changed
+        con.execute("ALTER TABLE alert DROP COLUMN scope")
+        con.execute("CREATE INDEX ix_alert_state ON alert (state, deployment)")
         con.execute("UPDATE alembic_version SET version_num = '0007_job_lease_outcome'")
     con.execute(
         "CREATE TABLE IF NOT EXISTS apscheduler_jobs (id VARCHAR(191) PRIMARY KEY, "

@@ -1,9 +1,7 @@
 """The alerts' records: an alert of a rule on one deployment, and its history's events.
 
 An alert of one device or one group of a fleet deployment has a scope ("device gw-01",
-"group plant-a"). Until the alert table has a column of its own for it, the scope is
-stored after the deployment's name in the `deployment` column, separated by a space (a
-deployment name never holds one): "churn device gw-01". `Alert` splits it back, so
+"group plant-a"), kept in the table's `scope` column ("" for the whole deployment), so
 `deployment` is always the deployment's name.
 """
 
@@ -14,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 COLS = (
-    "id, rule, deployment, measure, severity, state, value, threshold, window, detail, action, "
-    "action_result, opened_at, updated_at, acknowledged_at, acknowledged_by, resolved_at"
+    "id, rule, deployment, scope, measure, severity, state, value, threshold, window, detail, "
+    "action, action_result, opened_at, updated_at, acknowledged_at, acknowledged_by, resolved_at"
 )
 
 
@@ -62,12 +60,11 @@ class Alert:
     @classmethod
     def from_row(cls, row: Any) -> Alert:
         """A row of `SELECT {COLS}`, read by column name."""
-        deployment, _, scope = str(row["deployment"]).partition(" ")
         return cls(
             id=row["id"],
             rule=row["rule"],
-            deployment=deployment,
-            scope=scope,
+            deployment=row["deployment"],
+            scope=row["scope"],
             measure=row["measure"],
             severity=row["severity"],
             state=AlertState(row["state"]),

@@ -79,9 +79,14 @@ class Alerts:
     # --- the store --------------------------------------------------------------------
 
     def list(
-        self, state: str | None = None, deployment: str | None = None, limit: int = 200
+        self,
+        state: str | None = None,
+        deployment: str | None = None,
+        limit: int = 200,
+        scope: str | None = None,
     ) -> builtins.list[Alert]:
-        """The newest alerts first; `state` is one of AlertState, or "active" (not resolved)."""
+        """The newest alerts first; `state` is one of AlertState, or "active" (not resolved);
+        `scope` ("" the whole deployment, "device D", "group G") keeps only that scope's."""
         where: builtins.list[str] = ["1=1"]
         args: builtins.list[Any] = []
         if state == "active":
@@ -89,10 +94,12 @@ class Alerts:
         elif state:
             where.append("state = ?")
             args.append(state)
-        if deployment:
-            # the deployment's own alerts and those of its devices and groups (alert_records)
-            where.append("(deployment = ? OR substr(deployment, 1, ?) = ?)")
-            args += [deployment, len(deployment) + 1, deployment + " "]
+        if deployment:  # the deployment's own alerts and those of its devices and groups
+            where.append("deployment = ?")
+            args.append(deployment)
+        if scope is not None:
+            where.append("scope = ?")
+            args.append(scope)
         with self.ws.db.read() as conn:
             rows = conn.exec_driver_sql(
                 f"SELECT {COLS} FROM alert WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
@@ -246,9 +253,7 @@ class Alerts:
         latest: WindowReport | None,
         scope: str = "",
     ) -> dict[str, Any] | None:
-        active = [
-            a for a in self.list("active", deployment) if a.rule == rule.name and a.scope == scope
-        ]
+        active = [a for a in self.list("active", deployment, scope=scope) if a.rule == rule.name]
         threshold = rule.above if rule.above is not None else rule.below
         current = values[0]
         if current is None:
@@ -297,12 +302,13 @@ class Alerts:
             detail += f"; drifted: {', '.join(drift['drifted_columns'])}"
         with self.ws.db.write() as conn:
             alert_id = conn.exec_driver_sql(
-                "INSERT INTO alert (rule, deployment, measure, severity, state, value, threshold, "
-                "window, detail, action, action_result, opened_at, updated_at, acknowledged_by) "
-                "VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, '', ?, ?, '')",
+                "INSERT INTO alert (rule, deployment, scope, measure, severity, state, value, "
+                "threshold, window, detail, action, action_result, opened_at, updated_at, "
+                "acknowledged_by) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, '', ?, ?, '')",
                 (
                     rule.name,
-                    f"{deployment} {scope}" if scope else deployment,  # see alert_records
+                    deployment,
+                    scope,
                     rule.measure,
                     rule.severity,
                     current,

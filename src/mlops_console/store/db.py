@@ -41,6 +41,7 @@ REVISIONS: tuple[str, ...] = (
     "0007_job_lease_outcome",
     "0008_schedule_state",
     "0009_integrity",
+    "0010_alert_scope",
 )
 HEAD = REVISIONS[-1]
 

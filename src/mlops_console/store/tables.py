@@ -252,13 +252,15 @@ class Job(SQLModel, table=True):
 
 
 class Alert(SQLModel, table=True):
-    """An alert of a monitoring rule on one deployment: open, acknowledged, resolved."""
+    """An alert of a monitoring rule on one deployment (or one device or group of a fleet
+    deployment): open, acknowledged, resolved."""
 
     __tablename__ = "alert"
-    __table_args__ = (Index("ix_alert_state", "state", "deployment"),)
+    __table_args__ = (Index("ix_alert_state", "state", "deployment", "scope"),)
     id: int | None = Field(default=None, primary_key=True)
     rule: str
-    deployment: str
+    deployment: str  # the deployment's name, whatever the scope
+    scope: str = ""  # "": the whole deployment; "device D" or "group G" of a fleet
     measure: str
     severity: str = "warning"
     state: str  # open, acknowledged, resolved
