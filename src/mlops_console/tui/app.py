@@ -191,7 +191,7 @@ class MlopsConsole(App[None]):
             a = event.get("alert") or {}
             self.notify(
                 f"alert #{a.get('id')} {event.get('kind')}: {a.get('rule')} on "
-                f"{a.get('deployment')}",
+                f"{a.get('subject') or a.get('deployment')}",
                 severity="error" if event.get("kind") == "opened" else "information",
                 timeout=8,
             )

@@ -80,7 +80,7 @@ def _monitoring(ws: Workspace) -> Listing:
                 [
                     "alert",
                     f"#{a.id} {a.rule}",
-                    a.deployment,
+                    a.subject,
                     f"[{colour}]{a.state}[/]",
                     _num(a.value),
                     a.measure,
@@ -113,7 +113,7 @@ def _monitoring_detail(ws: Workspace, key: str) -> str:
     if kind == "alert":
         a = ws.alerts.get(int(ident))
         lines = [
-            f"Alert #{a.id} ({a.severity}): {a.rule} on {a.deployment} - {a.state}",
+            f"Alert #{a.id} ({a.severity}): {a.rule} on {a.subject} - {a.state}",
             escape(a.detail),  # words from the data are text, not markup
             f"measure {a.measure} = {_num(a.value)} (threshold {_num(a.threshold)}, window {a.window})",
             f"action: {a.action} -> {escape(a.action_result or '-')}",

@@ -55,7 +55,7 @@ def _overview(ws: Workspace) -> Listing:
         rows.append(
             (
                 f"alert:{a.id}",
-                ["alert", f"#{a.id} {a.rule}", a.deployment, f"[red]{a.state}[/]"],
+                ["alert", f"#{a.id} {a.rule}", a.subject, f"[red]{a.state}[/]"],
             )
         )
     rows += _area_rows(ws)
