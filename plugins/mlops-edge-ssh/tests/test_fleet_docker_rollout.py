@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,15 +22,8 @@ import pytest
 from device_docker import DeviceDocker, mounts_of
 from test_fleet_rollout import mlops, rollout, vid
 
-try:  # the fixtures `trained` and `ws_for`: in conftest.py once they move there
-    from test_fleet_rollout import trained, ws_for  # noqa: F401
-except ImportError:
-    pass
-
 from mlops_edge_ssh import docker_runtime as dr
 from mlops_edge_ssh import layers
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[3]
 BASE = "mlops-local/python:3.11"
@@ -144,24 +138,27 @@ def newer_console(monkeypatch, tmp_path):
     real = layers.runtime_layer
     work = tmp_path / "newer"
     made: dict[str, layers.RuntimeLayer] = {}
+    lock = threading.Lock()  # the devices' threads ask for it at once
 
     def runtime_layer(platform, **kw):
-        key = str(platform)
-        if key not in made:
-            layer = real(platform, **kw)
-            tar2 = work / f"layer-{len(made)}.tar"
-            shutil.copyfile(layer.path, tar2)
-            marker = work / "edge_marker.py"
-            marker.write_text("NEWER = True\n")
-            with tarfile.open(tar2, "a") as tar:
-                info = tar.gettarinfo(str(marker), "site/mlops_console/edge_marker.py")
-                info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, 0o644
-                with marker.open("rb") as f:
-                    tar.addfile(info, f)
-            made[key] = layers.RuntimeLayer(
-                tar2, layers._sha256(tar2), tar2.stat().st_size, layer.platform, layer.packages
-            )
-        return made[key]
+        with lock:
+            return made.get(str(platform)) or make(platform, **kw)
+
+    def make(platform, **kw):
+        layer = real(platform, **kw)
+        tar2 = work / f"layer-{len(made)}.tar"
+        shutil.copyfile(layer.path, tar2)
+        marker = work / "edge_marker.py"
+        marker.write_text("NEWER = True\n")
+        with tarfile.open(tar2, "a") as tar:
+            info = tar.gettarinfo(str(marker), "site/mlops_console/edge_marker.py")
+            info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, 0o644
+            with marker.open("rb") as f:
+                tar.addfile(info, f)
+        made[str(platform)] = layers.RuntimeLayer(
+            tar2, layers._sha256(tar2), tar2.stat().st_size, layer.platform, layer.packages
+        )
+        return made[str(platform)]
 
     def activate() -> None:
         (work / "cache").mkdir(parents=True)
@@ -174,6 +171,18 @@ def newer_console(monkeypatch, tmp_path):
         subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 
 
+def why(r, lab) -> str:
+    """What each device of rollout `r` ended as, and the tail of its server log."""
+    lines = [f"rollout {r.state}: {r.reason}"]
+    for d in r.devices:
+        lines.append(f"{d.device} {d.state}: {d.detail.get('reason')} {d.detail.get('gate')}")
+    for dev in lab.devices:
+        log = Path(dev.root) / "logs" / "server.log"
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+        lines.append(f"--- {dev.name} server.log\n{tail}")
+    return "\n".join(lines)
+
+
 def set_max_rows(ws, n: int) -> None:
     """[serving] max_rows in mlops.toml: what the next rollout hands to the server."""
     path = ws.root / "mlops.toml"
@@ -184,6 +193,40 @@ def set_max_rows(ws, n: int) -> None:
     ws._config = None  # read again by the next rollout
 
 
+def test_a_wave_asking_for_one_delta_at_once_gets_one_whole_tar(tmp_path):
+    """The devices of a wave need the same delta at the same moment (each in a thread of
+    its own): every one gets the same, whole tar (no engine needed: a saved image is a tar
+    of layer tars and a manifest)."""
+    import hashlib
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    save = tmp_path / "image.tar"
+    diff_ids, names = [], []
+    with tarfile.open(save, "w") as tar:
+        for i in range(3):
+            blob = os.urandom(4 << 20)
+            diff_ids.append("sha256:" + hashlib.sha256(blob).hexdigest())
+            names.append(f"l{i}/layer.tar")
+            info = tarfile.TarInfo(names[-1])
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+        manifest = json.dumps([{"RepoTags": ["r:t"], "Layers": names}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    image = dr.EdgeImage("r:t", "sha256:" + "e" * 64, diff_ids, save, save.stat().st_size)
+    present = set(image.chain_ids[:2])
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda _: dr.delta_tar(image, present), range(6)))
+    assert len(set(got)) == 1, got
+    path, sha, size = got[0]
+    assert layers._sha256(path) == sha and path.stat().st_size == size
+    with tarfile.open(path) as tar:
+        assert sorted(tar.getnames()) == ["l2/layer.tar", "manifest.json"]
+
+
+@pytest.mark.slow
 def test_docker_rollout_delta_rollback_and_failed_gate(docker_lab, ws_for, newer_console):
     lab, engines = docker_lab
     ws = ws_for(lab, runtime="docker")
@@ -193,7 +236,7 @@ def test_docker_rollout_delta_rollback_and_failed_gate(docker_lab, ws_for, newer
     # m/1 onto empty engines: the whole image travels (one delta object) with the bundle
     set_max_rows(ws, 1111)
     r1 = rollout(ws, "m/1")
-    assert r1.state == "done" and r1.counts() == {"healthy": 2}, r1.to_dict()
+    assert r1.state == "done" and r1.counts() == {"healthy": 2}, why(r1, lab)
     first = {d.device: d.detail["transfer"] for d in r1.devices}
     for d, e in zip(lab.devices, engines, strict=True):
         s = device_serving(d, e)
@@ -217,7 +260,7 @@ def test_docker_rollout_delta_rollback_and_failed_gate(docker_lab, ws_for, newer
     # bundle's changed files travel
     set_max_rows(ws, 2222)
     r2 = rollout(ws, "m/2", soak=0)
-    assert r2.state == "done" and r2.counts() == {"healthy": 2}, r2.to_dict()
+    assert r2.state == "done" and r2.counts() == {"healthy": 2}, why(r2, lab)
     n_bundle = first["gw-01"]["objects"] - 1
     for d in r2.devices:
         t2 = d.detail["transfer"]
@@ -267,7 +310,7 @@ def test_docker_rollout_delta_rollback_and_failed_gate(docker_lab, ws_for, newer
     # the new top layer travels; a rollback then runs m/1 on m/1's own image again
     newer_console()
     r5 = rollout(ws, "m/2", soak=0)
-    assert r5.state == "done" and r5.counts() == {"healthy": 2}, r5.to_dict()
+    assert r5.state == "done" and r5.counts() == {"healthy": 2}, why(r5, lab)
     for d in r5.devices:
         t5 = d.detail["transfer"]
         assert t5["objects"] == n_bundle + 1 and t5["sent_objects"] == 1, t5  # the delta

@@ -317,10 +317,28 @@ def delta_tar(
     name = f"delta-{image.id.split(':')[-1][:16]}-{skip}"
     out = image.save_path if skip == 0 else cache / f"{name}.tar"
     meta_path = cache / f"{name}.json"
+    cached = _read_delta(meta_path, out)
+    if cached:
+        return cached
+    # the devices of a wave ask for the same delta at once (each in a thread of its own):
+    # one writes it, the others wait for it and read it
+    with layers._locked(cache / f".{name}.lock"):
+        cached = _read_delta(meta_path, out)
+        if cached:
+            return cached
+        return _write_delta(image, skip, out, meta_path)
+
+
+def _read_delta(meta_path: Path, out: Path) -> tuple[Path, str, int] | None:
     with contextlib.suppress(OSError, ValueError, KeyError):
         d = json.loads(meta_path.read_text())
         if out.stat().st_size == d["size"]:
             return out, d["sha256"], d["size"]
+    return None
+
+
+def _write_delta(image: EdgeImage, skip: int, out: Path, meta_path: Path) -> tuple[Path, str, int]:
+    chains = image.chain_ids
     if skip:
         tmp = out.with_name(out.name + ".tmp")
         with tarfile.open(image.save_path) as src, tarfile.open(tmp, "w") as dst:
@@ -351,7 +369,9 @@ def delta_tar(
                 dst.addfile(m, src.extractfile(m) if m.isfile() else None)
         os.replace(tmp, out)
     digest, size = layers._sha256(out), out.stat().st_size
-    meta_path.write_text(json.dumps({"sha256": digest, "size": size, "skipped": skip}))
+    tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
+    tmp_meta.write_text(json.dumps({"sha256": digest, "size": size, "skipped": skip}))
+    os.replace(tmp_meta, meta_path)
     return out, digest, size
 
 
