@@ -216,7 +216,8 @@ def edge_image(
     _docker("version", "--format", "{{.Server.Version}}", timeout=30)
     cache = Path(cache_dir) if cache_dir else _default_cache()
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    base = _base_image(say)
+    with layers._locked(cache / ".base.lock"):  # the devices of a wave ask at once: one build
+        base = _base_image(say)
     base_id = _docker("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
     if layer is None:
         layer = layers.runtime_layer(_image_platform(base_id, cache), progress=say)
