@@ -137,8 +137,9 @@ def test_a_chain_rolls_each_promoted_version_out_to_its_group_only(chain_ws):
         svc.record_golden("m/2")
     _frame(invert=True).to_parquet(ws.root / "data" / "d.parquet")
     chain, steps, log = run_chain(ws)
-    # (its outcome is "error" today, which the daemon retries: see the commit message)
-    assert chain.status == "failed", log
+    # a verdict of the gates, not an error: the daemon does not retrain and retry it
+    assert (chain.status, chain.outcome) == ("failed", "gates_failed"), log
+    assert not chain.outcome.retryable
     assert steps["train"].status == "succeeded", steps["train"].detail
     assert steps["deploy"].status == "failed", log
     assert "aborted" in steps["deploy"].detail, steps["deploy"].detail
