@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.docker_engine import BASE, ensure_engine
+from tests.docker_engine import BASE, module_engine
 from tests.integration.serving_helpers import free_port, train_two_versions
 
 pytestmark = pytest.mark.slow
@@ -18,10 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def engine():
-    ensure_engine(BASE)
-    os.environ["MLOPS_DOCKER_BASE_IMAGE"] = BASE
-    yield
-    os.environ.pop("MLOPS_DOCKER_BASE_IMAGE", None)
+    with module_engine(BASE):
+        os.environ["MLOPS_DOCKER_BASE_IMAGE"] = BASE
+        yield
+        os.environ.pop("MLOPS_DOCKER_BASE_IMAGE", None)
 
 
 def test_docker_build_run_predict_swap_export_stop(engine, tmp_path_factory):

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import netdevices
+from tests.docker_engine import mounts_under
 
 
 class DeviceDocker:
@@ -133,9 +134,26 @@ def _under(pid: int, state: Path) -> bool:
     return str(state) in cmd
 
 
-def mounts_of(state: Path) -> list[str]:
-    return [
-        ln.split()[4]
-        for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-        if ln.split()[4].startswith(str(state))
-    ]
+mounts_of = mounts_under  # the mounts a device's engine left under its state folder
+
+
+def newer_layer(layer, work: Path):
+    """`layer` plus one more file in mlops_console (as a newer console would ship): a
+    RuntimeLayer whose image differs from `layer`'s in its top layer only."""
+    import tarfile
+
+    from mlops_edge_ssh import layers
+
+    work.mkdir(parents=True, exist_ok=True)
+    tar2 = work / f"newer-{layer.sha256[:12]}.tar"
+    shutil.copyfile(layer.path, tar2)
+    marker = work / "edge_marker.py"
+    marker.write_text("NEWER = True\n")
+    with tarfile.open(tar2, "a") as tar:
+        info = tar.gettarinfo(str(marker), "site/mlops_console/edge_marker.py")
+        info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, 0o644
+        with marker.open("rb") as f:
+            tar.addfile(info, f)
+    return layers.RuntimeLayer(
+        tar2, layers._sha256(tar2), tar2.stat().st_size, layer.platform, layer.packages
+    )

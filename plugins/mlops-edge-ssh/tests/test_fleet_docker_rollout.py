@@ -11,58 +11,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from device_docker import DeviceDocker, mounts_of
+from device_docker import DeviceDocker, mounts_of, newer_layer
 from test_fleet_rollout import mlops, rollout, vid
+from tests.docker_engine import BASE, module_engine
 
 from mlops_edge_ssh import docker_runtime as dr
 from mlops_edge_ssh import layers
 
-REPO = Path(__file__).resolve().parents[3]
-BASE = "mlops-local/python:3.11"
-
 
 @pytest.fixture(scope="module")
 def engine():
-    """The controller's engine (it builds the edge image); stopped after the module if
-    this module started it."""
-    running = bool(shutil.which("docker")) and (
-        subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
-    )
-    started = subprocess.run(
-        ["bash", str(REPO / "packaging/docker/engine.sh"), "start"], capture_output=True, text=True
-    )
-    if started.returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a Docker engine and none could be started: {started.stderr}")
-        pytest.skip(f"no Docker engine can be started here: {started.stderr.strip()}")
-    base = subprocess.run(
-        ["bash", str(REPO / "packaging/docker/base-image.sh"), BASE], capture_output=True, text=True
-    )
-    assert base.returncode == 0, base.stderr
-    yield
-    if not running:
-        stop_engine()
-
-
-def stop_engine(timeout: float = 30) -> None:
-    """Stop the controller's engine this module started, and once it has exited, remove
-    the nsfs mount it leaves behind (/run/docker/netns/default)."""
-    pidfile = Path(os.environ.get("MLOPS_DOCKER_STATE", "/tmp/mlops-ci")) / "dockerd.pid"
-    pid = int(pidfile.read_text()) if pidfile.exists() else None
-    subprocess.run(["bash", str(REPO / "packaging/docker/engine.sh"), "stop"], capture_output=True)
-    deadline = time.monotonic() + timeout
-    while pid and Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for point in mounts_of(Path("/run/docker/netns")):
-        subprocess.run(["umount", point], capture_output=True)
+    """The controller's engine (it builds the edge image)."""
+    with module_engine(BASE):
+        yield
 
 
 @pytest.fixture
@@ -145,19 +112,7 @@ def newer_console(monkeypatch, tmp_path):
             return made.get(str(platform)) or make(platform, **kw)
 
     def make(platform, **kw):
-        layer = real(platform, **kw)
-        tar2 = work / f"layer-{len(made)}.tar"
-        shutil.copyfile(layer.path, tar2)
-        marker = work / "edge_marker.py"
-        marker.write_text("NEWER = True\n")
-        with tarfile.open(tar2, "a") as tar:
-            info = tar.gettarinfo(str(marker), "site/mlops_console/edge_marker.py")
-            info.mtime, info.uid, info.gid, info.mode = 0, 0, 0, 0o644
-            with marker.open("rb") as f:
-                tar.addfile(info, f)
-        made[str(platform)] = layers.RuntimeLayer(
-            tar2, layers._sha256(tar2), tar2.stat().st_size, layer.platform, layer.packages
-        )
+        made[str(platform)] = newer_layer(real(platform, **kw), work / f"layer-{len(made)}")
         return made[str(platform)]
 
     def activate() -> None:
