@@ -60,6 +60,7 @@ def test_defaults_groups_pins_and_tags(tmp_path):
         (('host = "10.210.1.3"', 'host = "10.210.1.3"\ncolour = "red"'), "unknown key"),
         (('known_hosts = "fleet_known_hosts"\n', ""), "host keys are always verified"),
         (('name = "gw-02"', 'name = "gw-01"'), "listed twice"),
+        (('name = "gw-02"', 'name = "gw--02"'), "no '--'"),
         (("[[device]]", "[[device]"), "not valid TOML"),
         (("[[device]]", "[gate]\nrequets = 5\n[[device]]"), "gate settings requets are not known"),
     ],

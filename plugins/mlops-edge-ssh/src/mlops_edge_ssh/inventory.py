@@ -78,11 +78,12 @@ class InventoryError(ConfigError):
 
 
 def check_device_name(name: object) -> str:
-    if isinstance(name, str) and _NAME.fullmatch(name):
+    # "--" separates a deployment from a device in prediction-log names (STEM--DEVICE)
+    if isinstance(name, str) and _NAME.fullmatch(name) and "--" not in name:
         return name
     raise InventoryError(
         f"Device name {name!r} is not allowed: use letters, digits, '_', '-' or '.', starting "
-        "with a letter or digit, at most 64 characters."
+        "with a letter or digit, no '--', at most 64 characters."
     )
 
 

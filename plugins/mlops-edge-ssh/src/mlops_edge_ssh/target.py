@@ -162,16 +162,16 @@ class FleetTarget(DeployTarget):
         with self._service() as svc:
             r = svc.store.active()
             if r is not None and (r.model, r.version) == (mv.name, mv.version):
-                if controller_alive(r):
-                    raise DeployError(
+                if controller_alive(r):  # a chain that retried would retrain for nothing
+                    raise DeployRefused(
                         f"Rollout {r.id} of {r.target} is running under {r.owner}; "
                         "`mlops fleet status` follows it."
                     )
                 if r.state in ("pausing", "paused"):
                     svc.store.set_rollout(r.id, state="running", reason=None)
                 rid = r.id  # resumed from its record
-            elif r is not None:
-                raise DeployError(
+            elif r is not None:  # it waits for the engineer: not retried by a chain
+                raise DeployRefused(
                     f"Rollout {r.id} of {r.target} is {r.state}; `mlops fleet resume` or "
                     f"`mlops fleet abort` it before deploying {mv.ref}."
                 )
