@@ -291,12 +291,14 @@ class FleetStore:
             )
         return True
 
-    def beat(self, rid: str, owner: str) -> None:
+    def beat(self, rid: str, owner: str) -> bool:
+        """Renew `owner`'s hold on the rollout; False when another controller has it now."""
         with self._tx() as c:
-            c.execute(
+            cur = c.execute(
                 "UPDATE rollouts SET heartbeat = ? WHERE id = ? AND owner = ?",
                 (time.time(), rid, owner),
             )
+            return cur.rowcount == 1
 
     def release(self, rid: str, owner: str) -> None:
         with self._tx() as c:

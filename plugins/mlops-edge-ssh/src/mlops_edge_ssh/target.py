@@ -321,7 +321,11 @@ class FleetTarget(DeployTarget):
                     except DeviceError as e:
                         failed[d.name] = e.reason
                         return
-                    svc.store.observe(d.name, True, health="stopped")
+                    # it serves nothing now, and reconcile must not bring the version back
+                    svc.store.observe(
+                        d.name, True, health="stopped", serving=None, model=None, version=None
+                    )
+                    svc.store.clear_desired(d.name)
                     svc.store.event("stop", f"server stopped (deployment {name})", None, d.name)
 
             await asyncio.gather(*(one(d) for d in devs))
