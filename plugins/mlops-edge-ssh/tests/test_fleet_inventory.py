@@ -63,6 +63,16 @@ def test_defaults_groups_pins_and_tags(tmp_path):
         (('name = "gw-02"', 'name = "gw--02"'), "no '--'"),
         (("[[device]]", "[[device]"), "not valid TOML"),
         (("[[device]]", "[gate]\nrequets = 5\n[[device]]"), "gate settings requets are not known"),
+        (("port = 2222", 'port = 2222\nknown_host = "garbage"'), "is not a host key line"),
+        (("port = 2222", 'port = 2222\nknown_host = "ssh-ed25519 !!"'), "is not a host key line"),
+        (  # a host name before the key, or a key of another type than it says
+            ("port = 2222", 'port = 2222\nknown_host = "gw-02 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"'),
+            "is not a host key line",
+        ),
+        (
+            ("port = 2222", 'port = 2222\nknown_host = "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOo2"'),
+            "is not a host key line",
+        ),
     ],
 )
 def test_bad_inventories_are_refused_with_what_to_do(tmp_path, change, says):
@@ -107,3 +117,15 @@ def test_waves_are_cumulative_and_reach_everyone():
     assert parse_fraction("10%", "x") == pytest.approx(0.1)
     with pytest.raises(MlopsError, match="between 0% and 100%"):
         parse_fraction("150%", "--max-failed")
+
+
+def test_a_valid_known_host_loads_and_an_emptied_group_table_goes(tmp_path):
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOo2ZbX3c8qC3r6kP3q0b8cL7o1Ykq9sX0mJtA0d8F2T"
+    write(tmp_path, BASE.replace("port = 2222", f'port = 2222\nknown_host = "{key} gw-02"'))
+    assert inventory.load(tmp_path).device("gw-02").known_host == f"{key} gw-02"
+    inventory.set_key(tmp_path, "group", "plant-a", "pin", None)
+    text = (tmp_path / "fleet.toml").read_text()
+    assert "[group.plant-a]" not in text and "\n\n\n" not in text
+    assert inventory.load(tmp_path).device("gw-01").groups == ("plant-a",)
+    with pytest.raises(MlopsError, match="No device is in group 'plant-zz'"):
+        inventory.set_key(tmp_path, "group", "plant-zz", "pin", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,63 @@ def _say(as_json: bool):
     if as_json:
         return lambda m: click.echo(m, err=True)
     return lambda m: click.echo(f"  {time.strftime('%H:%M:%S')} {m}")
+
+
+class TransferProgress:
+    """Says each device's transfer every 10% while a controller runs in this process: the
+    controller records it in the store (rollout_devices.progress), a thread reads it there."""
+
+    def __init__(self, state_dir: Path, say, every: float = 1.0, step: float = 0.1):
+        self.state_dir = Path(state_dir)
+        self.say = say
+        self.every = every
+        self.step = step
+        self._said: dict[tuple[str, str], int] = {}  # (rollout, device) -> last step said
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self, store) -> None:
+        """Say the devices whose transfer crossed a step since the last poll."""
+        r = store.active()
+        if r is None:
+            return
+        for d in r.devices:
+            key = (r.id, d.device)
+            if d.state != "sending" or d.progress is None:
+                self._said.pop(key, None)  # a resend after a cut starts counting again
+                continue
+            n = int(d.progress / self.step + 1e-9)
+            if n > self._said.get(key, 0):
+                self._said[key] = n
+                self.say(f"{d.device}: sending, {d.progress:.0%} of its layers sent")
+
+    def _run(self) -> None:
+        from mlops_edge_ssh.store import FleetStore
+
+        store = FleetStore(self.state_dir)  # a connection of this thread's own
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    self.poll(store)
+                except Exception as e:  # the rollout goes on; only its progress lines stop
+                    self.say(f"(progress unavailable: {e})")
+                    return
+        finally:
+            store.close()
+
+    def __enter__(self) -> TransferProgress:
+        self._thread = threading.Thread(target=self._run, name="fleet-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def _progress(ws, as_json: bool) -> TransferProgress:
+    return TransferProgress(Path(ws.state), _say(as_json))
 
 
 def _ver(v: Any) -> str:
@@ -158,13 +216,21 @@ def check(names, group) -> Output:
     def human() -> None:
         for r in results:
             click.echo(f"{r['name']} ({r['address']}): {'ready' if r['ok'] else 'NOT READY'}")
+            width = max((len(c["check"]) for c in r["checks"]), default=0)
             for c in r["checks"]:
-                click.echo(f"  {'ok ' if c['ok'] else 'BAD'} {c['check']:<18} {c['detail']}")
+                click.echo(f"  {'ok ' if c['ok'] else 'BAD'} {c['check']:<{width}}  {c['detail']}")
 
     out = Output({"devices": results}, human)
     if not all(r["ok"] for r in results):
         _emit_and_exit(out, 1)
     return out
+
+
+def _exit_unless_done(rs) -> None:
+    """Exit 1 (the README's "the operation failed") unless every rollout ended done with
+    no device failed: a pause, an abort or a failed device is not a completed rollout."""
+    if any(r.state != "done" or r.counts().get("failed") for r in rs):
+        sys.exit(1)
 
 
 def _emit_and_exit(out: Output, code: int) -> None:
@@ -189,9 +255,24 @@ def _show_plan(p) -> None:
     )
 
 
+NO_CONTROLLER = " (no controller: `mlops fleet resume` goes on)"
+IN_FLIGHT = ("running", "pausing", "aborting")
+
+
+def _orphaned(r) -> str:
+    """The hint for a rollout recorded as in flight that no controller holds."""
+    from mlops_edge_ssh.rollout import controller_alive
+
+    return NO_CONTROLLER if r.state in IN_FLIGHT and not controller_alive(r) else ""
+
+
 def _show_rollout(r) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(r.counts().items()))
-    click.echo(f"Rollout {r.id}: {r.target} {r.state}" + (f" ({r.reason})" if r.reason else ""))
+    click.echo(
+        f"Rollout {r.id}: {r.target} {r.state}"
+        + (f" ({r.reason})" if r.reason else "")
+        + _orphaned(r)
+    )
     click.echo(f"  {counts}")
     for d in r.devices:
         extra = d.detail.get("reason") or ""
@@ -261,15 +342,13 @@ def rollout(
         rid = svc.start(p)
         if not as_json:
             click.echo(f"Rollout {rid} started.")
-        r = svc.run(rid)
+        with _progress(ws, as_json):
+            r = svc.run(rid)
         if as_json:
             emit_json({"rollout": r.to_dict()})
         else:
             _show_rollout(r)
-        if r.state in ("aborted", "failed"):
-            sys.exit(1)
-        if r.state == "paused":
-            sys.exit(2)
+        _exit_unless_done([r])
 
 
 @fleet.command("status")
@@ -291,6 +370,7 @@ def status(names, cached) -> Output:
                 f"\nRollout {r['id']}: {r['model']}/{r['version']} {r['state']}"
                 + (f" ({r['reason']})" if r["reason"] else "")
                 + f"; wave {r['wave'] + 1}/{len(r['waves'])}; {c}"
+                + (NO_CONTROLLER if r["state"] in IN_FLIGHT and not st["controller_alive"] else "")
             )
 
     return Output(st, human)
@@ -315,11 +395,10 @@ def pause() -> Output:
 def resume(rollout_id, as_json) -> None:
     """Go on with a paused (or interrupted) rollout from where its record says it stopped."""
     ws, svc = _service(_say(as_json))
-    with ws, svc:
+    with ws, svc, _progress(ws, as_json):
         r = svc.resume(rollout_id)
         emit_json({"rollout": r.to_dict()}) if as_json else _show_rollout(r)
-        if r.state in ("aborted", "failed"):
-            sys.exit(1)
+        _exit_unless_done([r])
 
 
 @fleet.command("abort")
@@ -384,9 +463,12 @@ def unpin(device, group) -> Output:
     """Remove a device's or a group's pin from fleet.toml."""
     ws, svc = _service()
     with ws, svc:
-        svc.unpin(device, group)
+        had = svc.unpin(device, group)
     who = f"group {group}" if group else device
-    return Output({"unpinned": who}, lambda: click.echo(f"Unpinned {who}."))
+    return Output(
+        {"unpinned": who, "pin": had},
+        lambda: click.echo(f"Unpinned {who} (was {had})." if had else f"{who} had no pin."),
+    )
 
 
 @fleet.command("hold")
@@ -410,14 +492,18 @@ def reconcile(as_json) -> None:
     """Bring every reachable device to its desired version (unreachable ones that came back,
     pins), gated like a rollout."""
     ws, svc = _service(_say(as_json))
-    with ws, svc:
-        r = svc.reconcile()
+    with ws, svc, _progress(ws, as_json):
+        rs = svc.reconcile()
     if as_json:
-        emit_json({"rollout": r.to_dict() if r else None})
-    elif r is None:
-        click.echo("Every reachable device is on its desired version.")
+        # "rollout" (the last one) stays for scripts written before there could be several
+        all_ = [r.to_dict() for r in rs]
+        emit_json({"rollout": all_[-1] if all_ else None, "rollouts": all_})
+    elif not rs:
+        click.echo("Every reachable device is on its desired version, its server up.")
     else:
-        _show_rollout(r)
+        for r in rs:
+            _show_rollout(r)
+    _exit_unless_done(rs)
 
 
 @fleet.command("history")
@@ -446,7 +532,7 @@ def history(rollout_id, limit) -> Output:
         [
             r.id,
             r.target,
-            r.state,
+            r.state + _orphaned(r),
             len([d for d in r.devices if d.wave >= 0]),
             ", ".join(f"{n} {s}" for s, n in sorted(r.counts().items())),
             when(r.created_at),

@@ -36,6 +36,8 @@ lines they own, and a change that would leave the file invalid is not written.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -75,6 +77,33 @@ FLEET_KEYS = {"parallel", "per_link", "connect_timeout"}
 
 class InventoryError(ConfigError):
     pass
+
+
+_B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_KEY_TYPES = re.compile(r"ssh-ed25519|ssh-rsa|ecdsa-sha2-[a-z0-9]+|sk-[A-Za-z0-9@._-]+")
+
+
+def check_known_host(where: str, value: object) -> str:
+    """A `known_host` value: "KEYTYPE BASE64" (an optional comment after it)."""
+    parts = value.split() if isinstance(value, str) else []
+    ok = len(parts) >= 2 and _KEY_TYPES.fullmatch(parts[0]) is not None
+    if ok:
+        b64 = parts[1].rstrip("=")
+        try:
+            # the blob starts with its own key type, length-prefixed; its head is decoded
+            # (whole 4-character groups), so a type pasted with another type's key is caught
+            blob = base64.b64decode(b64[: len(b64) // 4 * 4], validate=True)
+            n = int.from_bytes(blob[:4], "big")
+            ok = _B64.fullmatch(parts[1]) is not None and blob[4 : 4 + n] == parts[0].encode()
+        except (binascii.Error, ValueError):
+            ok = False
+    if not ok:
+        raise InventoryError(
+            f"{where} known_host {value!r} is not a host key line: it must be "
+            '"KEYTYPE BASE64" (ssh-ed25519, ecdsa-sha2-*, ssh-rsa or sk-*), e.g. the output of '
+            "`cat /etc/ssh/ssh_host_ed25519_key.pub` on the device itself, without the host name."
+        )
+    return value.strip()  # type: ignore[union-attr]
 
 
 def check_device_name(name: object) -> str:
@@ -204,6 +233,13 @@ def _resolve_file(ws_root: Path, value: object, path: Path, key: str) -> Path:
     return p if p.is_absolute() else ws_root / p
 
 
+def _where_known_host(path: Path, where: str, value: object) -> str:
+    try:
+        return check_known_host(where, value)
+    except InventoryError as e:
+        raise InventoryError(_where(path, str(e))) from None
+
+
 def _int(path: Path, where: str, key: str, value: object, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise InventoryError(_where(path, f"{where} {key} must be a whole number {lo}-{hi}."))
@@ -317,7 +353,9 @@ def parse(text: str, path: Path, ws_root: Path) -> Fleet:
                 known_hosts=_resolve_file(ws_root, merged["known_hosts"], path, "known_hosts")
                 if "known_hosts" in merged
                 else None,
-                known_host=merged.get("known_host"),
+                known_host=_where_known_host(path, where, merged["known_host"])
+                if "known_host" in merged
+                else None,
                 runtime=runtime,
                 root=root.rstrip("/") or "/",
                 groups=tuple(dgroups),
@@ -457,13 +495,14 @@ def set_key(ws_root: Path, scope: str, name: str, key: str, value: Any) -> Fleet
     else:
         check_device_name(name)
         known = sorted({g for d in load(ws_root).devices for g in d.groups})
-        if name not in known and value is not None:
+        header = [i for i, ln in enumerate(lines) if ln.strip() == f"[group.{name}]"]
+        # a [group.NAME] table no device names can still be cleaned up
+        if name not in known and (value is not None or not header):
             raise MlopsError(
                 f"No device is in group {name!r}"
                 + (f"; groups: {', '.join(known)}" if known else "; no device has groups yet")
                 + ". Add the group to devices' `groups` in fleet.toml first."
             )
-        header = [i for i, ln in enumerate(lines) if ln.strip() == f"[group.{name}]"]
         if not header:
             if value is None:
                 return load(ws_root)
@@ -476,6 +515,12 @@ def set_key(ws_root: Path, scope: str, name: str, key: str, value: Any) -> Fleet
     if value is None:
         for i in reversed(body):
             del lines[i]
+        e -= len(body)
+        if scope == "group" and not any(ln.strip() for ln in lines[s + 1 : e]):
+            # an emptied [group.NAME] table goes too; no doubled blank line is left
+            del lines[s:e]
+            if s > 0 and not lines[s - 1].strip() and (s == len(lines) or not lines[s].strip()):
+                del lines[s - 1]
     elif body:
         lines[body[0]] = f"{key} = {_quote(value)}"
     else:

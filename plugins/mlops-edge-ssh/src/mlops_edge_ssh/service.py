@@ -22,6 +22,15 @@ MIN_MEM = 128 * 1024 * 1024
 MAX_SKEW = 30.0
 
 
+def owner_text(owner: str | None) -> str:
+    """A controller's owner id ("HOST:PID:STARTED") as the engineer reads it."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if not host or not pid:
+        return "by another controller"
+    return f"by a controller on host {host} (pid {pid})"
+
+
 class FleetService:
     def __init__(self, ws, say: Callable[[str], None] | None = None):
         self.ws = ws
@@ -163,7 +172,13 @@ class FleetService:
             return res
         res["reachable"] = True
         add("reachable", True, "yes")
-        add("host key verified", True, "matches the known_hosts entry")
+        add(
+            "host key verified",
+            True,
+            "matches known_host in fleet.toml"
+            if d.known_host
+            else f"matches its line in {d.known_hosts}",
+        )
         try:
             info = await ops.probe()
         except DeviceError as e:
@@ -270,11 +285,18 @@ class FleetService:
 
     def run(self, rid: str | None = None) -> Rollout:
         r = self._rollout(rid)
+        if controller_alive(r):
+            raise MlopsError(
+                f"Rollout {r.id} is being run {owner_text(r.owner)}; `mlops fleet status` "
+                "shows how it goes."
+            )
         ctl = Controller(self.ws, self.fleet, self.store, r.id, say=self.say)
         return asyncio.run(ctl.run())
 
     def _rollout(self, rid: str | None) -> Rollout:
         r = self.store.rollout(rid) if rid else (self.store.active() or self.store.rollout())
+        if r is None and rid:
+            raise MlopsError(f"No rollout {rid}; `mlops fleet history` lists them.")
         if r is None:
             raise MlopsError("No rollout yet; `mlops fleet rollout MODEL@ALIAS` starts one.")
         return r
@@ -290,7 +312,9 @@ class FleetService:
         if r.state in ("done", "aborted", "failed"):
             raise MlopsError(f"Rollout {r.id} is {r.state}; there is nothing to resume.")
         if controller_alive(r):
-            raise MlopsError(f"Rollout {r.id} is running under {r.owner}; nothing to resume.")
+            raise MlopsError(
+                f"Rollout {r.id} is being run {owner_text(r.owner)}; there is nothing to resume."
+            )
         if r.state in ("pausing", "paused"):
             self.store.set_rollout(r.id, state="running", reason=None)
         self.store.event("resumed", "resumed", r.id)
@@ -372,9 +396,11 @@ class FleetService:
         order = {d.name: i for i, d in enumerate(devs)}
         return sorted(out, key=lambda x: order[x["device"]])
 
-    def reconcile(self) -> Rollout | None:
-        """Bring every device that is not on its desired version there: unreachable devices
-        that came back, pins. One rollout (a single wave, gated) for all of them."""
+    def reconcile(self) -> list[Rollout]:
+        """Bring every device that is not on its desired version there (unreachable devices
+        that came back, pins), and every device on it whose server is down (a reboot without
+        systemd, a crash loop): the switch starts it again. One rollout (a single wave,
+        gated) per version; the rollouts run, in order (none: nothing to do)."""
         fleet = self.fleet
         desired = self.store.desired()
         asyncio.run(self._poll(fleet, list(fleet.devices)))
@@ -392,9 +418,13 @@ class FleetService:
             if not obs.get("reachable"):
                 continue
             have = f"{obs.get('model')}/{obs.get('version')}" if obs.get("model") else None
-            if have != want:
+            down = (
+                obs.get("health") == "down"
+                or (obs.get("telemetry") or {}).get("server_alive") is False
+            )
+            if have != want or down:
                 by_target.setdefault(want, []).append(d.name)
-        last = None
+        ran: list[Rollout] = []
         for ref, names in by_target.items():
             self.say(f"reconciling {', '.join(names)} to {ref}")
             p = plan(
@@ -408,8 +438,8 @@ class FleetService:
                 max_unreachable="100%",
             )
             rid = start(self.ws, self.store, p, "reconcile")
-            last = asyncio.run(Controller(self.ws, fleet, self.store, rid, say=self.say).run())
-        return last
+            ran.append(asyncio.run(Controller(self.ws, fleet, self.store, rid, say=self.say).run()))
+        return ran
 
     def logs(self, name: str, lines: int = 100) -> str:
         d = self.fleet.device(name)
@@ -460,11 +490,15 @@ class FleetService:
             raise MlopsError("Name a device, or --group G.")
         return inventory.set_key(Path(self.ws.root), scope, name, "pin", mv.ref)
 
-    def unpin(self, device: str | None = None, group: str | None = None) -> Fleet:
+    def unpin(self, device: str | None = None, group: str | None = None) -> str | None:
+        """Remove a device's or a group's pin; the pin it had, or None if it had none."""
         scope, name = ("group", group) if group else ("device", device)
         if not name:
             raise MlopsError("Name a device, or --group G.")
-        return inventory.set_key(Path(self.ws.root), scope, name, "pin", None)
+        fleet = self.fleet
+        had = (fleet.groups.get(name) or {}).get("pin") if group else fleet.device(name).pin
+        inventory.set_key(Path(self.ws.root), scope, name, "pin", None)
+        return had
 
     def hold(self, device: str, on: bool = True) -> Fleet:
         return inventory.set_key(Path(self.ws.root), "device", device, "hold", True if on else None)

@@ -62,13 +62,35 @@ def _known_hosts(dev: Device) -> Any:
 
 
 async def _offered_fingerprint(dev: Device, timeout: float) -> str:
+    """The SHA256 fingerprint of the host key `dev` offers now (never trusted: only shown)."""
     try:
+        # config=None: like connect, read no ~/.ssh/config (get_server_host_key verifies
+        # nothing, so it takes no known_hosts argument)
         key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(dev.host, dev.port, known_hosts=None), timeout
+            asyncssh.get_server_host_key(dev.host, dev.port, config=None), timeout
         )
-        return key.get_fingerprint() if key is not None else "none"
-    except Exception:
-        return "unknown"
+    except Exception as e:  # only the message is at stake: say why it is missing
+        return f"(fingerprint unavailable: {_say(e)})"
+    return key.get_fingerprint("sha256") if key is not None else "(no host key offered)"
+
+
+def _has_line(dev: Device) -> bool:
+    """Whether the known_hosts file has a line for `dev` (of any key)."""
+    if dev.known_host:
+        return True
+    try:
+        found = asyncssh.read_known_hosts(str(dev.known_hosts)).match(dev.host, dev.host, dev.port)
+    except (OSError, ValueError):
+        return True  # unreadable: do not claim it has no line
+    return any(found[:3])
+
+
+def _host_key_advice(dev: Device) -> str:
+    if dev.known_host:
+        return f"then update `known_host` of {dev.name} in fleet.toml to the device's key line"
+    if _has_line(dev):
+        return f"then replace its line in {dev.known_hosts}"
+    return f"then add its line to {dev.known_hosts} (`ssh-keyscan -p {dev.port} {dev.host}`)"
 
 
 async def connect(dev: Device, timeout: float = 15.0) -> asyncssh.SSHClientConnection:
@@ -96,12 +118,21 @@ async def connect(dev: Device, timeout: float = 15.0) -> asyncssh.SSHClientConne
         src = "known_host in fleet.toml" if dev.known_host else str(dev.known_hosts)
         raise HostKeyRefused(
             dev.name,
-            f"{dev.address} offered host key {fp}, which {src} does not vouch for (unknown or "
-            "changed); nothing was sent. If the device was reinstalled, compare that fingerprint "
-            "with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the device itself, "
-            "then replace its line in the known_hosts file; otherwise treat it as an attack.",
+            f"{dev.address} offered host key {fp}, which {src} does not vouch for ("
+            + ("changed" if _has_line(dev) else "no line for this host")
+            + "); nothing was sent. If the device was reinstalled or is new, compare that "
+            "fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` run on the "
+            f"device itself, {_host_key_advice(dev)}; otherwise treat it as an attack.",
         ) from None
     except asyncssh.PermissionDenied:
+        if dev.key is None:
+            raise AuthRefused(
+                dev.name,
+                f"{dev.user}@{dev.address} wants a key and none is configured for {dev.name}: "
+                'set key = "keys/fleet_ed25519" in [defaults] of fleet.toml (or `mlops fleet '
+                "add NAME --host HOST --key FILE`) and add its public key to the device's "
+                "authorized_keys.",
+            ) from None
         raise AuthRefused(
             dev.name,
             f"{dev.user}@{dev.address} refused the key {dev.key}; add its public key to the "
@@ -113,6 +144,11 @@ async def connect(dev: Device, timeout: float = 15.0) -> asyncssh.SSHClientConne
 
 def _say(e: BaseException) -> str:
     return str(e) or type(e).__name__
+
+
+def _short(argv: list[str], width: int = 60) -> str:
+    cmd = " ".join(argv)
+    return cmd if len(cmd) <= width else cmd[: width - 3] + "..."
 
 
 LOST = (
@@ -176,8 +212,15 @@ class Links:
         except LOST as e:
             self.drop(dev)
             raise Unreachable(dev.name, f"the link dropped ({_say(e)}).") from None
+        if res.exit_status is None or conn.is_closed():
+            # asyncssh returns (no exit status, no output) instead of raising when the
+            # channel or the connection closes mid-command: that is the link, not the device
+            self.drop(dev)
+            raise Unreachable(
+                dev.name, f"the link dropped during `{_short(argv)}` (no exit status came back)."
+            )
         return Output(
-            int(res.exit_status if res.exit_status is not None else 255),
+            int(res.exit_status),
             str(res.stdout or ""),
             str(res.stderr or ""),
         )
