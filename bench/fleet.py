@@ -169,7 +169,8 @@ def host_platform():
 def runtime_layer():
     from mlops_edge_ssh import layers
 
-    return layers.runtime_layer(host_platform(), progress=lambda m: say(f"  layer: {m}"))
+    # the process runtime's layers (dependencies, console); .size is both
+    return layers.process_runtime(host_platform(), progress=lambda m: say(f"  layer: {m}"))
 
 
 def zstd3(path: Path) -> int:
@@ -427,22 +428,23 @@ def part_shared(tmpl: Path, tmp: Path, rows: list, quick: bool) -> None:
     )  # fmt: skip
 
 
-def seed_runtime(lab, layer) -> None:
-    """Put the runtime layer on each device as the agent leaves it once extracted
+def seed_runtime(lab, runtime) -> None:
+    """Put the runtime's layers on each device as the agent leaves them once extracted
     (runtime/<sha>/site), by hard links from one extraction: 'already present'."""
     import tarfile
 
-    master = lab.base / "runtime-master"
-    if not master.exists():
-        tmp = lab.base / "runtime-master.tmp"
-        tmp.mkdir(parents=True)
-        with tarfile.open(layer.path) as tf:
-            tf.extractall(tmp)
-        tmp.rename(master)
-    for d in lab.devices:
-        dest = d.root / "runtime" / layer.sha256
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-al", str(master), str(dest)], check=True)
+    for layer in runtime.layers:
+        master = lab.base / f"runtime-master-{layer.sha256[:12]}"
+        if not master.exists():
+            tmp = lab.base / f"{master.name}.tmp"
+            tmp.mkdir(parents=True)
+            with tarfile.open(layer.path) as tf:
+                tf.extractall(tmp)
+            tmp.rename(master)
+        for d in lab.devices:
+            dest = d.root / "runtime" / layer.sha256
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(master), str(dest)], check=True)
 
 
 def child_rollout(ws_root: str, ref: str) -> None:

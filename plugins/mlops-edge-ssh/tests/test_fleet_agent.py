@@ -124,12 +124,18 @@ class Device:
     def install(self, v: Version, runtime: str = "") -> dict[str, Any]:
         return self.agent("install", v.id, "m", v.id.split("-")[1], v.digest, runtime)
 
-    def configure(self, argv: list[str], version: Version | None = None) -> dict[str, Any]:
+    def configure(
+        self,
+        argv: list[str],
+        version: Version | None = None,
+        runtime: list[str] | str = "",
+        env: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "argv": argv,
-            "env": {"EDGE_DIGEST": "{digest}"},
+            "env": {"EDGE_DIGEST": "{digest}", **(env or {})},
             "port": self.port,
-            "runtime": "",
+            "runtime": runtime,
         }
         if version is not None:
             doc["version"] = version.id
@@ -403,3 +409,76 @@ def test_a_supervisor_of_another_agent_is_replaced(device: Device) -> None:
     after = device.record("supervisor.json")
     assert after["agent"] == str(upgraded) and after["pid"] != before["pid"]
     assert device.get()["tag"] == "B"
+
+
+def _site_layer(name: str, text: str) -> bytes:
+    return _layer([*BASE, (_member(f"site/{name}"), text.encode())])
+
+
+def _server_pythonpath(device: Device) -> str:
+    environ = Path(f"/proc/{device.record('server.json')['pid']}/environ").read_bytes()
+    return dict(e.split("=", 1) for e in environ.decode().split("\0") if "=" in e)["PYTHONPATH"]
+
+
+def test_a_version_runs_from_several_layers_and_gc_keeps_the_ones_kept_versions_need(
+    device: Device,
+) -> None:
+    deps = device.put_object(_site_layer("dep.py", "WHO = 'deps'\n"))
+    console1 = device.put_object(_site_layer("app.py", "WHO = 'console 1'\n"))
+    runtime = device.root / "runtime"
+    env = {"PYTHONPATH": "{runtime.1}/site:{runtime}/site"}  # the console's layer first
+
+    v1 = device.send_version(1, "model 1")
+    assert device.configure(device.server_argv("{runtime}+{runtime.1}"), v1, [deps, console1], env)[
+        "ok"
+    ]
+    assert device.install(v1, f"{deps} {console1}")["ok"]  # one string of shas
+    assert device.agent("switch", v1.id, "20")["ok"]
+    assert device.get()["tag"] == f"{runtime / deps}+{runtime / console1}"
+    assert _server_pythonpath(device) == f"{runtime / console1}/site:{runtime / deps}/site"
+    for sha in (deps, console1):  # each extracted, private, and its tar not kept twice
+        assert (runtime / sha / "site").stat().st_mode & 0o777 == 0o700
+        assert not (device.root / "objects" / sha).exists()
+    assert (runtime / console1 / "site" / "app.py").stat().st_mode & 0o777 == 0o600
+
+    # a newer console: only its layer arrives; the dependencies are reused where they are
+    (runtime / f"{console1}.tmp").mkdir()  # what an extraction cut short leaves
+    assert device.agent("probe")["runtimes"] == sorted([deps, console1])
+    console2 = device.put_object(_site_layer("app.py", "WHO = 'console 2'\n"))
+    v2 = device.send_version(2, "model 2")
+    assert device.configure(device.server_argv("{runtime.1}"), v2, f"{deps} {console2}", env)["ok"]
+    assert device.agent("install", v2.id, "m", "2", v2.digest, deps, console2)["ok"]
+    assert device.agent("switch", v2.id, "20")["ok"]
+    assert device.get()["tag"] == str(runtime / console2)
+    assert device.agent("probe")["runtimes"] == sorted([deps, console1, console2])
+
+    # an older controller's form: one sha, one layer
+    v3 = device.send_version(3, "model 3")
+    assert device.configure(device.server_argv("{runtime}"), v3, deps)["ok"]
+    assert device.install(v3, deps)["ok"]
+    assert device.agent("switch", v3.id, "20")["ok"]
+    assert device.get()["tag"] == str(runtime / deps)
+
+    # v1 goes: its console layer (no kept version needs it) and the old leftover go too
+    old = time.time() - 7200
+    os.utime(runtime / f"{console1}.tmp", (old, old))
+    gc = device.agent("gc", "2")
+    assert gc["removed"] == [v1.id] and gc["removed_runtimes"] == [console1]
+    assert sorted(p.name for p in runtime.iterdir()) == sorted([deps, console2])
+    assert device.get()["tag"] == str(runtime / deps)
+
+    # the same version again with other layers is served with those
+    console3 = device.put_object(_site_layer("app.py", "WHO = 'console 3'\n"))
+    assert device.agent("install", v2.id, "m", "2", v2.digest, deps, console3)["ok"]
+    assert device.agent("switch", v2.id, "20")["ok"]
+    assert device.get()["tag"] == str(runtime / console3)
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "a" * 63, "A" * 64])
+def test_a_runtime_that_is_no_sha256_is_refused(device: Device, bad: str) -> None:
+    v = device.send_version(1, "model 1")
+    res = device.install(v, bad)
+    assert not res["ok"] and "not a sha256" in res["error"]
+    res = device.configure(device.server_argv("x"), v, ["b" * 64, bad])
+    assert not res["ok"] and "not a sha256" in res["error"]
+    assert not (device.root / "versions" / f"{v.id}.serve.json").exists()

@@ -1,10 +1,11 @@
-"""The runtime layer, for real: built with pip from the package index for this machine and
-for aarch64, extracted, and the model server started from it with the system Python (the
+"""The runtime layers, for real: built with pip from the package index for this machine and
+for aarch64, extracted, and the model server started from them with the system Python (the
 interpreter the test devices run), serving a real ONNX bundle."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -14,12 +15,16 @@ from pathlib import Path
 import fleetdata
 import httpx
 import pytest
+import zstandard
 
 from mlops_console.errors import MlopsError
+from mlops_edge_ssh import layers
 from mlops_edge_ssh.layers import (
     Platform,
     PlatformError,
+    ProcessRuntime,
     RuntimeLayer,
+    process_runtime,
     runtime_layer,
     server_command,
     server_env,
@@ -51,15 +56,29 @@ def layer_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def host_layer(layer_cache) -> tuple[RuntimeLayer, float]:
+def host_layer(layer_cache) -> tuple[ProcessRuntime, float]:
     started = time.monotonic()
-    layer = runtime_layer(system_platform(), cache_dir=layer_cache)
-    return layer, time.monotonic() - started
+    runtime = process_runtime(system_platform(), cache_dir=layer_cache)
+    return runtime, time.monotonic() - started
 
 
 def members(layer: RuntimeLayer) -> list[str]:
     with tarfile.open(layer.path) as tar:
         return tar.getnames()
+
+
+def tops(layer: RuntimeLayer) -> set[str]:
+    return {n.split("/")[1] for n in members(layer) if n.count("/") >= 1}
+
+
+def zstd_size(layer: RuntimeLayer) -> int:
+    """What the layer weighs on the wire (zstd, level 3, as the transfer compresses)."""
+    out = 0
+    cctx = zstandard.ZstdCompressor(level=3)
+    with layer.path.open("rb") as f:
+        for chunk in iter(lambda: f.read(4 << 20), b""):
+            out += len(cctx.compress(chunk))
+    return out
 
 
 def test_platform_parse_and_tags():
@@ -83,41 +102,90 @@ def test_server_command_and_env_isolate_the_layer():
     env = server_env("/r/runtime/abc")
     assert env["PYTHONPATH"] == "/r/runtime/abc/site"
     assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONNOUSERSITE"] == "1"
+    both = server_env("/r/runtime/console", "/r/runtime/deps")
+    assert both["PYTHONPATH"] == "/r/runtime/console/site:/r/runtime/deps/site"
 
 
 @pytest.mark.slow
 @needs_system_python
-def test_host_layer_is_deterministic_cached_and_lean(host_layer, tmp_path):
-    layer, seconds = host_layer
-    print(f"\nfirst build for {layer.platform}: {seconds:.1f} s, {layer.size / 1e6:.1f} MB")
-    assert layer.path.stat().st_size == layer.size
-    assert {"numpy", "onnxruntime", "starlette", "uvicorn", "orjson", "mlops-console"} <= set(
-        layer.packages
+def test_host_layers_are_deterministic_cached_and_lean(host_layer, tmp_path):
+    runtime, seconds = host_layer
+    deps, console = runtime.layers
+    print(
+        f"\nfirst build for {deps.platform}: {seconds:.1f} s; dependencies "
+        f"{deps.size / 1e6:.1f} MB, console {console.size / 1e6:.2f} MB "
+        f"({zstd_size(console) / 1e6:.2f} MB zstd)"
     )
-    assert not {"scikit-learn", "pandas", "pyarrow", "joblib", "scipy"} & set(layer.packages)
-    names = members(layer)
-    assert names[0] == "site" and all(n == "site" or n.startswith("site/") for n in names)
-    assert names == sorted(names, key=lambda n: n.split("/"))
-    tops = {n.split("/")[1] for n in names if n.count("/") >= 1}
-    assert {"numpy", "onnxruntime", "mlops_console"} <= tops
-    assert not set(HEAVY) & tops
-    assert not any(n.endswith((".pyc", ".pyo")) or "__pycache__" in n for n in names)
-    assert "bin" not in tops  # console scripts name the controller's Python
-    with tarfile.open(layer.path) as tar:
-        infos = tar.getmembers()
-    assert all(i.mtime == 0 and i.uid == 0 and i.gid == 0 for i in infos)
-    folder = layer.path.parent
-    assert folder.stat().st_mode & 0o777 == 0o700
+    for layer in runtime.layers:
+        assert layer.path.stat().st_size == layer.size
+        names = members(layer)
+        assert names[0] == "site" and all(n == "site" or n.startswith("site/") for n in names)
+        assert names == sorted(names, key=lambda n: n.split("/"))
+        assert not any(n.endswith((".pyc", ".pyo")) or "__pycache__" in n for n in names)
+        with tarfile.open(layer.path) as tar:
+            infos = tar.getmembers()
+        assert all(i.mtime == 0 and i.uid == 0 and i.gid == 0 for i in infos)
+        assert layer.path.parent.stat().st_mode & 0o777 == 0o700
+    assert {"numpy", "onnxruntime", "starlette", "uvicorn", "orjson"} <= set(deps.packages)
+    assert "mlops-console" not in deps.packages and "mlops_console" not in tops(deps)
+    assert not {"scikit-learn", "pandas", "pyarrow", "joblib", "scipy"} & set(deps.packages)
+    assert {"numpy", "onnxruntime"} <= tops(deps)
+    assert not set(HEAVY) & tops(deps)
+    assert "bin" not in tops(deps)  # console scripts name the controller's Python
+    # the console layer is the console's own files only: small on the wire
+    assert set(console.packages) == {"mlops-console"}
+    assert {t.split("-")[0] for t in tops(console)} == {"mlops_console"}
+    assert console.size < 0.05 * deps.size and zstd_size(console) < 1.5e6
 
     started = time.monotonic()
-    again = runtime_layer(layer.platform, cache_dir=layer.path.parents[1])
+    again = process_runtime(deps.platform, cache_dir=deps.path.parents[1])
     cached = time.monotonic() - started
     print(f"cached: {cached:.3f} s")
-    assert cached < 2 and again.sha256 == layer.sha256 and again.path == layer.path
+    assert cached < 2 and again == runtime
 
-    other = runtime_layer(layer.platform, cache_dir=tmp_path / "elsewhere")
-    assert other.sha256 == layer.sha256 and other.path != layer.path
+    other = process_runtime(deps.platform, cache_dir=tmp_path / "elsewhere")
+    assert [x.sha256 for x in other.layers] == [x.sha256 for x in runtime.layers]
+    assert other.deps.path != deps.path
     assert not [p for p in (tmp_path / "elsewhere").iterdir() if p.name.startswith(".build-")]
+
+    # the docker runtime's single layer: both layers' files in one site/
+    whole = runtime_layer(deps.platform, cache_dir=deps.path.parents[1])
+    assert whole.sha256 not in (deps.sha256, console.sha256)
+    assert members(whole) == sorted(
+        set(members(deps)) | set(members(console)), key=lambda n: n.split("/")
+    )
+    assert whole.packages == {**deps.packages, **console.packages}
+
+
+@pytest.mark.slow
+@needs_system_python
+def test_a_changed_console_source_changes_only_the_small_console_layer(
+    host_layer, layer_cache, tmp_path, monkeypatch
+):
+    runtime, _ = host_layer
+    real = layers._own_source()
+    assert real.tree is not None, "needs mlops-console installed from its source tree"
+    tree = tmp_path / "console"  # the same source, and one module more (a newer console)
+    keep = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for top in ("src/mlops_console", "sample_data", "packaging/docker"):
+        shutil.copytree(real.tree / top, tree / top, ignore=keep)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (real.tree / name).is_file():
+            shutil.copy(real.tree / name, tree / name)
+    (tree / "src/mlops_console/edge_marker.py").write_text("NEWER = True\n")
+    monkeypatch.setattr(layers, "_own_source", lambda: layers._Source(real.key + "-newer", tree))
+
+    started = time.monotonic()
+    newer = process_runtime(runtime.deps.platform, cache_dir=layer_cache)
+    print(
+        f"\nnewer console: {time.monotonic() - started:.1f} s, {newer.console.size / 1e6:.2f} MB"
+        f" ({zstd_size(newer.console) / 1e6:.2f} MB zstd)"
+    )
+    assert newer.deps == runtime.deps  # the same 130 MB layer, not rebuilt
+    assert newer.console.sha256 != runtime.console.sha256
+    assert "site/mlops_console/edge_marker.py" in members(newer.console)
+    assert "site/mlops_console/edge_marker.py" not in members(runtime.console)
+    assert zstd_size(newer.console) < 1.5e6
 
 
 def train_bundle(root: Path) -> tuple[Path, str]:
@@ -145,15 +213,17 @@ def free_port() -> int:
 
 @pytest.mark.slow
 @needs_system_python
-def test_server_runs_from_the_extracted_layer_on_the_system_python(host_layer, tmp_path):
-    layer, _ = host_layer
-    layer_dir = tmp_path / "root" / "runtime" / layer.sha256
-    layer_dir.mkdir(parents=True)
-    with tarfile.open(layer.path) as tar:
-        tar.extractall(layer_dir, filter="data")
-    for path in [layer_dir, *layer_dir.rglob("*")]:  # a device keeps its layers read-only
-        if not path.is_symlink():
-            path.chmod(path.stat().st_mode & ~0o222)
+def test_server_runs_from_the_extracted_layers_on_the_system_python(host_layer, tmp_path):
+    runtime, _ = host_layer
+    deps_dir, console_dir = (tmp_path / "root" / "runtime" / x.sha256 for x in runtime.layers)
+    for layer, layer_dir in zip(runtime.layers, (deps_dir, console_dir), strict=True):
+        layer_dir.mkdir(parents=True)
+        with tarfile.open(layer.path) as tar:
+            tar.extractall(layer_dir, filter="data")
+        for path in [layer_dir, *layer_dir.rglob("*")]:  # a device keeps its layers read-only
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode & ~0o222)
+    layer_dir = deps_dir
     bundle, digest = train_bundle(tmp_path)
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -161,7 +231,7 @@ def test_server_runs_from_the_extracted_layer_on_the_system_python(host_layer, t
     cmd = server_command(str(layer_dir), str(bundle), port, str(logs), digest, SYSTEM_PYTHON)
     # a device's minimal environment; nothing of the controller's venv
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    env.update(server_env(str(layer_dir)))
+    env.update(server_env(str(console_dir), str(deps_dir)))
     err = tmp_path / "server.err"
     with err.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -198,7 +268,7 @@ def test_server_runs_from_the_extracted_layer_on_the_system_python(host_layer, t
 
         # what the server process really loaded: the layer's copies, nothing heavy
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
-        assert str(layer_dir / "site" / "onnxruntime") in maps
+        assert str(deps_dir / "site" / "onnxruntime") in maps
         assert "site-packages" not in maps and "dist-packages" not in maps
     finally:
         proc.terminate()
@@ -207,17 +277,20 @@ def test_server_runs_from_the_extracted_layer_on_the_system_python(host_layer, t
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    assert not list(layer_dir.rglob("__pycache__"))
+    assert not list(deps_dir.rglob("__pycache__")) and not list(console_dir.rglob("__pycache__"))
 
-    # and no heavy package is imported by the server's modules on the ONNX path
+    # no heavy package is imported by the server's modules on the ONNX path, and the
+    # console comes from its own layer
     probe = (
         "import sys, mlops_console.serving.app as a, mlops_console.serving.model as m;"
-        f"print(sorted(k for k in {HEAVY!r} if k in sys.modules))"
+        f"print(sorted(k for k in {HEAVY!r} if k in sys.modules)); print(a.__file__)"
     )
     out = subprocess.run(
         [SYSTEM_PYTHON, "-S", "-B", "-c", probe], env=env, capture_output=True, text=True
     )
-    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+    assert out.returncode == 0, out.stderr
+    heavy, app = out.stdout.split("\n")[:2]
+    assert heavy == "[]" and app.startswith(str(console_dir / "site" / "mlops_console")), out
 
 
 def elf_machine(data: bytes) -> int:
@@ -229,14 +302,16 @@ def elf_machine(data: bytes) -> int:
 def test_aarch64_layer_holds_aarch64_binaries(layer_cache):
     started = time.monotonic()
     steps: list[str] = []
-    layer = runtime_layer(
+    runtime = process_runtime(
         Platform.parse("aarch64", "3.11", "glibc 2.36"),
         cache_dir=layer_cache,
         progress=steps.append,
     )
+    layer = runtime.deps
     print(f"\naarch64 build: {time.monotonic() - started:.1f} s, {layer.size / 1e6:.1f} MB")
     assert any("downloading wheels for aarch64/3.11" in s for s in steps)
-    assert {"numpy", "onnxruntime", "mlops-console"} <= set(layer.packages)
+    assert {"numpy", "onnxruntime"} <= set(layer.packages)
+    assert set(runtime.console.packages) == {"mlops-console"}
     with tarfile.open(layer.path) as tar:
         sos = [
             m

@@ -56,7 +56,7 @@ def mlops(ws, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def test_ten_devices_three_waves_then_a_delta_a_pin_and_a_rollback_with_no_transfer(
-    device_lab_factory, ws_for
+    device_lab_factory, ws_for, monkeypatch, tmp_path
 ):
     lab = device_lab_factory(10)
     ws = ws_for(lab)
@@ -67,7 +67,8 @@ def test_ten_devices_three_waves_then_a_delta_a_pin_and_a_rollback_with_no_trans
     for d in lab.devices:
         assert serving(d.root) == vid(ws, "m/1")
     first = {d.device: d.detail["transfer"] for d in r.devices}
-    assert all(t["sent_objects"] == 4 for t in first.values())  # runtime + the bundle's files
+    # the runtime's two layers (dependencies, console) + the bundle's files
+    assert all(t["sent_objects"] == t["objects"] == 5 for t in first.values()), first
 
     # gw-10 is pinned to m/1 (fleet.toml, by the CLI): the m/2 rollout skips it
     out = mlops(ws, "fleet", "pin", "m/1", "--device", "gw-10")
@@ -108,6 +109,41 @@ def test_ten_devices_three_waves_then_a_delta_a_pin_and_a_rollback_with_no_trans
     for d in lab.devices:
         assert serving(d.root) == vid(ws, "m/1")
         assert sorted(os.listdir(d.root / "objects")) == objects_before[d.name]
+
+    # a newer console on the controller (one module more): m/2 again sends its small layer
+    # alone; the dependencies layer on the devices is reused, and m/2 is served with it
+    from device_docker import newer_layer
+
+    from mlops_edge_ssh import layers
+
+    real = layers.process_runtime
+    newer: dict[str, layers.ProcessRuntime] = {}
+
+    def process_runtime(platform, **kw):
+        if str(platform) not in newer:
+            was = real(platform, **kw)
+            console = newer_layer(was.console, tmp_path / f"newer-{len(newer)}")
+            newer[str(platform)] = layers.ProcessRuntime(was.deps, console)
+        return newer[str(platform)]
+
+    monkeypatch.setattr(layers, "process_runtime", process_runtime)
+    r3 = rollout(ws, "m/2", soak=0)
+    assert r3.state == "done" and r3.counts() == {"healthy": 9, "skipped": 1}, r3.to_dict()
+    (runtime,) = newer.values()
+    deps, console = runtime.deps.sha256, runtime.console.sha256
+    for d in r3.devices:
+        if d.device == "gw-10":
+            continue
+        t = d.detail["transfer"]
+        assert t["sent_objects"] == 1 and t["raw_bytes"] == runtime.console.size, t
+        assert t["wire_bytes"] < 1.5e6 and t["wire_bytes"] < 0.05 * first[d.device]["wire_bytes"]
+        root = next(x.root for x in lab.devices if x.name == d.device)
+        assert serving(root) == vid(ws, "m/2")
+        pid = json.loads((root / "run" / "server.json").read_text())["pid"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        path = next(e for e in environ if e.startswith(b"PYTHONPATH=")).decode()
+        assert path == f"PYTHONPATH={root}/runtime/{console}/site:{root}/runtime/{deps}/site"
+        assert (root / "runtime" / console / "site/mlops_console/edge_marker.py").is_file()
 
 
 def test_a_bad_model_fails_the_golden_rows_is_rolled_back_and_the_rollout_aborts(

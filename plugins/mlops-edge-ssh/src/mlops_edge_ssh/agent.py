@@ -7,7 +7,8 @@ Python 3.8 or newer, standard library only, so it runs before any runtime is ins
 
 Layout under ROOT (0700 dirs, 0600 files):
     objects/<sha256>            content-addressed files, verified when they arrived
-    runtime/<sha256>/site/      an extracted runtime layer (the server's packages)
+    runtime/<sha256>/site/      an extracted runtime layer (the server's packages); a
+                                version may need several (its dependencies, its console)
     versions/<id>/              a model version: hard links to objects (no copy)
     versions/<id>.json          what it is: model, version, digest
     versions/<id>.serve.json    how to start that version's server (from the controller)
@@ -214,6 +215,41 @@ def which(name):
     return shutil.which(name) is not None
 
 
+def runtimes():
+    """The runtime layers extracted whole (not a leftover <sha>.tmp of a failed one)."""
+    try:
+        names = os.listdir(p("runtime"))
+    except OSError:
+        return []
+    return sorted(n for n in names if is_sha(n) and os.path.isdir(p("runtime", n, "site")))
+
+
+def is_sha(text):
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def runtime_shas(value):
+    """The runtime layers a version needs, in order (the first is {runtime}), from what a
+    controller sent: a list of shas, or one string of them separated by spaces (an older
+    controller sends one sha); none for "" or None."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def check_runtimes(value):
+    """runtime_shas(value), each a sha256 (so no name leaves runtime/), else fail."""
+    if value and not isinstance(value, (str, list)):
+        fail("runtime must be a list of sha256s or one string of them, not %r" % (value,))
+    shas = runtime_shas(value)
+    bad = [s for s in shas if not is_sha(s)]
+    if bad or (isinstance(value, list) and len(shas) != len(value)):
+        fail("runtime layer %r is not a sha256" % (bad[0] if bad else value,))
+    return shas
+
+
 def cmd_probe(args):
     st = os.statvfs(ROOT if os.path.isdir(ROOT) else "/")
     mem = meminfo()
@@ -239,7 +275,7 @@ def cmd_probe(args):
             "docker": which("docker"),
             "zstd": which("zstd"),
             "uid": os.getuid(),
-            "runtimes": sorted(os.listdir(p("runtime"))) if os.path.isdir(p("runtime")) else [],
+            "runtimes": runtimes(),
             "versions": versions(),
             "current": link_target("current"),
             "previous": link_target("previous"),
@@ -250,19 +286,26 @@ def cmd_probe(args):
 
 
 def cmd_install(args):
-    """install ID MODEL VERSION DIGEST [RUNTIME_SHA]: hard-link the version's objects.
+    """install ID MODEL VERSION DIGEST [RUNTIME_SHA ...]: extract the runtime layers the
+    version needs (each once), hard-link the version's objects.
 
     A folder that exists already (it may be served: `current` or `previous`) is never
     removed or replaced: what it lacks is linked in, one file at a time, atomically."""
     vid, model, version, digest = args[:4]
-    runtime = args[4] if len(args) > 4 else None
+    shas = check_runtimes(" ".join(args[4:]))
+    runtime = shas or None
     check_version_id(vid)
     ensure_dirs()
-    if runtime:
-        install_runtime(runtime)
+    for sha in shas:
+        install_runtime(sha)
     final = p("versions", vid)
     meta_path = p("versions", vid + ".json")
     if os.path.isdir(final) and os.path.exists(meta_path):
+        meta = read_json(meta_path, {}) or {}
+        if runtime and runtime_shas(meta.get("runtime")) != shas:
+            # the same version again with other layers (a newer console): served with those
+            meta["runtime"] = runtime
+            write_json(meta_path, meta)
         out({"ok": True, "id": vid, "installed": False})
     manifest_obj = p("objects", digest)
     try:
@@ -520,14 +563,16 @@ def start_supervisor():
 
 
 def cmd_configure(args):
-    """configure: read the server settings (JSON on stdin: argv, env, port, runtime and,
-    from newer controllers, version) into versions/<version>.serve.json, or without a
-    version into run/serve.json (used for versions that have no config of their own)."""
+    """configure: read the server settings (JSON on stdin: argv, env, port, runtime (the
+    layers' shas: a list, or one string of them) and, from newer controllers, version)
+    into versions/<version>.serve.json, or without a version into run/serve.json (used for
+    versions that have no config of their own)."""
     ensure_dirs()
     doc = json.loads(sys.stdin.read())
     argv = doc.get("argv") if isinstance(doc, dict) else None
     if not argv or not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
         fail("configure needs a JSON object whose argv is a non-empty list of strings")
+    check_runtimes(doc.get("runtime"))
     vid = doc.get("version")
     if vid is None:
         write_json(p("run", "serve.json"), doc)
@@ -737,13 +782,65 @@ def cmd_gc(args):
     for vid in kept:
         for name in os.listdir(p("versions", vid)):
             used.add(os.stat(p("versions", vid, name)).st_ino)
+    removed_runtimes = gc_runtimes(kept)
     freed = 0
     for name in os.listdir(p("objects")):
         path = p("objects", name)
         if os.path.isfile(path) and os.stat(path).st_ino not in used:
             freed += os.path.getsize(path)
             os.unlink(path)
-    out({"ok": True, "kept": kept, "removed": removed, "freed": freed})
+    out(
+        {
+            "ok": True,
+            "kept": kept,
+            "removed": removed,
+            "removed_runtimes": removed_runtimes,
+            "freed": freed,
+        }
+    )
+
+
+def needed_runtimes(kept):
+    """The runtime layers the kept versions need (their own record and serve config, and
+    the device-wide config), or None when one of them was installed without a record of
+    its layers (then nothing is known to be unneeded)."""
+    fallback = read_json(p("run", "serve.json"), {}) or {}
+    needed = set(runtime_shas(fallback.get("runtime")))
+    for vid in kept:
+        meta = read_json(p("versions", vid + ".json"), {}) or {}
+        if "runtime" not in meta:
+            return None
+        cfg = read_json(p("versions", vid + ".serve.json"), {}) or {}
+        needed.update(runtime_shas(meta.get("runtime")))
+        needed.update(runtime_shas(cfg.get("runtime")))
+    return needed
+
+
+def gc_runtimes(kept):
+    """Remove the extracted runtime layers no kept version needs, and the leftovers of an
+    extraction that failed an hour ago or more."""
+    needed = needed_runtimes(kept)
+    if needed is None:
+        return []
+    removed = []
+    try:
+        names = sorted(os.listdir(p("runtime")))
+    except OSError:
+        return []
+    for name in names:
+        path = p("runtime", name)
+        if name.endswith(".tmp"):
+            try:
+                stale = time.time() - os.lstat(path).st_mtime > 3600
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+            continue
+        if is_sha(name) and name not in needed:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+    return removed
 
 
 def cmd_predlogs(args):
@@ -807,13 +904,16 @@ class Supervisor:
         if not cfg:
             return
         meta = read_json(p("versions", vid + ".json"), {}) or {}
+        shas = runtime_shas(meta.get("runtime") or cfg.get("runtime")) or [""]
         subst = {
             "{bundle}": os.path.realpath(p("current")),
             "{digest}": meta.get("digest", ""),
             "{root}": ROOT,
-            "{runtime}": p("runtime", meta.get("runtime") or cfg.get("runtime") or ""),
+            "{runtime}": p("runtime", shas[0]),
             "{logs}": p("logs"),
         }
+        for i, sha in enumerate(shas):  # {runtime.0} is {runtime}; {runtime.1} the next
+            subst["{runtime.%d}" % i] = p("runtime", sha)
         argv = []
         for a in cfg["argv"]:
             for k, v in subst.items():

@@ -193,7 +193,7 @@ class DeviceOps:
 
     async def configure(
         self,
-        runtime_sha: str,
+        runtime: list[str] | str,
         argv: list[str] | None = None,
         env: dict[str, str] | None = None,
         server_env: dict[str, str] | None = None,
@@ -201,9 +201,11 @@ class DeviceOps:
     ) -> None:
         """How the device's supervisor starts the server of `version` (kept with that
         version, so a rollback or a restart runs each version with its own runtime): the
-        process runtime's command from an extracted layer, or (docker) the given argv.
-        Prediction logs go to {logs}/predlog, where `fleet` pulls them from."""
+        process runtime's command from its extracted layers (`runtime`: their shas, the
+        dependencies first, the console last), or (docker) the given argv. Prediction logs
+        go to {logs}/predlog, where `fleet` pulls them from."""
         if argv is None:
+            shas = [runtime] if isinstance(runtime, str) else list(runtime)
             argv = layers.server_command(
                 "{runtime}",
                 "{bundle}",
@@ -212,12 +214,14 @@ class DeviceOps:
                 "{digest}",
                 self.dev.python,
             )
-            env = layers.server_env("{runtime}")
+            # the agent puts layer i's folder for {runtime.i}; the last (console) goes first
+            env = layers.server_env(*(f"{{runtime.{i}}}" for i in reversed(range(len(shas)))))
+            runtime = shas
         doc = {
             "argv": argv,
             "env": {**(env or {}), **(server_env or {})},
             "port": self.dev.serve_port,
-            "runtime": runtime_sha,
+            "runtime": runtime,
         }
         if version:
             doc["version"] = version
@@ -261,9 +265,11 @@ class DeviceOps:
 
         return [(sha, path)], load
 
-    async def install(self, target: Target, runtime_sha: str) -> dict[str, Any]:
+    async def install(self, target: Target, runtime: list[str] | str) -> dict[str, Any]:
+        """Install `target` with the runtime layers it runs from (their shas, or "")."""
+        shas = [runtime] if isinstance(runtime, str) else runtime
         return await self.agent(
-            "install", target.id, target.model, str(target.version), target.digest, runtime_sha
+            "install", target.id, target.model, str(target.version), target.digest, *shas
         )
 
     async def switch(self, vid: str, timeout: float = 60) -> dict[str, Any]:

@@ -1,17 +1,21 @@
-"""The runtime layer: everything the model server needs on a device, as one relocatable,
-content-addressed tar, built on the controller for the device's platform.
+"""The runtime layers: everything the model server needs on a device, as relocatable,
+content-addressed tars, built on the controller for the device's platform.
 
-A layer holds numpy, onnxruntime, starlette, uvicorn, orjson (httptools when it has a build
-for the platform), their dependencies, and this mlops-console (without its dependencies),
-all as a `site/` folder to put on PYTHONPATH. It is built once per (platform, pinned
-versions, mlops-console source), cached, sent once to each device and reused by every
-model version. The versions are the controller's own, so an ONNX model scores there as it
-does here. Nothing of scikit-learn, pandas, pyarrow or joblib: the server loads none of
-them for an ONNX bundle.
+The process runtime is two layers, each a `site/` folder to put on PYTHONPATH:
+- the dependencies layer (about 130 MB): numpy, onnxruntime, starlette, uvicorn, orjson
+  (httptools when it has a build for the platform) and their dependencies, built once per
+  (platform, pinned versions), whatever mlops-console's source is;
+- the console layer (about 1 MB): this mlops-console (without its dependencies), built once
+  per (platform, mlops-console source).
+Both are cached, sent once to each device and reused by every model version: a new console
+sends only its small layer. The versions are the controller's own, so an ONNX model scores
+there as it does here. Nothing of scikit-learn, pandas, pyarrow or joblib: the server loads
+none of them for an ONNX bundle.
 
-A device extracts the tar into `<root>/runtime/<sha256>/` and runs
-`server_command(...)` with `server_env(...)` (the layer read-only, no bytecode written
-into it, the device's own site-packages never on the path).
+A device extracts each tar into `<root>/runtime/<sha256>/` and runs `server_command(...)`
+with `server_env(console_dir, deps_dir)` (the layers read-only, no bytecode written into
+them, the device's own site-packages never on the path). `runtime_layer` is both layers as
+one tar, for the docker runtime's image.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ __all__ = [
     "ROOTS",
     "Platform",
     "PlatformError",
+    "ProcessRuntime",
     "RuntimeLayer",
+    "process_runtime",
     "runtime_layer",
     "server_command",
     "server_env",
@@ -52,7 +58,7 @@ ROOTS = ("numpy", "onnxruntime", "starlette", "uvicorn", "orjson", "h11")
 # Wanted when the platform has a build of them, skipped otherwise (uvicorn falls back to h11).
 OPTIONAL = ("httptools",)
 OWN = "mlops-console"
-FORMAT = 1  # of the cache entries and the layer's layout; bump to rebuild every layer
+FORMAT = 2  # of the cache entries and the layers' layout; bump to rebuild every layer
 DEFAULT_GLIBC = "2.28"  # what a layer targets when the device's glibc is not known
 
 Progress = Callable[[str], None]
@@ -140,6 +146,23 @@ class RuntimeLayer:
     packages: dict[str, str] = field(default_factory=dict)  # name -> version inside
 
 
+@dataclass(frozen=True)
+class ProcessRuntime:
+    """The layers the `process` runtime's server runs from, in the order a device is told
+    them: the dependencies first, then the console (its `site/` first on the path)."""
+
+    deps: RuntimeLayer
+    console: RuntimeLayer
+
+    @property
+    def layers(self) -> tuple[RuntimeLayer, RuntimeLayer]:
+        return (self.deps, self.console)
+
+    @property
+    def size(self) -> int:
+        return self.deps.size + self.console.size
+
+
 def server_command(
     layer_dir: str,
     bundle_dir: str,
@@ -148,10 +171,10 @@ def server_command(
     digest: str,
     python: str = "python3",
 ) -> list[str]:
-    """How a device starts the server from a layer extracted into `layer_dir`. Run it with
-    `server_env(layer_dir)`: -S keeps the device's site-packages (system and user) off the
-    path, so only the layer's `site/` and the standard library are imported; -B writes no
-    bytecode into the layer."""
+    """How a device starts the server from the layers extracted into `layer_dir` (the
+    dependencies') and beside it. Run it with `server_env(console_dir, layer_dir)`: -S keeps
+    the device's site-packages (system and user) off the path, so only the layers' `site/`
+    and the standard library are imported; -B writes no bytecode into the layers."""
     return [
         python,
         "-S",
@@ -172,11 +195,15 @@ def server_command(
     ]
 
 
-def server_env(layer_dir: str) -> dict[str, str]:
-    """The environment variables `server_command` runs with (set them over a minimal
-    environment: PATH, HOME, LANG; not the login shell's PYTHON* variables)."""
+def server_env(*layer_dirs: str) -> dict[str, str]:
+    """The environment variables `server_command` runs with, the `site/` of each of
+    `layer_dirs` on the path in that order (the console's layer first, so its modules win).
+    Set them over a minimal environment: PATH, HOME, LANG; not the login shell's PYTHON*
+    variables."""
+    if not layer_dirs:
+        raise ValueError("server_env needs the folder of at least one layer")
     return {
-        "PYTHONPATH": str(Path(layer_dir) / "site"),
+        "PYTHONPATH": ":".join(str(Path(d) / "site") for d in layer_dirs),
         "PYTHONNOUSERSITE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONSAFEPATH": "1",  # the working folder is never on the path
@@ -187,14 +214,14 @@ def server_env(layer_dir: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------- building
 
 
-def runtime_layer(
+def process_runtime(
     platform: Platform,
     *,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     wheelhouse: Path | None = None,
-) -> RuntimeLayer:
-    """The runtime layer for `platform`, built once and cached.
+) -> ProcessRuntime:
+    """The dependencies and console layers for `platform`, each built once and cached.
 
     `cache_dir`: where layers live (default `$XDG_CACHE_HOME/mlops-console/edge-runtime`).
     `wheelhouse` (or MLOPS_EDGE_WHEELHOUSE): a folder of wheels to build from offline (the
@@ -211,35 +238,72 @@ def runtime_layer(
         else None
     )
     pins = _pins(platform)
+    base = {"format": FORMAT, "platform": asdict(platform), "tags": platform.tags()}
+    deps = _cached(
+        root,
+        "deps",
+        platform,
+        {**base, "pins": pins},
+        lambda tmp: _build_deps(platform, pins, root, tmp, house, say),
+        say,
+    )
     source = _own_source()
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "format": FORMAT,
-                "platform": asdict(platform),
-                "tags": platform.tags(),
-                "pins": pins,
-                "own": source.key,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:20]
-    final = root / f"layer-{platform.slug}-{key}"
+    console = _cached(
+        root,
+        "console",
+        platform,
+        {**base, "own": source.key},
+        lambda tmp: _build_console(platform, source, root, tmp, house, say),
+        say,
+    )
+    return ProcessRuntime(deps, console)
+
+
+def runtime_layer(
+    platform: Platform,
+    *,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    wheelhouse: Path | None = None,
+) -> RuntimeLayer:
+    """The whole runtime for `platform` as one layer (the dependencies and the console
+    layer's files in one `site/`), built once from `process_runtime`'s layers and cached:
+    what the docker runtime puts in its image. Same arguments and errors."""
+    say = progress or (lambda _step: None)
+    parts = process_runtime(platform, cache_dir=cache_dir, progress=progress, wheelhouse=wheelhouse)
+    root = Path(cache_dir) if cache_dir else _default_cache()
+    key = {"format": FORMAT, "layers": [layer.sha256 for layer in parts.layers]}
+    return _cached(root, "layer", platform, key, lambda tmp: _merge(parts, tmp), say)
+
+
+def _cached(
+    root: Path,
+    kind: str,
+    platform: Platform,
+    key_doc: dict,
+    build: Callable[[Path], _Built],
+    say: Progress,
+) -> RuntimeLayer:
+    """The layer cached under `kind`-`platform.slug`-hash(`key_doc`), else `build(tmp)`
+    (it leaves layer.tar and layer.json in tmp) renamed into place, under a lock."""
+    key = hashlib.sha256(json.dumps(key_doc, sort_keys=True).encode()).hexdigest()[:20]
+    final = root / f"{kind}-{platform.slug}-{key}"
     cached = _read(final, platform)
     if cached:
         return cached
-    with _locked(root / f".layer-{key}.lock"):
+    with _locked(root / f".{kind}-{key}.lock"):
         cached = _read(final, platform)  # built by another process while we waited
         if cached:
             return cached
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
         try:
-            layer = _build(platform, pins, source, root, tmp, house, say)
+            layer = build(tmp)
+            tmp.chmod(0o700)
             shutil.rmtree(final, ignore_errors=True)  # a damaged entry _read refused
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    say(f"runtime layer for {platform}: {layer.size / 1e6:.1f} MB, sha256 {layer.sha256[:12]}")
+    say(f"{kind} layer for {platform}: {layer.size / 1e6:.1f} MB, sha256 {layer.sha256[:12]}")
     return RuntimeLayer(
         final / "layer.tar", layer.sha256, layer.size, platform, dict(layer.packages)
     )
@@ -608,10 +672,9 @@ class _Built:
     packages: dict[str, str]
 
 
-def _build(
+def _build_deps(
     platform: Platform,
     pins: dict[str, str],
-    source: _Source,
     root: Path,
     tmp: Path,
     house: Path | None,
@@ -634,32 +697,80 @@ def _build(
             os.rename(dl, wheels)
         finally:
             shutil.rmtree(dl, ignore_errors=True)
-    own = _own_wheel(source, root, house, say)
-
-    say(f"installing the runtime for {platform.machine}/{platform.python}")
+    say(f"installing the runtime's dependencies for {platform.machine}/{platform.python}")
     site = tmp / "site"
-    common = ["install", "--no-index", "--no-compile", "--no-warn-script-location"]
-    common += ["--target", str(site), *_target(platform)]
-    proc = _run([*_pip(), *common, "--find-links", str(wheels), *_requirements(pins, skipped)])
-    if proc.returncode == 0:
-        proc = _run(
-            [
-                *_pip(),
-                *common,
-                "--no-deps",
-                "--find-links",
-                str(own.parent),
-                f"{OWN}=={metadata.version(OWN)}",
-            ]
-        )
+    proc = _run(
+        [
+            *_pip(),
+            *_install(platform, site),
+            "--find-links",
+            str(wheels),
+            *_requirements(pins, skipped),
+        ]
+    )
     if proc.returncode != 0:
         raise MlopsError(
             f"Could not install the runtime layer for {platform}: {_tail(proc.stderr)}"
         )
+    return _finish(platform, site, tmp, started, say, skipped=skipped)
+
+
+def _build_console(
+    platform: Platform,
+    source: _Source,
+    root: Path,
+    tmp: Path,
+    house: Path | None,
+    say: Progress,
+) -> _Built:
+    started = time.monotonic()
+    own = _own_wheel(source, root, house, say)
+    say(f"installing {OWN} for {platform.machine}/{platform.python}")
+    site = tmp / "site"
+    proc = _run(
+        [
+            *_pip(),
+            *_install(platform, site),
+            "--no-deps",
+            "--find-links",
+            str(own.parent),
+            f"{OWN}=={metadata.version(OWN)}",
+        ]
+    )
+    if proc.returncode != 0:
+        raise MlopsError(f"Could not install the {OWN} layer for {platform}: {_tail(proc.stderr)}")
+    return _finish(platform, site, tmp, started, say, own=source.key)
+
+
+def _merge(parts: ProcessRuntime, tmp: Path) -> _Built:
+    """One layer holding the files of all of `parts` (they share no file)."""
+    started = time.monotonic()
+    site = tmp / "site"
+    for layer in parts.layers:
+        with tarfile.open(layer.path) as tar:
+            tar.extractall(tmp, filter="tar")  # our own tars: checked when they were packed
+    return _finish(
+        parts.deps.platform,
+        site,
+        tmp,
+        started,
+        lambda _s: None,
+        layers=[layer.sha256 for layer in parts.layers],
+    )
+
+
+def _install(platform: Platform, site: Path) -> list[str]:
+    out = ["install", "--no-index", "--no-compile", "--no-warn-script-location"]
+    return [*out, "--target", str(site), *_target(platform)]
+
+
+def _finish(
+    platform: Platform, site: Path, tmp: Path, started: float, say: Progress, **about: object
+) -> _Built:
+    """Prune `site`, pack it as tmp/layer.tar and describe it in tmp/layer.json."""
     _prune(site)
     packages = _installed(site)
-
-    say(f"packing the runtime layer for {platform.machine}/{platform.python}")
+    say(f"packing the layer for {platform.machine}/{platform.python}")
     tar = tmp / "layer.tar"
     _pack(site, tar)
     shutil.rmtree(site)
@@ -673,15 +784,13 @@ def _build(
                 "size": built.size,
                 "platform": asdict(platform),
                 "packages": packages,
-                "skipped": skipped,
-                "own": source.key,
+                **about,
                 "seconds": round(time.monotonic() - started, 1),
             },
             indent=1,
             sort_keys=True,
         )
     )
-    tmp.chmod(0o700)
     return built
 
 

@@ -214,7 +214,7 @@ class Controller:
     give_up_after: float = 600.0  # seconds without progress before a device is unreachable
 
     def __post_init__(self) -> None:
-        self._layers: dict[layers.Platform, layers.RuntimeLayer] = {}
+        self._layers: dict[layers.Platform, layers.ProcessRuntime] = {}
         self._layer_lock = asyncio.Lock()
 
     # -- the whole rollout ------------------------------------------------------------
@@ -424,11 +424,11 @@ class Controller:
         r = self._load()
         return next(d for d in r.devices if d.device == name)
 
-    async def _layer(self, platform: layers.Platform) -> layers.RuntimeLayer:
+    async def _layer(self, platform: layers.Platform) -> layers.ProcessRuntime:
         async with self._layer_lock:
             if platform not in self._layers:
-                self.say(f"building the runtime layer for {platform}")
-                self._layers[platform] = await asyncio.to_thread(layers.runtime_layer, platform)
+                self.say(f"building the runtime layers for {platform}")
+                self._layers[platform] = await asyncio.to_thread(layers.process_runtime, platform)
             return self._layers[platform]
 
     async def _deliver(self, dev: Device) -> None:
@@ -486,16 +486,17 @@ class Controller:
         if state in ("pending", "unreachable", "sending"):
             self.store.set_device(self.rid, dev.name, state="sending", progress=0.0)
             after = None
+            runtime_sha: list[str] | str  # the process runtime's layers, or "" (docker)
             if dev.runtime == "docker":
                 # the [serving] limits reach the server only if the container is given them
                 names = tuple(self.ws.config.serving.server_env())
                 items, after = await ops.docker_runtime(env_names=names)
                 runtime_sha = ""
             else:
-                layer = await self._layer(ops.platform())
-                runtime_sha = layer.sha256
-                present = layer.sha256 in info.get("runtimes", [])
-                items = [] if present else [(layer.sha256, layer.path)]
+                runtime = await self._layer(ops.platform())
+                runtime_sha = [layer.sha256 for layer in runtime.layers]
+                present = set(info.get("runtimes", []))  # each layer is sent once, if lacking
+                items = [(x.sha256, x.path) for x in runtime.layers if x.sha256 not in present]
             items += self.target.files
             last = [0.0]
 
