@@ -482,3 +482,25 @@ def test_a_runtime_that_is_no_sha256_is_refused(device: Device, bad: str) -> Non
     res = device.configure(device.server_argv("x"), v, ["b" * 64, bad])
     assert not res["ok"] and "not a sha256" in res["error"]
     assert not (device.root / "versions" / f"{v.id}.serve.json").exists()
+
+
+def test_stop_is_for_good_and_the_next_switch_starts_again(device: Device) -> None:
+    """`stop` (a failed first version, a deleted deployment): nothing serves afterwards, not
+    even what a supervisor restarted by systemd or at boot would find: `current` is gone."""
+    v1 = device.ship(1, "A")
+    assert device.agent("switch", v1.id, "20")["ok"]
+    server, sup = device.record("server.json"), device.record("supervisor.json")
+    stopped = device.agent("stop")
+    assert stopped["ok"] and stopped["current"] is None
+    assert device.link("current") is None
+    for pid in (server["pid"], sup["pid"]):
+        eventually(lambda pid=pid: not Path(f"/proc/{pid}").exists() or proc_state(pid) == "Z")
+    info = device.agent("probe")
+    assert info["current"] is None and info["server"]["alive"] is False
+    assert [v["id"] for v in info["versions"]] == [v1.id]  # the versions are kept
+    assert device.agent("switch", v1.id, "20")["ok"]
+    assert device.get()["tag"] == "A"
+
+
+def proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -876,9 +876,20 @@ def stop_processes():
 
 
 def cmd_stop(args):
-    """stop: stop the supervisor and the server (the device keeps its versions)."""
+    """stop: stop the server and its supervisor for good (the device keeps its versions):
+    a systemd unit is disabled and `current` removed, so neither a restart by systemd nor a
+    reboot serves that version again; the next switch starts everything anew."""
+    unit = "mlops-edge-%s.service" % hashlib.sha256(ROOT.encode()).hexdigest()[:10]
+    if os.path.exists("/etc/systemd/system/" + unit) and which("systemctl"):
+        with open(os.devnull, "w") as quiet:
+            subprocess.call(["systemctl", "disable", "--now", unit], stdout=quiet, stderr=quiet)
     stop_processes()
-    out({"ok": True})
+    try:
+        os.unlink(p("current"))
+    except FileNotFoundError:
+        pass
+    fsync_dir(ROOT)
+    out({"ok": True, "current": None})
 
 
 # -- the supervisor ------------------------------------------------------------------------

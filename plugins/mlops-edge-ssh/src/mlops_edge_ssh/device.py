@@ -163,8 +163,13 @@ class DeviceOps:
                 progress(done_before[0] + sent, total)
 
         async def fresh():
-            # the transfer's own connection (it closes it when done), beside the shared one
-            return await connect(self.dev, self.links.fleet.connect_timeout)
+            # the transfer's own connection (it closes it when done), beside the shared one;
+            # a device that cannot be reached now is retried by the transfer until
+            # give_up_after passes with no progress (a refusal is no link error: it stops)
+            try:
+                return await connect(self.dev, self.links.fleet.connect_timeout)
+            except Unreachable as e:
+                raise ConnectionError(e.reason) from None
 
         stats = []
         for sha, path in todo:

@@ -163,9 +163,15 @@ def start(ws, store: FleetStore, p: Plan, actor: str | None = None) -> str:
     """Record the rollout (nothing is sent yet); its id."""
     active = store.active()
     if active is not None:
+        todo = (
+            "`mlops fleet resume` goes on with it (its unreachable devices too) or `mlops fleet "
+            "abort` ends it"
+            if active.state in ("paused", "pausing") or not controller_alive(active)
+            else "wait for it (`mlops fleet status` follows it) or `mlops fleet abort` it"
+        )
         raise MlopsError(
-            f"Rollout {active.id} ({active.target}) is {active.state}; `mlops fleet resume`, "
-            "`abort` or wait for it before starting another."
+            f"Rollout {active.id} ({active.target}) is {active.state}: {todo}, before "
+            "another starts."
         )
     mv = ws.models.get_version(p.model, p.version)
     golden = build_golden(ws, mv, golden_file(ws, p.model))
@@ -226,7 +232,7 @@ class Controller:
             self.store.set_rollout(self.rid, owner=None, heartbeat=None)  # it died
         if not self.store.claim(self.rid, self.owner):
             raise MlopsError(
-                f"Rollout {self.rid} is being run by {r.owner} (it beat "
+                f"Rollout {self.rid} is being run {owner_text(r.owner)} (it beat "
                 f"{time.time() - (r.heartbeat or 0):.0f}s ago); use `mlops fleet status`."
             )
         if r.state == "paused":
@@ -248,9 +254,16 @@ class Controller:
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(3)
-            self.store.beat(self.rid, self.owner)
+            if not self.store.beat(self.rid, self.owner):
+                self.lost = True  # another controller took it over (ours stalled)
+                return
 
     def _load(self) -> Rollout:
+        if getattr(self, "lost", False):
+            raise MlopsError(
+                f"Rollout {self.rid} was taken over by another controller (this one stalled "
+                "past its heartbeat); this one stops. `mlops fleet status` follows it."
+            )
         r = self.store.rollout(self.rid)
         if r is None:
             raise MlopsError(f"No rollout {self.rid}; `mlops fleet history` lists them.")
@@ -395,9 +408,19 @@ class Controller:
         ops = DeviceOps(self.links, dev, give_up_after=self.give_up_after)
         try:
             t = await ops.telemetry()
-        except Unreachable as e:
-            self._event("unreachable", f"unreachable after its soak ({e.reason})", dev.name)
-            return  # not a verdict on the model; it was healthy when last seen
+        except (Unreachable, HostKeyRefused, AuthRefused) as e:
+            # not a verdict on the model; it was healthy when last seen, but it counts for
+            # --max-unreachable, and an abort knows it may serve the version
+            state = "unreachable" if isinstance(e, Unreachable) else "refused"
+            self.store.set_device(
+                self.rid,
+                dev.name,
+                state=state,
+                detail={**detail, "reason": f"after its soak: {e.reason}", "step": "healthy"},
+            )
+            self.store.observe(dev.name, False, error=e.reason)
+            self._event(state, f"not reached after its soak ({e.reason})", dev.name)
+            return
         except DeviceError as e:
             t = {"health": f"agent error: {e.reason}"}
         before = (detail.get("gate") or {}).get("errors_baseline", 0)
@@ -476,6 +499,8 @@ class Controller:
                 else next((v for v in info.get("versions", []) if v.get("id") == cur), None)
             )
             detail = {**detail, "previous": cur if cur != tid else None, "previous_meta": meta}
+            if cur == tid:
+                detail["was_on_target"] = True  # not switched by this rollout
             self.store.set_device(self.rid, dev.name, previous=detail["previous"], detail=detail)
         if info.get("current") == tid and (info.get("server") or {}).get("alive"):
             state = "gating"  # already switched (a resumed rollout, or it was there before)
@@ -562,6 +587,7 @@ class Controller:
         d = self._dstate(dev.name)
         detail = {**d.detail, **detail}
         rolled = None
+        reachable = True
         if switched:
             try:
                 info = await ops.probe()
@@ -578,23 +604,35 @@ class Controller:
                         )
             except DeviceError as e:
                 detail["rollback_error"] = e.reason
+                reachable = not isinstance(e, Unreachable)
         detail["rolled_back_to"] = rolled
         self.store.set_device(self.rid, dev.name, state="failed", detail=detail)
-        meta = detail.get("previous_meta")
-        if rolled and meta:
+        # the device converges to the version it goes back to, never the failed one (also
+        # when the rollback could not be done now: reconcile does it later)
+        meta = detail.get("previous_meta") or self._meta_of(rolled, ops)
+        if meta:
             self.store.set_desired(
                 dev.name, meta["model"], meta["version"], meta["digest"], self.rid
             )
-        else:  # the failed version is not what the device should converge to
+        else:
             self._restore_desired(dev.name, detail)
-        self.store.observe(
-            dev.name, True, serving=rolled, health="failed", error=detail.get("reason")
-        )
+        if reachable:
+            self.store.observe(
+                dev.name, True, serving=rolled, health="failed", error=detail.get("reason")
+            )
+        else:  # what it serves is not known now
+            self.store.observe(dev.name, False, error=detail.get("rollback_error"))
         self._event(
             "failed",
             f"{detail.get('reason')}" + (f"; back on {rolled}" if rolled else ""),
             dev.name,
         )
+
+    @staticmethod
+    def _meta_of(vid: str | None, ops: DeviceOps) -> dict[str, Any] | None:
+        """model, version and digest of a version the device's last probe listed."""
+        versions = (ops.probe_info or {}).get("versions", []) if vid else []
+        return next((v for v in versions if v.get("id") == vid), None)
 
     def _restore_desired(self, name: str, detail: dict[str, Any]) -> None:
         """Put back the device's desired version from before this rollout set it."""
@@ -619,6 +657,10 @@ class Controller:
         maybe_switched: list[str] = []
         for d in r.devices:
             step = d.detail.get("step")
+            if d.detail.get("was_on_target") and d.state != "failed":
+                # it served this version before the rollout: not one it switched
+                self._restore_desired(d.device, d.detail)
+                continue
             if d.state in ("healthy", "switching", "gating") or (
                 d.state in ("unreachable", "refused") and step in ("switching", "gating", "healthy")
             ):
@@ -635,6 +677,10 @@ class Controller:
             await asyncio.gather(
                 *(self._roll_one(name) for name in maybe_switched if self._known(name))
             )
+        else:  # --no-rollback: the healthy ones stay; the rest do not converge to it later
+            for d in r.devices:
+                if d.device in maybe_switched and d.state != "healthy":
+                    self._restore_desired(d.device, d.detail)
         self.store.set_rollout(self.rid, state="aborted", reason=why)
         self._event("aborted", f"rollout of {r.target} aborted: {why}")
 
@@ -659,6 +705,7 @@ class Controller:
             if info.get("previous"):
                 await ops.rollback()
                 back = info.get("previous")
+                meta = meta or self._meta_of(back, ops)
                 msg = f"back on {back} (no transfer)"
             else:
                 await ops.agent("stop")
@@ -697,7 +744,11 @@ class Controller:
                 self.rid,
                 name,
                 state="unreachable",
-                detail={**detail, "reason": f"not rolled back: {e.reason}; {later}"},
+                detail={
+                    **detail,
+                    "reason": f"not rolled back: {e.reason}; {later}",
+                    "step": detail.get("step") or d.state,  # a re-run abort tries again
+                },
             )
             self._event("rollback_failed", f"not rolled back ({e.reason}); {later}", name)
         except DeviceError as e:
@@ -707,6 +758,13 @@ class Controller:
                 state="failed",
                 detail={**detail, "rollback_error": e.reason},
             )
+            # whatever it serves now, it should go back: reconcile tries again
+            if meta:
+                self.store.set_desired(
+                    name, meta["model"], meta["version"], meta["digest"], self.rid
+                )
+            else:
+                self._restore_desired(name, detail)
             self._event("rollback_failed", f"could not roll back: {e.reason}", name)
 
     async def _gc(self, r: Rollout) -> None:
@@ -724,11 +782,20 @@ def request(store: FleetStore, state: str, reason: str) -> Rollout:
     r = store.active()
     if r is None:
         raise MlopsError("No rollout is running; `mlops fleet history` lists past ones.")
-    if state == "pausing" and r.state == "paused":
-        return r
+    if state == "pausing" and r.state in ("paused", "aborting"):
+        return r  # already paused; or aborting, which a pause must not undo
     store.set_rollout(r.id, state=state, reason=reason)
     store.event(state, reason, r.id)
     return store.rollout(r.id)  # type: ignore[return-value]
+
+
+def owner_text(owner: str | None) -> str:
+    """A controller's owner id ("HOST:PID:STARTED") as the engineer reads it."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if not host or not pid:
+        return "by another controller"
+    return f"by a controller on host {host} (pid {pid})"
 
 
 def controller_alive(r: Rollout, stale_after: float = 20.0) -> bool:
