@@ -13,22 +13,21 @@ from mlops_console.errors import MlopsError
 from mlops_edge_ssh import inventory, layers
 from mlops_edge_ssh.device import DeviceOps, version_id
 from mlops_edge_ssh.inventory import Device, Fleet
-from mlops_edge_ssh.rollout import Controller, Plan, controller_alive, plan, request, start
+from mlops_edge_ssh.rollout import (
+    Controller,
+    Plan,
+    controller_alive,
+    owner_text,
+    plan,
+    request,
+    start,
+)
 from mlops_edge_ssh.ssh import DeviceError, Links
 from mlops_edge_ssh.store import FleetStore, Rollout
 
 MIN_DISK = 200 * 1024 * 1024
 MIN_MEM = 128 * 1024 * 1024
 MAX_SKEW = 30.0
-
-
-def owner_text(owner: str | None) -> str:
-    """A controller's owner id ("HOST:PID:STARTED") as the engineer reads it."""
-    host, _, rest = (owner or "").partition(":")
-    pid = rest.partition(":")[0]
-    if not host or not pid:
-        return "by another controller"
-    return f"by a controller on host {host} (pid {pid})"
 
 
 class FleetService:
@@ -242,15 +241,17 @@ class FleetService:
         else:
             try:
                 platform = ops.platform()
-                layer = await asyncio.to_thread(layers.runtime_layer, platform)
+                rt = await asyncio.to_thread(layers.process_runtime, platform)
+                there = set(info.get("runtimes", []))
+                missing = [x for x in rt.layers if x.sha256 not in there]
                 add(
                     "runtime",
                     True,
-                    f"a build exists for {platform} ({layer.size / 2**20:.0f} MiB, "
+                    f"a build exists for {platform} ({rt.size / 2**20:.0f} MiB, "
                     + (
                         "on the device"
-                        if layer.sha256 in info.get("runtimes", [])
-                        else "not sent yet"
+                        if not missing
+                        else f"{sum(x.size for x in missing) / 2**20:.0f} MiB not sent yet"
                     )
                     + ")",
                 )
