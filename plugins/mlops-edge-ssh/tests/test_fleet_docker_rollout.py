@@ -201,8 +201,8 @@ def test_docker_rollout_delta_rollback_and_failed_gate(docker_lab, ws_for, newer
         assert s["bundle"] == str(Path(d.root).resolve() / "versions" / v1)
         assert s["answer"]["model"] == "m" and s["answer"]["version"] == 1
         assert s["max_rows"] == "1111"  # the [serving] limits reach the container
-        # the gate's requests were logged where `fleet` pulls prediction logs from
-        assert any((Path(d.root) / "logs" / "predlog").rglob("*.*")), d.name
+        # the gate's requests (x-mlops-probe: gate), the only ones so far, were not logged
+        assert not any((Path(d.root) / "logs" / "predlog").rglob("*.jsonl*")), d.name
         assert not (Path(d.root) / "runtime").exists() or not os.listdir(Path(d.root) / "runtime")
     t = first["gw-01"]
     assert t["sent_objects"] == t["objects"]  # the image delta + every bundle file

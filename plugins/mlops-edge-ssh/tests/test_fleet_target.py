@@ -140,7 +140,7 @@ def test_rollout_traffic_and_resumable_log_pull_reach_monitoring(device_lab_fact
         for name in (a, b):
             assert _serving(ws, name)[0].startswith("m-1-")
 
-        # the gates' requests are in the first segments: closed, pulled out of the way
+        # the gates' requests (x-mlops-probe) are not traffic: the devices logged none
         _restart(ws, a)
         _restart(ws, b)
         staging = FleetTarget(ws).staging_dir("m", a)
@@ -149,7 +149,7 @@ def test_rollout_traffic_and_resumable_log_pull_reach_monitoring(device_lab_fact
             return await predlogs.pull(links, fleet.device(a), staging, svc.store, **kw)
 
         gate = _run(ws, pull)
-        assert gate.removed_remote == len(gate.complete) >= 1
+        assert gate.complete == [] and gate.removed_remote == 0 and gate.bytes == 0
 
         _send(ws, a, requests=5, rows=3)
         _send(ws, b, requests=2, rows=4)
@@ -203,7 +203,7 @@ def test_rollout_traffic_and_resumable_log_pull_reach_monitoring(device_lab_fact
     _restart(ws, b)
     got = FleetTarget(ws).fetch_prediction_logs("m", {"group": "m"}, log_dir(ws, "m"))
     names = sorted(p.name for p in log_dir(ws, "m").iterdir())
-    assert got == len(names) >= 4  # a: gate + traffic; b: gate + traffic
+    assert got == len(names) >= 2  # a: traffic; b: traffic (the gates logged nothing)
     assert {n.rsplit("--", 1)[1] for n in names} == {f"{a}.jsonl", f"{b}.jsonl"}
     # nothing is published twice
     assert FleetTarget(ws).fetch_prediction_logs("m", {"group": "m"}, log_dir(ws, "m")) == 0
@@ -212,7 +212,7 @@ def test_rollout_traffic_and_resumable_log_pull_reach_monitoring(device_lab_fact
     assert _marked(ws, "m") == 6 * 3 + 2 * 4
     assert _marked(ws, f"m--{a}") == 18 and _marked(ws, f"m--{b}") == 8
     per_device = [ws.monitor.measure(f"m--{n}", window="1h").rows for n in (a, b)]
-    assert fleet_report.rows == sum(per_device) > 26
+    assert fleet_report.rows == sum(per_device) == 6 * 3 + 2 * 4  # no golden rows in it
 
 
 def test_deploy_service_drives_the_fleet_target(device_lab_factory, make_ws, monkeypatch):
@@ -259,7 +259,7 @@ def test_deploy_service_drives_the_fleet_target(device_lab_factory, make_ws, mon
     for n in names:
         _restart(ws, n)
     out = ws.monitor.collect("m")
-    assert out["m"]["fetched"] >= 2 and _marked(ws, "m") == 2
+    assert out["m"]["fetched"] >= 1 and _marked(ws, "m") == 2  # the gates logged nothing
 
     ws.deployments.stop("m")
     assert all(not _serving(ws, n)[1] for n in names)

@@ -43,6 +43,10 @@ CODES = {
     503: "TEMPORARILY_UNAVAILABLE",
 }
 SCORING = ("invocations", "v2_infer")
+# A request with this header (any value; the fleet gate sends "gate") is answered as any
+# other but neither logged in the prediction log nor counted as traffic in /metrics: a
+# health check's copies of the same rows must not read as drift. It only skips logging.
+PROBE_HEADER = "x-mlops-probe"
 
 
 class HttpError(Exception):
@@ -125,6 +129,7 @@ class Call:
     version: int | None = None
     rows: int = 0
     held: int = 0  # bytes of the body budget this request holds
+    probe: bool = False  # x-mlops-probe: answered as any request, never logged as traffic
 
 
 def endpoint(
@@ -133,6 +138,7 @@ def endpoint(
     def wrap(fn):
         async def handler(request: Request) -> Response:
             call = Call(route, request.headers.get("x-request-id") or uuid.uuid4().hex)
+            call.probe = bool(request.headers.get(PROBE_HEADER))
             gate = route in SCORING
             if gate:
                 if server.inflight >= server.settings.max_inflight:
@@ -173,7 +179,12 @@ def endpoint(
                     server.budget.give(call.held)
                     call.held = 0
             server.metrics.observe(
-                route, response.status_code, time.perf_counter() - call.t0, call.rows, call.role
+                route,
+                response.status_code,
+                time.perf_counter() - call.t0,
+                call.rows,
+                call.role,
+                probe=call.probe,
             )
             return response
 
@@ -188,8 +199,8 @@ def failure(
 ) -> Response:
     """Count, log and answer one failed request."""
     latency = time.perf_counter() - call.t0
-    server.metrics.observe(call.route, status, latency, 0, call.role)
-    if call.route in SCORING:
+    server.metrics.observe(call.route, status, latency, 0, call.role, probe=call.probe)
+    if call.route in SCORING and not call.probe:
         server.log.append(
             {
                 "ts": time.time(),

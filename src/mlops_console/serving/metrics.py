@@ -3,6 +3,8 @@
 Every answered request is counted once, by route, status and role (primary, canary,
 shadow), failures included. Beside the cumulative counters each role keeps a window
 (reset when a new canary is loaded) that the canary judge and the alerts read.
+Probes (requests with the x-mlops-probe header: a deploy's health gate) are counted apart,
+in mlops_probe_requests_total, so they never count as traffic.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Metrics:
     def __init__(self):
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, int, str], int] = {}
+        self.probes: dict[tuple[str, int], int] = {}
         self.rows: dict[str, int] = {}
         self.latency_counts = {r: [0] * (len(BUCKETS) + 1) for r in ROLES}
         self.latency_sum = dict.fromkeys(ROLES, 0.0)
@@ -60,10 +63,19 @@ class Metrics:
         self.rejected_busy = 0
 
     def observe(
-        self, route: str, status: int, seconds: float, rows: int, role: str = "primary"
+        self,
+        route: str,
+        status: int,
+        seconds: float,
+        rows: int,
+        role: str = "primary",
+        probe: bool = False,
     ) -> None:
         role = role if role in ROLES else "primary"
         with self.lock:
+            if probe:
+                self.probes[(route, status)] = self.probes.get((route, status), 0) + 1
+                return
             key = (route, status, role)
             self.requests[key] = self.requests.get(key, 0) + 1
             if status < 400:
@@ -97,6 +109,13 @@ class Metrics:
                 out.append(
                     f'mlops_requests_total{{route="{route}",status="{status}",role="{role}"}} {n}'
                 )
+            out += [
+                "# HELP mlops_probe_requests_total Probe requests (x-mlops-probe) answered, "
+                "by route and status; not in the other metrics.",
+                "# TYPE mlops_probe_requests_total counter",
+            ]
+            for (route, status), n in sorted(self.probes.items()):
+                out.append(f'mlops_probe_requests_total{{route="{route}",status="{status}"}} {n}')
             out += [
                 "# HELP mlops_rows_total Rows predicted, by model role.",
                 "# TYPE mlops_rows_total counter",

@@ -6,6 +6,8 @@ Three steps, through an SSH port forward to the server on the device's loopback:
    with the same ONNX model and runtime, compared within the bundle's tolerance (and, when
    the engineer recorded labels for the model, a minimum agreement with them);
 3. a window: `requests` more requests, none failing, p99 under the limit.
+Every request carries `x-mlops-probe: gate`: the server answers it but neither logs it in
+the prediction log nor counts it as traffic, so fleet monitoring never sees the gate.
 A failure keeps what the device answered (status, body) for the engineer.
 """
 
@@ -75,6 +77,8 @@ class Golden:
 
 
 def _plain(v: Any) -> Any:
+    if hasattr(v, "isoformat"):  # a datetime input travels as ISO text in the JSON body
+        return v.isoformat()
     if hasattr(v, "item"):
         v = v.item()
     if isinstance(v, float) and math.isnan(v):
@@ -82,10 +86,40 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def build_golden(ws, mv, user_file: Path | None = None) -> Golden:
+def training_rows(ws, mv, rows: int = GOLDEN_ROWS):
+    """Up to `rows` distinct rows of what `mv` was trained on, in the columns its server
+    takes: from the version's training reference (the model's inputs after every
+    feature-view join), spread evenly over it so they span the training and holdout time."""
+    import numpy as np
+
+    from mlops_console.errors import MlopsError, NotFound
+    from mlops_console.monitoring.reference import load_reference
+
+    try:
+        reference = load_reference(ws, mv)
+    except NotFound as e:
+        raise MlopsError(
+            f"{e} The gate needs real input rows: retrain it, or record them in "
+            f'golden/{mv.name}.json ({{"columns", "data", "labels"}}).'
+        ) from None
+    inputs = [c["name"] for c in mv.signature["inputs"]]
+    missing = [c for c in inputs if c not in reference.frame.columns]
+    if missing:
+        raise MlopsError(
+            f"the training reference of {mv.ref} lacks the input column(s) "
+            f"{', '.join(missing)}; retrain it, or record golden rows in golden/{mv.name}.json."
+        )
+    frame = reference.frame[inputs].drop_duplicates(ignore_index=True)
+    if len(frame) > rows:
+        frame = frame.iloc[np.unique(np.linspace(0, len(frame) - 1, rows).round().astype(int))]
+    return frame.reset_index(drop=True)
+
+
+def build_golden(ws, mv, user_file: Path | None = None, rows: int = GOLDEN_ROWS) -> Golden:
     """Golden rows for model version `mv`: the engineer's recorded rows when given
-    (golden/<model>.json: {"columns", "data", "labels"}), else the first rows of the data
-    the version was trained on; expected outputs from the bundle's ONNX model."""
+    (golden/<model>.json: {"columns", "data", "labels"}), else up to `rows` distinct rows
+    of what the version was trained on (`training_rows`); expected outputs from the
+    bundle's ONNX model."""
     import pandas as pd
 
     inputs = [c["name"] for c in mv.signature["inputs"]]
@@ -97,24 +131,14 @@ def build_golden(ws, mv, user_file: Path | None = None) -> Golden:
         labels = doc.get("labels")
         source = str(user_file.name)
     else:
-        frame = None
-        for ds in mv.lineage.get("datasets") or []:
-            try:
-                frame = ws.data.read(ds["name"], ds["version"], columns=inputs).head(GOLDEN_ROWS)
-                break
-            except Exception:
-                frame = None
-        if frame is None:
-            frame = pd.DataFrame(
-                {c["name"]: [0.0 if c["type"] != "string" else ""] for c in mv.signature["inputs"]}
-            )
+        frame = training_rows(ws, mv, rows)
     bundle = ws.models.bundle(mv.ref, runtime="onnx")
     expected = [_plain(v) for v in bundle.predict(frame)]
     proba = None
     if bundle.task == "classification":
         proba = [[float(x) for x in row] for row in bundle.predict_proba(frame)]
-    rows = [[_plain(v) for v in r] for r in frame.itertuples(index=False, name=None)]
-    return Golden(list(frame.columns), rows, expected, proba, labels, source)
+    body_rows = [[_plain(v) for v in r] for r in frame.itertuples(index=False, name=None)]
+    return Golden(list(frame.columns), body_rows, expected, proba, labels, source)
 
 
 @dataclass
@@ -173,8 +197,14 @@ async def run_gate(base_url: str, golden: Golden, version: int, s: GateSettings)
 
     import httpx
 
+    from mlops_console.serving.http import PROBE_HEADER
+
     detail: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+    # marked as a probe: the server answers it as any request but keeps it out of the
+    # prediction log and the traffic metrics, so monitoring never sees the golden rows
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=30, headers={PROBE_HEADER: "gate"}
+    ) as client:
         deadline = time.monotonic() + s.ready_timeout
         last = "no answer"
         while True:
@@ -263,7 +293,7 @@ def parse_metrics(text: str) -> dict[str, Any]:
             continue
         name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
         lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        if name == "mlops_requests_total" and lab.get("route") in ("invocations", "infer"):
+        if name == "mlops_requests_total" and lab.get("route") in ("invocations", "v2_infer"):
             requests += value
             if lab.get("status", "").startswith("5"):
                 errors += value

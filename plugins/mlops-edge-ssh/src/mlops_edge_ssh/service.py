@@ -466,11 +466,11 @@ class FleetService:
         the model must agree with them (`min_agreement`, 90% by default)."""
         import json
 
-        from mlops_edge_ssh.gate import build_golden
+        from mlops_edge_ssh.gate import GOLDEN_ROWS, build_golden
 
         mv = self.ws.models.resolve(ref)
-        g = build_golden(self.ws, mv)
-        n = rows or len(g.rows)
+        g = build_golden(self.ws, mv, rows=rows or GOLDEN_ROWS)  # distinct training rows
+        n = len(g.rows)
         path = Path(self.ws.root) / "golden" / f"{mv.name}.json"
         path.parent.mkdir(exist_ok=True)
         doc = {
