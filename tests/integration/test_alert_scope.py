@@ -7,11 +7,12 @@ deployment gets the plain name.
 """
 
 import json
-import sqlite3
+
+from tests.store_revision import database_at
 
 from mlops_console.config import AlertRule
 from mlops_console.monitoring.alert_records import Alert
-from mlops_console.store.db import HEAD, Database, alembic_config
+from mlops_console.store.db import HEAD, alembic_config
 from mlops_console.workspace import Workspace
 
 RULE = AlertRule(name="drift", measure="psi:x1", above=0.2, window="5m", notify=["console"])
@@ -25,24 +26,6 @@ STOPGAP = {
     "m--gw-02": ("m--gw-02", ""),  # a deployment of its own: no space, nothing moved
     "odd devices": ("odd devices", ""),  # neither "device " nor "group " after the space
 }
-
-
-def _workspace_at(root, revision):
-    """A workspace folder whose registry is at `revision` (as an older version left it)."""
-    from alembic import command
-
-    (root / ".mlops").mkdir(parents=True)
-    (root / "mlops.toml").write_text("")
-    db = Database(root / ".mlops" / "registry.db")
-    with sqlite3.connect(db.path) as con:
-        con.execute("PRAGMA journal_mode = WAL")
-    cfg = alembic_config()
-    with db.sqlalchemy_engine().connect() as conn:
-        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    return db
 
 
 def _insert(db, deployment, state="open", rule="drift"):
@@ -63,7 +46,7 @@ def _insert(db, deployment, state="open", rule="drift"):
 
 def test_a_workspace_from_before_moves_the_scope_out_of_the_deployment_column(tmp_path):
     root = tmp_path / "w"
-    db = _workspace_at(root, "0009_integrity")
+    db = database_at(root, "0009_integrity")
     ids = {stored: _insert(db, stored) for stored in STOPGAP}
     db.close()
 

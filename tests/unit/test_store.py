@@ -2,6 +2,7 @@ import hashlib
 import sqlite3
 
 import pytest
+from tests.store_revision import database_at
 
 from mlops_console.errors import WorkspaceError
 from mlops_console.store.db import HEAD, REVISIONS, Database, alembic_config
@@ -96,20 +97,8 @@ def test_ensure_schema_twice_is_a_no_op(tmp_path):
 
 
 def test_migration_0002_upgrades_a_0001_database_and_keeps_its_data(tmp_path):
-    from alembic import command
-
     root = tmp_path / "w"
-    (root / ".mlops").mkdir(parents=True)
-    (root / "mlops.toml").write_text("")
-    db = Database(root / ".mlops" / "registry.db")
-    with sqlite3.connect(db.path) as con:
-        con.execute("PRAGMA journal_mode = WAL")
-    cfg = alembic_config()
-    with db.sqlalchemy_engine().connect() as conn:
-        conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0001_foundation")
+    db = database_at(root, "0001_foundation")
     with db.write() as conn:
         conn.exec_driver_sql("INSERT INTO experiment (name, created_at) VALUES ('e', 0)")
         conn.exec_driver_sql(
