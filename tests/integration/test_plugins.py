@@ -435,3 +435,38 @@ def test_a_chain_whose_deployments_target_was_uninstalled_fails_its_deploy_step(
         path.unlink()
         if ws.deployments.get("moved").target == "local":
             ws.deployments.stop("moved")
+
+
+def test_mlops_deploy_takes_a_targets_options_on_the_command_line(trained):
+    """`mlops deploy ... -o KEY=VALUE`: the target's settings, typed as TOML values, kept in
+    the deployment's config (the fleet target's group, waves, auto_rollback = false)."""
+    from mlops_console.cli.deploy import _option_value
+
+    assert _option_value("false") is False and _option_value("3") == 3
+    assert _option_value("plant-a") == "plant-a" and _option_value("1,100%") == "1,100%"
+    assert _option_value('"x y"') == "x y" and _option_value("[1, 2]") == [1, 2]
+    ws, _ = trained
+    w = ("-w", str(ws.root))
+    bad = run_cli(*w, "deploy", "kunden/1", "--name", "cliopts", "-o", "group")
+    assert bad.returncode == 2 and "is not KEY=VALUE" in bad.stderr, bad.stderr
+    owned = run_cli(*w, "deploy", "kunden/1", "--name", "cliopts", "-o", "port=9")
+    assert owned.returncode == 1 and "option `port`" in owned.stderr, owned.stderr
+    assert "Traceback" not in bad.stderr + owned.stderr
+    proc = run_cli(
+        *w,
+        "deploy",
+        "kunden/1",
+        "--name",
+        "cliopts",
+        "-o",
+        "tier=gold",
+        "-o",
+        "retries=3",
+        "--json",
+    )
+    try:
+        assert proc.returncode == 0, proc.stderr
+        config = json.loads(proc.stdout)["config"]
+        assert (config["tier"], config["retries"]) == ("gold", 3)
+    finally:
+        run_cli(*w, "deployments", "stop", "cliopts")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,6 +38,15 @@ if TYPE_CHECKING:
 )
 @click.option("--canary-percent", type=float, default=10.0, show_default=True)
 @click.option("--runtime", type=click.Choice(["onnx", "sklearn"]))
+@click.option(
+    "-o",
+    "--option",
+    "option_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the target, kept with the deployment (e.g. -o group=plant-a for "
+    "--target fleet); as a pipeline's [deploy] options.",
+)
 @output_options
 @pass_workspace
 def deploy(
@@ -50,8 +59,15 @@ def deploy(
     strategy: str,
     canary_percent: float,
     runtime: str | None,
+    option_pairs: tuple[str, ...],
 ) -> Output:
     """Deploy MODEL[@alias|/version]: start it, hot-swap it in, or start a canary."""
+    options: dict[str, str] = {}
+    for pair in option_pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise click.UsageError(f"--option {pair!r} is not KEY=VALUE, e.g. -o group=plant-a.")
+        options[key.strip()] = _option_value(value.strip())
     rec = ws.deployments.deploy(
         ref,
         target=target,
@@ -61,8 +77,19 @@ def deploy(
         strategy=strategy,
         canary_percent=canary_percent,
         runtime=runtime,
+        options=options or None,
     )
     return Output(rec.to_dict(), lambda: _report_deployed(rec))
+
+
+def _option_value(text: str) -> Any:
+    """A TOML value when it reads as one (true, 3, 0.5, "x", [1, 2]), else the text."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def _report_deployed(rec: Deployment) -> None:
