@@ -567,7 +567,9 @@ class Controller:
         with contextlib.suppress(DeviceError):
             base = float((await ops.telemetry()).get("errors") or 0)
         gate = {**result.to_dict(), "errors_baseline": base}
-        self.store.set_device(self.rid, dev.name, state="healthy", detail={**detail, "gate": gate})
+        # an earlier attempt's error (unreachable, refused) is history now, in the events
+        done = {k: v for k, v in detail.items() if k not in ("reason", "step")}
+        self.store.set_device(self.rid, dev.name, state="healthy", detail={**done, "gate": gate})
         self.store.observe(
             dev.name,
             True,
