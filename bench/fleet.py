@@ -250,6 +250,13 @@ def part_delta(tmpl: Path, tmp: Path, rows: list) -> None:
         ("delta", "(b) vs full bundle + runtime (raw)", f"{wire / full:.4f}x ({full / wire:.0f}x less)",
          f"runtime tar {fmt_bytes(layer.size)} + bundle files; first send was {fmt_bytes(first['wire_bytes'])} wire")
     )  # fmt: skip
+    # a new mlops-console on the controller: only its own layer travels (computed, zstd-3)
+    z_console, z_deps = zstd3(layer.console.path), zstd3(layer.deps.path)
+    rows.append(
+        ("delta", "(d) a new mlops-console: its layer alone", f"{fmt_bytes(z_console)} zstd-3",
+         f"console layer {fmt_bytes(layer.console.size)} raw; the dependencies layer "
+         f"({fmt_bytes(layer.deps.size)} raw, {fmt_bytes(z_deps)} zstd-3) stays on the device")
+    )  # fmt: skip
     image = docker_image_size()
     if isinstance(image, int):
         rows.append(
