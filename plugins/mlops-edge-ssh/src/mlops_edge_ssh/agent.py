@@ -649,7 +649,8 @@ def serve(current, previous, timeout):
     since = time.time()
     set_links(current, previous)
     how = start_supervisor()
-    signal_supervisor(signal.SIGHUP)
+    if how == "running":  # a supervisor started just now serves `current` by itself: a
+        signal_supervisor(signal.SIGHUP)  # reload would restart what it just started
     st = wait_serving(current, since - 1, timeout)
     if st is not None:
         return st, how
