@@ -109,9 +109,13 @@ def _device_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
                 _ver(r["serving"]),
                 _ver(r["desired"]) + ("" if r["converged"] else " (pending)"),
                 r["health"] or "-",
-                _ver(r["pin"]) + (" held" if r["hold"] else ""),
+                " ".join(x for x in (r["pin"] and _ver(r["pin"]), r["hold"] and "held") if x)
+                or "-",
                 when(r["last_seen"]) if r["last_seen"] else "never",
                 f"{t['rss'] / 2**20:.0f}M" if t.get("rss") else "-",
+                _count(t.get("requests")),
+                _count(t.get("errors")),
+                f"{t['p99_ms']:.0f}ms" if t.get("p99_ms") is not None else "-",
             ]
         )
     return out
@@ -128,7 +132,14 @@ HEADERS = [
     "pin",
     "seen",
     "rss",
+    "req",
+    "err",
+    "p99",
 ]
+
+
+def _count(v: Any) -> str:
+    return "-" if v is None else f"{v:.0f}"
 
 
 @click.group()
