@@ -275,3 +275,30 @@ def test_reconcile_restarts_a_downed_server_and_reports_every_rollout(device_lab
     assert serving(gw1) == vid(ws, "m/1")
     assert "m/1 done" in out.stdout and "m/3" in out.stdout, out.stdout
     assert "1 failed" in out.stdout or "1 rolled_back" in out.stdout, out.stdout
+
+
+def test_writes_lost_with_their_link_print_no_traceback_but_bugs_still_do(caplog):
+    import asyncio
+    import gc
+
+    import asyncssh
+
+    from mlops_edge_ssh.ssh import quiet_lost_links
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(quiet_lost_links)
+
+        async def lost() -> None:
+            raise asyncssh.ConnectionLost("Server not responding to keepalive")
+
+        async def bug() -> None:
+            raise ValueError("a real bug")
+
+        for coro in (lost, bug):
+            task = asyncio.ensure_future(coro())
+            await asyncio.sleep(0.01)
+            del task
+            gc.collect()
+
+    asyncio.run(main())  # the loop's default handler logs to the asyncio logger
+    assert "a real bug" in caplog.text and "keepalive" not in caplog.text, caplog.text

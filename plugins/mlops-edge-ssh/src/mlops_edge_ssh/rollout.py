@@ -26,7 +26,14 @@ from mlops_edge_ssh import layers
 from mlops_edge_ssh.device import DeviceOps, Target, version_id
 from mlops_edge_ssh.gate import GateSettings, Golden, build_golden
 from mlops_edge_ssh.inventory import Device, Fleet
-from mlops_edge_ssh.ssh import AuthRefused, DeviceError, HostKeyRefused, Links, Unreachable
+from mlops_edge_ssh.ssh import (
+    AuthRefused,
+    DeviceError,
+    HostKeyRefused,
+    Links,
+    Unreachable,
+    quiet_lost_links,
+)
 from mlops_edge_ssh.store import FINAL, FleetStore, Rollout
 
 Say = Callable[[str], None]
@@ -237,6 +244,7 @@ class Controller:
             )
         if r.state == "paused":
             self.store.set_rollout(self.rid, state="running", reason=None)
+        asyncio.get_running_loop().set_exception_handler(quiet_lost_links)
         self.links = Links(self.fleet)
         self.target = Target.from_workspace(self.ws, r.model, r.version, r.digest)
         self.golden = Golden.from_dict(r.golden)

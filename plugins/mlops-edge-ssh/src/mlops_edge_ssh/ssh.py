@@ -161,6 +161,17 @@ LOST = (
 )
 
 
+def quiet_lost_links(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An event-loop exception handler: the writes asyncssh pipelines for an SFTP transfer
+    end with "Task exception was never retrieved" when their link drops; the transfer
+    has seen the cut and retries, so that is no traceback for the engineer."""
+    exc = context.get("exception")
+    lost = isinstance(exc, asyncssh.Error | OSError | asyncio.TimeoutError)
+    if lost and "never retrieved" in str(context.get("message", "")):
+        return
+    loop.default_exception_handler(context)
+
+
 @dataclass
 class Output:
     exit_status: int
