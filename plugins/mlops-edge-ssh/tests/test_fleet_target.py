@@ -263,3 +263,57 @@ def test_deploy_service_drives_the_fleet_target(device_lab_factory, make_ws, mon
 
     ws.deployments.stop("m")
     assert all(not _serving(ws, n)[1] for n in names)
+
+
+def test_a_deploy_killed_mid_rollout_is_resumed_by_the_next_deploy(device_lab_factory, make_ws):
+    """The daemon killed in the middle of a chain's fleet rollout: its retry deploys again
+    (a newer version, since it trains again). The rollout whose controller died goes on
+    from its record first (no device left half-way, its chunks reused), then the new
+    version rolls out."""
+    import signal
+    import subprocess
+    import sys
+
+    from test_fleet_rollout import _device_state, _wait, serving, vid
+
+    from mlops_edge_ssh.service import FleetService
+
+    lab = device_lab_factory(2)
+    ws = make_ws(lab)
+    for d in lab.devices:
+        d.limit_rate(40_000)
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mlops_console.cli.main", "-w", str(ws.root)),
+            *("deploy", "m/1", "--target", "fleet", "-o", "soak=0", "-o", "waves=100%"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait(
+            lambda: (s := _device_state(ws, "gw-01")) and s.state == "sending" and s.progress,
+            300,
+            "m/1 to be sending",
+            every=0.05,
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with FleetService(ws) as svc:
+        first = svc.store.active()
+    assert first is not None and (first.version, first.state) == (1, "running")
+
+    ws.deployments.deploy("m/2", target="fleet", options={"soak": 0, "waves": "100%"})
+    with FleetService(ws) as svc:
+        resumed, latest = svc.store.rollout(first.id), svc.store.rollout()
+        events = [e["kind"] for e in svc.store.events(first.id)]
+    assert resumed.state == "done" and resumed.counts() == {"healthy": 2}, resumed.to_dict()
+    assert "resumed" in events
+    assert sum(d.detail["transfer"]["chunks_reused"] for d in resumed.devices) >= 1
+    assert (latest.version, latest.state) == (2, "done"), latest.to_dict()
+    for d in lab.devices:
+        assert serving(d.root) == vid(ws, "m/2")

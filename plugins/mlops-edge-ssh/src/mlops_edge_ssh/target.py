@@ -85,6 +85,16 @@ def device_deployment(name: str, device: str) -> str:
     return f"{name}{SEP}{device}"
 
 
+def _orphan(r: Rollout, deployment: str) -> bool:
+    """Whether `r` is a rollout this deployment started whose controller is gone while it
+    was running or aborting (not one an engineer paused, nor one another command runs)."""
+    return (
+        r.created_by == f"deploy:{deployment}"
+        and r.state in ("running", "aborting")
+        and not controller_alive(r)
+    )
+
+
 class FleetTarget(DeployTarget):
     name = "fleet"
     capabilities = frozenset({Capability.FLEET, Capability.REMOTE_LOGS})
@@ -161,6 +171,13 @@ class FleetTarget(DeployTarget):
 
         with self._service() as svc:
             r = svc.store.active()
+            if r is not None and (r.model, r.version) != (mv.name, mv.version) and _orphan(r, name):
+                # this deployment's last rollout lost its controller (a daemon killed in the
+                # middle of a chain, whose retry deploys again): it goes on from its record
+                # first, so no device is left half-way, then the new version rolls out
+                svc.store.event("resumed", f"resumed by deploy:{name} before {mv.ref}", r.id)
+                svc.run(r.id)
+                r = svc.store.active()
             if r is not None and (r.model, r.version) == (mv.name, mv.version):
                 if controller_alive(r):  # a chain that retried would retrain for nothing
                     raise DeployRefused(
