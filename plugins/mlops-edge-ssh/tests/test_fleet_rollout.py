@@ -232,6 +232,26 @@ def _device_state(ws, name: str):
         return next((d for d in r.devices if d.device == name), None) if r else None
 
 
+def kill_while_sending(proc: subprocess.Popen, ws, device: str, above: float = 0.0) -> None:
+    """SIGKILL the controller `proc` once `device` is sending (more than `above` of it)."""
+    try:
+        _wait(
+            lambda: (
+                (s := _device_state(ws, device))
+                and s.state == "sending"
+                and (s.progress or 0) > above
+            ),
+            300,
+            f"{device} to be sending",
+            every=0.05,
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_a_link_cut_for_25s_mid_transfer_resumes_and_resends_at_most_one_chunk(
     device_lab_factory, ws_for
 ):
@@ -297,22 +317,7 @@ def test_the_controller_killed_mid_rollout_resumes_with_no_device_half_switched(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    try:
-        _wait(
-            lambda: (
-                (s := _device_state(ws, "gw-02"))
-                and s.state == "sending"
-                and (s.progress or 0) > 0.2
-            ),
-            300,
-            "wave 2 to be sending",
-            every=0.05,
-        )
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_while_sending(proc, ws, "gw-02", above=0.2)
     with FleetService(ws) as svc:
         r = svc.store.rollout()
         assert r.state == "running" and r.counts().get("healthy") == 1

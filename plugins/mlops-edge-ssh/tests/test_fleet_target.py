@@ -270,11 +270,10 @@ def test_a_deploy_killed_mid_rollout_is_resumed_by_the_next_deploy(device_lab_fa
     (a newer version, since it trains again). The rollout whose controller died goes on
     from its record first (no device left half-way, its chunks reused), then the new
     version rolls out."""
-    import signal
     import subprocess
     import sys
 
-    from test_fleet_rollout import _device_state, _wait, serving, vid
+    from test_fleet_rollout import kill_while_sending, serving, vid
 
     from mlops_edge_ssh.service import FleetService
 
@@ -291,18 +290,7 @@ def test_a_deploy_killed_mid_rollout_is_resumed_by_the_next_deploy(device_lab_fa
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
     )
-    try:
-        _wait(
-            lambda: (s := _device_state(ws, "gw-01")) and s.state == "sending" and s.progress,
-            300,
-            "m/1 to be sending",
-            every=0.05,
-        )
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_while_sending(proc, ws, "gw-01")
     with FleetService(ws) as svc:
         first = svc.store.active()
     assert first is not None and (first.version, first.state) == (1, "running")
