@@ -228,7 +228,8 @@ class Database:
                 "to open this workspace; nothing was changed."
             )
 
-    def _upgrade(self) -> None:
+    def _upgrade(self, revision: str = "head") -> None:
+        """Migrate to `revision` (tests build older schemas with it)."""
         from alembic import command
 
         with sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S) as con:
@@ -240,7 +241,7 @@ class Database:
             # failed migration leaves the previous schema intact.
             with conn.begin():
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
 
 
 def alembic_config():
