@@ -52,10 +52,29 @@ def severity(drifted: bool, psi: float | None, limit: float = 0.2) -> str:
     return "green"
 
 
+PAGE = 100  # rows in the table at once (two screens at 160x48); `[` and `]` page
+
+
+@dataclass
+class Query:
+    """What the table asks a paging area for (`Area.page`): the filter typed after `/`
+    (case-insensitive, matched against what the rows show), the sort column (a name of
+    `Listing.columns`) and direction, and one page of rows."""
+
+    text: str = ""
+    sort: str | None = None
+    descending: bool = False
+    offset: int = 0
+    limit: int = PAGE
+
+
 @dataclass
 class Listing:
     columns: list[str]
     rows: list[tuple[str, list[str]]]  # (key, cells)
+    # rows matching the query in the store when the area pages there (`Area.page`): `rows`
+    # is then one page, already filtered and sorted; None: `rows` is everything
+    total: int | None = None
 
 
 @dataclass
@@ -67,6 +86,16 @@ class Action:
     run: Callable[..., str]
     destructive: bool = True  # asks for confirmation first
     ask: str = ""  # a question typed in the prompt; run gets (ws, key, answer)
+    # (row key) -> whether the action applies to that row: one that does not is not
+    # offered (footer, palette, key) while that row is selected. None: every row.
+    applies: Callable[[str], bool] | None = None
+    # (ws, row key[, answer]) -> the confirmation question in the user's words, e.g.
+    # "Move churn@champion from v2 to v1?" (runs in a worker: it may read the store).
+    # None: "<name> on <key>?"
+    confirm: Callable[..., str] | None = None
+    # long work (training, tests, an ingest): `run` also gets `progress=`, a callable
+    # taking one line of status that the console shows live while it runs
+    progress: bool = False
 
     @property
     def id(self) -> str:
@@ -94,9 +123,19 @@ class Area:
     # detailed by this area's `detail` with that key. Fast: it runs in every Overview load.
     overview: Callable[[Workspace], list[tuple[str, list[str]]]] | None = None
     # rows that change with no daemon event (a plugin's own state, such as a fleet
-    # rollout's progress): polled even while a daemon runs, and the detail shown for the
-    # selected row is refreshed by each poll
+    # rollout's progress, or the Overview's traffic figures): polled even while a daemon
+    # runs (the detail shown for the selected row is refreshed by every reload)
     live: bool = False
+    # (ws, query) -> one page of rows filtered and sorted in the store, with `total` set:
+    # for areas that can hold more rows than a table should (10,000 runs, 100,000 jobs).
+    # When set, the console calls it instead of `load`; `load` lists the first page.
+    page: Callable[[Workspace, Query], Listing] | None = None
+    # the detail is Markdown (a model card): the full-screen detail renders it so
+    detail_markdown: bool = False
+    # (ws) -> True when it found something new: slow work the console runs after the
+    # table is filled (measuring each deployment's window); the area is then reloaded.
+    # `load` stays fast by reading what the last warm-up cached.
+    warm: Callable[[Workspace], bool] | None = None
 
 
 def health(ws: Workspace, name: str) -> WindowReport | str:
@@ -120,3 +159,24 @@ def traffic_lines(ws: Workspace, name: str, window: str = "5m", count: int = 12)
         f"  p99 ms  {spark([p['p99_ms'] for p in series])}  now {_num(last['p99_ms'])}",
         f"  errors  {spark([p['error_rate'] for p in series])}  now {_num(last['error_rate'])}",
     ]
+
+
+def champions(ws: Workspace) -> dict[str, int]:
+    """Each model's @champion version, in one query."""
+    with ws.db.read() as conn:
+        return {
+            name: int(version)
+            for name, version in conn.exec_driver_sql(
+                "SELECT model_name, version FROM model_alias WHERE alias = 'champion'"
+            )
+        }
+
+
+def serving_gap(champion: int | None, version: int | None, canary: int | None = None) -> str:
+    """A loud note when a deployment does not serve its model's champion (a retrain made
+    v3 champion while v2 kept serving), else "". A champion under canary is on its way."""
+    if champion is None or version is None or champion == version:
+        return ""
+    if canary == champion:
+        return f"champion v{champion} is the canary"
+    return f"NOT SERVING CHAMPION: champion is v{champion}, serving v{version}"
