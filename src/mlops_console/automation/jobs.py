@@ -25,6 +25,17 @@ COLS = (
 LEASE_SECONDS = 60.0  # a chain whose daemon has not renewed its lease for this long stops
 
 
+# `JobStore.page` sorts: a name -> its column
+JOB_SORTS = {
+    "id": "id",
+    "pipeline": "pipeline COLLATE NOCASE",
+    "status": "status",
+    "trigger": "trigger COLLATE NOCASE",
+    "created_at": "created_at",
+    "detail": "detail COLLATE NOCASE",
+}
+
+
 class JobStatus(StrEnum):
     """Where a job is: waiting, running, or ended (and how, in broad strokes)."""
 
@@ -219,6 +230,60 @@ class JobStore:
                 (*args, limit),
             ).mappings()
             return [Job.from_row(r) for r in rows]
+
+    def page(
+        self,
+        text: str = "",
+        sort: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+        kinds: tuple[str, ...] = ("chain", "score"),
+    ) -> tuple[builtins.list[Job], int]:
+        """One page of the jobs of `kinds` whose id, pipeline, status, trigger, outcome or
+        detail contains `text` (any case), sorted by a `JOB_SORTS` name (None: the newest
+        first), and how many match in all."""
+        from mlops_console.tracking.runs import like
+
+        where = f"kind IN ({', '.join('?' * len(kinds))})"
+        args: builtins.list[Any] = [*kinds]
+        needle = text.strip().lower()
+        if needle:
+            # statuses and outcomes are a few words: match them here, not row by row
+            words = [v for v in (*JobStatus, *Outcome) if needle in v.value]
+            matches = [f"{c} LIKE ? ESCAPE '\\'" for c in ("pipeline", "trigger", "detail")]
+            args += [like(needle)] * len(matches)
+            if any(ch.isdigit() for ch in needle):  # an id is digits only
+                matches.append("CAST(id AS TEXT) LIKE ? ESCAPE '\\'")
+                args.append(like(needle))
+            if words:
+                marks = ", ".join("?" * len(words))
+                matches.append(f"status IN ({marks}) OR outcome IN ({marks})")
+                args += [w.value for w in words] * 2
+            where += f" AND ({' OR '.join(matches)})"
+        way = "DESC" if descending or sort is None else "ASC"
+        order = f"{JOB_SORTS.get(sort or 'id', 'id')} {way}, id {way}"
+        count = f"SELECT count(*) FROM job WHERE {where}"
+        with self.ws.db.read() as conn:
+            if needle:  # the matches are counted in the same scan that finds the page
+                found = conn.exec_driver_sql(
+                    f"SELECT id, count(*) OVER () FROM job WHERE {where} ORDER BY {order} "
+                    "LIMIT ? OFFSET ?",
+                    (*args, int(limit), int(offset)),
+                ).all()
+                ids = [i for i, _ in found]
+                total = found[0][1] if found else conn.exec_driver_sql(count, tuple(args)).scalar()
+            else:  # newest first walks the ids backwards and stops after one page
+                total = conn.exec_driver_sql(count, tuple(args)).scalar()
+                ids = conn.exec_driver_sql(
+                    f"SELECT id FROM job WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                    (*args, int(limit), int(offset)),
+                ).scalars()
+            rows = conn.exec_driver_sql(
+                f"SELECT {COLS} FROM job WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
+            ).mappings()
+        by_id = {r["id"]: Job.from_row(r) for r in rows}
+        return [by_id[i] for i in ids], int(total)
 
     def claim_next(self) -> Job | None:
         """Take the oldest queued chain (atomically: one worker gets it)."""

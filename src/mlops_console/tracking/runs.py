@@ -84,6 +84,54 @@ class RunRecord:
         }
 
 
+@dataclass
+class RunRow:
+    """A run as a page of the run list shows it (`RunTracker.page`), with its primary metric."""
+
+    id: str
+    experiment: str
+    name: str
+    status: str
+    start_time: float
+    metric: str | None  # the primary metric's key as logged (holdout_roc_auc); None: unknown
+    value: float | None  # its latest value; None: not logged (or NaN)
+
+
+@dataclass
+class RunPage:
+    runs: list[RunRow]
+    total: int  # the runs matching the text, on every page
+    metrics: dict[str | None, int]  # primary metric key -> matching runs judged by it
+
+
+# `RunTracker.page` sorts: a name -> its SQL over the CTE `m` (and `lm`, the metric)
+RUN_SORTS = {
+    "id": "m.id",
+    "experiment": "m.experiment COLLATE NOCASE",
+    "name": "m.name COLLATE NOCASE",
+    "status": "m.status",
+    "start_time": "m.start_time",
+    "metric": "lm.value",
+}
+
+
+def like(text: str) -> str:
+    """A case-insensitive substring pattern for `LIKE ? ESCAPE '\\'`."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _cases(column: str, mapping: dict[str, str]) -> tuple[str, list[str]]:
+    if not mapping:
+        return "NULL", []
+    args = [x for pair in mapping.items() for x in pair]
+    return f"CASE {column}" + " WHEN ? THEN ?" * len(mapping) + " END", args
+
+
+# the pipeline files' (folder, names and mtimes) -> `RunTracker.primary_metrics()`
+_PRIMARY: dict[tuple, tuple[dict[str, str], dict[str, str]]] = {}
+
+
 _STARTED: dict[int, int | None] = {}  # pid -> its start time (a forked child is another)
 
 
@@ -335,6 +383,103 @@ class RunTracker:
                 ):
                     runs[rid].artifacts.append({"name": n, "hash": h, "size": s})
         return list(runs.values())
+
+    def primary_metrics(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The metric each pipeline is judged by, as its runs log it (`holdout_roc_auc` for
+        `primary_metric = "roc_auc"`): (by pipeline name, by the experiment it writes to)."""
+        folder = self.ws.pipelines.folder
+        stamp = (folder, *sorted((p.name, p.stat().st_mtime_ns) for p in folder.glob("*.toml")))
+        if stamp not in _PRIMARY:  # parse the specs again only when one changed
+            by_pipeline: dict[str, str] = {}
+            by_experiment: dict[str, str] = {}
+            for p in self.ws.pipelines.list():
+                key = f"holdout_{p.spec.validation.primary_metric}"
+                by_pipeline[p.name] = by_pipeline[p.spec.name] = key
+                by_experiment.setdefault(p.spec.experiment or p.spec.name, key)
+            _PRIMARY.clear()
+            _PRIMARY[stamp] = by_pipeline, by_experiment
+        return _PRIMARY[stamp]
+
+    def page(
+        self,
+        text: str = "",
+        sort: str | None = None,
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RunPage:
+        """One page of runs whose id, experiment, name or status contains `text` (any
+        case), sorted by a `RUN_SORTS` name (None: the newest first; a metric without a
+        value last either way), with each run's primary metric and the count of matches.
+
+        A run's primary metric is its pipeline's (its `pipeline` tag), else that of the
+        pipeline writing to its experiment, else (no pipeline made it) the first holdout
+        metric of the experiment's newest run that logged one, else its first metric."""
+        declared, declared_experiments = self.primary_metrics()
+        by_pipeline, by_pipeline_args = _cases("t.value", declared)
+        with self.ws.db.read() as conn:
+            guessed = {
+                name: key
+                for name, key in conn.exec_driver_sql(
+                    "SELECT e.name, coalesce((SELECT lm.key FROM run r JOIN latest_metric lm "
+                    "ON lm.run_id = r.id WHERE r.experiment_id = e.id AND lm.key LIKE "
+                    "'holdout\\_%' ESCAPE '\\' ORDER BY r.start_time DESC, lm.key LIMIT 1), "
+                    "(SELECT lm.key FROM run r JOIN latest_metric lm ON lm.run_id = r.id WHERE "
+                    "r.experiment_id = e.id ORDER BY r.start_time DESC, lm.key LIMIT 1)) "
+                    "FROM experiment e"
+                )
+                if key is not None
+            }
+            by_experiment, by_experiment_args = _cases(
+                "e.name",
+                guessed | declared_experiments,
+            )
+            where, args = "1=1", []
+            if text.strip():
+                where = " OR ".join(
+                    f"{c} LIKE ? ESCAPE '\\'" for c in ("r.id", "e.name", "r.name", "r.status")
+                )
+                args = [like(text.strip())] * 4
+            cte = (
+                "WITH m AS (SELECT r.id, e.name AS experiment, r.name, r.status, r.start_time, "
+                f"coalesce({by_pipeline}, {by_experiment}) AS mkey FROM run r JOIN experiment e "
+                "ON e.id = r.experiment_id LEFT JOIN tag t ON t.run_id = r.id AND t.key = "
+                f"'pipeline' WHERE {where}) "
+            )
+            cte_args = [*by_pipeline_args, *by_experiment_args, *args]
+            metrics = {
+                key: n
+                for key, n in conn.exec_driver_sql(
+                    cte + "SELECT mkey, count(*) FROM m GROUP BY mkey", tuple(cte_args)
+                )
+            }
+            way = "DESC" if descending or sort is None else "ASC"
+            column = RUN_SORTS.get(sort or "start_time", "m.start_time")
+            order = f"{column} {way}, m.start_time DESC, m.id"
+            if sort == "metric":  # runs without the value last, whichever the direction
+                order = f"lm.value IS NULL, {order}"
+            join = "LEFT JOIN latest_metric lm ON lm.run_id = m.id AND lm.key = m.mkey"
+            if sort == "metric":
+                sql = f"{cte}SELECT m.*, lm.value FROM m {join} ORDER BY {order} LIMIT ? OFFSET ?"
+            else:  # page first, then read the metric of the page's runs only
+                sql = (
+                    f"{cte}, p AS (SELECT * FROM m ORDER BY {order} LIMIT ? OFFSET ?) "
+                    f"SELECT m.*, lm.value FROM p AS m {join} ORDER BY {order}"
+                )
+            rows = conn.exec_driver_sql(sql, (*cte_args, int(limit), int(offset))).mappings()
+            runs = [
+                RunRow(
+                    r["id"],
+                    r["experiment"],
+                    r["name"],
+                    r["status"],
+                    r["start_time"],
+                    r["mkey"],
+                    r["value"],
+                )
+                for r in rows
+            ]
+        return RunPage(runs, sum(metrics.values()), metrics)
 
     def metric_history(self, ref: str, key: str) -> list[tuple[int, float, float]]:
         """(step, value, timestamp) of every value logged for one metric."""

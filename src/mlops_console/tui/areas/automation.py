@@ -6,36 +6,47 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.tui.areas.common import Action, Area, Listing, _when
+from mlops_console.tui.areas.common import Action, Area, Listing, Query, _when
 
 if TYPE_CHECKING:
+    from mlops_console.automation.jobs import Job
     from mlops_console.workspace import Workspace
 
+COLUMNS = ["job", "pipeline", "status", "trigger", "created", "outcome"]
+# the listing's columns -> `JobStore.page` sorts
+SORTS = {
+    "job": "id",
+    "pipeline": "pipeline",
+    "status": "status",
+    "trigger": "trigger",
+    "created": "created_at",
+    "outcome": "detail",
+}
 
-def _jobs(ws: Workspace) -> Listing:
-    return Listing(
-        ["job", "pipeline", "status", "trigger", "created", "outcome"],
-        [
-            (
-                str(j.id),
-                [
-                    str(j.id),
-                    j.pipeline,
-                    j.status.value,
-                    j.trigger,
-                    _when(j.created_at),
-                    j.detail[:50],
-                ],
-            )
-            for j in ws.jobs.list(limit=500)
-            if j.kind in ("chain", "score")
-        ],
+
+def _job_row(j: Job) -> tuple[str, list[str]]:
+    return (
+        str(j.id),
+        [str(j.id), j.pipeline, j.status.value, j.trigger, _when(j.created_at), j.detail[:50]],
     )
 
 
-def _automation(ws: Workspace) -> Listing:
-    listing = _jobs(ws)
-    schedules = daemon_state(ws)[2]
+def _jobs(ws: Workspace, query: Query | None = None) -> Listing:
+    """A page of chains and score jobs (the newest first by default), with the count of
+    those matching."""
+    query = query or Query()
+    jobs, total = ws.jobs.page(
+        query.text,
+        SORTS.get(query.sort or "job", "id"),
+        query.descending if query.sort else True,
+        query.offset,
+        query.limit,
+    )
+    return Listing(COLUMNS, [_job_row(j) for j in jobs], total=total)
+
+
+def _schedule_rows(ws: Workspace, text: str = "") -> list[tuple[str, list[str]]]:
+    """The daemon's schedules and watchers whose cells contain `text` (any case)."""
     rows = [
         (
             f"schedule:{sc['id']}",
@@ -48,9 +59,47 @@ def _automation(ws: Workspace) -> Listing:
                 sc["name"][:50],
             ],
         )
-        for sc in schedules
+        for sc in daemon_state(ws)[2]
     ]
-    return Listing(listing.columns, rows + listing.rows)
+    needle = text.strip().lower()
+    return [r for r in rows if not needle or any(needle in c.lower() for c in [r[0], *r[1]])]
+
+
+def _page(ws: Workspace, query: Query) -> Listing:
+    """Schedules and watchers (a few, from the daemon) on top, then the jobs: one page of
+    both as if they were one list, filtered, with the true total of the two."""
+    schedules = _schedule_rows(ws, query.text)
+    shown = schedules[query.offset : query.offset + query.limit]
+    jobs = _jobs(
+        ws,
+        Query(
+            query.text,
+            query.sort,
+            query.descending,
+            max(0, query.offset - len(schedules)),
+            query.limit - len(shown),
+        ),
+    )
+    return Listing(COLUMNS, shown + jobs.rows, total=len(schedules) + (jobs.total or 0))
+
+
+def _automation(ws: Workspace) -> Listing:
+    return _page(ws, Query())
+
+
+def is_watcher(key: str) -> bool:
+    """A watcher's row (`schedule:watch-<pipeline>`): schedule ids always hold a colon
+    (`churn:interval`), watchers' never, so a pipeline called watch-x is no watcher."""
+    return key.startswith("schedule:watch-") and ":" not in key[len("schedule:") :]
+
+
+def _is_job(key: str) -> bool:
+    return key.isdigit()
+
+
+def _is_schedule(key: str) -> bool:
+    """A schedule the daemon can pause, resume or trigger (not a watcher)."""
+    return key.startswith("schedule:") and not is_watcher(key)
 
 
 def _schedule(verb: str) -> Callable[[Workspace, str], str]:
@@ -130,6 +179,22 @@ def _cancel(ws: Workspace, key: str) -> str:
     return f"job {key}: {j.status}" + (" (cancel requested)" if j.cancel_requested else "")
 
 
+def _ask_cancel(ws: Workspace, key: str) -> str:
+    j = ws.jobs.get(int(key))
+    return f"Cancel job {j.id} ({j.kind} of {j.pipeline}, {j.status.value})?"
+
+
+def _ask_run_now(ws: Workspace, key: str) -> str:
+    if key.startswith("schedule:"):
+        return f"Run schedule {key[len('schedule:') :]} now?"
+    j = ws.jobs.get(int(key))
+    return f"Queue a new chain of {j.pipeline} now (job {j.id} was a {j.kind}, {j.status.value})?"
+
+
+def _ask_schedule(verb: str) -> Callable[[Workspace, str], str]:
+    return lambda ws, key: f"{verb} schedule {key[len('schedule:') :]}?"
+
+
 AREA = Area(
     "automation",
     "Automation",
@@ -137,9 +202,39 @@ AREA = Area(
     _automation,
     _job_detail,
     [
-        Action("c", "job: cancel", "Cancel the selected job", _cancel),
-        Action("n", "job: run now", "Run the selected job's pipeline (or schedule) now", _run_now),
-        Action("z", "schedule: pause", "Pause the selected schedule", _schedule("pause")),
-        Action("u", "schedule: resume", "Resume the selected schedule", _schedule("resume"), False),
+        Action(
+            "c",
+            "job: cancel",
+            "Cancel the selected job",
+            _cancel,
+            applies=_is_job,
+            confirm=_ask_cancel,
+        ),
+        Action(
+            "n",
+            "job: run now",
+            "Run the selected job's pipeline (or schedule) now",
+            _run_now,
+            applies=lambda key: _is_job(key) or _is_schedule(key),
+            confirm=_ask_run_now,
+        ),
+        Action(
+            "z",
+            "schedule: pause",
+            "Pause the selected schedule",
+            _schedule("pause"),
+            applies=_is_schedule,
+            confirm=_ask_schedule("Pause"),
+        ),
+        Action(
+            "u",
+            "schedule: resume",
+            "Resume the selected schedule",
+            _schedule("resume"),
+            False,
+            applies=_is_schedule,
+            confirm=_ask_schedule("Resume"),
+        ),
     ],
+    page=_page,
 )

@@ -5,17 +5,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlops_console.tui.areas.common import Area, Chart, Listing, _num, _when, spark
+from mlops_console.tui.areas.common import (
+    Area,
+    Chart,
+    Listing,
+    Query,
+    _num,
+    _when,
+    spark,
+)
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
 
+# the listing's columns -> `RunTracker.page` sorts; any other column is the metric's
+SORTS = {"run": "id", "experiment": "experiment", "status": "status", "started": "start_time"}
 
-def _runs(ws: Workspace) -> Listing:
-    runs = ws.runs.search(limit=500)
-    keys = sorted({k for r in runs for k in r.metrics if k.startswith("holdout_")})[:3]
+
+def _page(ws: Workspace, query: Query) -> Listing:
+    """A page of runs, searched and sorted in the store, with each one's primary metric:
+    headed by its name when every matching run shares it, else "metric" with the name
+    beside each value."""
+    found = ws.runs.page(
+        query.text,
+        SORTS.get(query.sort, "metric") if query.sort else None,
+        query.descending,
+        query.offset,
+        query.limit,
+    )
+    named = [k for k in found.metrics if k is not None]
+    shared = named[0] if len(named) == 1 else None
     return Listing(
-        ["run", "experiment", "status", "started", *keys],
+        ["run", "experiment", "status", "started", shared or "metric"],
         [
             (
                 r.id,
@@ -24,17 +45,39 @@ def _runs(ws: Workspace) -> Listing:
                     r.experiment,
                     r.status,
                     _when(r.start_time),
-                    *(_num(r.metrics.get(k)) for k in keys),
+                    _metric(r.value, None if shared else r.metric),
                 ],
             )
-            for r in runs
+            for r in found.runs
         ],
+        total=found.total,
     )
+
+
+def _metric(value: float | None, key: str | None) -> str:
+    """A metric cell: the value, and which metric it is when the column mixes them."""
+    if key is None:
+        return _num(value)
+    return f"{_num(value)} {key.removeprefix('holdout_')}"
+
+
+def _runs(ws: Workspace) -> Listing:
+    return _page(ws, Query())
 
 
 def _run_detail(ws: Workspace, key: str) -> str:
     r = ws.runs.get(key)
-    lines = [f"Run {r.id}", f"{r.experiment} / {r.name}: {r.status}", "", "Params:"]
+    lines = [f"Run {r.id}", f"{r.experiment} / {r.name}: {r.status}"]
+    primary = ws.runs.page(r.id, limit=1).runs
+    if primary and primary[0].metric:
+        declared = ws.runs.primary_metrics()[0].get(r.tags.get("pipeline", ""))
+        how = (
+            f"pipeline {r.tags['pipeline']}'s primary_metric"
+            if declared
+            else "no pipeline declares it: its experiment's first holdout metric"
+        )
+        lines.append(f"Primary metric: {primary[0].metric} = {_num(primary[0].value)} ({how})")
+    lines += ["", "Params:"]
     lines += [f"  {k} = {v}" for k, v in sorted(r.params.items())]
     lines += ["", "Metrics (a chart where a metric has several steps):"]
     for k, v in sorted(r.metrics.items()):
@@ -98,8 +141,10 @@ AREA = Area(
     "runs",
     "Runs",
     "Tracked runs with params, metrics and the data they read. space marks runs, v "
-    "compares the marked ones side by side; a column header sorts.",
+    "compares the marked ones side by side; a column header sorts. The last column is each "
+    "run's primary metric (its pipeline's `primary_metric`, on the holdout).",
     _runs,
     _run_detail,
     chart=_run_chart,
+    page=_page,
 )
