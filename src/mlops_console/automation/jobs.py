@@ -242,7 +242,7 @@ class JobStore:
     ) -> tuple[builtins.list[Job], int]:
         """One page of the jobs of `kinds` whose id, pipeline, status, trigger, outcome or
         detail contains `text` (any case), sorted by a `JOB_SORTS` name (None: the newest
-        first), and how many match in all."""
+        first; a job whose id is `text` before all), and how many match in all."""
         from mlops_console.tracking.runs import like
 
         where = f"kind IN ({', '.join('?' * len(kinds))})"
@@ -263,6 +263,8 @@ class JobStore:
             where += f" AND ({' OR '.join(matches)})"
         way = "DESC" if descending or sort is None else "ASC"
         order = f"{JOB_SORTS.get(sort or 'id', 'id')} {way}, id {way}"
+        if needle.isdigit():  # the job of that id first, then those that contain it
+            order = f"id = {int(needle)} DESC, {order}"
         count = f"SELECT count(*) FROM job WHERE {where}"
         with self.ws.db.read() as conn:
             if needle:  # the matches are counted in the same scan that finds the page
