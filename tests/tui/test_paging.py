@@ -211,3 +211,4 @@ def test_automation_actions_apply_to_their_rows_and_ask_in_the_users_words(ws):
     assert pause.confirm(ws, schedule) == "Pause schedule churn:interval?"
     assert run_now.confirm(ws, schedule) == "Run schedule churn:interval now?"
     assert "new chain of churn" in run_now.confirm(ws, str(job.id))
+    assert "cannot be paused" in AUTOMATION.detail(ws, watcher)

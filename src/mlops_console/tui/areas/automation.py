@@ -118,6 +118,12 @@ def _schedule(verb: str) -> Callable[[Workspace, str], str]:
 
 
 def _job_detail(ws: Workspace, key: str) -> str:
+    if is_watcher(key):
+        return (
+            f"Watcher of {key[len('schedule:watch-') :]}: new data files queue a chain "
+            "(while the daemon runs); it cannot be paused: set [schedule] on_data_change = "
+            "false in its pipeline to stop it."
+        )
     if key.startswith("schedule:"):
         return f"Schedule {key[9:]}: z pauses, u resumes, n runs it now (the daemon must run)."
     j = ws.jobs.get(int(key))
