@@ -363,11 +363,7 @@ class Deployments:
                 severity="warning",
             )
             return self.get(name)
-        previous = None
-        for e in reversed(self.history(name)):
-            if e.action in ("update", "promote", "create") and e.to_version == rec.version:
-                previous = e.from_version
-                break
+        previous = self.previous_version(rec)
         if previous is None:
             raise Conflict(f"{name} has no canary and no earlier version to roll back to.")
         out = self.deploy(f"{rec.model}/{previous}", target=rec.target, name=name)
@@ -384,6 +380,14 @@ class Deployments:
             severity="warning",
         )
         return out
+
+    def previous_version(self, rec: Deployment) -> int | None:
+        """The version served before the last update, which `rollback` without a canary
+        goes back to (None: there is none)."""
+        for e in reversed(self.history(rec.name)):
+            if e.action in ("update", "promote", "create") and e.to_version == rec.version:
+                return e.from_version
+        return None
 
     def stop(self, name: str) -> Deployment:
         rec = self.get(name)

@@ -412,20 +412,25 @@ class ModelRegistry:
         """
         alias = alias or self.ws.config.registry.champion_alias
         if to_version is None:
-            stack = self._alias_stack(name, alias)
-            existing = {v.version for v in self.versions(name) if v.status == "ready"}
-            candidates = [
-                v for v in stack[:-1] if v in existing and v != (stack[-1] if stack else None)
-            ]
-            if not candidates:
-                raise Conflict(
-                    f"{name}@{alias} has no earlier version to roll back to "
-                    f"(history: {', '.join(map(str, stack)) or 'empty'})."
-                )
-            to_version = candidates[-1]
+            to_version = self.rollback_target(name, alias)
         return self.set_alias(
             name, alias, to_version, reason=reason or "rollback", actor=actor, kind="rollback"
         )
+
+    def rollback_target(self, name: str, alias: str | None = None) -> int:
+        """The version `rollback` would move the alias back to (what a confirmation names)."""
+        alias = alias or self.ws.config.registry.champion_alias
+        stack = self._alias_stack(name, alias)
+        existing = {v.version for v in self.versions(name) if v.status == "ready"}
+        candidates = [
+            v for v in stack[:-1] if v in existing and v != (stack[-1] if stack else None)
+        ]
+        if not candidates:
+            raise Conflict(
+                f"{name}@{alias} has no earlier version to roll back to "
+                f"(history: {', '.join(map(str, stack)) or 'empty'})."
+            )
+        return candidates[-1]
 
     def _alias_stack(self, name: str, alias: str) -> builtins.list[int]:
         """Replay the history: a set pushes, a rollback pops back to its target."""

@@ -9,6 +9,7 @@ from mlops_console.tui.areas import (
     automation,
     data,
     deployments,
+    lineage,
     models,
     monitoring,
     overview,
@@ -54,6 +55,7 @@ AREAS: list[Area] = [
     deployments.AREA,
     automation.AREA,
     monitoring.AREA,
+    lineage.AREA,
     plugins.AREA,
 ]
 BY_NAME: dict[str, Area] = {a.name: a for a in AREAS}

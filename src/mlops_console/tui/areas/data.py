@@ -1,12 +1,14 @@
 """The Data area: dataset versions (contract reports, profiles, the diff with the version
-before) and feature views."""
+before) and feature views; ingest a dataset, train a pipeline."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from mlops_console.tui.areas.common import Area, Listing, _num, _when, severity, spark
+from mlops_console.tui.areas.common import Action, Area, Listing, _num, _when, severity, spark
 
 if TYPE_CHECKING:
     from mlops_console.workspace import Workspace
@@ -95,11 +97,139 @@ def _data_detail(ws: Workspace, key: str) -> str:
     return "\n".join(lines)
 
 
+def _is_dataset(key: str) -> bool:
+    return not key.startswith("view:")
+
+
+def _ingest(ws: Workspace, key: str, progress: Callable[[str], None] = lambda s: None) -> str:
+    """A new version from the dataset's source files, with its contract report: accepted, or
+    quarantined with the rules that fail (a quarantine is a result, not an error)."""
+    name = key.split("/")[0]
+    result = ws.data.ingest(name, stage=progress)
+    dv = result.version
+    if dv.status != "quarantined":
+        return result.message
+    failed = dv.failed_rules
+    current = ws.data.get(name).current_version
+    snapshot = (ws.state / "lake" / dv.lake_path).relative_to(ws.root)
+    lines = [
+        f"{name} v{dv.version} QUARANTINED: {len(failed)} contract rule(s) fail"
+        + ("" if result.created else " (the files are those of this quarantined version)"),
+        *(
+            f"  {r['rule']}{'(' + r['column'] + ')' if r['column'] else ''}: {r['detail']}"
+            for r in failed[:8]
+        ),
+        f"Its snapshot is kept in quarantine ({snapshot}) and not used"
+        + (f"; v{current} stays current." if current else "."),
+        f"Fix the data or {ws.data.contract_path(name).relative_to(ws.root)} and ingest "
+        f"again, or accept it with `mlops data ingest {name} --force`.",
+    ]
+    return "\n".join(lines)
+
+
+def _train_request(ws: Workspace, answer: str) -> tuple[str, dict[str, Any]]:
+    """(pipeline, overrides) from `PIPELINE [KEY=VALUE ...]`, read as `mlops run PIPELINE
+    --set KEY=VALUE` reads its overrides."""
+    import shlex
+
+    import click
+
+    from mlops_console.cli.workspace_cmds import _parse_sets
+
+    try:
+        words = shlex.split(answer)
+    except ValueError as exc:  # an unclosed quote
+        raise ValueError(f"cannot read {answer!r}: {exc}") from None
+    if not words or "=" in words[0]:
+        known = ", ".join(p.name for p in ws.pipelines.list()) or "none in pipelines/"
+        raise ValueError(
+            "type the pipeline first, then any KEY=VALUE overrides, e.g. "
+            f"'p model.params.C=0.5' (pipelines: {known})"
+        )
+    try:
+        overrides = _parse_sets(tuple(words[1:]))
+    except click.UsageError as exc:
+        raise ValueError(
+            f"{exc.message} Each override is KEY=VALUE, e.g. model.params.max_iter=200."
+        ) from None
+    return words[0], overrides
+
+
+def _confirm_train(ws: Workspace, key: str, answer: str) -> str:
+    from mlops_console.training.prepare import load_spec
+
+    pipeline, overrides = _train_request(ws, answer)
+    spec, _ = load_spec(ws, pipeline, overrides)  # a wrong pipeline or override: said now
+    sets = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    said = f"Train pipeline {pipeline}" + (f" with {sets}" if sets else "")
+    if not spec.register_as:
+        return said + "?"
+    champion = ws.config.registry.champion_alias
+    then = (
+        f"; if it passes its gates it becomes {spec.register_as}@{champion}"
+        if spec.gates.auto_promote
+        else ""
+    )
+    return f"{said}? It registers a new version of {spec.register_as}{then}."
+
+
+def _train(
+    ws: Workspace, key: str, answer: str, progress: Callable[[str], None] = lambda s: None
+) -> str:
+    """Train a pipeline with overrides, as `mlops run PIPELINE --set KEY=VALUE` does."""
+    pipeline, overrides = _train_request(ws, answer)
+    t0 = time.perf_counter()
+
+    def stage(text: str) -> None:
+        progress(f"{pipeline}: {text.strip()} ({time.perf_counter() - t0:.0f}s)")
+
+    result = ws.pipelines.run(pipeline, stage=stage, overrides=overrides)
+    metric = next(
+        (f"{k} {_num(v)}" for k, v in sorted(result.metrics.items()) if k.startswith("holdout_")),
+        "",
+    )
+    said = f"run {result.run_id[:8]} of {pipeline} in {result.seconds:.0f}s" + (
+        f": {metric}" if metric else ""
+    )
+    mv = result.version
+    if mv is None:
+        return said + "; nothing registered (the pipeline has no register_as)"
+    if result.promoted:
+        return said + f"; registered {mv.ref}, now {mv.name}@{ws.config.registry.champion_alias}"
+    if result.aliases:
+        return (
+            said + f"; registered {mv.ref} as @{', @'.join(result.aliases)} (promote it in Models)"
+        )
+    failed = [g["name"] for g in result.gates.get("results", []) if not g["passed"]]
+    return said + f"; registered {mv.ref}, which failed its gates ({', '.join(failed)})"
+
+
 AREA = Area(
     "data",
     "Data",
     "Dataset versions: status, contract reports of quarantined versions, profiles with "
-    "histograms, the diff with the version before; feature views.",
+    "histograms, the diff with the version before; feature views. i ingests the selected "
+    "dataset's files; t trains a pipeline, with overrides as `mlops run --set` takes them.",
     _data,
     _data_detail,
+    [
+        Action(
+            "i",
+            "data: ingest",
+            "Take a new version of the selected dataset from its files, checked by its contract",
+            _ingest,
+            destructive=False,
+            applies=_is_dataset,
+            progress=True,
+        ),
+        Action(
+            "t",
+            "data: train",
+            "Train a pipeline (with overrides) and register its model",
+            _train,
+            ask="PIPELINE [KEY=VALUE ...], e.g. p model.params.C=0.5",
+            confirm=_confirm_train,
+            progress=True,
+        ),
+    ],
 )

@@ -1,5 +1,5 @@
 """The Monitoring area: drift, stability, latency and errors of each deployment's last
-window, and the alerts; acknowledge."""
+window, and the alerts; acknowledge an alert, import labels for a deployment."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
+from mlops_console.errors import MlopsError
 from mlops_console.monitoring.alert_records import AlertState
 from mlops_console.tui.areas.common import (
     Action,
@@ -188,12 +189,61 @@ def _ack(ws: Workspace, key: str) -> str:
     return f"alert #{a.id} acknowledged"
 
 
+def _import_labels(ws: Workspace, key: str, answer: str) -> str:
+    """Ground truth for the deployment's predictions from a CSV or Parquet file, as `mlops
+    monitor labels DEPLOYMENT FILE` imports it (request_id and label columns)."""
+    kind, _, name = key.partition(":")
+    if kind != "dep":
+        raise ValueError("select a deployment row to import its labels")
+    rel = answer.strip()
+    if not rel:
+        raise ValueError("type the labels file's path, relative to the workspace")
+    path = ws.root / rel
+    if not path.is_file():
+        raise MlopsError(
+            f"No labels file {rel} in the workspace ({ws.root}); give the path of a CSV or "
+            "Parquet file with request_id and label columns, relative to the workspace."
+        )
+    rep = ws.monitor.import_labels(name, path)
+    lines = [
+        f"{name}: {rep['accepted']} of {rep['rows']} labels accepted ({rep['matched']} match a "
+        f"prediction), {rep['unmatched']} not matched yet (kept: they join when those "
+        f"predictions are collected), {rep['rejected']} rejected",
+    ]
+    common = sorted(rep["rejected_reasons"].items(), key=lambda kv: -kv[1])
+    lines += [f"  {n} x {reason}" for reason, n in common[:3]]
+    if rep["rejected_file"]:
+        lines.append(f"Rejected rows, with their reasons: {rep['rejected_file']}")
+    return "\n".join(lines)
+
+
 AREA = Area(
     "monitoring",
     "Monitoring",
     "Drift, stability, latency and errors of each deployment's last window; alerts.",
     _monitoring,
     _monitoring_detail,
-    [Action("a", "alert: acknowledge", "Acknowledge the selected alert", _ack, False)],
+    [
+        Action(
+            "a",
+            "alert: acknowledge",
+            "Acknowledge the selected alert",
+            _ack,
+            False,
+            applies=lambda key: key.startswith("alert:"),
+        ),
+        Action(
+            "i",
+            "labels: import",
+            "Import ground truth for the selected deployment's predictions",
+            _import_labels,
+            False,
+            ask="LABELS FILE (CSV or Parquet, relative to the workspace), e.g. data/labels.csv",
+            applies=lambda key: key.startswith("dep:"),
+            confirm=lambda ws, key, answer: (
+                f"Import the labels in {answer.strip()} for deployment {key.partition(':')[2]}?"
+            ),
+        ),
+    ],
     chart=_monitoring_chart,
 )
