@@ -78,7 +78,7 @@ def test_ingest_accepts_a_good_file_and_quarantines_a_broken_one(lws):
     assert said.startswith("d v3 QUARANTINED: 1 contract rule(s) fail"), said
     assert "(x1)" in said and "kept in quarantine" in said and "v2 stays current" in said
     dv = lws.data.version("d", 3)
-    assert dv.status == "quarantined" and dv.lake_path in said
+    assert dv.status == "quarantined" and f".mlops/lake/{dv.lake_path}" in said
     assert (lws.state / "lake" / dv.lake_path).is_file()  # the snapshot is kept
     assert lws.data.get("d").current_version == 2
     # the same files again: still a result, no new version
@@ -99,7 +99,8 @@ def test_train_with_an_override_and_the_mistakes_a_user_can_make(lws):
     assert lines and all(line.startswith("p: ") for line in lines), lines
     mv = lws.models.get_version("m", 3)
     run = lws.runs.get(mv.run_id)
-    assert run.params["model.C"] == "0.25" and said.startswith(f"run {run.id[:8]} of p")
+    assert run.params["model.C"] == "0.25" and said.startswith(f"run {run.id[:8]} of p in ")
+    assert f"holdout_roc_auc {mv.metrics['holdout_roc_auc']:.4g};" in said
     assert run.inputs[0]["version"] == "v2"  # the current version, not the quarantined v3
 
     with pytest.raises(MlopsError, match="No pipeline 'nope'.*known: p"):

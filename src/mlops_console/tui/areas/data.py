@@ -111,7 +111,9 @@ def _ingest(ws: Workspace, key: str, progress: Callable[[str], None] = lambda s:
         return result.message
     failed = dv.failed_rules
     current = ws.data.get(name).current_version
-    snapshot = (ws.state / "lake" / dv.lake_path).relative_to(ws.root)
+    snapshot = ws.state / "lake" / dv.lake_path
+    if snapshot.is_relative_to(ws.root):  # the state may live elsewhere
+        snapshot = snapshot.relative_to(ws.root)
     lines = [
         f"{name} v{dv.version} QUARANTINED: {len(failed)} contract rule(s) fail"
         + ("" if result.created else " (the files are those of this quarantined version)"),
@@ -141,10 +143,11 @@ def _train_request(ws: Workspace, answer: str) -> tuple[str, dict[str, Any]]:
     except ValueError as exc:  # an unclosed quote
         raise ValueError(f"cannot read {answer!r}: {exc}") from None
     if not words or "=" in words[0]:
-        known = ", ".join(p.name for p in ws.pipelines.list()) or "none in pipelines/"
+        names = [p.name for p in ws.pipelines.list()]
         raise ValueError(
             "type the pipeline first, then any KEY=VALUE overrides, e.g. "
-            f"'p model.params.C=0.5' (pipelines: {known})"
+            f"'{names[0] if names else 'churn'} model.params.C=0.5' "
+            f"(pipelines: {', '.join(names) or 'none in pipelines/'})"
         )
     try:
         overrides = _parse_sets(tuple(words[1:]))
@@ -184,12 +187,9 @@ def _train(
         progress(f"{pipeline}: {text.strip()} ({time.perf_counter() - t0:.0f}s)")
 
     result = ws.pipelines.run(pipeline, stage=stage, overrides=overrides)
-    metric = next(
-        (f"{k} {_num(v)}" for k, v in sorted(result.metrics.items()) if k.startswith("holdout_")),
-        "",
-    )
+    primary = f"holdout_{ws.pipelines.get(pipeline).spec.validation.primary_metric}"
     said = f"run {result.run_id[:8]} of {pipeline} in {result.seconds:.0f}s" + (
-        f": {metric}" if metric else ""
+        f": {primary} {_num(result.metrics[primary])}" if primary in result.metrics else ""
     )
     mv = result.version
     if mv is None:
@@ -227,7 +227,7 @@ AREA = Area(
             "data: train",
             "Train a pipeline (with overrides) and register its model",
             _train,
-            ask="PIPELINE [KEY=VALUE ...], e.g. p model.params.C=0.5",
+            ask="PIPELINE [KEY=VALUE ...], e.g. churn model.params.C=0.5",
             confirm=_confirm_train,
             progress=True,
         ),

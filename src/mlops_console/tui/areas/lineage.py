@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from mlops_console.errors import MlopsError
-from mlops_console.tui.areas.common import Area, Listing, _when, champions, serving_gap
+from mlops_console.tui.areas.common import Area, Listing, _num, _when, champions, serving_gap
 
 if TYPE_CHECKING:
     from mlops_console.automation.jobs import Job
@@ -218,7 +218,7 @@ def _deployment_events(ws: Workspace, name: str) -> list[Event]:
             Event(
                 a.opened_at,
                 "alert",
-                f"{what} opened ({a.measure} {a.value} vs {a.threshold}){acted}",
+                f"{what} opened ({a.measure} {_num(a.value)}, threshold {_num(a.threshold)}){acted}",
             )
         )
         if a.acknowledged_at:

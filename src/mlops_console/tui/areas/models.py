@@ -102,8 +102,8 @@ def _confirm_archive(ws: Workspace, key: str) -> str:
             "version (p) before archiving it."
         )
     return (
-        f"Archive {mv.name} v{mv.version}? It is no longer offered for promotion; "
-        f"`mlops models restore {mv.ref}` brings it back."
+        f"Archive {mv.name} v{mv.version}? It can take no alias (promotion, rollback) "
+        f"until `mlops models restore {mv.ref}` makes it ready again."
     )
 
 
