@@ -5,8 +5,6 @@ shows each run's primary metric; the automation actions apply to the rows they c
 import time
 import uuid
 
-import pytest
-
 from mlops_console.tui.areas import BY_NAME
 from mlops_console.tui.areas.common import PAGE, Query
 from tests.tui.helpers import small_workspace
