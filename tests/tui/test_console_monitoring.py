@@ -95,9 +95,9 @@ async def test_monitoring_screen_shows_drift_and_acknowledges_an_alert(mws, size
         await pilot.press("colon", *"overview", "enter")
         await settle(app, pilot)
         rows = dict(app.listing.rows)
-        assert "daemon: off" in app.sub_title and rows["daemon:"][3] == "down"
+        assert "daemon: off" in app.sub_title and rows["daemon:"][2] == "down"
         # the same state as the monitoring screen's yellow cell: 1 of 3 inputs drifted
-        assert rows["deployment:m"][3].endswith("| [yellow]some drift[/]")
+        assert rows["deployment:m"][6] == "[yellow]some[/]"
         assert f"alert:{alert_id}" in rows
 
 
@@ -119,7 +119,10 @@ async def test_palette_offers_this_screens_actions_and_keys_are_remapped(mws):
         await pilot.press("question_mark")
         await pilot.pause()
         help_text = str(app.query_one("#detail").render())
-        assert "f5" in help_text and "P  model: promote" in help_text
+        assert "f5" in help_text.lower()
+        assert any(
+            line.split()[:3] == ["P", "model:", "promote"] for line in help_text.splitlines()
+        )
 
 
 @pytest.mark.slow
@@ -145,7 +148,7 @@ async def test_live_updates_come_from_the_daemon(mws):
             assert app.events_seen > 0
             await pilot.press("colon", *"overview", "enter")
             await settle(app, pilot)
-            assert dict(app.listing.rows)["daemon:"][3] == "up"
+            assert dict(app.listing.rows)["daemon:"][2] == "up"
         finally:
             d.stop()
             for j in mws.jobs.list(status="running") + mws.jobs.list(status="queued"):

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label
 
 
@@ -39,7 +40,11 @@ class Confirm(ModalScreen[bool]):
 
 
 class Prompt(Input):
-    """Hidden until asked; Enter posts `Prompt.Answered` with what it was asked for."""
+    """Hidden until asked; Enter posts `Prompt.Answered` with what it was asked for. With
+    suggestions (the `:` screen names), the rest of the first match shows greyed and tab
+    (or the right arrow) takes it."""
+
+    BINDINGS = [Binding("tab", "complete", "Complete", show=False)]
 
     class Answered(Message):
         def __init__(self, mode: str, value: str) -> None:
@@ -62,9 +67,10 @@ class Prompt(Input):
     def is_open(self) -> bool:
         return self.has_class("visible")
 
-    def ask(self, mode: str, hint: str) -> None:
+    def ask(self, mode: str, hint: str, suggestions: list[str] | None = None) -> None:
         self.mode = mode
         self.placeholder = hint
+        self.suggester = SuggestFromList(suggestions, case_sensitive=False) if suggestions else None
         self.value = ""
         self.add_class("visible")
         self.focus()
@@ -74,6 +80,12 @@ class Prompt(Input):
         if self.is_open:
             self.remove_class("visible")
             self.post_message(self.Closed(self.mode))
+
+    def action_complete(self) -> None:
+        """Tab: take the suggestion shown (the cursor at the end takes it, as right does)."""
+        if self._suggestion:
+            self.value = self._suggestion
+            self.cursor_position = len(self.value)
 
     @on(Input.Submitted)
     def submitted(self, event: Input.Submitted) -> None:

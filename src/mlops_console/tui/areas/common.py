@@ -6,6 +6,8 @@ without a terminal and run in worker threads. Nothing here imports Textual.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -138,12 +140,46 @@ class Area:
     warm: Callable[[Workspace], bool] | None = None
 
 
+# (workspace root, deployment) -> (when measured, the report or what stopped it): the
+# Overview and Monitoring lists read it, the areas' warm-up refreshes it after the table
+# is shown, so a screen never waits on measuring every deployment's window
+_HEALTH: dict[tuple[str, str], tuple[float, WindowReport | str]] = {}
+_HEALTH_LOCK = threading.Lock()
+
+
 def health(ws: Workspace, name: str) -> WindowReport | str:
-    """The last window's report of a deployment, or what stopped it (a message)."""
+    """The last window's report of a deployment, or what stopped it (a message); measured
+    now, and remembered for `cached_health`."""
     try:
-        return ws.monitor.measure(name, collect_first=False)
+        got: WindowReport | str = ws.monitor.measure(name, collect_first=False)
     except Exception as exc:  # a broken log never breaks the screen
-        return str(exc)
+        got = str(exc)
+    with _HEALTH_LOCK:
+        _HEALTH[(str(ws.root), name)] = (time.time(), got)
+    return got
+
+
+def cached_health(ws: Workspace, name: str) -> tuple[float, WindowReport | str] | None:
+    """(when, report) of the deployment's last measured window, or None if never."""
+    with _HEALTH_LOCK:
+        return _HEALTH.get((str(ws.root), name))
+
+
+def warm_health(ws: Workspace) -> bool:
+    """Measure each deployment's window (the slow part of a screen); True if any changed."""
+    changed = False
+    for name in ws.monitor.deployments():
+        before = cached_health(ws, name)
+        after = health(ws, name)
+        changed = changed or before is None or _brief(before[1]) != _brief(after)
+    return changed
+
+
+def _brief(h: WindowReport | str) -> Any:
+    """What a list shows of a report: a change here is worth a reload."""
+    if isinstance(h, str):
+        return h
+    return (h.version, h.rows, h.enough_rows, repr(h.performance), repr(h.drift), repr(h.stability))
 
 
 def traffic_lines(ws: Workspace, name: str, window: str = "5m", count: int = 12) -> list[str]:
