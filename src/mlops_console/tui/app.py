@@ -497,11 +497,16 @@ class MlopsConsole(App[None]):
         if table.row_count:
             keys = [k for k, _ in shown]
             # the selection stays on its row (by key) when rows come and go around it
-            row = keys.index(keep_key) if keep_key in keys else min(keep_row, len(keys) - 1)
+            # (or its place, if it went); a new screen or page starts at the top
+            row = (
+                keys.index(keep_key)
+                if keep_key in keys
+                else (min(keep_row, len(keys) - 1) if keep_key is not None else 0)
+            )
             table.move_cursor(row=row, animate=False, scroll=True)
             self.cursor_keys[area.name] = keys[row]
         self._bar()
-        self.refresh_bindings()
+        self.console_screen.refresh_bindings()
         if self.following is None and self._detail_key in {k for k, _ in shown}:
             self.show_detail(self._detail_key, again=True)  # the detail follows the record
 
@@ -509,7 +514,7 @@ class MlopsConsole(App[None]):
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
             self.cursor_keys[self.area.name] = event.row_key.value
-        self.refresh_bindings()  # the area's actions that apply to this row
+        self.console_screen.refresh_bindings()  # the area's actions that apply to this row
 
     @on(DataTable.RowSelected, "#table")
     def row_picked(self, event: DataTable.RowSelected) -> None:
