@@ -259,9 +259,10 @@ class MlopsConsole(App[None]):
     def poll(self) -> None:
         self._poll_timer = None
         try:
-            # with a daemon, its events trigger the reloads (but not of a live area, whose
-            # state changes without events); a load under way refreshes anyway
-            if not self._loads_running and (self.area.live or not self.daemon_running):
+            # with a daemon, its events also trigger reloads; but another shell's deploy or
+            # promotion sends none, so the screen is polled all the same (a load under way
+            # refreshes it anyway)
+            if not self._loads_running:
                 self.polls += 1
                 self.load()
         finally:

@@ -16,10 +16,12 @@ from mlops_console.tui.areas.common import (
     Listing,
     _num,
     _when,
+    cached_health,
     health,
     severity,
     spark,
     traffic_lines,
+    warm_health,
 )
 
 if TYPE_CHECKING:
@@ -49,8 +51,9 @@ def _monitoring(ws: Workspace) -> Listing:
         if a.state.active:
             active[a.deployment] = active.get(a.deployment, 0) + 1
     for name in ws.monitor.deployments():
-        h = health(ws, name)
-        report = None if isinstance(h, str) else h  # a window that failed to measure: dashes
+        cached = cached_health(ws, name)  # measured after the screen is shown (warm_health)
+        h = cached[1] if cached else None
+        report = None if isinstance(h, str) else h  # not measured yet, or failed: dashes
         drift = (report.drift if report else None) or {}
         perf = report.performance if report else {}
         stab = (report.stability if report else None) or {}
@@ -246,4 +249,6 @@ AREA = Area(
         ),
     ],
     chart=_monitoring_chart,
+    live=True,  # the windows move with no daemon event
+    warm=warm_health,
 )

@@ -103,8 +103,8 @@ def _overview(ws: Workspace) -> Listing:
                 _row(
                     "model",
                     m.name,
-                    f"{m.versions} versions",
-                    ", ".join(f"@{a}=v{v}" for a, v in m.aliases.items()) or "-",
+                    ", ".join(f"@{a}=v{v}" for a, v in m.aliases.items()) or "no aliases",
+                    f"{m.versions} version{'s' if m.versions != 1 else ''}",
                 ),
             )
         )
