@@ -107,6 +107,11 @@ def is_champion(text: str, ref: str) -> bool:
     return bool(re.search(r"(?<!\w)@champion\b", table_line(text, ref)))
 
 
+def footer(text: str) -> str:
+    """The screen's last non-empty line (Textual's Footer), lower-cased."""
+    return ([ln for ln in text.splitlines() if ln.strip()] or [""])[-1].lower()
+
+
 def dialog_shown(text: str) -> bool:
     return bool(re.search(r"\bYes\b", text) and re.search(r"\bNo\b", text))
 
@@ -155,8 +160,14 @@ def test_promote_then_rollback_in_tmux(ws):
             lambda t: is_champion(t, f"m/{first}") and table_line(t, f"m/{other}"),
             "the Models table: m/1 and m/2, one @champion",
         )
-        footer = [ln for ln in text.splitlines() if ln.strip()][-1].lower()
-        assert "promote" in footer and "rollback" in footer, f"footer: {footer!r}"
+        # the footer (the screen's last line) lists the area's actions once the table has
+        # the focus back from the prompt
+        text = wait_screen(
+            tmux,
+            session,
+            lambda t: all(w in footer(t) for w in ("promote", "rollback")),
+            "promote and rollback in the footer",
+        )
         # the cursor starts on the table's first row: down to the other version, whatever
         # order the table shows them in
         lines = text.splitlines()
