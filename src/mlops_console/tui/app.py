@@ -488,13 +488,17 @@ class MlopsConsole(App[None]):
         shown, matched = self._rows(area, listing)
         table.clear(columns=True)
         sort = self._sorted
-        for col in listing.columns:
+        # each column as wide as what it shows, measured here: the table's own measure
+        # waits for its idle turn, and a frame drawn before it kept header-wide columns
+        for i, col in enumerate(listing.columns):
             arrow = (" ▼" if sort[1] else " ▲") if sort and sort[0] == col else ""
-            table.add_column(col + arrow, key=col)
+            width = max([len(col + arrow), *(_cell_width(cells[i]) for _, cells in shown)])
+            table.add_column(col + arrow, key=col, width=min(width, 80))
         for key, cells in shown:
             table.add_row(*cells, key=key)
         self.shown_of = (len(shown), matched)
         self.first_row = self.offsets.get(area.name, 0)
+        self._load_started = 0.0  # this load is done ("loading..." goes with it)
         if table.row_count:
             keys = [k for k, _ in shown]
             # the selection stays on its row (by key) when rows come and go around it
@@ -946,6 +950,18 @@ def _log_kind(area: str, key: str) -> str | None:
     if kind in ("deployments", "deployment", "dep"):
         return "deployment"
     return None
+
+
+def _cell_width(cell: str) -> int:
+    """The width a cell takes on screen (its markup read as the table reads it)."""
+    if "[" not in cell:
+        return len(cell)
+    from rich.text import Text
+
+    try:
+        return Text.from_markup(cell).cell_len
+    except Exception:  # not markup after all
+        return len(cell)
 
 
 def _sort_key(cell: str) -> tuple[int, float, str]:
