@@ -229,9 +229,11 @@ def test_overview_shows_fleet_rows(fleet_ws, store):
     listing = OVERVIEW.load(fleet_ws)
     rows = dict(listing.rows)
     fleet = rows["area:fleet:fleet:"]
-    assert fleet[:2] == ["fleet", "3 device(s)"] and "churn/2 on 1" in fleet[2]
-    assert fleet[3] == "1/3 reachable | [red]1 unreachable[/] | 1 never seen"
-    assert rows[f"area:fleet:rollout:{rid}"][:3] == ["rollout", rid, "churn/3"]
+    # the Overview's columns: kind, name, state, four figures, then what
+    assert fleet[:2] == ["fleet", "3 device(s)"] and "churn/2 on 1" in fleet[-1]
+    assert fleet[2] == "1/3 reachable | [red]1 unreachable[/] | 1 never seen"
+    rollout = rows[f"area:fleet:rollout:{rid}"]
+    assert rollout[:2] == ["rollout", rid] and rollout[-1] == "churn/3"
     assert rows["area:fleet:gw-02"][:2] == ["device", "gw-02"]
     assert "gw-02" in OVERVIEW.detail(fleet_ws, "area:fleet:gw-02")
     assert "Waves:" in OVERVIEW.detail(fleet_ws, f"area:fleet:rollout:{rid}")

@@ -12,9 +12,9 @@ from mlops_console.cli.output import open_workspace
 @click.pass_context
 def console(ctx: click.Context, read_only: bool) -> None:
     """Open the terminal console on the workspace."""
-    from mlops_console.tui.app import MlopsConsole
+    from mlops_console.tui.app import MlopsConsole, run
 
-    MlopsConsole(open_workspace(ctx), read_only=read_only).run()
+    run(MlopsConsole(open_workspace(ctx), read_only=read_only))
 
 
 COMMANDS: list[click.Command] = [console]

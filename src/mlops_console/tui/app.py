@@ -145,6 +145,7 @@ class MlopsConsole(App[None]):
         self.offsets: dict[str, int] = {}  # area -> first row shown
         self.cursor_keys: dict[str, str] = {}  # area -> key of the selected row
         self.view = ""  # a `:` sub-view's key prefix ("alert:", "!schedule:")
+        self._offered: tuple[str, ...] = ()  # the actions the footer offers now
         self.working: dict[int, str] = {}  # long actions running -> their last status line
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
         add_plugin_areas()
@@ -167,7 +168,10 @@ class MlopsConsole(App[None]):
         yield Header()
         with Horizontal(id="body"):
             yield ListView(
-                *[ListItem(Label(a.title), id=f"area-{a.name}") for a in AREAS], id="areas"
+                *[ListItem(Label(a.title), id=f"area-{a.name}") for a in AREAS],
+                id="areas",
+                # folded from the first frame on a narrow terminal (ctrl+b unfolds it)
+                classes="collapsed" if self.size.width < SIDEBAR_MIN_WIDTH else "",
             )
             with Vertical(id="main"):
                 yield Prompt(id="prompt")
@@ -183,8 +187,6 @@ class MlopsConsole(App[None]):
         if self.keymap:
             self.set_keymap(self.keymap)
         self._title()
-        if self.size.width < SIDEBAR_MIN_WIDTH:
-            self.console_screen.query_one("#areas").add_class("collapsed")
         self.show_area(self.area.name)
         self.console_screen.query_one("#table", DataTable).focus()
         self._arm_poll()
@@ -372,6 +374,7 @@ class MlopsConsole(App[None]):
         self.shown_of = (0, 0)
         self._stop_following()
         self.console_screen.show_actions(area_bindings(self.area))
+        self._offered = ()  # the footer is redrawn once the table is filled
         areas = self.console_screen.query_one("#areas", ListView)
         if areas.index != AREAS.index(self.area):
             areas.index = AREAS.index(self.area)
@@ -511,7 +514,7 @@ class MlopsConsole(App[None]):
             table.move_cursor(row=row, animate=False, scroll=True)
             self.cursor_keys[area.name] = keys[row]
         self._bar()
-        self.console_screen.refresh_bindings()
+        self._offer()
         if self.following is None and self._detail_key in {k for k, _ in shown}:
             self.show_detail(self._detail_key, again=True)  # the detail follows the record
 
@@ -519,7 +522,16 @@ class MlopsConsole(App[None]):
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
             self.cursor_keys[self.area.name] = event.row_key.value
-        self.console_screen.refresh_bindings()  # the area's actions that apply to this row
+        self._offer()
+
+    def _offer(self) -> None:
+        """Redraw the footer when the actions that apply to the selected row change (a
+        footer redraw costs tens of milliseconds: never on every cursor move)."""
+        key = self.cursor_keys.get(self.area.name)
+        offered = (self.area.name, *(a.id for a in self.area.actions if self._applies(a, key)))
+        if offered != self._offered:
+            self._offered = offered
+            self.console_screen.refresh_bindings()
 
     @on(DataTable.RowSelected, "#table")
     def row_picked(self, event: DataTable.RowSelected) -> None:
@@ -1005,4 +1017,14 @@ def main(argv: list[str] | None = None) -> None:
         ws = Workspace.open(a.workspace)
     except MlopsError as exc:
         raise SystemExit(f"Error: {exc}") from None
-    MlopsConsole(ws, read_only=a.read_only).run()
+    run(MlopsConsole(ws, read_only=a.read_only))
+
+
+def run(app: MlopsConsole) -> None:
+    """Run the console. What was imported and built so far lives as long as the console:
+    frozen, the garbage collector no longer walks it in the middle of the first frames
+    (a full collection there cost 80 ms at 160x48)."""
+    import gc
+
+    gc.freeze()
+    app.run()

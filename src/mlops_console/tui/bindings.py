@@ -32,9 +32,9 @@ class ConsoleScreen(Screen[None]):
         self._screen_bindings = self._bindings.copy()
 
     def show_actions(self, bindings: list[Binding]) -> None:
-        """Bind these keys (an area's actions) instead of the last area's."""
+        """Bind these keys (an area's actions) instead of the last area's; the footer is
+        redrawn by the app once it knows which of them apply to the selected row."""
         self._bindings = BindingsMap.merge([self._screen_bindings, BindingsMap(bindings)])
-        self.refresh_bindings()
 
 
 class ActionDone(Message):

@@ -65,11 +65,11 @@ _plugin_areas: list[Area] = []
 def add_plugin_areas() -> list[Area]:
     """Append the areas plugins offer (`mlops_console_areas`) after the built-in ones, once;
     one that is not an Area or takes a taken name is logged and left out."""
-    from mlops_console.plugins import load_plugins
+    from mlops_console.plugins import load_console_plugins
 
     if _plugin_areas:
         return _plugin_areas
-    for area in load_plugins().console_areas():
+    for area in load_console_plugins().console_areas():
         if not isinstance(area, Area) or area.name in BY_NAME:
             logging.getLogger(__name__).warning(
                 "console area %r of a plugin left out: not an Area, or its name is taken",
