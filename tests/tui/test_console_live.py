@@ -250,3 +250,79 @@ async def test_the_palette_offers_only_what_applies(cws):
         names = [c.title for c in app.get_system_commands(app.screen)]
         assert any(n.startswith("data: ingest") for n in names)
         await asyncio.sleep(0)
+
+
+async def test_the_full_detail_shows_the_row_the_keys_act_on(cws):
+    app = MlopsConsole(cws, poll_seconds=3600, live=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        table = app.query_one("#table")
+        table.move_cursor(row=keys_of(app).index("m/1"))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        table.move_cursor(row=keys_of(app).index("m/2"))
+        await pilot.pause()
+        await pilot.press("e")
+        await settle(app, pilot)
+        assert "Model card: m version 2" in detail(app) and app.selected_key() == "m/2"
+
+
+async def test_a_question_quoting_typed_markup_is_shown_as_typed(cws):
+    app = MlopsConsole(cws, poll_seconds=3600, live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(app, pilot)
+        app.push_screen(Confirm("Deploy m v2 as [/x] on local?"))
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("escape")
+
+
+async def test_a_switch_drops_the_old_screens_rows_and_keys_at_once(cws, monkeypatch):
+    import threading
+
+    from mlops_console.tui.areas import BY_NAME
+
+    gate = threading.Event()
+    area = BY_NAME["deployments"]
+    slow = area.load
+    monkeypatch.setattr(area, "load", lambda ws: (gate.wait(30), slow(ws))[1])
+    app = MlopsConsole(cws, poll_seconds=3600, live=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        assert app.query_one("#table").row_count == 2
+        await pilot.press("colon", *"deployments", "enter")
+        await pilot.pause()
+        assert app.query_one("#table").row_count == 0  # no Models row to act on here
+        assert app.check_action("area_action", ("deployment-stop",)) is False
+        gate.set()
+        await settle(app, pilot)
+        await pilot.press("colon", *"models", "enter")
+        await settle(app, pilot)
+        await pilot.press("slash", *"zzzz", "enter")  # nothing shown: nothing offered
+        await settle(app, pilot)
+        assert app.check_action("area_action", ("model-promote",)) is False
+
+
+def test_cells_sort_naturally():
+    from mlops_console.tui.app import _sort_rows
+
+    rows = [(c, [c]) for c in ("churn/10", "churn/2", "churn/9", "-", "1e5a3b2c", "0a")]
+    assert [k for k, _ in _sort_rows(rows, 0, False)] == [
+        "0a",
+        "1e5a3b2c",
+        "churn/2",
+        "churn/9",
+        "churn/10",
+        "-",
+    ]
+    nums = [(c, [c]) for c in ("v10", "v9", "12%", "0.85", "0.9", "[red]3[/]")]
+    assert [k for k, _ in _sort_rows(nums, 0, True)] == [
+        "12%",
+        "v10",
+        "v9",
+        "[red]3[/]",
+        "0.9",
+        "0.85",
+    ]

@@ -263,7 +263,9 @@ class JobStore:
             where += f" AND ({' OR '.join(matches)})"
         way = "DESC" if descending or sort is None else "ASC"
         order = f"{JOB_SORTS.get(sort or 'id', 'id')} {way}, id {way}"
-        if needle.isdigit():  # the job of that id first, then those that contain it
+        if (
+            needle.isascii() and needle.isdigit()
+        ):  # the job of that id first, then those that contain it
             order = f"id = {int(needle)} DESC, {order}"
         count = f"SELECT count(*) FROM job WHERE {where}"
         with self.ws.db.read() as conn:

@@ -398,7 +398,8 @@ class RunTracker:
                 by_experiment.setdefault(p.spec.experiment or p.spec.name, key)
             _PRIMARY.clear()
             _PRIMARY[stamp] = by_pipeline, by_experiment
-        return _PRIMARY[stamp]
+            return by_pipeline, by_experiment  # not read back: another thread may clear it
+        return _PRIMARY.get(stamp) or self.primary_metrics()
 
     def page(
         self,

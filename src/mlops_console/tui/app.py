@@ -68,7 +68,8 @@ VIEWS: dict[str, tuple[str, str]] = {
 }
 SIDEBAR_MIN_WIDTH = 100  # narrower terminals start with the sidebar collapsed (ctrl+b)
 _MARKUP = re.compile(r"\[/?[a-z #0-9]*\]")
-_NUMBER = re.compile(r"^[v#]?(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
+_NUMBER = re.compile(r"^[v#]?(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\s*(?:%|ms|s|x|MB|MiB)?$")
+_DIGITS = re.compile(r"(\d+)")
 
 
 class MlopsConsole(App[None]):
@@ -145,6 +146,7 @@ class MlopsConsole(App[None]):
         self.offsets: dict[str, int] = {}  # area -> first row shown
         self.cursor_keys: dict[str, str] = {}  # area -> key of the selected row
         self.view = ""  # a `:` sub-view's key prefix ("alert:", "!schedule:")
+        self._warming = False
         self._offered: tuple[str, ...] = ()  # the actions the footer offers now
         self.working: dict[int, str] = {}  # long actions running -> their last status line
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
@@ -241,7 +243,7 @@ class MlopsConsole(App[None]):
             parts.append(f"following {self.following} (f stops)")
         if self._load_started and time.monotonic() - self._load_started > 0.3:
             parts.append("loading...")
-        parts += [f"⟳ {line}" for line in self.working.values()]
+        parts += [f"⟳ {line}" for line in list(self.working.values())]
         text = "  ·  ".join(parts)
         bar = self.console_screen.query_one("#bar", Static)
         if getattr(bar, "_text", None) != text:
@@ -374,7 +376,9 @@ class MlopsConsole(App[None]):
         self.shown_of = (0, 0)
         self._stop_following()
         self.console_screen.show_actions(area_bindings(self.area))
-        self._offered = ()  # the footer is redrawn once the table is filled
+        # the old screen's rows go at once: none of them can be acted on from this one
+        self.console_screen.query_one("#table", DataTable).clear(columns=True)
+        self._offer()
         areas = self.console_screen.query_one("#areas", ListView)
         if areas.index != AREAS.index(self.area):
             areas.index = AREAS.index(self.area)
@@ -439,16 +443,17 @@ class MlopsConsole(App[None]):
         self._load_started = self._load_started or time.monotonic()
         try:
             area = self.area
-            listing = area.page(self.ws, self._query(area)) if area.page else area.load(self.ws)
+            query = self._query(area)
+            listing = area.page(self.ws, query) if area.page else area.load(self.ws)
             if get_current_worker().is_cancelled:
                 return  # a newer load (another screen, filter or page) replaces this one
-            self.call_from_thread(self.fill, area, listing)
+            self.call_from_thread(self.fill, area, listing, query)
         finally:
             with self._loads_lock:
                 self._loads_running -= 1
                 if not self._loads_running:
                     self._load_started = 0.0
-        if area.warm is not None and not warmed:
+        if area.warm is not None and not warmed and not self._warming:
             self.warm(area)
 
     @work(thread=True, exclusive=True, group="warm", exit_on_error=False)
@@ -456,7 +461,12 @@ class MlopsConsole(App[None]):
         """The area's slow work after its table is shown; if it found something new, the
         area loads again (reading what the warm-up cached) without warming again."""
         assert area.warm is not None
-        if area.warm(self.ws) and area is self.area and not get_current_worker().is_cancelled:
+        self._warming = True  # a slow warm-up is never stacked under the next poll's
+        try:
+            changed = area.warm(self.ws)
+        finally:
+            self._warming = False
+        if changed and area is self.area and not get_current_worker().is_cancelled:
             self.call_from_thread(self.load, True)
 
     def _rows(self, area: Area, listing: Listing) -> tuple[list[tuple[str, list[str]]], int]:
@@ -481,9 +491,11 @@ class MlopsConsole(App[None]):
             self.offsets[area.name] = offset
         return rows[offset : offset + PAGE], len(rows)
 
-    def fill(self, area: Area, listing: Listing) -> None:
+    def fill(self, area: Area, listing: Listing, query: Query | None = None) -> None:
         if area is not self.area:
             return  # the user moved on meanwhile
+        if area.page is not None and query is not None and query != self._query(area):
+            return  # rows of a page or filter the user has left (a newer load comes)
         self.listing = listing
         table: DataTable[str] = self.console_screen.query_one("#table", DataTable)
         keep_row = table.cursor_row
@@ -513,10 +525,12 @@ class MlopsConsole(App[None]):
             )
             table.move_cursor(row=row, animate=False, scroll=True)
             self.cursor_keys[area.name] = keys[row]
+        else:
+            self.cursor_keys.pop(area.name, None)  # nothing to act on
         self._bar()
         self._offer()
         if self.following is None and self._detail_key in {k for k, _ in shown}:
-            self.show_detail(self._detail_key, again=True)  # the detail follows the record
+            self.refresh_detail(self._detail_key)  # the detail follows the record
 
     @on(DataTable.RowHighlighted, "#table")
     def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -539,11 +553,22 @@ class MlopsConsole(App[None]):
             self._stop_following()
             self.show_detail(event.row_key.value)
 
+    def show_detail(self, key: str) -> None:
+        """The row's detail (and chart), as asked by the user."""
+        self._detail_key = key  # here, at once: a reload's refresh of the old one yields
+        self._detail_worker(key)
+
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
-    def show_detail(self, key: str, again: bool = False) -> None:
-        """The row's detail (and chart); `again`: a reload refreshing the detail shown."""
+    def _detail_worker(self, key: str) -> None:
+        self._detail(key)
+
+    @work(thread=True, exclusive=True, group="detail-refresh", exit_on_error=False)
+    def refresh_detail(self, key: str) -> None:
+        """A reload refreshing the detail shown (never cancelling one the user asked for)."""
+        self._detail(key, again=True)
+
+    def _detail(self, key: str, again: bool = False) -> None:
         area = self.area
-        self._detail_key = key
         if not again:
             self._detail_busy = time.monotonic()
         try:
@@ -587,7 +612,11 @@ class MlopsConsole(App[None]):
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
     def action_expand(self) -> None:
-        """`e`: the detail fills the screen (a model card rendered as Markdown); again: back."""
+        """`e`: the selected row's detail fills the screen (a model card rendered as
+        Markdown), so what is shown is what the area's keys act on; again: back."""
+        key = self.selected_key()
+        if key is not None and key != self._detail_key and self.following is None:
+            self.show_detail(key)
         self.console_screen.query_one("#body").toggle_class("full")
         if self.console_screen.query_one("#body").has_class("full"):
             self.console_screen.query_one("#detail-scroll").focus()
@@ -746,6 +775,7 @@ class MlopsConsole(App[None]):
         if len(ids) < 2:
             self.notify("Mark two or more runs with space first.", severity="warning")
             return
+        self._detail_key = None
         self.show_compare(ids)
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
@@ -753,7 +783,6 @@ class MlopsConsole(App[None]):
         from mlops_console.tui.areas import compare_runs
 
         text = compare_runs(self.ws, ids)
-        self._detail_key = None
         self.call_from_thread(self._show_text, text)
 
     def action_logs(self) -> None:
@@ -763,6 +792,7 @@ class MlopsConsole(App[None]):
             self.notify("Select a row first.", severity="warning")
             return
         self._stop_following()
+        self._detail_key = None
         self.show_logs(key)
 
     def action_follow(self) -> None:
@@ -776,6 +806,7 @@ class MlopsConsole(App[None]):
             self.notify("f follows the log of a job or a deployment: select one.", timeout=3)
             return
         self.following = key
+        self._detail_key = None
         self.show_logs(key, follow=True)
         self._follow_timer = self.set_interval(1.0, lambda: self.show_logs(key, follow=True))
         self._bar()
@@ -796,7 +827,6 @@ class MlopsConsole(App[None]):
             text = self.ws.deployments.logs(ident, 200)
         else:
             text = "No log here: `l` shows the logs of jobs and deployments."
-        self._detail_key = None
         if follow and self.following != key:
             return  # stopped meanwhile
         head = f"Log of {key}, followed live (f stops)\n\n" if follow else ""
@@ -976,13 +1006,19 @@ def _cell_width(cell: str) -> int:
         return len(cell)
 
 
-def _sort_key(cell: str) -> tuple[int, float, str]:
-    """Numbers by value (0.9 after 0.85, v10 after v9), text by its letters."""
+def _sort_key(cell: str) -> tuple[int, float, list[tuple[int, Any]]]:
+    """A cell that is a number (maybe "v3", "12%", "4 ms") by its value; any other text
+    naturally: its digit runs as numbers (churn/2 before churn/10, dates in order)."""
     text = _MARKUP.sub("", cell).strip()
     m = _NUMBER.match(text)
     if m:
-        return (0, float(m.group(1)), text)
-    return (1, 0.0, text.lower())
+        return (0, float(m.group(1)), [])
+    parts = [
+        (0, int(p)) if p.isascii() and p.isdigit() else (1, p.lower())
+        for p in _DIGITS.split(text)
+        if p
+    ]
+    return (1, 0.0, parts)
 
 
 def _sort_rows(

@@ -29,7 +29,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm"):
-            yield Label(self.question)
+            yield Label(self.question, markup=False)  # it may quote what was typed
             with Horizontal():
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (esc)", id="no")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
+
 from mlops_console.tui.areas.common import Action, Area, Listing, Query, _when
 
 if TYPE_CHECKING:
@@ -27,7 +29,14 @@ SORTS = {
 def _job_row(j: Job) -> tuple[str, list[str]]:
     return (
         str(j.id),
-        [str(j.id), j.pipeline, j.status.value, j.trigger, _when(j.created_at), j.detail[:50]],
+        [
+            str(j.id),
+            j.pipeline,
+            j.status.value,
+            j.trigger,
+            _when(j.created_at),
+            escape(j.detail[:50]),  # an error's text, never read as markup
+        ],
     )
 
 
@@ -136,7 +145,7 @@ def _job_detail(ws: Workspace, key: str) -> str:
     ]
     lines += [f"  {s.kind:9} {s.status:10} {s.detail[:70]}" for s in steps]
     lines += ["", "Log (tail):", ws.jobs.logs(j.id, 40)]
-    return "\n".join(lines)
+    return escape("\n".join(lines))  # errors and logs as they are, never read as markup
 
 
 def daemon_state(ws: Workspace) -> tuple[bool, str, list[dict[str, Any]]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from mlops_console.errors import Conflict
 from mlops_console.tui.areas.common import (
     Action,
@@ -84,7 +86,7 @@ def _deployment_detail(ws: Workspace, key: str) -> str:
         "History:",
     ]
     lines += [
-        f"  {_when(e.at)} {e.action} {e.from_version or '-'} -> {e.to_version or '-'} {e.detail[:60]}"
+        f"  {_when(e.at)} {e.action} {e.from_version or '-'} -> {e.to_version or '-'} {escape(e.detail[:60])}"
         for e in hist
     ]
     return "\n".join(lines)

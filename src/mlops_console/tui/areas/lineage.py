@@ -238,7 +238,11 @@ def _chain_events(chains: list[Job], model: str) -> list[Event]:
             made = _version_of(j, model)
             result = f", registered {model}/{made}" if made is not None else ""
             out.append(
-                Event(j.ended_at, "chain", f"chain {j.id} {j.status}{result}: {j.detail[:120]}")
+                Event(
+                    j.ended_at,
+                    "chain",
+                    f"chain {j.id} {j.status}{result}: {escape(j.detail[:120])}",
+                )
             )
     return out
 
