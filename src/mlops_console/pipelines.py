@@ -96,3 +96,21 @@ class Pipelines:
         from mlops_console.testing.retest import reproduce
 
         return reproduce(self.ws, run, tolerance, stage)
+
+
+def parse_overrides(values: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` overrides of a pipeline's spec, as `mlops run --set` and the console
+    take them: a VALUE that reads as JSON is that value (`0.3`, `true`, `[1, 2]`), any
+    other is the text. Raises ValueError naming a word that is not KEY=VALUE."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}.")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out

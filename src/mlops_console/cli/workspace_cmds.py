@@ -41,18 +41,12 @@ class StageProgress:
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
-    import json
+    from mlops_console.pipelines import parse_overrides
 
-    out = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}.")
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
+    try:
+        return parse_overrides(values)
+    except ValueError as exc:
+        raise click.UsageError(f"--set {exc}") from None
 
 
 def _add_sample_dataset(ws: Workspace) -> IngestResult:

@@ -134,9 +134,7 @@ def _train_request(ws: Workspace, answer: str) -> tuple[str, dict[str, Any]]:
     --set KEY=VALUE` reads its overrides."""
     import shlex
 
-    import click
-
-    from mlops_console.cli.workspace_cmds import _parse_sets
+    from mlops_console.pipelines import parse_overrides
 
     try:
         words = shlex.split(answer)
@@ -150,10 +148,10 @@ def _train_request(ws: Workspace, answer: str) -> tuple[str, dict[str, Any]]:
             f"(pipelines: {', '.join(names) or 'none in pipelines/'})"
         )
     try:
-        overrides = _parse_sets(tuple(words[1:]))
-    except click.UsageError as exc:
+        overrides = parse_overrides(words[1:])
+    except ValueError as exc:
         raise ValueError(
-            f"{exc.message} Each override is KEY=VALUE, e.g. model.params.max_iter=200."
+            f"{exc} Each override is KEY=VALUE, e.g. model.params.max_iter=200."
         ) from None
     return words[0], overrides
 
