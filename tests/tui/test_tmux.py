@@ -107,6 +107,18 @@ def is_champion(text: str, ref: str) -> bool:
     return bool(re.search(r"(?<!\w)@champion\b", table_line(text, ref)))
 
 
+def wait_champion_moved(tmux, session, to: int, away: int, what: str) -> str:
+    """Wait until the dialog is gone and the screen shows m/`to` @champion, not m/`away`."""
+    return wait_screen(
+        tmux,
+        session,
+        lambda t: (
+            not dialog_shown(t) and is_champion(t, f"m/{to}") and not is_champion(t, f"m/{away}")
+        ),
+        what,
+    )
+
+
 def footer(text: str) -> str:
     """The screen's last non-empty line (Textual's Footer), lower-cased."""
     return ([ln for ln in text.splitlines() if ln.strip()] or [""])[-1].lower()
@@ -189,32 +201,14 @@ def test_promote_then_rollback_in_tmux(ws):
         keys(tmux, session, "p")
         wait_screen(tmux, session, dialog_shown, "the promote confirmation, again")
         keys(tmux, session, "y")
-        wait_screen(
-            tmux,
-            session,
-            lambda t: (
-                not dialog_shown(t)
-                and is_champion(t, f"m/{other}")
-                and not is_champion(t, f"m/{first}")
-            ),
-            f"m/{other} shown @champion",
-        )
+        wait_champion_moved(tmux, session, other, first, f"m/{other} shown @champion")
         assert champion(ws.root) == other, screen(tmux, session)
 
         keys(tmux, session, "b")
         text = wait_screen(tmux, session, dialog_shown, "the rollback confirmation")
         assert re.search(rf"m/{first}\b|\bv{first}\b|rollback", text), text
         keys(tmux, session, "y")
-        wait_screen(
-            tmux,
-            session,
-            lambda t: (
-                not dialog_shown(t)
-                and is_champion(t, f"m/{first}")
-                and not is_champion(t, f"m/{other}")
-            ),
-            f"m/{first} shown @champion again",
-        )
+        wait_champion_moved(tmux, session, first, other, f"m/{first} shown @champion again")
         keys(tmux, session, "q")
     finally:
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True)

@@ -696,6 +696,11 @@ class MlopsConsole(App[None]):
         that pages there."""
         self.filter_text = text
         self.offsets.pop(self.area.name, None)
+        self._refill()
+
+    def _refill(self) -> None:
+        """Show the rows again after a filter, sort or page change: from the rows loaded
+        (instant), or from the store for an area that pages there."""
         if self.listing is not None and self.area.page is None:
             self.fill(self.area, self.listing)
         else:
@@ -731,10 +736,7 @@ class MlopsConsole(App[None]):
         else:
             self.sorts[self.area.name] = (col, descending)
         self.offsets.pop(self.area.name, None)
-        if self.listing is not None and self.area.page is None:
-            self.fill(self.area, self.listing)
-        else:
-            self.load()
+        self._refill()
 
     def action_page(self, step: int) -> None:
         """`]` the next page of rows, `[` the one before."""
@@ -745,10 +747,7 @@ class MlopsConsole(App[None]):
             return
         self.offsets[self.area.name] = offset
         self.cursor_keys.pop(self.area.name, None)
-        if self.listing is not None and self.area.page is None:
-            self.fill(self.area, self.listing)
-        else:
-            self.load()
+        self._refill()
 
     # --- actions ---------------------------------------------------------------------------------
 
