@@ -272,6 +272,36 @@ class ConsoleSection(Strict):
     poll_seconds: float = Field(default=5.0, ge=0.5, le=3600)
 
 
+class LabsSection(Strict):
+    """`mlops lab`: folders of a trainer's own scenarios, beside the shipped ones."""
+
+    paths: list[str] = Field(default_factory=list, description="folders of scenario TOMLs")
+
+
+class ComputeSection(Strict):
+    """Where a pipeline's search runs: here, or on a cluster a plugin reaches (mlops-dask)."""
+
+    backend: str = Field(default="local", description='"local", or a plugin\'s, e.g. "dask"')
+    scheduler: str | None = Field(
+        default=None,
+        description='e.g. "tcp://HOST:8786", or "local-cluster" to try one on this machine',
+    )
+    workers: int = Field(default=2, ge=1, le=256, description="workers of a local-cluster")
+    min_threads: int = Field(
+        default=2, ge=1, description="a cluster with fewer threads falls back to local"
+    )
+    connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    retries: int = Field(default=2, ge=0, le=10, description="re-runs of a failed candidate")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        # which plugin provides it is asked where it is used (a run), not on every load
+        if not value.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f'backend {value!r} is not a name; e.g. "local" or "dask"')
+        return value
+
+
 class WorkspaceConfig(Strict):
     workspace: WorkspaceSection = WorkspaceSection()
     tracking: TrackingSection = TrackingSection()
@@ -283,6 +313,8 @@ class WorkspaceConfig(Strict):
     notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
     notify: NotifySection = Field(default_factory=NotifySection)
     console: ConsoleSection = Field(default_factory=ConsoleSection)
+    labs: LabsSection = Field(default_factory=LabsSection)
+    compute: ComputeSection = Field(default_factory=ComputeSection)
 
     @model_validator(mode="after")
     def _unique_alerts(self):

@@ -212,3 +212,51 @@ def test_an_edited_bundle_folder_is_exported_again_and_verified_by_the_server(dw
     cmdline = Path(f"/proc/{pid}/cmdline").read_text()
     assert mv.artifact_hash in cmdline
     dws.deployments.stop("svc4")
+
+
+class _Impostor:
+    """Another process's HTTP server on a loopback port: it answers /ping (200) and
+    refuses everything else, as any server that took the port first would."""
+
+    def __init__(self):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200 if self.path == "/ping" else 401)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_port_another_process_took_is_never_taken_for_the_server(dws, monkeypatch):
+    """A port checked free and taken before the server listens: /ping answers, but not
+    from our server. A given port is refused clearly; a port the service picked itself is
+    picked again."""
+    from mlops_console.deploy import service
+
+    impostor = _Impostor()
+    try:
+        with pytest.raises(MlopsError, match=f"could not listen on 127.0.0.1:{impostor.port}"):
+            dws.deployments.deploy("m/1", name="taken", port=impostor.port)
+        assert dws.deployments.find("taken") is None or not dws.deployments.get("taken").running
+        picks = iter([impostor.port])
+        real = service._free_port
+        monkeypatch.setattr(service, "_free_port", lambda start: next(picks, None) or real(start))
+        rec = dws.deployments.deploy("m/1", name="raced")
+        assert rec.status == "running" and rec.endpoint != f"http://127.0.0.1:{impostor.port}"
+        assert httpx.get(rec.endpoint + "/version", timeout=5).json()["version"] == 1
+    finally:
+        impostor.close()
+        for name in ("taken", "raced"):
+            if dws.deployments.find(name) is not None:
+                dws.deployments.stop(name)

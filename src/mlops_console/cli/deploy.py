@@ -47,6 +47,19 @@ if TYPE_CHECKING:
     help="A setting of the target, kept with the deployment (e.g. -o group=plant-a for "
     "--target fleet); as a pipeline's [deploy] options.",
 )
+@click.option(
+    "--address",
+    metavar="URL",
+    help="Where a remote target is reached (e.g. --target ray --address "
+    "http://127.0.0.1:8265); the same as -o address=URL.",
+)
+@click.option(
+    "--render",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Write the target's manifests to DIR (e.g. --target kubernetes); the same as "
+    "-o render=DIR.",
+)
 @output_options
 @pass_workspace
 def deploy(
@@ -60,14 +73,22 @@ def deploy(
     canary_percent: float,
     runtime: str | None,
     option_pairs: tuple[str, ...],
+    address: str | None,
+    render: str | None,
 ) -> Output:
     """Deploy MODEL[@alias|/version]: start it, hot-swap it in, or start a canary."""
-    options: dict[str, str] = {}
+    options: dict[str, Any] = {}
     for pair in option_pairs:
         key, eq, value = pair.partition("=")
         if not eq or not key.strip():
             raise click.UsageError(f"--option {pair!r} is not KEY=VALUE, e.g. -o group=plant-a.")
         options[key.strip()] = _option_value(value.strip())
+    if address:
+        options["address"] = address
+    if render:
+        from pathlib import Path
+
+        options["render"] = str(Path(render).resolve())
     rec = ws.deployments.deploy(
         ref,
         target=target,

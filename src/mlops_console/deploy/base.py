@@ -25,6 +25,11 @@ class DeployRefused(DeployError):
     same deploy fails again, so a chain that meets it ends `gates_failed`, not retried."""
 
 
+class PortTaken(DeployError):
+    """The server could not listen: another process holds its port (the deploy service
+    picks another free port when it chose this one itself)."""
+
+
 class Capability(StrEnum):
     """What a target can do beyond create / update / delete / list / get / predict / logs.
     The core asks `capability in target.capabilities`, never which class a target is."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from mlops_console.deploy.base import Capability, DeployError
+from mlops_console.deploy.base import Capability, DeployError, PortTaken
 from mlops_console.deploy.server import ServerTarget
 from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
@@ -102,12 +102,20 @@ class LocalTarget(ServerTarget):
         while time.time() < deadline:
             if proc.poll() is not None:
                 break
-            if self._healthy(config):
+            if self._healthy(config) and self._answers_as(name, config):
                 return self.get(name, config)
             time.sleep(0.1)
         self._stop_pid(proc.pid)
         (d / "pid").unlink(missing_ok=True)
-        raise DeployError(f"The server for {name} did not start: {self.logs(name, 15)}")
+        said = self.logs(name, 15)
+        last = [ln for ln in said.splitlines() if ln.strip()][-1:]
+        if proc.poll() is not None and last and "address already in use" in last[0]:
+            where = f"{config.get('host', '127.0.0.1')}:{config['port']}"
+            raise PortTaken(
+                f"The server for {name} could not listen on {where}: another process holds "
+                "that port. Pass --port with a free one, or stop what listens there."
+            )
+        raise DeployError(f"The server for {name} did not start: {said}")
 
     def delete(self, name: str, config: dict[str, Any] | None = None) -> None:
         pid = self._pid(name)

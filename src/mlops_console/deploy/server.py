@@ -72,6 +72,19 @@ class ServerTarget(DeployTarget):
         except httpx.HTTPError:
             return False
 
+    def _answers_as(self, name: str, config: dict[str, Any]) -> bool:
+        """The server on the port is this deployment's: it takes this deployment's admin
+        token. (Any process that took the port first would answer /ping as well.)"""
+        try:
+            r = httpx.get(
+                self._url(config) + "/admin/status",
+                headers={"Authorization": f"Bearer {self._token(name)}"},
+                timeout=2,
+            )
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
     def update(
         self,
         name: str,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_console.deploy.base import Capability, DeployTarget
+from mlops_console.deploy.base import Capability, DeployTarget, PortTaken
 from mlops_console.deploy.records import (
     CanaryVerdict,
     Deployment,
@@ -169,17 +169,27 @@ class Deployments:
             config = rec.config if rec else {}
             # a target records what it built from (docker: base_image) into config itself;
             # a new start builds afresh, so only where and how to serve carries over
+            chosen = port or config.get("port")
             config = {
                 "host": host or config.get("host") or self.ws.config.serving.host,
-                "port": port or config.get("port") or _free_port(self.ws.config.serving.port),
+                "port": chosen or _free_port(self.ws.config.serving.port),
                 "runtime": runtime or config.get("runtime"),
                 **(options or {}),
             }
-            try:
-                info = tgt.create(name, bundle, config, digest=mv.artifact_hash)
-            except MlopsError as exc:  # DeployError among them: recorded, then reported once
-                self._failed(name, rec, mv, str(exc))
-                raise
+            for attempt in range(3):
+                try:
+                    info = tgt.create(name, bundle, config, digest=mv.artifact_hash)
+                    break
+                except PortTaken as exc:
+                    # the port was free when picked and taken before the server listened
+                    # (another workspace deploying at once): pick again, unless it was given
+                    if chosen is not None or attempt == 2:
+                        self._failed(name, rec, mv, str(exc))
+                        raise
+                    config["port"] = _free_port(int(config["port"]) + 1)
+                except MlopsError as exc:  # DeployError among them: recorded, reported once
+                    self._failed(name, rec, mv, str(exc))
+                    raise
             with self.ws.db.write() as conn:
                 conn.exec_driver_sql(
                     "INSERT INTO deployment (name, target, model_name, version, canary_version, canary_percent, "

@@ -157,6 +157,9 @@ def routes(server: Server) -> list[Route]:
             server.metrics.reset_window("primary")  # the judge compares the two over one window
         elif role == "shadow":
             server.metrics.reset_window("shadow")
+        elif old is None or old.ref != new.ref:
+            # another version serves: its window (what checks and alerts read) starts now
+            server.metrics.reset_window("primary")
         server.retire(old)
         say(
             f"loaded {new.ref} ({new.runtime}) as {role}"
@@ -171,6 +174,7 @@ def routes(server: Server) -> list[Route]:
             old = server.traffic.promote()
         except TrafficError as exc:
             raise HttpError(409, str(exc)) from None
+        server.metrics.carry_window("canary", "primary")  # its requests since it served
         server.retire(old)
         say(f"promoted canary {server.traffic.primary.ref} to primary")
         return json_response({"primary": server.traffic.primary.describe()})

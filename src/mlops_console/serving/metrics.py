@@ -95,6 +95,12 @@ class Metrics:
         with self.lock:
             return self.windows[role].summary()
 
+    def carry_window(self, source: str, role: str) -> None:
+        """`role` now serves what `source` served (a promoted canary): its window goes with
+        it, and `source` starts an empty one."""
+        with self.lock:
+            self.windows[role], self.windows[source] = self.windows[source], Window()
+
     def reset_window(self, role: str) -> None:
         with self.lock:
             self.windows[role] = Window()

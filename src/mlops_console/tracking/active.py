@@ -290,6 +290,16 @@ class ActiveRun:
                     (self.id, f"{name}@{version}"),
                 )
 
+    def add_lineage(self, key: str, value: Any) -> None:
+        """Add `key` to the run's lineage: what is known only once the run is under way
+        (e.g. where its search ran). Written at once, in its own transaction."""
+        with self._db.write() as conn:
+            conn.exec_driver_sql(
+                "UPDATE run SET lineage = json_set(COALESCE(lineage, '{}'), ?, json(?)) "
+                "WHERE id = ?",
+                (f"$.{key}", json.dumps(value, default=str), self.id),
+            )
+
     # --- end -------------------------------------------------------------------------------
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_console.errors import ConfigError, MlopsError, NotFound
-from mlops_console.pipeline_spec import PipelineSpec
+from mlops_console.pipeline_spec import PipelineSpec, effective_spec
 from mlops_console.training.prepare import Stage, load_spec, prepare
 
 if TYPE_CHECKING:
@@ -46,8 +46,45 @@ def train(
     dataset_version: int | None = None,
     promote: bool = True,
     run_tags: dict[str, str] | None = None,
+    quick: bool = False,
+    compute: str | None = None,
+    scheduler: str | None = None,
 ) -> TrainResult:
-    """Run a pipeline end to end; see the module doc. `run_tags` are added to its run."""
+    """Run a pipeline end to end; see the module doc. `run_tags` are added to its run;
+    `quick` trains with the quick profile (as `[search] profile = "quick"` does);
+    `compute`/`scheduler` override mlops.toml's [compute] backend and scheduler."""
+    spec_path = None
+    if spec is None:
+        spec, spec_path = load_spec(ws, pipeline, overrides)
+    if quick:
+        spec = spec.model_copy(
+            update={"search": spec.search.model_copy(update={"profile": "quick"})}
+        )
+    spec = effective_spec(spec)
+    where = (compute, scheduler)
+    if spec.search.profile != "quick":
+        return _train(
+            ws, spec, spec_path, stage, register, dataset_version, promote, run_tags, where
+        )
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # see pipeline_spec.QUICK
+        return _train(
+            ws, spec, spec_path, stage, register, dataset_version, promote, run_tags, where
+        )
+
+
+def _train(
+    ws: Workspace,
+    spec: PipelineSpec,
+    spec_path: Any,
+    stage: Stage,
+    register: bool,
+    dataset_version: int | None,
+    promote: bool,
+    run_tags: dict[str, str] | None,
+    where: tuple[str | None, str | None] = (None, None),
+) -> TrainResult:
     import joblib
     import numpy as np
     import pandas as pd
@@ -58,7 +95,7 @@ def train(
     from mlops_console.testing.gates import evaluate_gates
     from mlops_console.tracking.lineage import environment
     from mlops_console.training.onnx_export import export
-    from mlops_console.training.search import search
+    from mlops_console.training.search import open_compute, search
 
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -70,15 +107,17 @@ def train(
         mark[0] = now
         stage(text)
 
-    spec_path = None
-    if spec is None:
-        spec, spec_path = load_spec(ws, pipeline, overrides)
-    stage("validate the spec and read the data")
+    stage(
+        "validate the spec and read the data"
+        + (" (quick profile)" if spec.search.profile == "quick" else "")
+    )
     p = prepare(ws, spec, spec_path, dataset_version, stage)
     if p.dataset_version is not None and p.dataset_version.status == "forced":
         stage(f"WARNING: {p.data_source} broke its data contract and was accepted with --force")
     if p.positive_class is not None:
         stage(f"  positive class {p.positive_class!r}, {p.positive_reason}")
+    # connected and version-checked before any run starts: a skew is refused here
+    compute = open_compute(ws, spec, *where, stage=stage) if spec.search.method != "none" else None
     timings["prepare"] = time.perf_counter() - mark[0]
     mark[0] = time.perf_counter()
 
@@ -87,10 +126,15 @@ def train(
         "estimator": spec.model.estimator,
         **{f"model.{k}": v for k, v in spec.model.params.items()},
         "search": spec.search.method,
+        "search.profile": spec.search.profile,
+        "search.candidates": spec.search.candidates,
+        "search.cv_folds": spec.search.cv_folds,
         "holdout_fraction": spec.validation.holdout_fraction,
         "features": len(p.features),
     }
-    tags = {"pipeline": spec.name, "task": spec.task}
+    tags = {"pipeline": spec.name, "task": spec.task, "profile": spec.search.profile}
+    if spec.search.max_rows is not None:
+        params["search.max_rows"] = spec.search.max_rows
     if p.positive_class is not None:
         params["positive_class"] = p.positive_class
         tags["positive_class"] = p.positive_reason
@@ -123,7 +167,21 @@ def train(
                 else ""
             ),
         )
-        found = search(ws, p, run, stage)
+        try:
+            found = search(ws, p, run, stage, compute)
+        finally:
+            if compute is not None:
+                compute.close()
+        used = compute.describe() if compute is not None else {"backend": "local"}
+        run.log_params({"compute.backend": used["backend"]})
+        run.set_tags(
+            {f"compute.{k}": used[k] for k in ("scheduler", "fallback", "requested") if k in used}
+        )
+        if used.get("events"):
+            run.set_tag("compute.events", "; ".join(used["events"]))
+        if compute is not None and (compute.session is not None or compute.fallback):
+            run.log_artifact(json.dumps(used, indent=2, default=str).encode(), "compute.json")
+            run.add_lineage("compute", used)
         run.log_params({f"best.{k}": v for k, v in found.best_params.items()})
         run.log_metrics(
             {
@@ -201,6 +259,7 @@ def train(
                 ]
                 if p.dataset_version
                 else [],
+                "compute": used,
             },
             onnx_check=onnx_report,
         )

@@ -6,8 +6,9 @@ candidate) and in the `search.json` artifact.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_console.errors import ConfigError
@@ -26,6 +27,82 @@ class SearchResult:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return model.fit(X, y)
+
+
+class ComputeUnavailable(Exception):
+    """A compute backend cannot be used now (unreachable, too small); the search runs
+    locally and the run says why. Raise an MlopsError instead to refuse the run."""
+
+
+@dataclass
+class Compute:
+    """Where a run's search goes: `session` is a plugin's backend (None: this process).
+
+    A backend (what a `mlops_compute_backends` factory returns for the [compute] settings)
+    has `open()` (connect and check, raising ComputeUnavailable or an MlopsError),
+    `parallel(X, y)` (a context in which joblib's Parallel runs on it, with X and y sent
+    to the workers once), `poll()` (new lines to show, e.g. a worker lost), `describe()`
+    (what the run's lineage records) and `close()`."""
+
+    backend: str = "local"
+    session: Any = None
+    fallback: str | None = None
+    events: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"backend": self.backend if self.session else "local"}
+        if self.session is not None:
+            out.update(self.session.describe())
+            out["events"] = list(self.events)
+        if self.fallback:
+            out["requested"], out["fallback"] = self.backend, self.fallback
+        return out
+
+    def close(self) -> None:
+        if self.session is not None:
+            with contextlib.suppress(Exception):  # the run's outcome does not depend on it
+                self.session.close()
+
+
+def open_compute(
+    ws, spec, backend: str | None = None, scheduler: str | None = None, stage=lambda s: None
+) -> Compute:
+    """The [compute] backend for this run (`backend`/`scheduler` override mlops.toml),
+    connected and checked before the search; local, with one line why, when it cannot be
+    used. A version skew between here and the workers is refused (an MlopsError)."""
+    settings = ws.config.compute.model_dump()
+    if backend:
+        settings["backend"] = backend
+    if scheduler:
+        settings["scheduler"] = scheduler
+    name = settings["backend"]
+    if name == "local":
+        return Compute()
+    from mlops_console.plugins import load_plugins
+
+    factories = load_plugins().compute_backends()
+    if name not in factories:
+        known = ", ".join(sorted(["local", *factories]))
+        raise ConfigError(
+            f"No installed plugin provides the compute backend {name!r} (known: {known}); "
+            'install its plugin (e.g. pip install -e plugins/mlops-dask) or use backend = "local".'
+        )
+    if ":" in spec.model.estimator or spec.preprocess.custom:
+        why = "the pipeline uses workspace code (module:function), which the workers cannot import"
+        stage(f"  compute: the search runs locally, not on {name}: {why}")
+        return Compute(name, None, why)
+    try:
+        session = factories[name](settings)
+        session.open()
+    except ComputeUnavailable as exc:
+        stage(f"  compute: the search runs locally, not on {name}: {exc}")
+        return Compute(name, None, str(exc))
+    info = session.describe()
+    stage(
+        f"  compute: {name} at {info.get('scheduler', '?')}, "
+        f"{info.get('workers', '?')} worker(s), {info.get('threads', '?')} thread(s)"
+    )
+    return Compute(name, session)
 
 
 def _key(name: str) -> str:
@@ -63,6 +140,22 @@ def cv_splitter(spec, y):
     return KFold(n_splits=folds, shuffle=True, random_state=spec.seed)
 
 
+def search_rows(spec, X, y):
+    """The rows the search scores on: all, or `[search].max_rows` of them, the most recent
+    when the data has a time column (the rows are sorted by time), else a seeded sample."""
+    cap = spec.search.max_rows
+    if cap is None or len(X) <= cap:
+        return X, y
+    import numpy as np
+
+    if spec.data.time_column:
+        idx = np.arange(len(X) - cap, len(X))
+    else:
+        idx = np.sort(np.random.default_rng(spec.seed).choice(len(X), cap, replace=False))
+    rows = X.iloc[idx] if hasattr(X, "iloc") else X[idx]
+    return rows, (y.iloc[idx] if hasattr(y, "iloc") else np.asarray(y)[idx])
+
+
 def validate_space(spec, root) -> None:
     """Every searched parameter exists and every range is well formed (before training)."""
     from mlops_console.training.build import build_pipeline
@@ -81,7 +174,7 @@ def validate_space(spec, root) -> None:
             _distribution(k, v)
 
 
-def search(ws, p, run, stage) -> SearchResult:
+def search(ws, p, run, stage, compute: Compute | None = None) -> SearchResult:
     from joblib import Parallel, delayed
     from sklearn.base import clone
     from sklearn.model_selection import ParameterGrid, ParameterSampler, cross_val_score
@@ -104,10 +197,17 @@ def search(ws, p, run, stage) -> SearchResult:
         return clone(base).set_params(**params)
 
     scoring, sign = scorer(spec.validation.primary_metric, p.positive_class)
-    cv = cv_splitter(spec, p.y_train)
+    X, y = search_rows(spec, p.X_train, p.y_train)
+    if len(X) < len(p.X_train):
+        stage(f"  the search scores candidates on {len(X)} of {len(p.X_train)} training rows")
+    cv = cv_splitter(spec, y)
     method = spec.search.method
+    compute = compute or Compute()
+    remote = compute.session is not None
+    where = compute.session.parallel(X, y) if remote else contextlib.nullcontext()
     if method == "halving":
-        return _halving(base, space, spec, p, cv, scoring, sign, run, stage, make)
+        with where:
+            return _halving(base, space, spec, X, y, cv, scoring, sign, run, stage, make)
     if method == "grid":
         candidates = list(ParameterGrid(space))
     elif method == "random":
@@ -118,29 +218,59 @@ def search(ws, p, run, stage) -> SearchResult:
     else:
         candidates = [{}]
 
-    def score(i: int, params: dict[str, Any]):
-        with warnings.catch_warnings():
+    def score(i: int, params: dict[str, Any], X, y):  # X, y as arguments: sent once
+        from joblib import parallel_config
+
+        # On a cluster, a candidate's own joblib calls (a forest's trees) stay in its
+        # worker: joblib would hand them back to the cluster as tasks whose data only that
+        # worker holds, so losing the worker would fail the search instead of re-running it.
+        inner = parallel_config(backend="sequential") if remote else contextlib.nullcontext()
+        with warnings.catch_warnings(), inner:
             warnings.simplefilter("ignore")
-            s = cross_val_score(
-                make(params), p.X_train, p.y_train, cv=cv, scoring=scoring, n_jobs=1
-            )
+            s = cross_val_score(make(params), X, y, cv=cv, scoring=scoring, n_jobs=1)
         return i, params, float(sign * s.mean()), float(s.std())
 
     n = len(candidates)
-    n_jobs = 1 if n == 1 else spec.search.n_jobs
+    n_jobs = -1 if remote else (1 if n == 1 else spec.search.n_jobs)
     table = []
-    for done, (i, params, mean, std) in enumerate(
-        Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(score)(i, c) for i, c in enumerate(candidates)
-        ),
-        1,
-    ):
-        table.append({"candidate": i, "params": _plain(params), "score": mean, "std": std})
-        run.log_metric("search_score", mean, step=i)
-        if n > 1:
-            stage(
-                f"  candidate {done}/{n}: cv {spec.validation.primary_metric} {mean:.4f}  {_short(params)}"
+
+    def run_candidates(todo: list[int]) -> None:
+        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered", batch_size=1)(
+            delayed(score)(i, candidates[i], X, y) for i in todo
+        )
+        for i, params, mean, std in results:
+            table.append({"candidate": i, "params": _plain(params), "score": mean, "std": std})
+            run.log_metric("search_score", mean, step=i)
+            if n > 1:
+                stage(
+                    f"  candidate {len(table)}/{n}: cv {spec.validation.primary_metric} "
+                    f"{mean:.4f}  {_short(params)}"
+                )
+            if remote:
+                for line in compute.session.poll():
+                    compute.events.append(line)
+                    stage(f"  compute: {line}")
+
+    todo = list(range(n))
+    for attempt in range(3 if remote else 1):
+        try:
+            with where if attempt == 0 else compute.session.parallel(X, y):
+                run_candidates(todo)
+            break
+        except Exception as exc:
+            # a lost worker can take the only copy of the scattered data with it, and Dask
+            # cancels what needed it: the candidates not scored yet run again, scattered anew
+            lost = remote and type(exc).__name__ in ("CancelledError", "FutureCancelledError")
+            if not lost or attempt == 2:
+                raise
+            scored = {r["candidate"] for r in table}
+            todo = [i for i in range(n) if i not in scored]
+            line = (
+                f"the cluster lost data a candidate needed ({type(exc).__name__}); "
+                f"{len(todo)} candidate(s) run again"
             )
+            compute.events.append(line)
+            stage(f"  compute: {line}")
     table.sort(key=lambda r: r["candidate"])
     from mlops_console.metrics import LOWER_IS_BETTER
 
@@ -149,7 +279,7 @@ def search(ws, p, run, stage) -> SearchResult:
     return SearchResult(candidates[best["candidate"]], best["score"], best["std"], table, make)
 
 
-def _halving(base, space, spec, p, cv, scoring, sign, run, stage, make) -> SearchResult:
+def _halving(base, space, spec, X, y, cv, scoring, sign, run, stage, make) -> SearchResult:
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import HalvingRandomSearchCV
 
@@ -166,7 +296,7 @@ def _halving(base, space, spec, p, cv, scoring, sign, run, stage, make) -> Searc
             random_state=spec.seed,
             n_jobs=spec.search.n_jobs,
             refit=False,
-        ).fit(p.X_train, p.y_train)
+        ).fit(X, y)
     res = hs.cv_results_
     table = []
     for i in range(len(res["params"])):

@@ -1,0 +1,1 @@
+"""A Kubernetes deploy target for mlops-console (plain manifests or KServe), through kubectl."""

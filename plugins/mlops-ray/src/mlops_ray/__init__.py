@@ -1,0 +1,1 @@
+"""A Ray Serve deploy target for mlops-console."""
