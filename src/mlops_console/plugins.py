@@ -63,6 +63,28 @@ class Specs:
         """Return {backend name: factory(settings: dict)} of where searches and training
         run (a Dask or Ray cluster); the factory returns a joblib-compatible backend."""
 
+    @hookspec
+    def mlops_lab_scenario_dirs(self) -> list[Any]:
+        """Return folders (`Path`) of teaching-lab scenario files the plugin ships; they are
+        searched after the core's own and before a trainer's (`[labs] paths`)."""
+
+    @hookspec
+    def mlops_lab_steps(self) -> dict[str, Any]:
+        """Return {"namespace.kind": class} of lab steps (`do = "fleet.devices"`); each
+        class subclasses `mlops_console.labs.spec.PluginStep` (a strict pydantic model:
+        a mistake names the file and the key) and implements `run(ws, scenario, state)`."""
+
+    @hookspec
+    def mlops_lab_checks(self) -> dict[str, Any]:
+        """Return {"namespace.kind": class} of objective checkers (`kind = "fleet.serving"`);
+        each subclasses `mlops_console.labs.spec.PluginCheck` and implements
+        `verdict(ws, state) -> (passed, reason)`."""
+
+    @hookspec
+    def mlops_lab_stop(self, ws) -> None:
+        """Stop every process the plugin's lab steps started for the workspace `ws` (`lab
+        stop`, `lab reset` before the snapshot is restored, a new `lab start`)."""
+
 
 HOOKS = tuple(n for n in vars(Specs) if n.startswith("mlops_"))
 
@@ -194,6 +216,26 @@ class Plugins:
     def console_areas(self) -> list[Any]:
         return self._collect("mlops_console_areas", kind=list)
 
+    def lab_scenario_dirs(self) -> list[Any]:
+        return self._collect("mlops_lab_scenario_dirs", kind=list)
+
+    def lab_steps(self) -> dict[str, Any]:
+        return self._collect("mlops_lab_steps")
+
+    def lab_checks(self) -> dict[str, Any]:
+        return self._collect("mlops_lab_checks")
+
+    def lab_stop(self, ws) -> list[str]:
+        """Ask each plugin to stop its lab processes for `ws`; returns the failures, in
+        words (one plugin's failure does not keep the others from stopping theirs)."""
+        errors = []
+        for impl in self.pm.hook.mlops_lab_stop.get_hookimpls():
+            try:
+                impl.function(ws)
+            except Exception as exc:
+                errors.append(f"{impl.plugin_name}: {type(exc).__name__}: {exc}")
+        return errors
+
     def register_commands(self, cli) -> None:
         """Let each plugin add commands to `cli`; one that replaces a built-in command is
         reported and the built-in put back."""
@@ -274,6 +316,8 @@ def _provides(mod) -> tuple[list[str], str]:
         "mlops_model_checks",
         "mlops_data_sources",
         "mlops_compute_backends",
+        "mlops_lab_steps",
+        "mlops_lab_checks",
     ):
         fn = getattr(mod, hook, None)
         if fn is not None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mlops_console.data.datasets import DatasetStore
     from mlops_console.deploy.service import Deployments
     from mlops_console.features.store import FeatureStore
+    from mlops_console.labs.service import Labs
     from mlops_console.monitoring.alerts import Alerts
     from mlops_console.monitoring.service import Monitor
     from mlops_console.pipelines import Pipelines
@@ -213,6 +214,13 @@ class Workspace:
         from mlops_console.registry.models import ModelRegistry
 
         return ModelRegistry(self)
+
+    @cached_property
+    def labs(self) -> Labs:
+        """Teaching labs: the scenario running here, its objectives, hints and reset."""
+        from mlops_console.labs.service import Labs
+
+        return Labs(self)
 
     @cached_property
     def pipelines(self) -> Pipelines:

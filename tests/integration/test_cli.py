@@ -8,10 +8,13 @@ from tests.conftest import run_cli
 
 @pytest.fixture(scope="module")
 def demo_ws(tmp_path_factory):
+    """The sample workspace with one quick run registered: what `init --sample` prints
+    as its first next step. (`mlops demo`, the whole loop, has its own test_demo.py.)"""
     root = tmp_path_factory.mktemp("demo") / "mlops-demo"
-    proc = run_cli("demo", str(root), check=True)
+    run_cli("init", str(root), "--sample", check=True)
+    proc = run_cli("-w", str(root), "run", "churn", "--quick", check=True)
     assert "Registered churn/1; it is now churn@champion." in proc.stdout
-    assert "[11/11]" in proc.stderr  # progress, stage by stage
+    assert "[8/8]" in proc.stderr  # progress, stage by stage
     return root
 
 
@@ -19,7 +22,7 @@ def test_demo_trains_tracks_and_registers(demo_ws):
     runs = json.loads(run_cli("-w", str(demo_ws), "runs", "list", "--json", check=True).stdout)[
         "runs"
     ]
-    assert len(runs) == 1  # the demo trains once
+    assert len(runs) == 1  # one run
     run = runs[0]
     assert run["status"] == "FINISHED" and run["experiment"] == "churn"
     assert 0.7 < run["metrics"]["holdout_roc_auc"] < 0.95  # a real model on the sample data
@@ -44,8 +47,8 @@ def test_demo_trains_tracks_and_registers(demo_ws):
     assert "gender" not in names and "churned" not in names and "tenure_months" in names
 
 
-def test_second_demo_run_registers_v2_and_history_and_rollback(demo_ws):
-    proc = run_cli("demo", str(demo_ws), check=True)
+def test_second_run_registers_v2_and_history_and_rollback(demo_ws):
+    proc = run_cli("-w", str(demo_ws), "run", "churn", "--quick", check=True)
     # same data and seed: an equal model passes no_regression and auto_promote makes it champion
     assert "Registered churn/2; it is now churn@champion (was v1)." in proc.stdout
     out = run_cli("-w", str(demo_ws), "models", "rollback", "churn", check=True).stdout
@@ -140,7 +143,7 @@ def test_run_with_overrides(tmp_path):
 def test_init_sample_is_ready_to_run_as_printed(tmp_path):
     root = tmp_path / "fresh"
     proc = run_cli("init", str(root), "--sample", check=True)
-    assert f"Next: cd {root} && mlops run churn" in proc.stdout
+    assert f"mlops -w {root} run churn --quick" in proc.stdout
     versions = json.loads(
         run_cli("-w", str(root), "data", "versions", "churn", "--json", check=True).stdout
     )

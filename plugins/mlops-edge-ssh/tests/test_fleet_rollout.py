@@ -56,7 +56,7 @@ def mlops(ws, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def test_ten_devices_three_waves_then_a_delta_a_pin_and_a_rollback_with_no_transfer(
-    device_lab_factory, ws_for, monkeypatch, tmp_path
+    device_lab_factory, ws_for
 ):
     lab = device_lab_factory(10)
     ws = ws_for(lab)
@@ -110,8 +110,20 @@ def test_ten_devices_three_waves_then_a_delta_a_pin_and_a_rollback_with_no_trans
         assert serving(d.root) == vid(ws, "m/1")
         assert sorted(os.listdir(d.root / "objects")) == objects_before[d.name]
 
-    # a newer console on the controller (one module more): m/2 again sends its small layer
-    # alone; the dependencies layer on the devices is reused, and m/2 is served with it
+
+def test_a_newer_console_sends_its_small_layer_alone_and_reuses_the_dependencies(
+    device_lab_factory, ws_for, monkeypatch, tmp_path
+):
+    """A newer console on the controller (one module more): m/2 sends that small layer
+    alone; the dependencies layer on the devices is reused, and m/2 is served with it.
+    (Apart from the ten-device test, so that each stays well inside the time limit on a
+    loaded machine and the two can run on different workers.)"""
+    lab = device_lab_factory(2)
+    ws = ws_for(lab)
+    r = rollout(ws, "m/2", soak=0)  # m/2's files are on the devices from here on
+    assert r.state == "done" and r.counts() == {"healthy": 2}, r.to_dict()
+    first = {d.device: d.detail["transfer"] for d in r.devices}
+    assert rollout(ws, "m/1", soak=0).counts() == {"healthy": 2}
     from device_docker import newer_layer
 
     from mlops_edge_ssh import layers
@@ -128,12 +140,10 @@ def test_ten_devices_three_waves_then_a_delta_a_pin_and_a_rollback_with_no_trans
 
     monkeypatch.setattr(layers, "process_runtime", process_runtime)
     r3 = rollout(ws, "m/2", soak=0)
-    assert r3.state == "done" and r3.counts() == {"healthy": 9, "skipped": 1}, r3.to_dict()
+    assert r3.state == "done" and r3.counts() == {"healthy": 2}, r3.to_dict()
     (runtime,) = newer.values()
     deps, console = runtime.deps.sha256, runtime.console.sha256
     for d in r3.devices:
-        if d.device == "gw-10":
-            continue
         t = d.detail["transfer"]
         assert t["sent_objects"] == 1 and t["raw_bytes"] == runtime.console.size, t
         assert t["wire_bytes"] < 1.5e6 and t["wire_bytes"] < 0.05 * first[d.device]["wire_bytes"]

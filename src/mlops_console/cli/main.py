@@ -93,13 +93,16 @@ COMMAND_MODULES = (
     "automation",
     "console",
     "data",
+    "demo",
     "deploy",
     "features",
+    "lab",
     "models",
     "monitor",
     "plugins",
     "runs",
     "serve",
+    "traffic",
     "workspace_cmds",
 )
 

@@ -1,4 +1,4 @@
-"""mlops init | demo | run | gc."""
+"""mlops run | gc | test | reproduce (init and demo: cli/demo.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from mlops_console.cli.output import (
 )
 
 if TYPE_CHECKING:
-    from mlops_console.data.datasets import IngestResult
     from mlops_console.workspace import Workspace
 
 
@@ -49,66 +48,6 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
         raise click.UsageError(f"--set {exc}") from None
 
 
-def _add_sample_dataset(ws: Workspace) -> IngestResult:
-    """The sample's dataset, registered and ingested, so the sample pipeline runs as is."""
-    if "churn" not in {d.name for d in ws.data.list()}:
-        ws.data.add(
-            "churn",
-            "data/churn.csv",
-            timestamp="event_time",
-            entities=["customer_id"],
-            description="Monthly customer snapshots",
-        )
-    return ws.data.ingest("churn")
-
-
-@click.command()
-@click.argument("directory", default=".", type=click.Path(file_okay=False))
-@click.option("--sample", is_flag=True, help="Copy the sample data and a sample pipeline in.")
-@click.option("--name", help="Workspace name (default: the folder's name).")
-def init(directory: str, sample: bool, name: str | None) -> None:
-    """Create a workspace in DIRECTORY (existing files are kept)."""
-    from mlops_console.workspace import Workspace
-
-    with Workspace.init(directory, sample=sample, name=name) as ws:
-        click.echo(f"Workspace ready at {ws.root}")
-        for sub in ("mlops.toml", "pipelines/", "features/", "data/", ".mlops/"):
-            click.echo(f"  {sub}")
-        if sample:
-            result = _add_sample_dataset(ws)
-            click.echo(
-                f"Sample data in data/ ({result.message}), a pipeline in "
-                f"pipelines/churn.toml. Next: cd {directory} && mlops run churn"
-            )
-
-
-@click.command()
-@click.argument("directory", default="mlops-demo", type=click.Path(file_okay=False))
-def demo(directory: str) -> None:
-    """Run the main job on the bundled sample data in DIRECTORY.
-
-    Creates the workspace, ingests the sample data, trains the churn model, logs the
-    run, registers the version and makes it champion if it beats the current one.
-    """
-    from mlops_console.workspace import Workspace
-
-    progress = StageProgress(total=11)
-    progress(f"create workspace {directory}")
-    with Workspace.init(directory, sample=True) as ws:
-        progress("ingest data/churn.csv as dataset churn (contract, profile, snapshot)")
-        click.echo(_add_sample_dataset(ws).message, err=True)
-        result = ws.pipelines.run("churn", stage=progress)
-        progress("materialize feature views for online lookups")
-        ws.features.materialize()
-        _print_result(ws, result)
-        click.echo("\nExplore it:")
-        click.echo(f"  mlops -w {directory} runs list")
-        click.echo(f"  mlops -w {directory} models show churn")
-        click.echo(f"  mlops -w {directory} models card churn@champion")
-        click.echo(f"  mlops -w {directory} data show churn")
-        click.echo(f"  mlops -w {directory} features get customer --key customer_id=C00307")
-
-
 @click.command("run")
 @click.argument("pipeline")
 @click.option(
@@ -118,12 +57,44 @@ def demo(directory: str) -> None:
     metavar="KEY=VALUE",
     help="Override a pipeline setting, e.g. --set model.params.max_iter=100.",
 )
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Train with the quick profile: a few candidates on capped rows, in seconds "
+    '(as [search] profile = "quick" does).',
+)
+@click.option(
+    "--compute",
+    metavar="BACKEND",
+    help='Where the search runs, instead of [compute].backend: "local", or a plugin\'s '
+    'backend such as "dask".',
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="The cluster to use, instead of [compute].scheduler (e.g. tcp://HOST:8786, or "
+    '"local-cluster").',
+)
 @click.pass_context
-def run_cmd(ctx: click.Context, pipeline: str, sets: tuple[str, ...]) -> None:
+def run_cmd(
+    ctx: click.Context,
+    pipeline: str,
+    sets: tuple[str, ...],
+    quick: bool,
+    compute: str | None,
+    scheduler: str | None,
+) -> None:
     """Train PIPELINE (pipelines/NAME.toml), log the run and register the model."""
     overrides = _parse_sets(sets)
     with open_workspace(ctx) as ws:
-        result = ws.pipelines.run(pipeline, stage=StageProgress(total=8), overrides=overrides)
+        result = ws.pipelines.run(
+            pipeline,
+            stage=StageProgress(total=8),
+            overrides=overrides,
+            quick=quick,
+            compute=compute,
+            scheduler=scheduler,
+        )
         _print_result(ws, result)
 
 
@@ -286,4 +257,4 @@ def _describe_difference(d: dict[str, Any]) -> str:
     return "changed"
 
 
-COMMANDS: list[click.Command] = [init, demo, run_cmd, gc, test_cmd, reproduce_cmd]
+COMMANDS: list[click.Command] = [run_cmd, gc, test_cmd, reproduce_cmd]

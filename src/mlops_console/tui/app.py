@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import events, on, work
@@ -65,6 +66,8 @@ VIEWS: dict[str, tuple[str, str]] = {
     "serving": ("deployments", ""),
     "deploy": ("deployments", ""),
     "home": ("overview", ""),
+    "labs": ("lab", ""),
+    "objectives": ("lab", ""),
 }
 SIDEBAR_MIN_WIDTH = 100  # narrower terminals start with the sidebar collapsed (ctrl+b)
 _MARKUP = re.compile(r"\[/?[a-z #0-9]*\]")
@@ -118,8 +121,13 @@ class MlopsConsole(App[None]):
         read_only: bool = False,
         poll_seconds: float | None = None,
         live: bool = True,
+        start_area: str | None = None,
+        class_root: Path | None = None,
     ) -> None:
         super().__init__()
+        from mlops_console.tui.areas import lab
+
+        lab.set_class_root(class_root)  # the Lab area shows that class (the trainer's view)
         self.ws = ws
         self.read_only = read_only
         cfg = ws.config.console
@@ -151,7 +159,7 @@ class MlopsConsole(App[None]):
         self.working: dict[int, str] = {}  # long actions running -> their last status line
         self._stop_listening = threading.Event()  # ends the listener thread when the app exits
         add_plugin_areas()
-        self.area = AREAS[0]
+        self.area = BY_NAME.get(start_area or "", AREAS[0])
         self.listing: Listing | None = None
         self.filter_text = ""
         self.last_message = ""
@@ -172,6 +180,7 @@ class MlopsConsole(App[None]):
             yield ListView(
                 *[ListItem(Label(a.title), id=f"area-{a.name}") for a in AREAS],
                 id="areas",
+                initial_index=AREAS.index(self.area),  # its first highlight switches to it
                 # folded from the first frame on a narrow terminal (ctrl+b unfolds it)
                 classes="collapsed" if self.size.width < SIDEBAR_MIN_WIDTH else "",
             )

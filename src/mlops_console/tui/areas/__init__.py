@@ -9,6 +9,7 @@ from mlops_console.tui.areas import (
     automation,
     data,
     deployments,
+    lab,
     lineage,
     models,
     monitoring,
@@ -56,6 +57,7 @@ AREAS: list[Area] = [
     automation.AREA,
     monitoring.AREA,
     lineage.AREA,
+    lab.AREA,
     plugins.AREA,
 ]
 BY_NAME: dict[str, Area] = {a.name: a for a in AREAS}
