@@ -4,6 +4,7 @@ VENV ?= .venv
 BENCH_VENV ?= .venv-bench
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+XDIST ?=
 
 .PHONY: demo test test-fast bench lint venv clean
 
@@ -29,11 +30,12 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	# the docker tests start an engine if none runs (packaging/docker/engine.sh); stop it after
-	$(BIN)/pytest; rc=$$?; bash packaging/docker/engine.sh stop || true; exit $$rc
+	# one process; XDIST="-n 2 --dist loadgroup --no-loadscope-reorder" spreads it (conftest.py)
+	$(BIN)/pytest $(XDIST); rc=$$?; bash packaging/docker/engine.sh stop || true; exit $$rc
 
 test-fast: $(STAMP)
 	bash packaging/edge/test-host.sh
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench plugins
