@@ -360,7 +360,7 @@ async def screens(root: Path) -> dict:
 
     async def idle(pilot, seconds: float = 60) -> None:
         deadline = time.perf_counter() + seconds
-        while any(
+        while app._warming or any(
             w.group in ("load", "warm") and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
             for w in app.workers
         ):

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from mlops_console.deploy.base import Capability, DeployError
-from mlops_console.deploy.server import ServerTarget
+from mlops_console.deploy.server import ServerTarget, http
 from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
 
@@ -305,7 +305,7 @@ class DockerTarget(ServerTarget):
             return {
                 **info,
                 "status": "running",
-                "serving": httpx.get(self._url(config) + "/version", timeout=2).json(),
+                "serving": http("GET", self._url(config) + "/version", timeout=2).json(),
             }
         except httpx.HTTPError:
             return {**info, "status": "unhealthy"}

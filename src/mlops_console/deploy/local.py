@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from mlops_console.deploy.base import Capability, DeployError, PortTaken
-from mlops_console.deploy.server import ServerTarget
+from mlops_console.deploy.server import ServerTarget, http
 from mlops_console.names import check_name, inside
 from mlops_console.plugins import hookimpl
 
@@ -155,7 +155,7 @@ class LocalTarget(ServerTarget):
         if pid is None:
             return {**info, "status": "stopped"}
         try:
-            v = httpx.get(self._url(config) + "/version", timeout=2).json()
+            v = http("GET", self._url(config) + "/version", timeout=2).json()
             return {**info, "status": "running", "serving": v}
         except httpx.HTTPError:
             return {**info, "status": "unhealthy"}

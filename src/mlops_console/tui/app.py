@@ -463,7 +463,10 @@ class MlopsConsole(App[None]):
                 if not self._loads_running:
                     self._load_started = 0.0
         if area.warm is not None and not warmed and not self._warming:
-            self.warm(area)
+            # once the table is painted: a warm-up competing with the paint for the GIL
+            # made the switch to its screen two to three times slower
+            self._warming = True  # queued: the next load does not queue another
+            self.call_from_thread(self.call_after_refresh, self.warm, area)
 
     @work(thread=True, exclusive=True, group="warm", exit_on_error=False)
     def warm(self, area: Area) -> None:

@@ -165,11 +165,17 @@ def cached_health(ws: Workspace, name: str) -> tuple[float, WindowReport | str] 
         return _HEALTH.get((str(ws.root), name))
 
 
+FRESH_S = 2.0  # a window measured this recently is not measured again (Overview <-> Monitoring)
+
+
 def warm_health(ws: Workspace) -> bool:
-    """Measure each deployment's window (the slow part of a screen); True if any changed."""
+    """Measure each deployment's window (the slow part of a screen), unless it was measured
+    in the last FRESH_S seconds; True if any changed."""
     changed = False
     for name in ws.monitor.deployments():
         before = cached_health(ws, name)
+        if before is not None and time.time() - before[0] < FRESH_S:
+            continue
         after = health(ws, name)
         changed = changed or before is None or _brief(before[1]) != _brief(after)
     return changed
