@@ -144,9 +144,12 @@ def reset(ws: Workspace) -> Output:
 @lab.command("stop")
 @pass_workspace
 def stop(ws: Workspace) -> None:
-    """Stop the lab's servers and daemon (`mlops lab reset` starts it again)."""
+    """Stop the lab's servers, daemon and devices (`mlops lab reset` starts it again)."""
     ws.labs.stop()
-    click.echo("Servers and daemon stopped.")
+    click.echo(
+        "The lab's servers, daemon and lab devices (if it has any) are stopped; its files "
+        "stay. `mlops lab reset` starts it again."
+    )
 
 
 @lab.command("events")
