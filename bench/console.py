@@ -345,11 +345,12 @@ async def screens(root: Path) -> dict:
     Overview's warm-up still runs (what a user moving on at once gets)."""
     from textual.worker import WorkerState
 
-    from mlops_console.tui.app import MlopsConsole
+    from mlops_console.tui.app import MlopsConsole, tune_gc
     from mlops_console.tui.areas import AREAS
     from mlops_console.workspace import Workspace
 
     app = MlopsConsole(Workspace.open(root), poll_seconds=3600, live=False)
+    tune_gc()  # as `mlops console` runs it
 
     async def filled(pilot, seconds: float = WAIT_S) -> None:
         deadline = time.perf_counter() + seconds

@@ -69,6 +69,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     "labs": ("lab", ""),
     "objectives": ("lab", ""),
 }
+WARM_AFTER_S = 0.3  # a screen's slow work (measuring windows) starts this long after its fill
 SIDEBAR_MIN_WIDTH = 100  # narrower terminals start with the sidebar collapsed (ctrl+b)
 _MARKUP = re.compile(r"\[/?[a-z #0-9]*\]")
 _NUMBER = re.compile(r"^[v#]?(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)\s*(?:%|ms|s|x|MB|MiB)?$")
@@ -463,10 +464,11 @@ class MlopsConsole(App[None]):
                 if not self._loads_running:
                     self._load_started = 0.0
         if area.warm is not None and not warmed and not self._warming:
-            # once the table is painted: a warm-up competing with the paint for the GIL
-            # made the switch to its screen two to three times slower
+            # once the table is painted (its layout and rendering take a few refreshes): a
+            # warm-up competing with the paint for the GIL made the switch to its screen
+            # two to three times slower
             self._warming = True  # queued: the next load does not queue another
-            self.call_from_thread(self.call_after_refresh, self.warm, area)
+            self.call_from_thread(self.set_timer, WARM_AFTER_S, lambda: self.warm(area))
 
     @work(thread=True, exclusive=True, group="warm", exit_on_error=False)
     def warm(self, area: Area) -> None:
@@ -1067,11 +1069,19 @@ def main(argv: list[str] | None = None) -> None:
     run(MlopsConsole(ws, read_only=a.read_only))
 
 
-def run(app: MlopsConsole) -> None:
-    """Run the console. What was imported and built so far lives as long as the console:
-    frozen, the garbage collector no longer walks it in the middle of the first frames
-    (a full collection there cost 80 ms at 160x48)."""
+def tune_gc() -> None:
+    """What was imported and built so far lives as long as the console: frozen, the garbage
+    collector no longer walks it in the middle of the first frames (a full collection
+    there cost 80 ms at 160x48). Collections then run less often: the rendering of a
+    screen switch allocates enough to trigger several (up to a third of a 100-row switch
+    in a profile)."""
     import gc
 
     gc.freeze()
+    gc.set_threshold(10_000, 20, 50)
+
+
+def run(app: MlopsConsole) -> None:
+    """Run the console (see `tune_gc`)."""
+    tune_gc()
     app.run()
