@@ -453,3 +453,38 @@ async def test_gives_up_with_unreachable(ensure_sshd: Sshd, tmp_path: Path, root
     with pytest.raises(Unreachable, match="no progress"):
         await put_objects(ensure_sshd.connect, str(root), [(sha, src)], give_up_after=1.5)
     assert 1.5 <= time.monotonic() - t0 < 5
+
+
+def test_a_manifest_and_the_wire_chunks_are_made_once_per_object(tmp_path: Path, monkeypatch):
+    """A rollout sends one object to many devices: its manifest is built once, the chunks
+    compressed once; a file that does not hash to the sha asked for is never remembered."""
+    from mlops_edge_ssh import transfer
+
+    src = tmp_path / "layer.tar"
+    sha = make_file(src, 3 * MiB, seed=7)
+    built: list[Path] = []
+    real = transfer.build_manifest
+
+    def counting(source, **kw):
+        built.append(source)
+        return real(source, **kw)
+
+    monkeypatch.setattr(transfer, "build_manifest", counting)
+    first = transfer.manifest_for(src, sha)
+    assert transfer.manifest_for(src, sha) is first and len(built) == 1
+    assert transfer.manifest_for(src, sha, chunk_size=MiB // 2) is not first  # its own chunks
+    wrong = hashlib.sha256(b"another object").hexdigest()
+    for _ in range(2):
+        with pytest.raises(TransferError, match="hashes to"):
+            transfer.manifest_for(src, wrong)
+    assert len(built) == 4  # the wrong one was built again, not taken from memory
+
+    chunk = first.chunks[1]
+    made = transfer._read_wire(src, chunk, sha)
+    src.write_bytes(b"\0" * src.stat().st_size)  # the next read of the file would refuse it
+    assert transfer._read_wire(src, chunk, sha) == made  # kept, checked when it was made
+    with pytest.raises(TransferError, match="changed during the transfer"):
+        transfer._read_wire(src, first.chunks[2], sha)
+    transfer.forget_wire()
+    with pytest.raises(TransferError, match="changed during the transfer"):
+        transfer._read_wire(src, chunk, sha)

@@ -292,7 +292,12 @@ class FleetService:
                 "shows how it goes."
             )
         ctl = Controller(self.ws, self.fleet, self.store, r.id, say=self.say)
-        return asyncio.run(ctl.run())
+        try:
+            return asyncio.run(ctl.run())
+        finally:
+            from mlops_edge_ssh import transfer
+
+            transfer.forget_wire()  # the chunks kept for the rollout's devices
 
     def _rollout(self, rid: str | None) -> Rollout:
         r = self.store.rollout(rid) if rid else (self.store.active() or self.store.rollout())

@@ -33,7 +33,9 @@ import os
 import re
 import secrets
 import shlex
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,14 +254,82 @@ def build_manifest(
     return Manifest(whole.hexdigest(), offset, chunk_size, compress, tuple(chunks))
 
 
+# A rollout sends the same objects to every device. Their manifests and compressed chunks
+# are a function of the object's sha256 (content-addressed) and are computed once per
+# process, not once per device: hashing and compressing a 129 MB runtime layer took ~2 s
+# of the controller's CPU per device, and re-compressing it to send it as much again.
+_MANIFESTS: OrderedDict[tuple[str, int, bool], Manifest] = OrderedDict()
+_MANIFEST_LOCKS: dict[tuple[str, int, bool], threading.Lock] = {}
+_WIRE: OrderedDict[tuple[str, int], bytes] = OrderedDict()  # (object sha, chunk) -> wire
+_wire_bytes = 0
+_CACHE_LOCK = threading.Lock()
+MANIFESTS_KEPT = 256
+WIRE_BYTES_KEPT = 64 * 1024 * 1024  # the 41 MB of a runtime layer's chunks fit
+
+
+def forget_wire() -> None:
+    """Drop the compressed chunks kept (a rollout's end: a daemon does not hold them)."""
+    global _wire_bytes
+    with _CACHE_LOCK:
+        _WIRE.clear()
+        _wire_bytes = 0
+
+
+def manifest_for(
+    source: Path, sha: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, compress: bool = True
+) -> Manifest:
+    """`build_manifest` of `source`, checked to hash to `sha`, computed once per process
+    for each (sha, chunk_size, compress); devices asking at once wait for one build.
+    Blocking: run it in a thread."""
+    key = (sha, chunk_size, compress)
+    with _CACHE_LOCK:
+        lock = _MANIFEST_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        with _CACHE_LOCK:
+            cached = _MANIFESTS.get(key)
+        if cached is not None:
+            return cached
+        manifest = build_manifest(source, chunk_size=chunk_size, compress=compress)
+        _check_manifest(manifest, sha, source)  # a wrong file is never remembered
+        with _CACHE_LOCK:
+            _MANIFESTS[key] = manifest
+            while len(_MANIFESTS) > MANIFESTS_KEPT:
+                old, _ = _MANIFESTS.popitem(last=False)
+                _MANIFEST_LOCKS.pop(old, None)
+        return manifest
+
+
 def _compressor() -> Any:
     import zstandard  # the controller only; the device decodes with the zstd CLI
 
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL)
 
 
-def _read_wire(source: Path, chunk: ChunkInfo) -> bytes:
-    """The chunk's wire bytes, checked against the manifest (the file may have changed)."""
+def _read_wire(source: Path, chunk: ChunkInfo, sha: str = "") -> bytes:
+    """The chunk's wire bytes, checked against the manifest (the file may have changed).
+    With the object's `sha`, compressed chunks are kept (up to WIRE_BYTES_KEPT) for the
+    next device: they were checked when made, and the object's content is its sha."""
+    key = (sha, chunk.index)
+    if sha and chunk.compressed:
+        with _CACHE_LOCK:
+            kept = _WIRE.get(key)
+            if kept is not None and len(kept) == chunk.wire_size:
+                _WIRE.move_to_end(key)
+                return kept
+    wire = _make_wire(source, chunk)
+    if sha and chunk.compressed and len(wire) <= WIRE_BYTES_KEPT // 4:
+        global _wire_bytes
+        with _CACHE_LOCK:
+            if key not in _WIRE:
+                _WIRE[key] = wire
+                _wire_bytes += len(wire)
+            while _wire_bytes > WIRE_BYTES_KEPT:
+                _, dropped = _WIRE.popitem(last=False)
+                _wire_bytes -= len(dropped)
+    return wire
+
+
+def _make_wire(source: Path, chunk: ChunkInfo) -> bytes:
     with open(source, "rb") as f:
         f.seek(chunk.offset)
         raw = f.read(chunk.raw_size)
@@ -501,11 +571,15 @@ async def _put(
     try:
         for n, chunk in enumerate(todo):
             if pending is None:
-                pending = asyncio.ensure_future(asyncio.to_thread(_read_wire, source, chunk))
+                pending = asyncio.ensure_future(
+                    asyncio.to_thread(_read_wire, source, chunk, manifest.sha256)
+                )
             wire = await pending
             pending = None
             if n + 1 < len(todo):  # read and compress the next chunk while this one travels
-                pending = asyncio.ensure_future(asyncio.to_thread(_read_wire, source, todo[n + 1]))
+                pending = asyncio.ensure_future(
+                    asyncio.to_thread(_read_wire, source, todo[n + 1], manifest.sha256)
+                )
             stats.wire_bytes_sent += len(wire)
             await _send_chunk(sftp, stg, chunk, wire, token)
             stats.chunks_sent += 1
@@ -551,9 +625,8 @@ async def put_object(
             stats.seconds = time.monotonic() - stats._started
             return stats
     manifest = await asyncio.to_thread(
-        build_manifest, source, chunk_size=chunk_size, compress=compress
+        manifest_for, source, sha, chunk_size=chunk_size, compress=compress
     )
-    _check_manifest(manifest, sha, source)
     own = await conn.start_sftp_client() if sftp is None else None
     try:
         await _put(
@@ -641,12 +714,12 @@ async def put_objects(
                     manifest = manifests.get(sha)
                     if manifest is None:
                         manifest = await asyncio.to_thread(
-                            build_manifest,
+                            manifest_for,
                             sources[sha],
+                            sha,
                             chunk_size=chunk_size,
                             compress=compress,
                         )
-                        _check_manifest(manifest, sha, sources[sha])
                         manifests[sha] = manifest
                     await _put(
                         conn,
