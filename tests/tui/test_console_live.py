@@ -326,3 +326,30 @@ def test_cells_sort_naturally():
         "0.9",
         "0.85",
     ]
+
+
+async def test_a_warm_up_waits_for_the_paint_and_none_runs_for_a_screen_left(cws, monkeypatch):
+    """The Overview's slow work (measuring windows) starts after its table is shown; one
+    queued for a screen the user has left does not run (it would slow the new screen)."""
+    from mlops_console.tui import app as console
+    from mlops_console.tui.areas import BY_NAME
+
+    monkeypatch.setattr(console, "WARM_AFTER_S", 5.0)  # wide: the switch below lands inside
+    calls: list[float] = []
+    overview = BY_NAME["overview"]
+    real = overview.warm
+    monkeypatch.setattr(overview, "warm", lambda ws: (calls.append(time.monotonic()), real(ws))[1])
+    app = MlopsConsole(cws, poll_seconds=3600, live=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await wait_for(pilot, lambda: app.listing is not None, "the Overview filled")
+        filled = time.monotonic()
+        await wait_for(pilot, lambda: calls, "the Overview's warm-up")
+        assert calls[0] - filled >= 2.5  # queued after the fill, not with it
+        await wait_for(pilot, lambda: not app._warming, "the warm-up done")
+        app.show_area("overview")
+        await wait_for(pilot, lambda: app.listing is not None and app._warming, "a warm-up queued")
+        app.show_area("runs")  # left before it is due
+        await wait_for(pilot, lambda: not app._warming, "the queued warm-up dropped")
+        assert len(calls) == 1 and app.area.name == "runs"
+        app.show_area("overview")  # a screen that warms queues its own again
+        await wait_for(pilot, lambda: len(calls) == 2, "the Overview's next warm-up")

@@ -455,11 +455,28 @@ async def test_gives_up_with_unreachable(ensure_sshd: Sshd, tmp_path: Path, root
     assert 1.5 <= time.monotonic() - t0 < 5
 
 
-def test_a_manifest_and_the_wire_chunks_are_made_once_per_object(tmp_path: Path, monkeypatch):
-    """A rollout sends one object to many devices: its manifest is built once, the chunks
-    compressed once; a file that does not hash to the sha asked for is never remembered."""
+@pytest.fixture
+def fresh_caches():
+    """The transfer's per-process caches, empty before and after the test."""
     from mlops_edge_ssh import transfer
 
+    def clear() -> None:
+        transfer.forget_wire()
+        with transfer._CACHE_LOCK:
+            transfer._MANIFESTS.clear()
+            transfer._MANIFEST_LOCKS.clear()
+
+    clear()
+    yield transfer
+    clear()
+
+
+def test_a_manifest_and_the_wire_chunks_are_made_once_per_object(
+    tmp_path: Path, monkeypatch, fresh_caches
+):
+    """A rollout sends one object to many devices: its manifest is built once, the chunks
+    compressed once; a file that does not hash to the sha asked for is never remembered."""
+    transfer = fresh_caches
     src = tmp_path / "layer.tar"
     sha = make_file(src, 3 * MiB, seed=7)
     built: list[Path] = []
@@ -478,13 +495,30 @@ def test_a_manifest_and_the_wire_chunks_are_made_once_per_object(tmp_path: Path,
         with pytest.raises(TransferError, match="hashes to"):
             transfer.manifest_for(src, wrong)
     assert len(built) == 4  # the wrong one was built again, not taken from memory
+    assert (wrong, transfer.DEFAULT_CHUNK_SIZE, True) not in transfer._MANIFEST_LOCKS
 
-    chunk = first.chunks[1]
-    made = transfer._read_wire(src, chunk, sha)
+    chunk, other = first.chunks[1], first.chunks[2]
+    made = transfer._read_wire(src, chunk, keep=True)
+    assert transfer._read_wire(src, other) and other.wire_sha256 not in transfer._WIRE
     src.write_bytes(b"\0" * src.stat().st_size)  # the next read of the file would refuse it
-    assert transfer._read_wire(src, chunk, sha) == made  # kept, checked when it was made
+    assert transfer._read_wire(src, chunk, keep=True) == made  # kept, checked when made
     with pytest.raises(TransferError, match="changed during the transfer"):
-        transfer._read_wire(src, first.chunks[2], sha)
+        transfer._read_wire(src, other, keep=True)
     transfer.forget_wire()
     with pytest.raises(TransferError, match="changed during the transfer"):
-        transfer._read_wire(src, chunk, sha)
+        transfer._read_wire(src, chunk, keep=True)
+
+
+def test_kept_chunks_stop_at_the_cap_and_keep_the_first(tmp_path: Path, monkeypatch, fresh_caches):
+    """Past WIRE_BYTES_KEPT no chunk is added and none evicted: devices read the chunks in
+    the same order, so evicting the oldest would leave the next device nothing to reuse."""
+    transfer = fresh_caches
+    src = tmp_path / "big.bin"
+    sha = make_file(src, 4 * MiB, seed=9)
+    manifest = transfer.manifest_for(src, sha)
+    first = manifest.chunks[0]
+    monkeypatch.setattr(transfer, "WIRE_BYTES_KEPT", first.wire_size + 10)
+    for c in manifest.chunks:
+        transfer._read_wire(src, c, keep=True)
+    assert list(transfer._WIRE) == [first.wire_sha256]
+    assert transfer._wire_bytes == first.wire_size

@@ -444,7 +444,13 @@ class FleetService:
                 max_unreachable="100%",
             )
             rid = start(self.ws, self.store, p, "reconcile")
-            ran.append(asyncio.run(Controller(self.ws, fleet, self.store, rid, say=self.say).run()))
+            try:
+                ctl = Controller(self.ws, fleet, self.store, rid, say=self.say)
+                ran.append(asyncio.run(ctl.run()))
+            finally:
+                from mlops_edge_ssh import transfer
+
+                transfer.forget_wire()  # the chunks kept for its devices
         return ran
 
     def logs(self, name: str, lines: int = 100) -> str:

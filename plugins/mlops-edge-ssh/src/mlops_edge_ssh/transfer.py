@@ -227,8 +227,8 @@ def build_manifest(
     source: Path, *, chunk_size: int = DEFAULT_CHUNK_SIZE, compress: bool = True
 ) -> Manifest:
     """Hash (and, with ``compress``, compress) ``source`` chunk by chunk. Blocking: run it in
-    a thread. The compressed bytes are not kept; they are recomputed (deterministically)
-    when a chunk is sent."""
+    a thread. The compressed bytes are not kept here; they are recomputed (deterministically)
+    when a chunk is sent, and kept for the other devices of a rollout (`_read_wire`)."""
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
     whole = hashlib.sha256()
@@ -260,7 +260,8 @@ def build_manifest(
 # of the controller's CPU per device, and re-compressing it to send it as much again.
 _MANIFESTS: OrderedDict[tuple[str, int, bool], Manifest] = OrderedDict()
 _MANIFEST_LOCKS: dict[tuple[str, int, bool], threading.Lock] = {}
-_WIRE: OrderedDict[tuple[str, int], bytes] = OrderedDict()  # (object sha, chunk) -> wire
+_WIRE: dict[str, bytes] = {}  # a chunk's wire sha256 -> its wire bytes
+_WIRE_LOCKS: dict[str, threading.Lock] = {}
 _wire_bytes = 0
 _CACHE_LOCK = threading.Lock()
 MANIFESTS_KEPT = 256
@@ -272,6 +273,7 @@ def forget_wire() -> None:
     global _wire_bytes
     with _CACHE_LOCK:
         _WIRE.clear()
+        _WIRE_LOCKS.clear()
         _wire_bytes = 0
 
 
@@ -289,8 +291,13 @@ def manifest_for(
             cached = _MANIFESTS.get(key)
         if cached is not None:
             return cached
-        manifest = build_manifest(source, chunk_size=chunk_size, compress=compress)
-        _check_manifest(manifest, sha, source)  # a wrong file is never remembered
+        try:
+            manifest = build_manifest(source, chunk_size=chunk_size, compress=compress)
+            _check_manifest(manifest, sha, source)  # a wrong file is never remembered
+        except BaseException:
+            with _CACHE_LOCK:
+                _MANIFEST_LOCKS.pop(key, None)
+            raise
         with _CACHE_LOCK:
             _MANIFESTS[key] = manifest
             while len(_MANIFESTS) > MANIFESTS_KEPT:
@@ -305,28 +312,31 @@ def _compressor() -> Any:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL)
 
 
-def _read_wire(source: Path, chunk: ChunkInfo, sha: str = "") -> bytes:
+def _read_wire(source: Path, chunk: ChunkInfo, keep: bool = False) -> bytes:
     """The chunk's wire bytes, checked against the manifest (the file may have changed).
-    With the object's `sha`, compressed chunks are kept (up to WIRE_BYTES_KEPT) for the
-    next device: they were checked when made, and the object's content is its sha."""
-    key = (sha, chunk.index)
-    if sha and chunk.compressed:
+    With `keep`, a compressed chunk is kept, by its wire sha256, for the next device (until
+    WIRE_BYTES_KEPT are kept: then no more, so the devices that follow in the same order
+    still find the first ones); devices asking at once wait for one compression."""
+    global _wire_bytes
+    if not (keep and chunk.compressed):
+        return _make_wire(source, chunk)
+    key = chunk.wire_sha256
+    with _CACHE_LOCK:
+        kept = _WIRE.get(key)
+        if kept is not None:
+            return kept
+        lock = _WIRE_LOCKS.setdefault(key, threading.Lock())
+    with lock:
         with _CACHE_LOCK:
             kept = _WIRE.get(key)
-            if kept is not None and len(kept) == chunk.wire_size:
-                _WIRE.move_to_end(key)
-                return kept
-    wire = _make_wire(source, chunk)
-    if sha and chunk.compressed and len(wire) <= WIRE_BYTES_KEPT // 4:
-        global _wire_bytes
+        if kept is not None:
+            return kept
+        wire = _make_wire(source, chunk)  # checked against the manifest's wire sha256
         with _CACHE_LOCK:
-            if key not in _WIRE:
+            if key not in _WIRE and _wire_bytes + len(wire) <= WIRE_BYTES_KEPT:
                 _WIRE[key] = wire
                 _wire_bytes += len(wire)
-            while _wire_bytes > WIRE_BYTES_KEPT:
-                _, dropped = _WIRE.popitem(last=False)
-                _wire_bytes -= len(dropped)
-    return wire
+        return wire
 
 
 def _make_wire(source: Path, chunk: ChunkInfo) -> bytes:
@@ -571,14 +581,12 @@ async def _put(
     try:
         for n, chunk in enumerate(todo):
             if pending is None:
-                pending = asyncio.ensure_future(
-                    asyncio.to_thread(_read_wire, source, chunk, manifest.sha256)
-                )
+                pending = asyncio.ensure_future(asyncio.to_thread(_read_wire, source, chunk, True))
             wire = await pending
             pending = None
             if n + 1 < len(todo):  # read and compress the next chunk while this one travels
                 pending = asyncio.ensure_future(
-                    asyncio.to_thread(_read_wire, source, todo[n + 1], manifest.sha256)
+                    asyncio.to_thread(_read_wire, source, todo[n + 1], True)
                 )
             stats.wire_bytes_sent += len(wire)
             await _send_chunk(sftp, stg, chunk, wire, token)

@@ -159,6 +159,15 @@ def health(ws: Workspace, name: str) -> WindowReport | str:
     return got
 
 
+def forget_health(ws: Workspace) -> None:
+    """Make the workspace's remembered windows stale (after an action): the next warm-up
+    measures them again, and until then the screen still shows them."""
+    with _HEALTH_LOCK:
+        for key, (_, report) in list(_HEALTH.items()):
+            if key[0] == str(ws.root):
+                _HEALTH[key] = (0.0, report)
+
+
 def cached_health(ws: Workspace, name: str) -> tuple[float, WindowReport | str] | None:
     """(when, report) of the deployment's last measured window, or None if never."""
     with _HEALTH_LOCK:
