@@ -277,6 +277,31 @@ def forget_wire() -> None:
         _wire_bytes = 0
 
 
+def _once(key: Any, cache: dict, locks: dict, make: Callable[[], Any], keep: Callable[[Any], None]):
+    """`cache[key]`, else `make()` once however many threads ask at once (they wait on the
+    key's lock); `keep(value)` (under _CACHE_LOCK) decides what is remembered. A failed
+    `make` remembers nothing, not even its lock."""
+    with _CACHE_LOCK:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        lock = locks.setdefault(key, threading.Lock())
+    with lock:
+        with _CACHE_LOCK:
+            hit = cache.get(key)
+        if hit is not None:
+            return hit
+        try:
+            value = make()
+        except BaseException:
+            with _CACHE_LOCK:
+                locks.pop(key, None)
+            raise
+        with _CACHE_LOCK:
+            keep(value)
+        return value
+
+
 def manifest_for(
     source: Path, sha: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE, compress: bool = True
 ) -> Manifest:
@@ -284,26 +309,19 @@ def manifest_for(
     for each (sha, chunk_size, compress); devices asking at once wait for one build.
     Blocking: run it in a thread."""
     key = (sha, chunk_size, compress)
-    with _CACHE_LOCK:
-        lock = _MANIFEST_LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        with _CACHE_LOCK:
-            cached = _MANIFESTS.get(key)
-        if cached is not None:
-            return cached
-        try:
-            manifest = build_manifest(source, chunk_size=chunk_size, compress=compress)
-            _check_manifest(manifest, sha, source)  # a wrong file is never remembered
-        except BaseException:
-            with _CACHE_LOCK:
-                _MANIFEST_LOCKS.pop(key, None)
-            raise
-        with _CACHE_LOCK:
-            _MANIFESTS[key] = manifest
-            while len(_MANIFESTS) > MANIFESTS_KEPT:
-                old, _ = _MANIFESTS.popitem(last=False)
-                _MANIFEST_LOCKS.pop(old, None)
+
+    def make() -> Manifest:
+        manifest = build_manifest(source, chunk_size=chunk_size, compress=compress)
+        _check_manifest(manifest, sha, source)  # a wrong file is never remembered
         return manifest
+
+    def keep(manifest: Manifest) -> None:
+        _MANIFESTS[key] = manifest
+        while len(_MANIFESTS) > MANIFESTS_KEPT:
+            old, _ = _MANIFESTS.popitem(last=False)
+            _MANIFEST_LOCKS.pop(old, None)
+
+    return _once(key, _MANIFESTS, _MANIFEST_LOCKS, make, keep)
 
 
 def _compressor() -> Any:
@@ -317,26 +335,17 @@ def _read_wire(source: Path, chunk: ChunkInfo, keep: bool = False) -> bytes:
     With `keep`, a compressed chunk is kept, by its wire sha256, for the next device (until
     WIRE_BYTES_KEPT are kept: then no more, so the devices that follow in the same order
     still find the first ones); devices asking at once wait for one compression."""
-    global _wire_bytes
     if not (keep and chunk.compressed):
         return _make_wire(source, chunk)
     key = chunk.wire_sha256
-    with _CACHE_LOCK:
-        kept = _WIRE.get(key)
-        if kept is not None:
-            return kept
-        lock = _WIRE_LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        with _CACHE_LOCK:
-            kept = _WIRE.get(key)
-        if kept is not None:
-            return kept
-        wire = _make_wire(source, chunk)  # checked against the manifest's wire sha256
-        with _CACHE_LOCK:
-            if key not in _WIRE and _wire_bytes + len(wire) <= WIRE_BYTES_KEPT:
-                _WIRE[key] = wire
-                _wire_bytes += len(wire)
-        return wire
+
+    def remember(wire: bytes) -> None:
+        global _wire_bytes
+        if key not in _WIRE and _wire_bytes + len(wire) <= WIRE_BYTES_KEPT:
+            _WIRE[key] = wire
+            _wire_bytes += len(wire)
+
+    return _once(key, _WIRE, _WIRE_LOCKS, lambda: _make_wire(source, chunk), remember)
 
 
 def _make_wire(source: Path, chunk: ChunkInfo) -> bytes:
