@@ -378,12 +378,13 @@ def test_kill_9_mid_deploy_then_restart(tmp_path):
         assert rec.version == 1 and rec.canary_version is None
         assert ws.models.resolve("m@champion").version == 1
     finally:
-        for dp in ws.deployments.list():
-            ws.deployments.stop(dp.name)
+        # the daemons first: a supervisor looking as a server is stopped could start it again
         if d.proc.poll() is None:  # a failure above must not leave a daemon behind
             os.killpg(d.proc.pid, signal.SIGKILL)
         if d2 is not None:
             d2.stop()
+        for dp in ws.deployments.list():
+            ws.deployments.stop(dp.name)
         ws.close()
 
 
